@@ -1,0 +1,75 @@
+"""``workbench <command> <verb>``: the one entry point.
+
+Command modules are listed explicitly below (platform commands, then the task
+registry) and only build argparse parsers at import time; anything heavy (torch,
+rasterio) is imported inside the verb that needs it, so ``workbench --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from workbench.errors import EXIT_USER_ERROR, WorkbenchError
+from workbench.tasks_registry import TASK_COMMANDS
+
+PLATFORM_COMMANDS = (
+    "workbench.commands.data",
+    "workbench.commands.runs",
+)
+
+EPILOG = """examples:
+  workbench data bluemarble                 build the offline default catalog (Blue Marble + GSHHS water)
+  workbench data stats                      tiles per source / split / label
+  workbench data list --split test --where "water_fraction BETWEEN 0.3 AND 0.7" --json
+  workbench runs list                       every run under runs/
+  workbench runs compare RUN_A RUN_B        metrics side by side and the config keys that differ
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every verb takes (a parent parser, so they go after the verb)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--catalog", metavar="PATH",
+                        help="catalog database (default: $WORKBENCH_HOME/data/catalog.sqlite)")
+    return parent
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="workbench", description="Satellite-vision workbench: tiles, training runs, "
+                    "segmentation, classification and DiffusionSat generation.",
+                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from workbench import __version__
+    parser.add_argument("--version", action="version", version=f"workbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    common = common_options()
+    for module in PLATFORM_COMMANDS + tuple(TASK_COMMANDS.values()):
+        importlib.import_module(module).register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        (getattr(args, "subparser", None) or parser).print_help()
+        return 0 if args.command is None else EXIT_USER_ERROR
+    try:
+        return int(func(args) or 0)
+    except WorkbenchError as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130

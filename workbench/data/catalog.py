@@ -1,0 +1,348 @@
+"""The tile catalog: one SQLite database, one row per tile, the only bridge between tasks.
+
+Tasks read tiles by query and write back what they learn (predicted labels,
+pseudo-masks, generated tiles). Every write is one transaction taken with
+``BEGIN IMMEDIATE`` under WAL, so two processes importing at once queue instead of
+losing rows, and a failed import leaves the catalog exactly as it was.
+
+Paths under the catalog's folder are stored relative to it, so a data folder can
+be moved or shared as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from workbench import paths
+from workbench.errors import WorkbenchError
+
+SOURCES = ("bluemarble", "earthengine", "folder", "generated")
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tiles (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    mask_path TEXT,
+    source TEXT NOT NULL,
+    split TEXT,
+    lon REAL, lat REAL,
+    west REAL, south REAL, east REAL, north REAL,
+    crs TEXT,
+    width INTEGER, height INTEGER,
+    gsd REAL,
+    date TEXT,
+    cloud_cover REAL,
+    bands TEXT,
+    water_fraction REAL,
+    label TEXT,
+    pred_label TEXT,
+    pred_score REAL,
+    model_id TEXT,
+    caption TEXT,
+    parent_id INTEGER REFERENCES tiles(id) ON DELETE SET NULL,
+    scene_id TEXT,
+    extra TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tiles_source_split ON tiles(source, split);
+CREATE INDEX IF NOT EXISTS tiles_lonlat ON tiles(lon, lat);
+CREATE INDEX IF NOT EXISTS tiles_label ON tiles(label);
+CREATE INDEX IF NOT EXISTS tiles_pred ON tiles(pred_label);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass
+class Tile:
+    """One catalog row. ``path``/``mask_path`` are absolute when read back."""
+
+    path: str
+    source: str
+    mask_path: str | None = None
+    split: str | None = None
+    lon: float | None = None
+    lat: float | None = None
+    west: float | None = None
+    south: float | None = None
+    east: float | None = None
+    north: float | None = None
+    crs: str | None = None
+    width: int | None = None
+    height: int | None = None
+    gsd: float | None = None
+    date: str | None = None
+    cloud_cover: float | None = None
+    bands: list[str] = field(default_factory=list)
+    water_fraction: float | None = None
+    label: str | None = None
+    pred_label: str | None = None
+    pred_score: float | None = None
+    model_id: str | None = None
+    caption: str | None = None
+    parent_id: int | None = None
+    scene_id: str | None = None
+    extra: dict = field(default_factory=dict)
+    created_at: str | None = None
+    id: int | None = None
+
+    def to_json(self) -> dict:
+        """The stable JSON form of ``workbench data list --json``."""
+        return asdict(self)
+
+
+COLUMNS = [f.name for f in fields(Tile) if f.name != "id"]
+QUERY_KEYS = ("source", "split", "bbox", "label", "pred_label", "water_min", "water_max",
+              "date_from", "date_to", "where", "ids", "model_id", "limit")
+
+
+class Catalog:
+    """Open (creating if needed) the catalog at ``path`` or the default location."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else paths.default_catalog()
+        self.root = self.path.parent.resolve()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA busy_timeout = 120000")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            with self.transaction():
+                for stmt in filter(str.strip, SCHEMA.split(";")):
+                    self.conn.execute(stmt)
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                  (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            raise WorkbenchError(f"{self.path}: not a workbench catalog ({exc})") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: a write lock up front (IMMEDIATE) so concurrent writers queue."""
+        for attempt in range(50):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # ---- paths ---------------------------------------------------------------------------
+    def _store_path(self, p: str | Path | None) -> str | None:
+        if p is None:
+            return None
+        p = Path(p).resolve()
+        try:
+            return str(p.relative_to(self.root))
+        except ValueError:
+            return str(p)
+
+    def _load_path(self, p: str | None) -> str | None:
+        if p is None:
+            return None
+        q = Path(p)
+        return str(q if q.is_absolute() else self.root / q)
+
+    # ---- writes --------------------------------------------------------------------------
+    def add_tiles(self, tiles: Iterable[Tile], replace: bool = False) -> list[int]:
+        """Insert tiles in one transaction; a path already present is kept (or replaced)."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        rows = []
+        for t in tiles:
+            if t.source not in SOURCES:
+                raise WorkbenchError(f"unknown source {t.source!r} (known: {', '.join(SOURCES)})")
+            row = self._row(t)
+            row["created_at"] = row["created_at"] or now
+            rows.append(row)
+        cols = ", ".join(COLUMNS)
+        marks = ", ".join(f":{c}" for c in COLUMNS)
+        conflict = ("DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in COLUMNS if c != "path")
+                    if replace else "DO NOTHING")
+        ids = []
+        with self.transaction() as conn:
+            for row in rows:
+                conn.execute(f"INSERT INTO tiles ({cols}) VALUES ({marks}) ON CONFLICT(path) {conflict}", row)
+                ids.append(conn.execute("SELECT id FROM tiles WHERE path = ?", (row["path"],)).fetchone()[0])
+        return ids
+
+    def _row(self, t: Tile) -> dict[str, Any]:
+        row = {c: getattr(t, c) for c in COLUMNS}
+        row["path"] = self._store_path(t.path)
+        row["mask_path"] = self._store_path(t.mask_path)
+        row["bands"] = json.dumps(list(t.bands or []))
+        row["extra"] = json.dumps(t.extra or {}, sort_keys=True)
+        return row
+
+    def set_predictions(self, predictions: Sequence[tuple[int, str, float]], model_id: str) -> int:
+        """Write (tile id, label, score) for many tiles in one transaction."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE tiles SET pred_label = ?, pred_score = ?, model_id = ? WHERE id = ?",
+                [(label, float(score), model_id, int(tid)) for tid, label, score in predictions])
+        return len(predictions)
+
+    def update(self, tile_id: int, **values: Any) -> None:
+        unknown = set(values) - set(COLUMNS)
+        if unknown:
+            raise WorkbenchError(f"unknown catalog column(s): {', '.join(sorted(unknown))}")
+        self.update_many([(tile_id, values)])
+
+    def update_many(self, changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        with self.transaction() as conn:
+            for tile_id, values in changes:
+                values = dict(values)
+                for key in ("path", "mask_path"):
+                    if key in values:
+                        values[key] = self._store_path(values[key])
+                if "bands" in values:
+                    values["bands"] = json.dumps(list(values["bands"]))
+                if "extra" in values:
+                    values["extra"] = json.dumps(values["extra"], sort_keys=True)
+                sets = ", ".join(f"{k} = :{k}" for k in values)
+                conn.execute(f"UPDATE tiles SET {sets} WHERE id = :_id", {**values, "_id": int(tile_id)})
+
+    def delete(self, ids: Sequence[int]) -> None:
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM tiles WHERE id = ?", [(int(i),) for i in ids])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # ---- reads ---------------------------------------------------------------------------
+    def query(self, **filters: Any) -> list[Tile]:
+        """Tiles matching every filter given (see ``QUERY_KEYS``), in id order."""
+        sql, params = self._select("SELECT * FROM tiles", filters)
+        return [self._tile(r) for r in self._run(sql, params, filters.get("where"))]
+
+    def count(self, **filters: Any) -> int:
+        sql, params = self._select("SELECT COUNT(*) FROM tiles", {**filters, "limit": None})
+        return self._run(sql, params, filters.get("where"))[0][0]
+
+    def get(self, tile_id: int) -> Tile:
+        rows = self.query(ids=[tile_id])
+        if not rows:
+            raise WorkbenchError(f"no tile with id {tile_id} in {self.path}")
+        return rows[0]
+
+    def stats(self, **filters: Any) -> dict[str, Any]:
+        """Counts per source / split / label and water-fraction summaries."""
+        base, params = self._select("SELECT {cols} FROM tiles", {**filters, "limit": None})
+        where = filters.get("where")
+
+        def group(col: str) -> dict:
+            sql = base.format(cols=f"COALESCE({col}, '-') AS k, COUNT(*)") + " GROUP BY k ORDER BY k"
+            return {r[0]: r[1] for r in self._run(sql, params, where)}
+
+        summary = self._run(base.format(cols="COUNT(*), AVG(water_fraction), MIN(water_fraction), "
+                                             "MAX(water_fraction), SUM(mask_path IS NOT NULL)"), params, where)[0]
+        wf_sql = base.format(cols="source, split, COUNT(*), AVG(water_fraction), "
+                                  "SUM(water_fraction > 0.05 AND water_fraction < 0.95)")
+        by_source_split = [dict(source=r[0], split=r[1], tiles=r[2], mean_water=r[3], mixed=r[4])
+                           for r in self._run(wf_sql + " GROUP BY source, split ORDER BY source, split",
+                                              params, where)]
+        return dict(tiles=summary[0], with_mask=summary[4] or 0, water_mean=summary[1],
+                    water_min=summary[2], water_max=summary[3], by_source=group("source"),
+                    by_split=group("split"), by_label=group("label"), by_pred_label=group("pred_label"),
+                    by_source_split=by_source_split)
+
+    def _select(self, head: str, f: dict[str, Any]) -> tuple[str, list]:
+        unknown = set(k for k, v in f.items() if v is not None) - set(QUERY_KEYS)
+        if unknown:
+            raise WorkbenchError(f"unknown query filter(s): {', '.join(sorted(unknown))}")
+        clauses, params = [], []
+
+        def eq(col: str, value: Any) -> None:
+            if value is None:
+                return
+            values = [value] if isinstance(value, str) else list(value)
+            clauses.append(f"{col} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+
+        if f.get("source") is not None:
+            for s in [f["source"]] if isinstance(f["source"], str) else f["source"]:
+                if s not in SOURCES:
+                    raise WorkbenchError(f"unknown source {s!r} (known: {', '.join(SOURCES)})")
+        eq("source", f.get("source"))
+        eq("split", f.get("split"))
+        eq("label", f.get("label"))
+        eq("pred_label", f.get("pred_label"))
+        eq("model_id", f.get("model_id"))
+        if f.get("ids") is not None:
+            eq("id", [int(i) for i in f["ids"]])
+        if f.get("bbox") is not None:
+            w, s, e, n = f["bbox"]
+            clauses.append("lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?")
+            params += [w, e, s, n]
+        for key, op in (("water_min", ">="), ("water_max", "<=")):
+            if f.get(key) is not None:
+                clauses.append(f"water_fraction {op} ?")
+                params.append(float(f[key]))
+        for key, op in (("date_from", ">="), ("date_to", "<=")):
+            if f.get(key) is not None:
+                clauses.append(f"date {op} ?")
+                params.append(str(f[key]))
+        if f.get("where"):
+            clauses.append(f"({f['where']})")
+        sql = head + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        if head.startswith("SELECT *"):
+            sql += " ORDER BY id"
+        if f.get("limit") is not None:
+            sql += " LIMIT ?"
+            params.append(int(f["limit"]))
+        return sql, params
+
+    def _run(self, sql: str, params: list, where: str | None) -> list[sqlite3.Row]:
+        """Run a read; a user's raw ``where`` may only read, and a bad one is a user error."""
+        if not where:
+            return self.conn.execute(sql, params).fetchall()
+        self.conn.set_authorizer(_read_only)
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise WorkbenchError(f"malformed query --where {where!r}: {exc}") from None
+        finally:
+            self.conn.set_authorizer(None)
+
+    def _tile(self, row: sqlite3.Row) -> Tile:
+        d = dict(row)
+        d["path"] = self._load_path(d["path"])
+        d["mask_path"] = self._load_path(d["mask_path"])
+        d["bands"] = json.loads(d["bands"] or "[]")
+        d["extra"] = json.loads(d["extra"] or "{}")
+        return Tile(**d)
+
+
+def _read_only(action: int, *_: Any) -> int:
+    allowed = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+    return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY

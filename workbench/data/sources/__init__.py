@@ -1,0 +1,1 @@
+"""Where tiles come from. Each source writes GeoTIFFs and catalog rows."""
