@@ -140,6 +140,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise WorkbenchError(f"config key '{key}': expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as text
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise WorkbenchError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)

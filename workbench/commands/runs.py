@@ -1,0 +1,169 @@
+"""``workbench runs list|compare``: what has been trained, and how runs differ.
+
+Reads only what every run folder holds (``summary.json``, ``config.yaml``), so it
+works for any task and never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXAMPLES = """examples:
+  workbench runs list                               every run under runs/, oldest first
+  workbench runs list --task segmentation --json    one task's runs, machine-readable
+  workbench runs compare seg-unet-20240501 seg-fpn  best/final metrics side by side + config keys that differ
+  workbench runs compare runs/seg-a-20240501-101500 runs/seg-b-20240502-090000
+"""
+
+LIST_EXAMPLES = """examples:
+  workbench runs list
+  workbench runs list --task classification
+  workbench runs list --json
+"""
+
+COMPARE_EXAMPLES = """examples:
+  workbench runs compare seg-unet-20240501-101500 seg-unet-20240502-090000
+  workbench runs compare seg-unet seg-fpn          (unique prefixes of run names are enough)
+  workbench runs compare RUN_A RUN_B --json
+"""
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("runs", help="list and compare training runs",
+                       description="Training runs under $WORKBENCH_HOME/runs: status, steps, best metric, "
+                                   "and what differs between runs.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(subparser=p)
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+
+    v = verbs.add_parser("list", parents=[common], help="one line per run",
+                         description="One line per run: name, task, status, steps, best monitored metric, "
+                                     "start time.",
+                         epilog=LIST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("--task", metavar="TASK", help="only runs of this task")
+    v.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    v.set_defaults(func=run_list)
+
+    v = verbs.add_parser("compare", parents=[common], help="metrics side by side and the config keys that differ",
+                         description="Best and final metrics of each run side by side, then only the config "
+                                     "keys whose values differ. RUN is a run folder, a name under runs/, or a "
+                                     "unique prefix of one.",
+                         epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("runs", nargs="+", metavar="RUN", help="run folder, name or unique name prefix")
+    v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    v.set_defaults(func=run_compare)
+
+
+# ---------------------------------------------------------------------- verbs
+def run_list(args: argparse.Namespace) -> int:
+    from workbench.train.run_dir import RunDir, list_runs
+
+    rows = []
+    for path in list_runs():
+        run = RunDir(path)
+        summary = run.read_summary()
+        task = summary.get("task") or _task_from_name(run.name)
+        if args.task and task != args.task:
+            continue
+        best = summary.get("best") or {}
+        rows.append({"run": run.name, "task": task, "status": summary.get("status", "unknown"),
+                     "steps": summary.get("steps"), "monitor": summary.get("monitor"),
+                     "best": best.get("value"), "best_step": best.get("step"),
+                     "started": summary.get("started"), "path": str(run.path)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no runs" + (f" of task {args.task}" if args.task else "") + " under runs/", file=sys.stderr)
+        return 0
+    table = [["RUN", "TASK", "STATUS", "STEPS", "BEST", "STARTED"]]
+    for r in rows:
+        best = "-" if r["best"] is None else f"{r['monitor']}={_fmt(r['best'])}"
+        table.append([r["run"], r["task"], r["status"], _fmt(r["steps"]), best, r["started"] or "-"])
+    print(_table(table))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from workbench.config import flatten
+    from workbench.errors import WorkbenchError
+    from workbench.train.run_dir import RunDir, find_run
+
+    runs = []
+    for ref in args.runs:
+        run = RunDir(find_run(ref))
+        runs.append((run, run.read_summary(), flatten(run.read_config())))
+    names = [run.name for run, _, _ in runs]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise WorkbenchError(f"{dupes[0]}: the same run was given twice")
+
+    metrics = _metric_rows(runs)
+    keys = sorted(set().union(*(cfg for _, _, cfg in runs)))
+    differing = [k for k in keys if len({_config_value_key(cfg, k) for _, _, cfg in runs}) > 1]
+    if args.json:
+        print(json.dumps({"runs": names, "metrics": metrics,
+                          "config": {k: [cfg.get(k) for _, _, cfg in runs] for k in differing}}, indent=2))
+        return 0
+    table = [["", *names]]
+    table += [[label, *(_fmt(v) for v in values)] for label, values in metrics.items()]
+    print(_table(table))
+    print()
+    if len(runs) == 1:
+        return 0
+    if not differing:
+        print("config: identical")
+        return 0
+    config_table = [["config (differing keys)", *names]]
+    config_table += [[k, *(_fmt_config(cfg[k]) if k in cfg else "-" for _, _, cfg in runs)] for k in differing]
+    print(_table(config_table))
+    return 0
+
+
+# ---------------------------------------------------------------------- helpers
+def _config_value_key(cfg: dict, key: str) -> str:
+    """Comparable form of a config value; a key one run lacks differs from any value."""
+    return json.dumps(cfg[key], sort_keys=True, default=str) if key in cfg else "\0absent"
+
+
+def _task_from_name(name: str) -> str:
+    return name.split("-", 1)[0]
+
+
+def _metric_rows(runs: list) -> dict[str, list]:
+    """Rows of the compare table: run facts, then best and final value of every metric."""
+    rows: dict[str, list] = {}
+    facts = (("task", lambda s: s.get("task")), ("status", lambda s: s.get("status")),
+             ("steps", lambda s: s.get("steps")), ("epochs", lambda s: s.get("epochs")),
+             ("wall time (s)", lambda s: s.get("wall_time_s")), ("monitor", lambda s: s.get("monitor")),
+             ("best at step", lambda s: (s.get("best") or {}).get("step")))
+    for label, get in facts:
+        rows[label] = [get(summary) for _, summary, _ in runs]
+    names = sorted({k for _, s, _ in runs for k in ((s.get("best") or {}).get("metrics") or {})}
+                   | {k for _, s, _ in runs for k in (s.get("final") or {})})
+    for metric in names:
+        rows[f"best {metric}"] = [((s.get("best") or {}).get("metrics") or {}).get(metric) for _, s, _ in runs]
+    for metric in names:
+        rows[f"final {metric}"] = [(s.get("final") or {}).get(metric) for _, s, _ in runs]
+    return rows
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _fmt_config(value) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

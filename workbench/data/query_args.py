@@ -1,0 +1,107 @@
+"""The catalog filter options, shared by every command that selects tiles.
+
+``add_query_args(parser)`` adds ``--source --split --label --pred-label --bbox
+--water-min --water-max --date-from --date-to --where [--limit]`` and
+``query_from_args(args)`` turns them into keyword arguments for ``Catalog.query``,
+``Catalog.count`` and ``Catalog.stats``. ``data list``, ``data stats`` and the task
+commands (``segment train --where ...``) all use these two, so a filter means the
+same thing everywhere. Stdlib only: importing it must not slow ``--help`` down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+QUERY_HELP = """tile filters (all optional, combined with AND; lists are comma-separated):
+  --source bluemarble,folder   --split test   --label coast   --pred-label water
+  --bbox W S E N (degrees, on tile centres)   --water-min 0.3 --water-max 0.7
+  --date-from 2023-01-01 --date-to 2023-12-31
+  --where "SQL over catalog columns" (read-only), e.g. "lat > 60 AND label = 'coast'"
+"""
+
+_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+def add_query_args(parser: argparse.ArgumentParser, limit: bool = True, prefix: str = "") -> argparse._ArgumentGroup:
+    """Add the tile filter options to ``parser`` (in their own help group).
+
+    ``prefix`` (e.g. ``"val-"``) gives a second set of options for commands that
+    select two sets of tiles; ``query_from_args(args, prefix)`` reads them back.
+    """
+    dest = prefix.replace("-", "_")
+    g = parser.add_argument_group(f"{prefix}tile filters" if prefix else "tile filters")
+    g.add_argument(f"--{prefix}source", dest=f"{dest}source", metavar="S",
+                   help="source(s): bluemarble, earthengine, folder, generated")
+    g.add_argument(f"--{prefix}split", dest=f"{dest}split", metavar="S", help="split(s): train, val, test")
+    g.add_argument(f"--{prefix}label", dest=f"{dest}label", metavar="L", help="label(s), e.g. water,coast")
+    g.add_argument(f"--{prefix}pred-label", dest=f"{dest}pred_label", metavar="L", help="predicted label(s)")
+    g.add_argument(f"--{prefix}bbox", dest=f"{dest}bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
+                   help="tile centre inside this lon/lat box (degrees)")
+    g.add_argument(f"--{prefix}water-min", dest=f"{dest}water_min", type=float, metavar="X",
+                   help="water fraction at least X (0..1)")
+    g.add_argument(f"--{prefix}water-max", dest=f"{dest}water_max", type=float, metavar="X",
+                   help="water fraction at most X (0..1)")
+    g.add_argument(f"--{prefix}date-from", dest=f"{dest}date_from", metavar="D", help="date on or after D (YYYY-MM-DD)")
+    g.add_argument(f"--{prefix}date-to", dest=f"{dest}date_to", metavar="D", help="date on or before D (YYYY-MM-DD)")
+    g.add_argument(f"--{prefix}where", dest=f"{dest}where", metavar="EXPR",
+                   help="raw read-only SQL condition over catalog columns")
+    if limit:
+        g.add_argument(f"--{prefix}limit", dest=f"{dest}limit", type=int, metavar="N", help="at most N tiles")
+    return g
+
+
+def _list(value: str | None) -> str | list[str] | None:
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts
+
+
+def query_from_args(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+    """The filters given on the command line as ``Catalog.query`` keywords (unset ones left out)."""
+    p = prefix.replace("-", "_")
+    opt = lambda name: f"--{prefix}{name.replace('_', '-')}"  # noqa: E731
+    get = lambda name: getattr(args, p + name, None)  # noqa: E731
+    q: dict[str, Any] = {}
+    for key in ("source", "split", "label", "pred_label"):
+        value = _list(get(key))
+        if value is not None:
+            q[key] = value
+    bbox = get("bbox")
+    if bbox is not None:
+        w, s, e, n = bbox
+        if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+            raise WorkbenchError(f"{opt('bbox')} {w:g} {s:g} {e:g} {n:g}: expected W < E in [-180, 180] "
+                                 "and S < N in [-90, 90]")
+        q["bbox"] = (w, s, e, n)
+    for key in ("water_min", "water_max"):
+        value = get(key)
+        if value is not None:
+            if not 0 <= value <= 1:
+                raise WorkbenchError(f"{opt(key)} {value:g}: a water fraction is between 0 and 1")
+            q[key] = value
+    if "water_min" in q and "water_max" in q and q["water_min"] > q["water_max"]:
+        raise WorkbenchError(f"{opt('water_min')} {q['water_min']:g} is above {opt('water_max')} {q['water_max']:g}")
+    for key in ("date_from", "date_to"):
+        value = get(key)
+        if value is not None:
+            if not _DATE.match(value):
+                raise WorkbenchError(f"{opt(key)} {value!r}: expected a date YYYY-MM-DD (or YYYY-MM, YYYY)")
+            q[key] = value
+    if "date_to" in q:          # "2023" or "2023-06" means through its end (dates compare as text)
+        q["date_to"] += {4: "-12-31", 7: "-31"}.get(len(q["date_to"]), "")
+    where = get("where")
+    if where is not None and where.strip():
+        q["where"] = where.strip()
+    limit = get("limit")
+    if limit is not None:
+        if limit < 0:
+            raise WorkbenchError(f"{opt('limit')} {limit}: must be 0 or more")
+        q["limit"] = limit
+    return q

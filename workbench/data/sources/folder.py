@@ -1,0 +1,437 @@
+"""Import a folder of the user's own GeoTIFFs into the catalog.
+
+Layouts (``mode``), detected when not given:
+
+- ``pairs``: images with optional water masks on the same grid --
+  ``X.tif`` + ``X_mask.tif`` side by side, or ``images/X.tif`` + ``masks/X.tif``
+  (``masks/X_mask.tif`` also works), or any ``--pattern "IMAGE,MASK"`` with a
+  ``{name}`` placeholder, e.g. ``"scenes/{name}.tif,labels/{name}_water.tif"``.
+  The Earth Engine Drive export layout of the seed notebooks is a pairs variant:
+  ``Original_Image_{i}.tif`` + ``Masked_Image_{i}.tif`` (anywhere under the folder),
+  where the masked file is a copy of the image with WATER PIXELS SET TO 0 in all bands.
+  A real mask is derived from it and written beside the image as
+  ``Original_Image_{i}_water_mask.tif``: 1 where every band of the masked copy is 0
+  and the image is not, 0 elsewhere, and 255 (declared nodata) where the image
+  itself is all 0 (outside the export footprint).
+- ``classes``: ``DIR/<class>/*.tif``, label = the folder name (classification tiles).
+
+Every file is read completely and every mask checked against its image's grid
+BEFORE the catalog is touched; then all rows go in with one transaction, so a bad
+file leaves the catalog exactly as it was, and a re-import adds nothing (paths are
+unique). Attributes come from the files: centre and bounds reprojected to
+EPSG:4326, GSD in metres, band names, water fraction from the mask (nodata
+ignored), date and cloud cover from GeoTIFF tags when present. Splits are
+geographic blocks of lon/lat (``splits.lonlat_splits``) unless one split is given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from workbench.data.catalog import Catalog, Tile
+from workbench.data.splits import DEFAULT_FRACTIONS, SPLITS, lonlat_splits
+from workbench.errors import WorkbenchError
+
+MODES = ("pairs", "classes")
+IMPORT_SOURCES = ("folder", "earthengine")
+TIF_SUFFIXES = (".tif", ".tiff")
+EE_IMAGE, EE_MASKED = "Original_Image_", "Masked_Image_"
+DERIVED_SUFFIX = "_water_mask"
+MASK_NODATA = 255
+MAX_MASKED_MISMATCH = 0.01     # share of non-water pixels a "masked copy" may differ from its image
+
+# GeoTIFF tags that carry an acquisition date or a cloud percentage (upper-cased on lookup).
+DATE_TAGS = ("DATE_ACQUIRED", "ACQUISITION_DATE", "SENSING_DATE", "SENSING_TIME", "DATE",
+             "SYSTEM:TIME_START", "SYSTEM_TIME_START", "TIME_START")
+CLOUD_TAGS = ("CLOUDY_PIXEL_PERCENTAGE", "CLOUD_COVER", "CLOUD_COVERAGE_ASSESSMENT", "CLOUDY_PERCENTAGE",
+              "CLOUD_COVER_PERCENTAGE")
+
+
+@dataclass
+class Item:
+    """One image to import, with what will give it a mask or a label."""
+
+    image: Path
+    mask: Path | None = None
+    masked_copy: Path | None = None      # EE layout: the image with water set to 0
+    label: str | None = None
+
+    @property
+    def derived_mask(self) -> Path:
+        return self.image.with_name(self.image.stem + DERIVED_SUFFIX + ".tif")
+
+
+@dataclass
+class ImportResult:
+    root: Path
+    mode: str
+    source: str
+    layout: str
+    found: int = 0
+    added: list[Tile] = field(default_factory=list)
+    already: int = 0
+    derived_masks: int = 0
+    block_deg: float | None = None
+    unplaced: int = 0
+
+
+# ---- finding the files -----------------------------------------------------------------------
+
+def _is_tif(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in TIF_SUFFIXES and not p.name.startswith(".")
+
+
+def _tifs(folder: Path, recursive: bool = False) -> list[Path]:
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted((p for p in files if _is_tif(p)), key=_natural_key)
+
+
+def _natural_key(p: Path) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
+
+
+def _stem_without(p: Path, prefix: str) -> str:
+    return p.stem[len(prefix):]
+
+
+def detect_layout(root: Path) -> str:
+    """``earthengine``, ``images-masks``, ``side-by-side`` or ``classes``."""
+    names = [p.name for p in _tifs(root, recursive=True)]
+    if any(n.startswith(EE_IMAGE) for n in names) and any(n.startswith(EE_MASKED) for n in names):
+        return "earthengine"
+    if (root / "images").is_dir():
+        return "images-masks"
+    top = _tifs(root)
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and _tifs(d)]
+    has_masks = any(p.stem.endswith("_mask") for d in subdirs for p in _tifs(d))
+    if subdirs and not top and not has_masks:      # folders of pairs are pairs, not classes
+        return "classes"
+    return "side-by-side"
+
+
+def find_items(root: str | Path, mode: str | None = None, pattern: str | None = None) -> tuple[str, str, list[Item]]:
+    """(mode, layout, items) for a folder; a folder with nothing to import is an error."""
+    root = Path(root)
+    if not root.exists():
+        raise WorkbenchError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise WorkbenchError(f"{root}: not a directory (give the folder that holds the GeoTIFFs)")
+    if mode is not None and mode not in MODES:
+        raise WorkbenchError(f"--mode {mode!r}: unknown (known: {', '.join(MODES)})")
+    if pattern:
+        if mode == "classes":
+            raise WorkbenchError("--pattern applies to --mode pairs, not classes")
+        mode, layout, items = "pairs", "pattern", _pattern_items(root, pattern)
+    else:
+        layout = detect_layout(root)
+        if mode == "classes" or (mode is None and layout == "classes"):
+            mode, layout, items = "classes", "classes", _class_items(root)
+        else:
+            if layout == "classes":        # --mode pairs on class folders: images anywhere below
+                layout = "side-by-side"
+            mode = "pairs"
+            items = {"earthengine": _ee_items, "images-masks": _images_masks_items,
+                     "side-by-side": _side_by_side_items}[layout](root)
+    if not items:
+        raise WorkbenchError(f"{root}: no GeoTIFFs (*.tif) to import")
+    return mode, layout, items
+
+
+def _side_by_side_items(root: Path) -> list[Item]:
+    files = [p for p in _tifs(root, recursive=True) if not p.stem.endswith(DERIVED_SUFFIX)]
+    by_path = set(files)
+    masks = {p.with_name(p.stem + "_mask" + p.suffix) for p in files} & by_path
+    items = []
+    for p in files:
+        if p in masks:
+            continue
+        if p.stem.endswith("_mask"):
+            image = [p.with_name(p.stem[:-5] + s) for s in TIF_SUFFIXES]
+            raise WorkbenchError(f"{p}: a mask without its image ({image[0].name} not found)")
+        m = p.with_name(p.stem + "_mask" + p.suffix)
+        items.append(Item(image=p, mask=m if m in masks else None))
+    return items
+
+
+def _images_masks_items(root: Path) -> list[Item]:
+    images = [p for p in _tifs(root / "images", recursive=True) if not p.stem.endswith(DERIVED_SUFFIX)]
+    mask_dir = root / "masks"
+    items = []
+    for p in images:
+        rel = p.relative_to(root / "images")
+        candidates = [mask_dir / rel, mask_dir / rel.with_name(rel.stem + "_mask" + rel.suffix)]
+        items.append(Item(image=p, mask=next((c for c in candidates if c.is_file()), None)))
+    return items
+
+
+def _ee_items(root: Path) -> list[Item]:
+    files = _tifs(root, recursive=True)
+    originals = {_stem_without(p, EE_IMAGE): p for p in files
+                 if p.name.startswith(EE_IMAGE) and not p.stem.endswith(DERIVED_SUFFIX)}
+    masked = {_stem_without(p, EE_MASKED): p for p in files if p.name.startswith(EE_MASKED)}
+    for key, p in masked.items():
+        if key not in originals:
+            raise WorkbenchError(f"{p}: a masked image without its original ({EE_IMAGE}{key}.tif not found)")
+    return [Item(image=p, masked_copy=masked.get(key)) for key, p in originals.items()]
+
+
+def _class_items(root: Path) -> list[Item]:
+    items = []
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and not d.name.startswith("."):
+            items += [Item(image=p, label=d.name) for p in _tifs(d)
+                      if not p.stem.endswith("_mask") and not p.stem.endswith(DERIVED_SUFFIX)]
+    return items
+
+
+def _pattern_items(root: Path, pattern: str) -> list[Item]:
+    image_tpl, _, mask_tpl = (s.strip() for s in pattern.partition(","))
+    if "{name}" not in image_tpl or (mask_tpl and "{name}" not in mask_tpl):
+        raise WorkbenchError(f"--pattern {pattern!r}: expected IMAGE[,MASK] templates with {{name}}, "
+                             "e.g. 'images/{name}.tif,masks/{name}_mask.tif'")
+    parts = [re.escape(p) for p in image_tpl.split("{name}")]
+    regex = re.compile("^" + "(?P<name>.+?)".join(parts) + "$")
+    masks = set()
+    found = []
+    for p in _tifs(root, recursive=True):
+        m = regex.match(p.relative_to(root).as_posix())
+        if m:
+            found.append((p, m.group("name")))
+    if mask_tpl:
+        masks = {(root / mask_tpl.format(name=name)).resolve() for _, name in found}
+    items = []
+    for p, name in found:
+        if p.resolve() in masks:
+            continue
+        mask = None
+        if mask_tpl:
+            mask = root / mask_tpl.format(name=name)
+            if not mask.is_file():
+                raise WorkbenchError(f"{mask}: no such mask for {p} (--pattern {pattern!r})")
+        items.append(Item(image=p, mask=mask))
+    return items
+
+
+# ---- reading and checking ----------------------------------------------------------------------
+
+@dataclass
+class _Checked:
+    item: Item
+    info: object                     # geotiff.RasterInfo of the image
+    tags: dict
+    mask_info: object | None = None
+
+
+def _check(item: Item) -> _Checked:
+    """Read every block of the image and its mask / masked copy; masks must share the grid."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from workbench.data import geotiff
+
+    with warnings.catch_warnings():          # a plain TIFF is allowed; we say so once, in the summary
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        info = geotiff.read_info(item.image, verify=True)
+        with geotiff.open_raster(item.image) as ds:
+            tags = {k.upper(): v for k, v in ds.tags().items()}
+        checked = _Checked(item=item, info=info, tags=tags)
+        for other in (item.mask, item.masked_copy):
+            if other is not None:
+                other_info = geotiff.read_info(other, verify=True)
+                geotiff.require_same_grid(info, other_info)
+                checked.mask_info = other_info
+    if item.masked_copy is not None and checked.mask_info.count != info.count:
+        raise WorkbenchError(f"{item.masked_copy}: has {checked.mask_info.count} bands, "
+                             f"{item.image} has {info.count}: not a masked copy of it")
+    if item.mask is not None and checked.mask_info.count != 1:
+        raise WorkbenchError(f"{item.mask}: a mask must have one band, it has {checked.mask_info.count}")
+    return checked
+
+
+def derive_water_mask(image: str | Path, masked: str | Path, out: str | Path | None = None):
+    """The 0/1 water mask of an EE 'Masked_Image' (water set to 0 in all bands) and its image.
+
+    1 where all bands of ``masked`` are 0 and ``image`` is not all 0; 0 elsewhere;
+    ``MASK_NODATA`` where the image itself is all 0. Written (atomically) to ``out``
+    if given. Returns (mask array, output path or None).
+    """
+    import numpy as np
+
+    from workbench.data import geotiff
+
+    img = geotiff.read(image)
+    msk = geotiff.read(masked)
+    if img.shape != msk.shape:
+        raise WorkbenchError(f"{masked}: shape {msk.shape} differs from {image} {img.shape}")
+    image_empty = ~np.any(img != 0, axis=0)
+    masked_zero = ~np.any(msk != 0, axis=0)
+    water = masked_zero & ~image_empty
+    kept = ~masked_zero & ~image_empty
+    if kept.any():
+        differ = np.any(msk != img, axis=0) & kept
+        if differ.sum() > MAX_MASKED_MISMATCH * kept.sum():
+            raise WorkbenchError(f"{masked}: {100 * differ.sum() / kept.sum():.1f} % of its non-zero pixels "
+                                 f"differ from {Path(image).name}: not a water-masked copy of it")
+    out_mask = water.astype(np.uint8)
+    out_mask[image_empty] = MASK_NODATA
+    written = None
+    if out is not None:
+        info = geotiff.read_info(image)
+        written = geotiff.write(out, out_mask, info.affine, info.crs, nodata=MASK_NODATA,
+                                band_names=["water"], tags={"DERIVED_FROM": Path(masked).name,
+                                                            "VALUES": "1 water, 0 not water, 255 no data"})
+    return out_mask, written
+
+
+def water_fraction(path: str | Path) -> float | None:
+    """Share of valid mask pixels that are water (> 0), nodata ignored; None if no valid pixel."""
+    import numpy as np
+
+    from workbench.data import geotiff
+
+    water = valid = 0
+    with geotiff.open_raster(path) as ds:
+        nodata = ds.nodata
+        for _, window in ds.block_windows(1):
+            block = ds.read(1, window=window)
+            ok = np.ones(block.shape, bool) if nodata is None else ~np.isclose(block, nodata, equal_nan=True)
+            if np.issubdtype(block.dtype, np.floating):
+                ok &= ~np.isnan(block)
+            valid += int(ok.sum())
+            water += int(((block > 0) & ok).sum())
+    return water / valid if valid else None
+
+
+def date_from_tags(tags: dict) -> str | None:
+    """An ISO date (YYYY-MM-DD) from the first date-like tag, or None."""
+    for key in DATE_TAGS:
+        value = tags.get(key)
+        if value in (None, ""):
+            continue
+        text = str(value).strip()
+        if re.fullmatch(r"\d{10,13}(\.\d+)?", text):          # epoch (EE system:time_start is in ms)
+            seconds = float(text) / (1000 if float(text) > 1e11 else 1)
+            return datetime.fromtimestamp(seconds, tz=timezone.utc).date().isoformat()
+        m = re.match(r"(\d{4})[-:/]?(\d{2})[-:/]?(\d{2})", text)
+        if m:
+            try:
+                return datetime(int(m[1]), int(m[2]), int(m[3])).date().isoformat()
+            except ValueError:
+                continue
+    return None
+
+
+def cloud_from_tags(tags: dict) -> float | None:
+    """Cloud cover in percent from the first cloud tag, or None."""
+    for key in CLOUD_TAGS:
+        try:
+            value = float(tags[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 <= value <= 100:
+            return value
+    return None
+
+
+def _tile(checked: _Checked, source: str, mask_path: Path | None, wf: float | None) -> Tile:
+    info, item = checked.info, checked.item
+    lonlat = None
+    if info.crs:
+        w, s, e, n = info.lonlat_bounds()
+        lonlat = dict(lon=(w + e) / 2, lat=(s + n) / 2, west=w, south=s, east=e, north=n)
+    label = item.label
+    if label is None and wf is not None:
+        label = "land" if wf < 0.05 else "water" if wf > 0.95 else "coast"
+    extra = {"imported_from": str(item.image.resolve())}
+    if item.masked_copy is not None:
+        extra["masked_copy"] = str(item.masked_copy.resolve())
+    return Tile(path=str(item.image.resolve()), mask_path=str(mask_path.resolve()) if mask_path else None,
+                source=source, crs=info.crs, width=info.width, height=info.height,
+                gsd=info.gsd_metres() if info.crs else None, date=date_from_tags(checked.tags),
+                cloud_cover=cloud_from_tags(checked.tags),
+                bands=list(info.band_names), water_fraction=wf, label=label, extra=extra,
+                **(lonlat or {}))
+
+
+# ---- the import ----------------------------------------------------------------------------------
+
+def import_folder(catalog: Catalog, root: str | Path, source: str | None = None, mode: str | None = None,
+                  pattern: str | None = None, split: str = "auto", block_deg: float | None = None,
+                  fractions: Sequence[float] = DEFAULT_FRACTIONS, progress: bool = False,
+                  log: Callable[[str], None] | None = None) -> ImportResult:
+    """Check every file, derive EE masks, then add all new tiles in one transaction."""
+    root = Path(root)
+    if source is not None and source not in IMPORT_SOURCES:
+        raise WorkbenchError(f"--source {source!r}: unknown (known: {', '.join(IMPORT_SOURCES)})")
+    if split != "auto" and split not in SPLITS:
+        raise WorkbenchError(f"--split {split!r}: unknown (known: auto, {', '.join(SPLITS)})")
+    if block_deg is not None and not block_deg > 0:
+        raise WorkbenchError(f"--block-size {block_deg}: must be a positive number of degrees")
+    mode, layout, items = find_items(root, mode, pattern)
+    source = source or ("earthengine" if layout == "earthengine" else "folder")
+    result = ImportResult(root=root, mode=mode, source=source, layout=layout, found=len(items))
+
+    known = _known_paths(catalog, [it.image for it in items])
+    todo = [it for it in items if str(it.image.resolve()) not in known]
+    result.already = len(items) - len(todo)
+    if not todo:
+        return result
+
+    from workbench.data.sources.bluemarble import progress_bar
+
+    bar = progress_bar(len(todo), progress, "checking")
+    checked = []
+    try:
+        for it in todo:                                  # phase 1: read everything, write nothing
+            checked.append(_check(it))
+            bar.update(1)
+    finally:
+        bar.close()
+
+    tiles = []
+    for c in checked:                                    # phase 2: derived masks, attributes
+        mask_path = c.item.mask
+        if c.item.masked_copy is not None:
+            mask_path = c.item.derived_mask
+            _, _written = derive_water_mask(c.item.image, c.item.masked_copy, mask_path)
+            result.derived_masks += 1
+        wf = water_fraction(mask_path) if mask_path is not None else None
+        tiles.append(_tile(c, source, mask_path, wf))
+
+    if split == "auto":
+        points = [(t.lon, t.lat) if t.lon is not None else None for t in tiles]
+        spans = sorted(max(t.east - t.west, t.north - t.south) for t in tiles if t.lon is not None)
+        span = spans[len(spans) // 2] if spans else None
+        splits, size = lonlat_splits(points, block_deg=block_deg, tile_span_deg=span, fractions=fractions,
+                                     fallback_keys=[Path(t.path).name for t in tiles])
+        result.block_deg = size
+        for t, s, p in zip(tiles, splits, points):
+            t.split = s
+            if p is not None:
+                t.extra["block_deg"] = size
+                t.extra["block"] = [int(p[0] // size), int(p[1] // size)]
+    else:
+        for t in tiles:
+            t.split = split
+    result.unplaced = sum(t.lon is None for t in tiles)
+
+    catalog.add_tiles(tiles)                             # phase 3: one transaction
+    result.added = tiles
+    return result
+
+
+def _known_paths(catalog: Catalog, paths: list[Path]) -> set[str]:
+    """Which of these images the catalog already has (absolute resolved paths)."""
+    known = set()
+    stored = [catalog._store_path(p) for p in paths]
+    for i in range(0, len(stored), 500):
+        chunk = stored[i:i + 500]
+        rows = catalog.conn.execute(f"SELECT path FROM tiles WHERE path IN ({', '.join('?' * len(chunk))})",
+                                    chunk).fetchall()
+        known.update(catalog._load_path(r[0]) for r in rows)
+    return {str(Path(k).resolve()) for k in known}

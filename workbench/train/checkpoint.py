@@ -1,0 +1,190 @@
+"""Checkpoints: one safetensors file, written atomically.
+
+Layout of a checkpoint file:
+
+- ``model.<name>``               model weights (unwrapped state_dict)
+- ``ema.<name>``                 EMA shadow weights, when EMA is on
+- ``optim.state.<pid>.<key>``    optimizer state tensors, flattened
+- ``rng.torch``, ``rng.cuda.<i>`` generator states as uint8 tensors
+- metadata ``workbench``         JSON of everything else: step, epoch, batch in epoch,
+                                  scheduler, early stopping, best metric, optimizer
+                                  param_groups, python/numpy RNG.
+
+safetensors (not pickle) so a checkpoint from someone else cannot run code when
+loaded. The file is written under a temporary name in the same folder and moved
+into place with ``os.replace``, so a crash or a kill mid-write leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from workbench.errors import WorkbenchError
+
+META_KEY = "workbench"
+FORMAT = "workbench-checkpoint/1"
+
+
+def _json_default(obj: Any) -> Any:
+    if torch.is_tensor(obj):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in checkpoint metadata")
+
+
+def _cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached contiguous CPU tensors, cloning only where storage is shared (safetensors refuses it)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, value in tensors.items():
+        t = value.detach()
+        t = t.cpu() if t.device.type != "cpu" else t
+        if t.numel():
+            storage = t.untyped_storage()
+            if (storage.data_ptr() in seen or not t.is_contiguous()
+                    or storage.nbytes() != t.numel() * t.element_size()):
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
+    """Write ``tensors`` plus JSON ``state`` to ``path`` atomically (temp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    meta = {"format": "pt", "workbench_format": FORMAT,
+            META_KEY: json.dumps(state, default=_json_default)}
+    try:
+        safetensors.torch.save_file(_cpu_tensors(tensors), str(tmp), metadata=meta)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return path
+
+
+def read_state(path: str | Path) -> dict:
+    """The JSON state of a checkpoint, without loading any tensor."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"{path}: no such checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception:  # safetensors raises its own error types for truncated files
+        raise WorkbenchError(f"{path}: not a readable safetensors checkpoint") from None
+    if META_KEY not in meta:
+        raise WorkbenchError(f"{path}: not a workbench checkpoint (no '{META_KEY}' metadata)")
+    return json.loads(meta[META_KEY])
+
+
+def load_checkpoint(path: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors (optionally only keys starting with one of ``prefixes``) and the JSON state."""
+    state = read_state(path)
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as fh:
+        for key in fh.keys():
+            if prefixes is None or key.startswith(prefixes):
+                tensors[key] = fh.get_tensor(key)
+    return tensors, state
+
+
+def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
+def strip_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    head = f"{prefix}."
+    return {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+
+
+def flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state_dict -> (``optim.state.<pid>.<key>`` tensors, JSON part)."""
+    tensors: dict[str, torch.Tensor] = {}
+    extra: dict[str, dict] = {}
+    for pid, pstate in state_dict["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.state.{pid}.{key}"] = value
+            else:
+                extra.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "state_extra": extra}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict, template: dict) -> dict:
+    """Inverse of ``flatten_optimizer``; ``template`` (the live state_dict) restores tuple-typed values."""
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim.state."):
+            _, _, pid, key = name.split(".", 3)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta.get("state_extra", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = []
+    for saved, live in zip(meta["param_groups"], template["param_groups"]):
+        group = dict(saved)
+        for key, value in group.items():
+            if isinstance(live.get(key), tuple) and isinstance(value, list):
+                group[key] = tuple(value)
+        groups.append(group)
+    if len(groups) != len(template["param_groups"]):
+        raise WorkbenchError("checkpoint optimizer has a different number of param groups than this model")
+    return {"state": state, "param_groups": groups}
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (its best checkpoint, else its last)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            candidate = path / "checkpoints" / name
+            if candidate.is_file():
+                return candidate
+        raise WorkbenchError(f"{path}: run has no checkpoint yet")
+    if not path.is_file():
+        raise WorkbenchError(f"{path}: no such checkpoint")
+    return path
+
+
+def load_weights(checkpoint_path: str | Path, model: nn.Module, prefer_ema: bool = True,
+                 strict: bool = True) -> dict:
+    """Load a run's weights into ``model`` (EMA weights when present and preferred).
+
+    ``checkpoint_path`` is a ``.safetensors`` checkpoint or a run directory (best
+    checkpoint first). Returns the checkpoint's JSON state (step, epoch, metrics...)
+    with ``"weights"`` set to ``"ema"`` or ``"model"``.
+    """
+    path = resolve_checkpoint(checkpoint_path)
+    tensors, state = load_checkpoint(path, prefixes=("model.", "ema."))
+    source = "ema" if prefer_ema and any(k.startswith("ema.") for k in tensors) else "model"
+    weights = strip_prefix(source, tensors)
+    if not weights:
+        raise WorkbenchError(f"{path}: checkpoint holds no model weights")
+    try:
+        model.load_state_dict(weights, strict=strict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise WorkbenchError(f"{path}: weights do not fit this model ({first[0] if first else exc})") from None
+    return {**state, "weights": source}
