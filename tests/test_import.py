@@ -133,7 +133,7 @@ def test_import_earth_engine_drive_layout_derives_a_real_mask(home, cli):
         assert (mask[empty] == 255).all()
         assert set(np.unique(mask[~empty])) == {0, 1}
         assert t.water_fraction == pytest.approx(water[~empty].mean())  # nodata ignored
-        assert t.date == "2023-03-14" and t.cloud_cover == pytest.approx(0.4)
+        assert t.date == "2023-03-14" and t.cloud_cover == pytest.approx(0.004)  # 0.4 % as a fraction
         assert t.bands == ["B2", "B3", "B4"]
         assert 105 < t.lon < 107 and 20 < t.lat < 22
     # the derived masks are not mistaken for images on a second import
@@ -204,7 +204,7 @@ def test_tags_date_and_cloud(tmp_path):
     assert folder.date_from_tags({"SENSING_TIME": "2021-07-09T10:20:31.024Z"}) == "2021-07-09"
     assert folder.date_from_tags({"SYSTEM:TIME_START": "1672531200000"}) == "2023-01-01"
     assert folder.date_from_tags({"DATE": "not a date"}) is None
-    assert folder.cloud_from_tags({"CLOUDY_PIXEL_PERCENTAGE": "12.5"}) == 12.5
+    assert folder.cloud_from_tags({"CLOUDY_PIXEL_PERCENTAGE": "12.5"}) == 0.125
     assert folder.cloud_from_tags({"CLOUD_COVER": "-1"}) is None
 
 

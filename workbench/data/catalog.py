@@ -79,7 +79,7 @@ class Tile:
     height: int | None = None
     gsd: float | None = None
     date: str | None = None
-    cloud_cover: float | None = None
+    cloud_cover: float | None = None  # fraction 0..1
     bands: list[str] = field(default_factory=list)
     water_fraction: float | None = None
     label: str | None = None
@@ -254,6 +254,17 @@ class Catalog:
         if not rows:
             raise WorkbenchError(f"no tile with id {tile_id} in {self.path}")
         return rows[0]
+
+    def existing_paths(self, candidates: Iterable[str | Path]) -> set[str]:
+        """Which of these files already have a row (absolute paths): lets a re-import skip them."""
+        stored = [self._store_path(p) for p in candidates]
+        found: set[str] = set()
+        for i in range(0, len(stored), 500):  # SQLite caps the number of bound parameters
+            chunk = stored[i:i + 500]
+            rows = self.conn.execute(f"SELECT path FROM tiles WHERE path IN ({', '.join('?' * len(chunk))})",
+                                     chunk).fetchall()
+            found.update(self._load_path(r[0]) for r in rows)
+        return found
 
     def stats(self, **filters: Any) -> dict[str, Any]:
         """Counts per source / split / label and water-fraction summaries."""

@@ -327,14 +327,15 @@ def date_from_tags(tags: dict) -> str | None:
 
 
 def cloud_from_tags(tags: dict) -> float | None:
-    """Cloud cover in percent from the first cloud tag, or None."""
+    """Cloud cover as a fraction 0..1 (the catalog's unit, as DiffusionSat's metadata) from the
+    first cloud tag, which Earth Engine and most providers write in percent; or None."""
     for key in CLOUD_TAGS:
         try:
             value = float(tags[key])
         except (KeyError, TypeError, ValueError):
             continue
         if 0 <= value <= 100:
-            return value
+            return value / 100.0
     return None
 
 
@@ -427,11 +428,4 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
 
 def _known_paths(catalog: Catalog, paths: list[Path]) -> set[str]:
     """Which of these images the catalog already has (absolute resolved paths)."""
-    known = set()
-    stored = [catalog._store_path(p) for p in paths]
-    for i in range(0, len(stored), 500):
-        chunk = stored[i:i + 500]
-        rows = catalog.conn.execute(f"SELECT path FROM tiles WHERE path IN ({', '.join('?' * len(chunk))})",
-                                    chunk).fetchall()
-        known.update(catalog._load_path(r[0]) for r in rows)
-    return {str(Path(k).resolve()) for k in known}
+    return {str(Path(k).resolve()) for k in catalog.existing_paths(paths)}
