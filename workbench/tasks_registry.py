@@ -5,4 +5,5 @@ any other way. Each module exposes ``register(subparsers, common_parent)``.
 """
 
 TASK_COMMANDS: dict[str, str] = {
+    "segment": "tasks.segmentation.cli",
 }

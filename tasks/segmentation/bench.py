@@ -1,0 +1,315 @@
+"""Segmentation benchmark: scene prediction and trainer overhead, against baselines in the same run.
+
+Register in ``workbench/bench.py``: ``"tasks.segmentation.bench:bench_scene"``.
+
+On a crop of the Blue Marble mosaic (``data/bluemarble/mosaic.tif``, built with
+``workbench data bluemarble`` when missing) around Europe and the Mediterranean
+(1024 x 1024 px; 512 x 512 with ``quick``), with a resnet18 Unet (3 bands):
+
+(a) batched + channels_last (:func:`predict_scene`'s engine, batch 16) against one
+    window at a time (:func:`predict_scene_naive`'s engine: batch 1, contiguous, a
+    read per window) over the SAME windows (256 px, overlap 32) and gaussian blend;
+    the two outputs must agree within 1e-5 (asserted). Random weights.
+(b) the default settings (window 256, overlap 32, batch 16, gaussian) against the
+    seed notes' own ``predict_full`` recipe (window = the training tile, 64 px,
+    stride 16, batch 1, plain averaging) on the 384 x 384 px part of the crop that
+    holds the most test tiles (256 with ``quick``: the seed recipe needs hundreds of
+    batch-1 windows); with
+    the newest ``runs/segmentation-*`` that has a checkpoint, both are also scored
+    (mean IoU, water IoU) against the GSHHS mask over the test tiles with 5-95 %
+    water there, and (not ``quick``) the defaults over the whole mosaic as the
+    quality goal scores it; without a run, random weights and IoU n/a.
+(c) training throughput (tiles/s) of ``workbench.train.Trainer`` against a bare
+    PyTorch loop (same model init, optimizer, batch size, steps; no eval; the
+    trainer's unavoidable final checkpoint is outside the timed steps): after each
+    trainer step a callback runs one bare step on its own copy, so both see the same
+    machine load; medians per step. Overhead goal <= 5 %.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+
+from workbench.data import geotiff
+from workbench.errors import WorkbenchError
+
+CROP_CENTRE = (45.0, 15.0)   # lat, lon: Europe and the Mediterranean, many coasts
+
+
+def _mosaic() -> tuple[Path, Path]:
+    from workbench import paths
+
+    folder = paths.data_dir() / "bluemarble"
+    image, mask = folder / "mosaic.tif", folder / "mosaic_mask.tif"
+    if not image.is_file() or not mask.is_file():
+        from workbench.cli import main
+
+        print("building the Blue Marble mosaic (workbench data bluemarble)...", flush=True)
+        if main(["data", "bluemarble", "--no-progress"]) != 0:
+            raise WorkbenchError("could not build data/bluemarble (workbench data bluemarble)")
+    return image, mask
+
+
+def _busiest(tiles, info, size: int) -> tuple[float, float] | None:
+    """(lat, lon) of the ``size`` px square of the scene that holds the most of these tiles."""
+    from tasks.segmentation.scene import tile_window
+
+    wins = [w for w in (tile_window(t, info) for t in tiles) if w is not None]
+    if not wins:
+        return None
+    centres = np.array([((r0 + r1) / 2, (c0 + c1) / 2) for r0, r1, c0, c1 in wins])
+    best = max(centres, key=lambda c: int((np.abs(centres - c) < size / 2).all(axis=1).sum()))
+    lon, lat = info.affine * (best[1], best[0])
+    return lat, lon
+
+
+def _crop(src: Path, dst: Path, size: int, centre: tuple[float, float] | None = None) -> tuple[Path, tuple[int, int]]:
+    info = geotiff.read_info(src)
+    lat, lon = centre or CROP_CENTRE
+    col, row = ~info.affine * (lon, lat)
+    r0 = int(min(max(row - size / 2, 0), info.height - size))
+    c0 = int(min(max(col - size / 2, 0), info.width - size))
+    win = Window(c0, r0, size, size)
+    arr = geotiff.read(src, window=win)
+    geotiff.write(dst, arr, geotiff.window_transform(info, win), info.crs, nodata=info.nodata,
+                  band_names=info.band_names)
+    return dst, (r0, c0)
+
+
+def _random_run(stats) -> Any:
+    from tasks.segmentation.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("Unet", "resnet18", in_channels=3, classes=1).eval()
+    return SimpleNamespace(path=Path("random-weights"), name="random resnet18 Unet", model=model, stats=stats,
+                           threshold=0.5, bands=None, classes=1, crs=None, in_channels=3, weights="random",
+                           predict_defaults=lambda: {"window": 256, "overlap": 32, "batch_size": 16,
+                                                     "blend": "gaussian"})
+
+
+def _newest_run() -> Any | None:
+    try:
+        from tasks.segmentation.run_io import latest_run, load_run
+
+        return load_run(latest_run())
+    except WorkbenchError:
+        return None
+
+
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def _row(name: str, value, baseline, unit: str, goal: str, ratio=None) -> dict:
+    if ratio is None and isinstance(value, float) and isinstance(baseline, float) and baseline:
+        ratio = value / baseline
+    return {"measure": name, "value": value, "baseline": baseline, "unit": unit, "ratio": ratio, "goal": goal}
+
+
+# ------------------------------------------------------------------------------ (a) and (b)
+
+
+def bench_predict(folder: Path, quick: bool, rows: list, notes: list) -> None:
+    from tasks.segmentation.predict import labels_of, predict_probabilities
+    from tasks.segmentation.scene import score_scene
+    from workbench.data.stats import BandStats
+
+    image, mask = _mosaic()
+    size = 512 if quick else 1024
+    crop, (r0, c0) = _crop(image, folder / "crop.tif", size)
+    truth, _ = _crop(mask, folder / "crop_mask.tif", size)
+    stats = BandStats([128.0] * 3, [64.0] * 3, ["red", "green", "blue"])
+    rand = _random_run(stats)
+    notes.append(f"scene: {size}x{size} px crop of data/bluemarble/mosaic.tif (rows {r0}-{r0 + size}, "
+                 f"cols {c0}-{c0 + size}; Europe/Mediterranean), resnet18 Unet, 3 bands, "
+                 f"{torch.get_num_threads()} torch threads")
+
+    # (a) same windows, same blend: batched + channels_last vs one window at a time
+    predict_probabilities(rand, crop, 256, 32, 16, "gaussian", progress=False)  # warm-up (allocator, kernels)
+    fast, t_fast = _timed(predict_probabilities, rand, crop, 256, 32, 16, "gaussian", progress=False)
+    slow, t_slow = _timed(predict_probabilities, rand, crop, 256, 32, 1, "gaussian", progress=False, naive=True)
+    diff = float(np.abs(fast.probs - slow.probs).max())
+    assert fast.plan == slow.plan
+    assert diff <= 1e-5, f"batched and one-at-a-time predictions differ by {diff}"
+    n = fast.plan.windows
+    rows.append(_row(f"(a) batched b16 + channels_last vs 1 window at a time ({n} windows 256/32)",
+                     n / t_fast, n / t_slow, "windows/s", ">= 3x"))
+    notes.append(f"(a) max |difference| of probabilities {diff:.1e} (asserted <= 1e-5); {t_fast:.1f} s vs "
+                 f"{t_slow:.1f} s")
+
+    # (b) defaults vs the seed notes' recipe, with a trained run when there is one. The seed recipe
+    # (thousands of batch-1 windows) runs on a centred sub-crop to keep the bench short.
+    run = _newest_run()
+    model_run = run if run is not None and run.in_channels == 3 else rand
+    tile = int(getattr(getattr(getattr(model_run, "cfg", None), "data", None), "window", 64) or 64)
+    bsize = 256 if quick else 384
+    from workbench.data.catalog import Catalog
+
+    with Catalog() as cat:
+        tiles = cat.query(split="test", water_min=0.05, water_max=0.95)
+    centre = _busiest(tiles, geotiff.read_info(crop), bsize)
+    sub, _ = _crop(crop, folder / "sub.tif", bsize, centre)
+    sub_truth, _ = _crop(truth, folder / "sub_mask.tif", bsize, centre)
+    default, t_def = _timed(predict_probabilities, model_run, sub, 256, 32, 16, "gaussian", progress=False)
+    seed_pred, t_seed = _timed(predict_probabilities, model_run, sub, tile, tile - 16, 1, "mean",
+                               progress=False, naive=True)
+    rows.append(_row(f"(b) defaults 256/32/b16 vs seed recipe {tile}/stride 16/b1 ({bsize} px, seconds)", t_def,
+                     t_seed, "s", ">= 20x", ratio=t_seed / t_def))
+    notes.append(f"(b) {bsize}x{bsize} px part of the crop with the most test tiles: {default.plan.windows} windows vs "
+                 f"{seed_pred.plan.windows} windows")
+    if run is None or model_run is rand:
+        rows.append(_row("(b) mean IoU vs GSHHS, defaults vs seed recipe", None, None, "", "n/a (no trained run)"))
+        notes.append("(b) no runs/segmentation-* with a checkpoint (or not 3 bands): random weights, IoU n/a")
+        return
+    scores = []
+    for name, pred in (("defaults", default), ("seed", seed_pred)):
+        out = folder / f"pred_{name}.tif"
+        geotiff.write(out, labels_of(pred, run.threshold), pred.info.affine, pred.info.crs, nodata=255)
+        scores.append(score_scene(out, sub_truth, tiles))
+    d, s = scores
+    rows.append(_row(f"(b) mean IoU vs GSHHS ({d['tiles_scored']} test tiles, 5-95 % water): defaults vs seed",
+                     d["mean_iou"], s["mean_iou"], "IoU", "defaults >= seed"))
+    rows.append(_row("(b) water IoU: defaults vs seed", d["iou_water"], s["iou_water"], "IoU", ""))
+    notes.append(f"(b) run {run.path.name} ({run.weights} weights, threshold {run.threshold:g}); tiles clipped "
+                 "to the sub-crop count where they overlap it")
+    if not quick:  # the quality goal's own scoring: defaults over the whole mosaic
+        whole = folder / "mosaic_pred.tif"
+        from tasks.segmentation.predict import predict_scene
+
+        res = predict_scene(run, image, whole, progress=False)
+        m = score_scene(whole, mask, tiles)
+        rows.append(_row(f"(b) whole mosaic, defaults: mean IoU ({m['tiles_scored']} test tiles, 5-95 % water)",
+                         m["mean_iou"], None, "IoU", "quality goal"))
+        notes.append(f"(b) whole mosaic {res['width']}x{res['height']}: {res['windows']} windows in "
+                     f"{res['seconds']:.0f} s; water IoU {m['iou_water']:.4f}, land IoU {m['iou_land']:.4f}")
+
+
+# ------------------------------------------------------------------------------ (c)
+
+
+class _Tiles(torch.utils.data.Dataset):
+    def __init__(self, n: int = 64, size: int = 64):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randn(n, 3, size, size, generator=g)
+        self.masks = (self.images[:, :1] > 0.3).float()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "mask": self.masks[i]}
+
+
+def _loss(model, batch):
+    logits = model(batch["image"])
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["mask"]), {}
+
+
+class _StepClock:
+    """Trainer callback: the time of every optimizer step's end."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __getattr__(self, name):  # every other hook: nothing
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+    def on_step_end(self, trainer) -> None:
+        self.times.append(time.perf_counter())
+
+
+def bench_trainer(folder: Path, quick: bool, rows: list, notes: list) -> None:
+    from tasks.segmentation.models import build_model
+    from workbench.train import Trainer
+    from workbench.train.config import TrainConfig
+
+    batch, warm = 16, 2
+    steps = 8 if quick else 14
+    data = _Tiles(n=batch * steps)
+    torch.manual_seed(0)
+    init = build_model("Unet", "resnet18", in_channels=3, classes=1)
+    cfg = TrainConfig(epochs=1, max_steps=steps, batch_size=batch, lr=1e-3, cpu=not torch.cuda.is_available(),
+                      mixed_precision="no", trackers=["none"], log_every_steps=10_000, seed=0,
+                      monitor="train/loss")
+
+    class Interleaved(_StepClock):
+        """After every trainer step, one bare-loop step on its own copy: both see the same machine load."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = copy.deepcopy(init).train()
+            self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True,
+                                                 generator=torch.Generator().manual_seed(0))
+            self.batches = iter(loader)
+            self.ours: list[float] = []
+            self.bare: list[float] = []
+            self.resumed = None
+
+        def on_step_end(self, trainer) -> None:
+            t0 = time.perf_counter()
+            if self.resumed is not None:
+                self.ours.append(t0 - self.resumed)
+            loss, _ = _loss(self.model, next(self.batches))
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            t1 = time.perf_counter()
+            self.bare.append(t1 - t0)
+            self.resumed = t1
+
+    clock = Interleaved()
+    trainer = Trainer(copy.deepcopy(init), cfg, data, None, loss_fn=_loss, task="bench", name="trainer",
+                      callbacks=[clock], runs_root=folder / "runs")
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    ours = sorted(clock.ours[warm:])
+    bare = sorted(clock.bare[warm:])
+    t, b = batch / float(np.median(ours)), batch / float(np.median(bare))
+    rows.append(_row(f"(c) Trainer vs bare PyTorch loop (resnet18 Unet, 64 px, batch {batch})", t, b, "tiles/s",
+                     "overhead <= 5 %", ratio=t / b))
+    notes.append(f"(c) trainer overhead {100 * (b / t - 1):+.1f} % per step (median of steps {warm + 2}-{steps}; "
+                 f"each trainer step followed by one bare step, so both see the same load; "
+                 f"{'GPU' if not cfg.cpu else 'CPU'})")
+
+
+# ------------------------------------------------------------------------------ entry point
+
+
+def bench_scene(quick: bool = False):
+    from workbench.bench import BenchResult
+
+    rows: list[dict] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="wb-bench-seg-") as tmp:
+        bench_predict(Path(tmp), quick, rows, notes)
+        bench_trainer(Path(tmp), quick, rows, notes)
+    return BenchResult("Segmentation: scene prediction and trainer overhead (higher value is better unless unit s)",
+                       rows, notes)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from workbench.bench import format_table
+
+    res = bench_scene(quick="--quick" in sys.argv)
+    print(res.title)
+    print(format_table(res.rows))
+    for note in res.notes:
+        print(f"  - {note}")

@@ -1,0 +1,137 @@
+"""Scoring a segmentation model on catalog tiles, and ``evaluate_run`` (``workbench segment eval``).
+
+    from tasks.segmentation.evaluate import evaluate_run
+    metrics = evaluate_run("segmentation-water-20250101-120000", split="test",
+                           query={"water_min": 0.05, "water_max": 0.95})
+
+Tiles are cut into the run's grid windows (``data.window``, stride ``data.eval_stride``),
+normalised with the run's ``band_stats.json``, predicted with the run's best weights (EMA
+when present) and the run's threshold (``threshold.json``, binary models), and scored with a
+pixel confusion matrix; nodata pixels (and mask value 255) never count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.errors import WorkbenchError
+
+from .config import SegmentationConfig
+
+
+def _batches(ds, batch_size: int):
+    n = len(ds)
+    for start in range(0, n, batch_size):
+        yield ds.__getitems__(list(range(start, min(n, start + batch_size))))
+
+
+def _forward(model, image: torch.Tensor) -> torch.Tensor:
+    out = model(image)
+    if isinstance(out, dict):  # a model left in train mode (UNet3Plus): the main output
+        out = out["out"]
+    return out.float()
+
+
+@torch.no_grad()
+def scan_thresholds(model, ds, cfg: SegmentationConfig, device, batch_size: int) -> dict:
+    """``ThresholdScan`` over ``ds`` at ``eval.thresholds``, best by ``eval.select`` (binary models)."""
+    from .metrics import ThresholdScan
+    from .train import batch_valid
+
+    scan = ThresholdScan(cfg.eval.thresholds, skip_empty_tiles=cfg.eval.skip_empty_tiles, device=device)
+    for batch in _batches(ds, batch_size):
+        probs = torch.sigmoid(_forward(model, batch["image"].to(device)))[:, 0]
+        scan.update(probs, batch["mask"].to(device), batch_valid(batch).to(device))
+    return scan.result(cfg.eval.select, cfg.class_names)
+
+
+@torch.no_grad()
+def score_dataset(model, ds, cfg: SegmentationConfig, device, batch_size: int, threshold: float = 0.5,
+                  keep_examples: int = 0) -> tuple[dict, list[dict]]:
+    """Metrics of ``model`` on every window of ``ds`` and up to ``keep_examples`` windows for a
+    panel (windows holding both classes first)."""
+    from .metrics import ConfusionMatrix
+    from .train import batch_valid
+
+    classes = max(2, cfg.model.classes)
+    cm = ConfusionMatrix(classes, device=device, skip_empty_tiles=cfg.eval.skip_empty_tiles)
+    mixed: list[dict] = []
+    other: list[dict] = []
+    for batch in _batches(ds, batch_size):
+        out = _forward(model, batch["image"].to(device))
+        if cfg.binary:
+            pred = (torch.sigmoid(out[:, 0]) > threshold).long()
+        else:
+            pred = out.argmax(dim=1)
+        target = batch["mask"].to(device)
+        valid = batch_valid(batch).to(device)
+        cm.update(pred, target, valid)
+        if keep_examples and len(mixed) < keep_examples:
+            for i in range(len(pred)):
+                t = target[i][valid[i]]
+                is_mixed = t.numel() > 0 and bool((t == 0).any()) and bool((t != 0).any())
+                bucket = mixed if is_mixed else other
+                if len(bucket) < keep_examples:
+                    bucket.append({"image": batch["image"][i].numpy(), "truth": target[i].cpu().numpy(),
+                                   "pred": pred[i].cpu().numpy(), "valid": valid[i].cpu().numpy(),
+                                   "tile": int(batch["tile"][i])})
+    metrics = cm.compute(cfg.class_names)
+    return metrics, (mixed + other)[:keep_examples]
+
+
+# --------------------------------------------------------------------------- loading a run
+
+def load_run(ref: str | Path):
+    """A finished run: ``.model`` (eval mode, best weights, EMA preferred), ``.cfg``, ``.stats``,
+    ``.threshold``, ``.path`` (``tasks.segmentation.run_io``, shared with prediction)."""
+    from .run_io import load_run as _load
+
+    return _load(ref)
+
+
+def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | None = None,
+                 catalog: str | Path | None = None, threshold: float | None = None,
+                 batch_size: int | None = None) -> dict:
+    """Re-score a run on ``split`` (or on ``query["split"]``) of the tiles its config selects,
+    narrowed by ``query`` (``Catalog.query`` filters; ``where`` replaces the run's own)."""
+    from .train import base_query, eval_dataset, open_catalog
+
+    loaded = load_run(run_ref)
+    cfg: SegmentationConfig = loaded.cfg
+    q = base_query(cfg, None)
+    tiles_file = Path(loaded.path) / "tiles.json"
+    if tiles_file.is_file():  # the filters the run was trained with (CLI ones included)
+        import json
+
+        q = {k: v for k, v in (json.loads(tiles_file.read_text()).get("query") or {}).items() if k != "split"}
+    for key, value in (query or {}).items():
+        if value is not None:
+            q[key] = value
+    q.setdefault("split", split or cfg.data.test_split)
+    with open_catalog(cfg, catalog) as cat:
+        tiles = [t for t in cat.query(**q) if t.mask_path]
+    if not tiles:
+        shown = ", ".join(f"{k}={v!r}" for k, v in q.items())
+        raise WorkbenchError(f"no tiles with a mask match the query ({shown})")
+    t = loaded.threshold if threshold is None else float(threshold)
+    if not 0.0 < t < 1.0:
+        raise WorkbenchError(f"--threshold {t:g}: must be between 0 and 1")
+    model = loaded.model
+    device = next(model.parameters()).device
+    model.eval()
+    ds = eval_dataset(tiles, cfg, loaded.stats)
+    metrics, _ = score_dataset(model, ds, cfg, device, batch_size or cfg.train.eval_batch_size or
+                               cfg.train.batch_size, t)
+    return {"run": str(loaded.path), "query": {k: v for k, v in q.items()}, "tiles": len(tiles),
+            "threshold": t if cfg.binary else None, **metrics}
+
+
+def result_line(metrics: dict[str, Any]) -> str:
+    per = {r["name"]: r for r in metrics.get("per_class", [])}
+    water = per.get("water", {}).get("iou")
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    return (f"{metrics.get('tiles', 0)} tiles, {metrics.get('pixels', 0)} pixels: mean IoU "
+            f"{fmt(metrics.get('mean_iou'))}, water IoU {fmt(water)}")

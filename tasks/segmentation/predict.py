@@ -1,0 +1,450 @@
+"""Sliding-window prediction over a whole GeoTIFF scene of any size.
+
+    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.predict import predict_scene
+
+    run = load_run("segmentation-default")
+    predict_scene(run, "scene.tif", "scene_mask.tif", prob_path="scene_prob.tif")
+
+How: the scene is read in row strips (one windowed read per strip of ``window``
+rows, never the whole scene at once); each strip is normalised with the run's band
+statistics (nodata pixels set to 0 as in training) and cut into ``window`` x
+``window`` patches every ``window - overlap`` px, the last row/column snapped to
+the scene edge; patches are batched (``batch_size``) and run through the model
+under ``torch.inference_mode`` in channels_last layout (bf16 autocast on CUDA);
+probabilities (sigmoid, or softmax for several classes) are blended where windows
+overlap with a gaussian (centre-weighted, sigma = window / 8) or uniform
+(``mean``) weight, accumulated in float32 scene-sized accumulators. A scene
+smaller than the window is padded by reflection and the result cropped.
+
+Output: a uint8 mask GeoTIFF on the input's grid (same CRS and transform): 0
+land/background, 1 water (binary models, ``p > threshold`` with the run's
+threshold) or the class index (several classes); 255 = nodata where any input
+band is nodata (or NaN). Optionally a float32 probability GeoTIFF (one band for a
+binary model: the water probability; one per class otherwise; NaN = nodata).
+Both are written atomically (``workbench.data.geotiff.write``).
+
+:func:`predict_scene_naive` is the seed notes' way (one window at a time, batch 1,
+contiguous layout, a read per window) over the very same windows and blending: the
+bench compares the two. :func:`write_masks` turns predictions on catalog tiles
+into pseudo-masks so classified or generated tiles can join a segmentation
+experiment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from workbench.data import geotiff
+from workbench.errors import WorkbenchError
+
+BLENDS = ("gaussian", "mean")
+NODATA = 255
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+def output_stride(model: torch.nn.Module) -> int:
+    """The factor every input side must be a multiple of (32 for most encoders)."""
+    spec = dict(getattr(model, "workbench_spec", {}) or {})
+    if "encoder_depth" in spec:
+        return 2 ** int(spec["encoder_depth"])
+    if spec.get("arch") in ("AttentionUNet", "UNet3Plus") and spec.get("encoder") in (None, "plain", "none"):
+        filters = spec.get("filters") or (64, 128, 256, 512, 1024)
+        return 2 ** (len(filters) - 1)
+    return 32
+
+
+def blend_weight(height: int, width: int, blend: str) -> np.ndarray:
+    """(H, W) float32 weight of one window's pixels: gaussian (sigma = side / 8, floored) or uniform."""
+    if blend not in BLENDS:
+        raise WorkbenchError(f"blend {blend!r}: expected one of {', '.join(BLENDS)}")
+    if blend == "mean":
+        return np.ones((height, width), np.float32)
+
+    def g(n: int) -> np.ndarray:
+        x = np.arange(n, dtype=np.float64) - (n - 1) / 2
+        return np.exp(-0.5 * (x / (n / 8)) ** 2)
+
+    w = np.outer(g(height), g(width))
+    return np.maximum(w / w.max(), 1e-3).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Plan:
+    height: int
+    width: int
+    win_h: int
+    win_w: int
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    window: int
+    overlap: int
+
+    @property
+    def windows(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+
+def _offsets(length: int, size: int, step: int) -> tuple[int, ...]:
+    if length <= size:
+        return (0,)
+    starts = list(range(0, length - size + 1, step))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return tuple(starts)
+
+
+def plan_windows(height: int, width: int, window: int, overlap: int, stride: int = 32) -> Plan:
+    """Window offsets covering a ``height`` x ``width`` scene (see module docstring)."""
+    if window < stride or window % stride:
+        lo, hi = max(stride, window // stride * stride), (window // stride + 1) * stride
+        raise WorkbenchError(f"window {window} px is not a multiple of the model's output stride {stride}: "
+                             f"use {lo} or {hi}")
+    if not 0 <= overlap < window:
+        raise WorkbenchError(f"overlap {overlap} px must be >= 0 and smaller than the window ({window} px)")
+    up = lambda n: -(-n // stride) * stride  # noqa: E731
+    win_h, win_w = min(window, up(height)), min(window, up(width))  # small scenes: no needless padding
+    step = window - overlap
+    return Plan(height, width, win_h, win_w, _offsets(height, win_h, step), _offsets(width, win_w, step),
+                window, overlap)
+
+
+# ------------------------------------------------------------------------------ scene access
+
+
+class _Scene:
+    """An open input scene checked against the run: bands, CRS, normalisation."""
+
+    def __init__(self, run: Any, path: str | Path):
+        self.path = Path(path)
+        self.ds = geotiff.open_raster(self.path)
+        try:
+            self.info = geotiff.info_of(self.ds)
+            self._check(run)
+        except BaseException:
+            self.ds.close()
+            raise
+        scale, bias = run.stats.scale_bias()
+        self.scale, self.bias = scale[:, None, None], bias[:, None, None]
+        self.nodata = self.info.nodata
+        self.is_float = np.dtype(self.info.dtype).kind == "f"
+
+    def _check(self, run: Any) -> None:
+        info, name = self.info, getattr(run, "name", "?")
+        if run.bands:
+            self.bands = list(run.bands)
+            if max(self.bands) > info.count:
+                raise WorkbenchError(f"{self.path}: scene has {info.count} bands but run {name} reads bands "
+                                     f"{self.bands} ({len(self.bands)} checkpoint input bands)")
+        else:
+            self.bands = list(range(1, info.count + 1))
+            if info.count != run.in_channels:
+                raise WorkbenchError(f"{self.path}: scene has {info.count} bands but the checkpoint of run {name} "
+                                     f"expects {run.in_channels}")
+        if run.crs and info.crs:
+            import rasterio.crs
+
+            if rasterio.crs.CRS.from_user_input(run.crs) != rasterio.crs.CRS.from_user_input(info.crs):
+                raise WorkbenchError(f"{self.path}: scene CRS {info.crs} differs from the CRS of run {name}'s "
+                                     f"training tiles ({run.crs}); reproject it first (gdalwarp -t_srs {run.crs})")
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised float32 (B, h, w) with nodata pixels 0, valid bool (h, w))."""
+        try:
+            raw = self.ds.read(self.bands, window=window)
+        except RasterioError as exc:
+            raise WorkbenchError(f"{self.path}: truncated or corrupt GeoTIFF ({geotiff._short(exc)})") from None
+        bad = np.zeros(raw.shape[1:], bool)
+        if self.nodata is not None and not math.isnan(self.nodata):
+            bad |= (raw == self.nodata).any(axis=0)
+        if self.is_float:
+            bad |= np.isnan(raw).any(axis=0)
+        x = raw.astype(np.float32)
+        np.multiply(x, self.scale, out=x)
+        np.add(x, self.bias, out=x)
+        if bad.any():
+            x[:, bad] = 0.0
+        return x, ~bad
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    ph, pw = h - x.shape[-2], w - x.shape[-1]
+    if ph <= 0 and pw <= 0:
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, max(ph, 0)), (0, max(pw, 0))], mode="reflect")
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+class _Runner:
+    """Runs batches through the model: channels_last + inference_mode (+ bf16 autocast on CUDA)."""
+
+    def __init__(self, model: torch.nn.Module, channels_last: bool):
+        self.model, self.device = model, _device_of(model)
+        self.channels_last = channels_last
+        model.eval()
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        else:
+            model.to(memory_format=torch.contiguous_format)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            out = self.model(t)
+            if isinstance(out, dict):
+                out = out["out"]
+            p = _probabilities(out)
+        return p.float().cpu().contiguous().numpy()
+
+
+# ------------------------------------------------------------------------------ the engine
+
+
+@dataclass
+class Prediction:
+    probs: np.ndarray      # (C, H, W) float32 blended probabilities (C = 1 for binary models)
+    valid: np.ndarray      # (H, W) bool
+    info: Any              # RasterInfo of the input
+    plan: Plan
+    seconds: float
+    batch_size: int
+    blend: str
+
+
+def _settings(run: Any, window, overlap, batch_size, blend) -> tuple[int, int, int, str]:
+    d = run.predict_defaults() if hasattr(run, "predict_defaults") else {}
+    window = int(window if window is not None else d.get("window", 256))
+    overlap = int(overlap if overlap is not None else d.get("overlap", 32))
+    batch_size = int(batch_size if batch_size is not None else d.get("batch_size", 16))
+    blend = str(blend if blend is not None else d.get("blend", "gaussian"))
+    if batch_size < 1:
+        raise WorkbenchError(f"batch size must be >= 1, got {batch_size}")
+    if blend not in BLENDS:
+        raise WorkbenchError(f"blend {blend!r}: expected one of {', '.join(BLENDS)}")
+    return window, overlap, batch_size, blend
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="win", desc=desc, dynamic_ncols=True, leave=False)
+
+
+def predict_probabilities(run: Any, input_path: str | Path, window: int | None = None, overlap: int | None = None,
+                          batch_size: int | None = None, blend: str | None = None, progress: bool = True,
+                          naive: bool = False) -> Prediction:
+    """Blended probabilities over a whole scene (no file written); see the module docstring."""
+    window, overlap, batch_size, blend = _settings(run, window, overlap, batch_size, blend)
+    if naive:
+        batch_size = 1
+    scene = _Scene(run, input_path)
+    try:
+        return _predict(run, scene, window, overlap, batch_size, blend, progress, naive)
+    finally:
+        scene.close()
+
+
+def _predict(run, scene: _Scene, window, overlap, batch_size, blend, progress, naive) -> Prediction:
+    t0 = time.perf_counter()
+    info = scene.info
+    H, W = info.height, info.width
+    plan = plan_windows(H, W, window, overlap, output_stride(run.model))
+    wh, ww = plan.win_h, plan.win_w
+    weight = blend_weight(wh, ww, blend)
+    classes = int(getattr(run, "classes", 1) or 1)
+    acc = np.zeros((classes, H, W), np.float32)
+    wsum = np.zeros((H, W), np.float32)
+    valid = np.zeros((H, W), bool)
+    runner = _Runner(run.model, channels_last=not naive)
+
+    def add(batch_probs: np.ndarray, where: Sequence[tuple[int, int]]) -> None:
+        for p, (r, c) in zip(batch_probs, where):
+            h, w = min(wh, H - r), min(ww, W - c)
+            acc[:, r:r + h, c:c + w] += p[:, :h, :w] * weight[:h, :w]
+            wsum[r:r + h, c:c + w] += weight[:h, :w]
+
+    bar = _progress(plan.windows, progress, "predict (naive)" if naive else "predict")
+    try:
+        if naive:
+            for r in plan.rows:
+                for c in plan.cols:
+                    h, w = min(wh, H - r), min(ww, W - c)
+                    x, ok = scene.read(Window(c, r, w, h))
+                    valid[r:r + h, c:c + w] = ok
+                    add(runner(_pad_to(x, wh, ww)[None]), [(r, c)])
+                    bar.update(1)
+        else:
+            batch = np.empty((batch_size, len(scene.bands), wh, ww), np.float32)
+            where: list[tuple[int, int]] = []
+            for r, strip in _strips(scene, plan):
+                for c in plan.cols:
+                    batch[len(where)] = strip[:, :, c:c + ww]
+                    where.append((r, c))
+                    if len(where) == batch_size:
+                        add(runner(batch), where)
+                        bar.update(len(where))
+                        where = []
+                # valid map filled by _strips
+            if where:
+                add(runner(batch[:len(where)]), where)
+                bar.update(len(where))
+            valid = scene.valid_map
+    finally:
+        bar.close()
+    np.divide(acc, np.maximum(wsum, 1e-12), out=acc)
+    return Prediction(acc, valid, info, plan, time.perf_counter() - t0, batch_size, blend)
+
+
+def _strips(scene: _Scene, plan: Plan) -> Iterator[tuple[int, np.ndarray]]:
+    """(row offset, normalised strip padded to (B, win_h, >= win_w)), the next strip read ahead in a thread."""
+    H, W, wh, ww = plan.height, plan.width, plan.win_h, plan.win_w
+    scene.valid_map = np.zeros((H, W), bool)
+
+    def load(r: int) -> tuple[int, np.ndarray]:
+        h = min(wh, H - r)
+        x, ok = scene.read(Window(0, r, W, h))
+        scene.valid_map[r:r + h] = ok
+        return r, _pad_to(x, wh, ww)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="wb-read") as pool:
+        pending = pool.submit(load, plan.rows[0])
+        for i in range(len(plan.rows)):
+            current = pending.result()
+            if i + 1 < len(plan.rows):
+                pending = pool.submit(load, plan.rows[i + 1])
+            yield current
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def labels_of(pred: Prediction, threshold: float = 0.5) -> np.ndarray:
+    """uint8 (H, W) labels: ``p > threshold`` (binary) or argmax; 255 where the input is nodata."""
+    if pred.probs.shape[0] == 1:
+        labels = (pred.probs[0] > threshold).astype(np.uint8)
+    else:
+        labels = pred.probs.argmax(axis=0).astype(np.uint8)
+    labels[~pred.valid] = NODATA
+    return labels
+
+
+def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict:
+    info = pred.info
+    labels = labels_of(pred, run.threshold)
+    tags = {"run": str(getattr(run, "path", "")), "window": pred.plan.window, "overlap": pred.plan.overlap,
+            "blend": pred.blend, "threshold": run.threshold}
+    names = ["water"] if pred.probs.shape[0] == 1 else ["class"]
+    out = geotiff.write(out_path, labels, info.affine, info.crs, nodata=NODATA, band_names=names, tags=tags)
+    prob_out = None
+    if prob_path:
+        probs = pred.probs.copy()
+        probs[:, ~pred.valid] = np.nan
+        pnames = ["p_water"] if probs.shape[0] == 1 else [f"p_class_{i}" for i in range(probs.shape[0])]
+        prob_out = geotiff.write(prob_path, probs, info.affine, info.crs, nodata=float("nan"), band_names=pnames,
+                                 tags=tags)
+    valid_px = int(pred.valid.sum())
+    result = {
+        "input": info.path, "out": str(out), "probabilities": str(prob_out) if prob_out else None,
+        "width": info.width, "height": info.height, "crs": info.crs,
+        "window": pred.plan.window, "window_used": [pred.plan.win_h, pred.plan.win_w], "overlap": pred.plan.overlap,
+        "batch_size": pred.batch_size, "blend": pred.blend, "windows": pred.plan.windows,
+        "seconds": pred.seconds, "windows_per_s": pred.plan.windows / max(pred.seconds, 1e-9),
+        "valid_pixels": valid_px, "nodata_pixels": int(info.width * info.height - valid_px),
+        "threshold": run.threshold, "naive": naive, "device": str(_device_of(run.model)),
+    }
+    if pred.probs.shape[0] == 1:
+        result["water_fraction"] = float((labels == 1).sum() / valid_px) if valid_px else None
+    return result
+
+
+def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,
+                  window: int | None = None, overlap: int | None = None, batch_size: int | None = None,
+                  blend: str | None = None, progress: bool = True) -> dict:
+    """Predict a whole GeoTIFF scene and write the mask (and optionally probabilities); returns a summary.
+
+    ``window``/``overlap``/``batch_size``/``blend`` default to the run's ``predict`` config
+    (256 / 32 / 16 / gaussian)."""
+    pred = predict_probabilities(run, input_path, window, overlap, batch_size, blend, progress)
+    return _write(run, pred, out_path, prob_path, naive=False)
+
+
+def predict_scene_naive(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,
+                        window: int | None = None, overlap: int | None = None, batch_size: int | None = None,
+                        blend: str | None = None, progress: bool = True) -> dict:
+    """The seed notes' way, for the bench: one window at a time (batch 1, a read per window,
+    contiguous layout), same windows and blending as :func:`predict_scene`. ``batch_size`` is ignored."""
+    pred = predict_probabilities(run, input_path, window, overlap, 1, blend, progress, naive=True)
+    return _write(run, pred, out_path, prob_path, naive=True)
+
+
+# ------------------------------------------------------------------------------ pseudo-masks
+
+
+def pseudo_mask_path(tile_path: str | Path) -> Path:
+    p = Path(tile_path)
+    return p.with_name(f"{p.stem}_pseudo_mask.tif")
+
+
+def write_masks(run: Any, catalog: Any, tiles: Sequence[Any], min_confidence: float = 0.9,
+                progress: bool = True) -> int:
+    """Predict each catalog tile and write ``<tile>_pseudo_mask.tif`` beside it (pixels with
+    confidence ``max(p, 1 - p)`` (or the top class probability) below ``min_confidence`` are
+    255 = nodata), then set every tile's ``mask_path`` and ``water_fraction`` in one catalog
+    transaction. Returns the number of tiles updated."""
+    if not 0.0 <= float(min_confidence) <= 1.0:
+        raise WorkbenchError(f"min confidence {min_confidence}: expected a number between 0 and 1")
+    from tqdm.auto import tqdm
+
+    changes = []
+    for tile in tqdm(list(tiles), disable=not progress, unit="tile", desc="pseudo-masks", leave=False):
+        if tile.id is None:
+            raise WorkbenchError(f"{tile.path}: tile has no catalog id")
+        pred = predict_probabilities(run, tile.path, progress=False)
+        labels = labels_of(pred, run.threshold)
+        p = pred.probs
+        conf = np.maximum(p[0], 1 - p[0]) if p.shape[0] == 1 else p.max(axis=0)
+        labels[conf < float(min_confidence)] = NODATA
+        out = geotiff.write(pseudo_mask_path(tile.path), labels, pred.info.affine, pred.info.crs, nodata=NODATA,
+                            band_names=["water"] if p.shape[0] == 1 else ["class"],
+                            tags={"run": str(getattr(run, "path", "")), "min_confidence": min_confidence,
+                                  "pseudo": 1})
+        known = int((labels != NODATA).sum())
+        water = float((labels == 1).sum() / known) if known else None
+        changes.append((tile.id, {"mask_path": str(out), "water_fraction": water}))
+    if changes:
+        catalog.update_many(changes)
+    return len(changes)

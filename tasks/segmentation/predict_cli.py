@@ -1,0 +1,175 @@
+"""``workbench segment predict``: a trained run over a whole GeoTIFF scene, or over catalog tiles.
+
+Stdlib only at import time (``workbench --help`` stays instant); torch, rasterio and
+the task modules are imported when the verb runs. ``tasks/segmentation/cli.py``
+calls :func:`register` to add the verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
+from workbench.errors import WorkbenchError
+
+PREDICT_EXAMPLES = """examples:
+  workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif
+  workbench segment predict --run segmentation-water-20250101-120000 --input scene.tif --out mask.tif \\
+      --probabilities prob.tif --window 512 --overlap 64 --batch-size 8
+  workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif \\
+      --truth data/bluemarble/mosaic_mask.tif                 also score: test tiles with 5-95 % water
+  workbench segment predict --run latest --where "source = 'generated'" --write-masks --min-confidence 0.9
+
+Scene mode (--input/--out): a sliding window (default: the run's predict config, window 256,
+overlap 32, batch 16, gaussian blend) over a GeoTIFF of any size; writes a uint8 mask on the
+input's grid (0 land, 1 water or the class index, 255 nodata) and optionally float32
+probabilities. With --truth, the mask is scored against a truth mask on the same grid over the
+catalog tiles the filters select (default --split test --water-min 0.05 --water-max 0.95), or
+over every pixel with --all-pixels.
+
+Tile mode (--write-masks): predicts each catalog tile the filters select and writes
+<tile>_pseudo_mask.tif beside it (pixels below --min-confidence are 255 = nodata), then sets the
+tiles' mask_path and water_fraction in one catalog transaction, so generated or classified
+tiles can join a segmentation experiment.
+
+RUN is a run folder, a name under runs/, a unique prefix, or 'latest'.
+
+""" + QUERY_HELP
+
+DEFAULT_SCORE_QUERY = {"split": "test", "water_min": 0.05, "water_max": 0.95}
+
+
+def register(verbs, common: argparse.ArgumentParser) -> None:
+    v = verbs.add_parser("predict", parents=[common], help="predict a whole scene, or pseudo-masks for tiles",
+                         description="Sliding-window prediction of a trained run over a GeoTIFF scene, written "
+                                     "as a georeferenced mask; or pseudo-masks for catalog tiles.",
+                         epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("--run", required=True, metavar="RUN", help="trained run (folder, name, prefix or 'latest')")
+    v.add_argument("--input", metavar="SCENE.tif", help="GeoTIFF scene to predict")
+    v.add_argument("--out", metavar="MASK.tif", help="output mask GeoTIFF (uint8, 255 = nodata)")
+    v.add_argument("--probabilities", metavar="PROB.tif", help="also write float32 probabilities here")
+    v.add_argument("--window", type=int, metavar="N", help="window side in px (multiple of the model's stride)")
+    v.add_argument("--overlap", type=int, metavar="N", help="overlap between windows in px")
+    v.add_argument("--batch-size", type=int, metavar="N", help="windows per forward pass")
+    v.add_argument("--blend", choices=("gaussian", "mean"), help="weighting of overlapping windows")
+    v.add_argument("--truth", metavar="MASK.tif", help="score the prediction against this mask (same grid)")
+    v.add_argument("--all-pixels", action="store_true", help="with --truth: score every pixel, not catalog tiles")
+    v.add_argument("--write-masks", action="store_true", help="tile mode: write pseudo-masks for catalog tiles")
+    v.add_argument("--min-confidence", type=float, default=0.9, metavar="P",
+                   help="tile mode: pixels less confident than P become nodata (default 0.9)")
+    v.add_argument("--device", metavar="D", help="torch device (default: cuda when available, else cpu)")
+    v.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_query_args(v)
+    v.set_defaults(func=run_predict)
+
+
+def _catalog(args):
+    from workbench import paths
+    from workbench.data.catalog import Catalog
+
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name:
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    query = query_from_args(args)
+    if args.write_masks:
+        if args.input or args.out or args.truth:
+            raise WorkbenchError("--write-masks predicts catalog tiles: give filters (--where ...), "
+                                 "not --input/--out/--truth")
+        if not query:
+            raise WorkbenchError("--write-masks needs tile filters, e.g. --where \"source = 'generated'\"")
+        return _run_write_masks(args, query)
+    if not args.input or not args.out:
+        raise WorkbenchError("give --input SCENE.tif and --out MASK.tif (or --write-masks with tile filters)")
+    return _run_scene(args, query)
+
+
+def _run_scene(args, query: dict) -> int:
+    from tasks.segmentation.predict import predict_scene
+    from tasks.segmentation.run_io import load_run
+
+    run = load_run(args.run, device=_device(args.device))
+    res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
+                        overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
+                        progress=not args.no_progress)
+    res["run"] = str(run.path)
+    metrics = None
+    if args.truth:
+        from tasks.segmentation.scene import score_scene
+
+        tiles = None
+        if not args.all_pixels:
+            q = {**DEFAULT_SCORE_QUERY, **query}
+            with _catalog(args) as cat:
+                tiles = cat.query(**q)
+            if not tiles:
+                raise WorkbenchError(f"no catalog tiles match {q}; change the filters or use --all-pixels")
+            metrics = score_scene(res["out"], args.truth, tiles, water_min=q.get("water_min"),
+                                  water_max=q.get("water_max"))
+        else:
+            metrics = score_scene(res["out"], args.truth, None)
+        res["score"] = {k: metrics[k] for k in ("mean_iou", "iou_water", "iou_land", "overall_accuracy", "pixels",
+                                               "tiles_scored")}
+    if args.json:
+        print(json.dumps({**res, "metrics": metrics}, default=str))
+        return 0
+    print(f"run          {run.path} ({run.weights} weights, threshold {run.threshold:g})")
+    print(f"input        {res['input']}  {res['width']}x{res['height']}  {res['crs']}")
+    print(f"windows      {res['windows']} of {res['window_used'][0]}x{res['window_used'][1]} px, overlap "
+          f"{res['overlap']}, batch {res['batch_size']}, {res['blend']} blend, {res['device']}: "
+          f"{res['seconds']:.1f} s ({res['windows_per_s']:.1f} windows/s)")
+    if res.get("water_fraction") is not None:
+        print(f"water        {100 * res['water_fraction']:.1f} % of {res['valid_pixels']} valid pixels "
+              f"({res['nodata_pixels']} nodata)")
+    print(f"mask         {res['out']}")
+    if res["probabilities"]:
+        print(f"probabilities {res['probabilities']}")
+    if metrics is not None:
+        from tasks.segmentation.metrics import format_table
+
+        where = "every pixel" if args.all_pixels else f"{metrics['tiles_scored']} catalog tiles"
+        print(f"\nscore against {args.truth} over {where}:")
+        print(format_table(metrics))
+    return 0
+
+
+def _run_write_masks(args, query: dict) -> int:
+    from tasks.segmentation.predict import write_masks
+    from tasks.segmentation.run_io import load_run
+
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise WorkbenchError(f"--min-confidence {args.min_confidence:g}: expected a number between 0 and 1")
+    run = load_run(args.run, device=_device(args.device))
+    with _catalog(args) as cat:
+        tiles = cat.query(**query)
+        if not tiles:
+            raise WorkbenchError(f"no catalog tiles match {query}")
+        n = write_masks(run, cat, tiles, min_confidence=args.min_confidence, progress=not args.no_progress)
+        rows = cat.query(ids=[t.id for t in tiles])
+    if args.json:
+        print(json.dumps({"run": str(run.path), "tiles": n, "masks": [r.mask_path for r in rows]}))
+        return 0
+    print(f"run      {run.path}")
+    print(f"wrote {n} pseudo-masks (confidence >= {args.min_confidence:g}, else 255 nodata) beside their tiles; "
+          f"catalog {cat.path} updated (mask_path, water_fraction)")
+    shown = rows[:10]
+    width = max(len(str(r.id)) for r in shown)
+    print(f"{'id'.rjust(width)}  water  mask")
+    for r in shown:
+        wf = "-" if r.water_fraction is None else f"{100 * r.water_fraction:4.1f}%"
+        print(f"{str(r.id).rjust(width)}  {wf:>5}  {r.mask_path}")
+    if len(rows) > len(shown):
+        print(f"... and {len(rows) - len(shown)} more")
+    sys.stdout.flush()
+    return 0

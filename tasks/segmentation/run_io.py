@@ -1,0 +1,163 @@
+"""Load a finished (or running) segmentation run for prediction.
+
+    run = load_run("segmentation-default")      # a path, a folder name under runs/, or a unique prefix
+    run.model, run.stats, run.threshold, run.bands, run.classes, run.crs
+
+A run folder (written by the training side) holds ``config.yaml`` (the resolved
+``SegmentationConfig``), ``band_stats.json`` (``BandStats.save``), ``threshold.json``
+(``{"threshold": t, ...}``, binary models) and ``checkpoints/best.safetensors``
+(or ``last``). The model is rebuilt from ``cfg.model`` with one input channel per
+band the run reads, its weights loaded (EMA ones when the checkpoint has them)
+and put in eval mode.
+
+The CRS of the run's training tiles (``crs``) is taken from the config when it
+records one (``data.crs``), else from the first file ``band_stats.json`` lists
+that still exists; ``None`` when neither is known (prediction then skips the CRS
+check).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    cfg: Any                        # SegmentationConfig
+    model: Any                      # torch.nn.Module, eval mode, on CPU
+    stats: Any                      # BandStats, one entry per model input band
+    threshold: float = 0.5
+    bands: list[int] | None = None  # 1-based band numbers read from a scene (None = all)
+    classes: int = 1                # model output channels (1 = binary, sigmoid)
+    crs: str | None = None          # CRS of the training tiles, when known
+    weights: str = "model"          # "ema" or "model"
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands) if self.bands else len(self.stats)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def predict_defaults(self) -> dict:
+        """window / overlap / batch_size / blend from ``cfg.predict`` (built-in defaults otherwise)."""
+        p = getattr(self.cfg, "predict", None)
+        return {"window": int(getattr(p, "window", 256) or 256), "overlap": int(getattr(p, "overlap", 32) or 0),
+                "batch_size": int(getattr(p, "batch_size", 16) or 16),
+                "blend": str(getattr(p, "blend", "gaussian") or "gaussian")}
+
+
+def _namespace(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return SimpleNamespace(**{k: _namespace(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [_namespace(v) for v in obj]
+    return obj
+
+
+def load_config(path: Path) -> Any:
+    """The run's ``SegmentationConfig`` (a plain namespace if the schema module is not there)."""
+    from workbench.config import build, read_yaml
+
+    data = read_yaml(path)
+    try:
+        from tasks.segmentation.config import SegmentationConfig
+    except ModuleNotFoundError as exc:
+        if exc.name != "tasks.segmentation.config":
+            raise
+        return _namespace(data)
+    try:
+        return build(SegmentationConfig, data)
+    except WorkbenchError as exc:
+        raise WorkbenchError(f"{path}: {exc}") from None
+
+
+def _section(cfg: Any, name: str) -> Any:
+    return getattr(cfg, name, None) or SimpleNamespace()
+
+
+def _training_crs(cfg: Any, stats: Any) -> str | None:
+    crs = getattr(_section(cfg, "data"), "crs", None)
+    if crs:
+        return str(crs)
+    from workbench.data import geotiff
+
+    for tile in list(getattr(stats, "tiles", []) or [])[:3]:
+        if Path(tile).is_file():
+            try:
+                return geotiff.read_info(tile).crs
+            except WorkbenchError:
+                continue
+    return None
+
+
+def latest_run(root: str | Path | None = None) -> Path:
+    """The newest ``runs/segmentation-*`` folder that has a checkpoint."""
+    from workbench.train.run_dir import list_runs
+
+    runs = [p for p in list_runs(root) if p.name.startswith("segmentation-")
+            and any((p / "checkpoints" / n).is_file() for n in ("best.safetensors", "last.safetensors"))]
+    if not runs:
+        raise WorkbenchError("latest: no segmentation run with a checkpoint under runs/")
+    return max(runs, key=lambda p: ((p / "checkpoints").stat().st_mtime, p.name))
+
+
+def load_run(ref: str | Path, device: str | None = None) -> LoadedRun:
+    """Find a run (path, name under ``runs/`` or unique prefix) and load its model for prediction."""
+    from workbench.data.stats import BandStats
+    from workbench.train.checkpoint import load_weights
+    from workbench.train.run_dir import find_run
+
+    path = latest_run() if str(ref) == "latest" else Path(find_run(ref))
+    if not (path / "config.yaml").is_file():
+        raise WorkbenchError(f"{ref}: run {path} has no config.yaml")
+    cfg = load_config(path / "config.yaml")
+    stats_path = path / "band_stats.json"
+    if not stats_path.is_file():
+        raise WorkbenchError(f"{ref}: run {path} has no band_stats.json")
+    stats = BandStats.load(stats_path)
+
+    data = _section(cfg, "data")
+    bands = getattr(data, "bands", None)
+    bands = [int(b) for b in bands] if bands else None
+    if bands and any(b < 1 for b in bands):
+        raise WorkbenchError(f"{path}/config.yaml: data.bands are 1-based band numbers, got {bands}")
+    n_bands = len(bands) if bands else len(stats)
+    if len(stats) != n_bands:
+        if bands and len(stats) >= max(bands):
+            stats = stats.select([b - 1 for b in bands])
+        else:
+            raise WorkbenchError(f"{stats_path}: {len(stats)} band statistics for a model of {n_bands} bands")
+
+    m = _section(cfg, "model")
+    classes = int(getattr(m, "classes", 1) or 1)
+    kwargs = dict(vars(m.kwargs) if isinstance(getattr(m, "kwargs", None), SimpleNamespace)
+                  else (getattr(m, "kwargs", None) or {}))
+    from tasks.segmentation.models import build_model
+
+    weights_path = getattr(m, "encoder_weights_path", None)
+    model = build_model(getattr(m, "arch", "unet"), encoder=getattr(m, "encoder", "resnet34"), in_channels=n_bands,
+                        classes=classes, encoder_weights_path=weights_path if weights_path and Path(weights_path).is_file()
+                        else None, **kwargs)
+    state = load_weights(path, model, prefer_ema=True)
+    model.eval()
+    if device:
+        model.to(device)
+
+    threshold = 0.5
+    tpath = path / "threshold.json"
+    if tpath.is_file():
+        try:
+            threshold = float(json.loads(tpath.read_text())["threshold"])
+        except (ValueError, KeyError, TypeError):
+            raise WorkbenchError(f"{tpath}: expected {{\"threshold\": number}}") from None
+    return LoadedRun(path=path, cfg=cfg, model=model, stats=stats, threshold=threshold, bands=bands,
+                     classes=classes, crs=_training_crs(cfg, stats), weights=state.get("weights", "model"))

@@ -1,0 +1,371 @@
+"""``train(cfg)``: one segmentation run, from a catalog query to a scored test split.
+
+    from tasks.segmentation.config import load_config
+    from tasks.segmentation.train import train
+    summary = train(load_config("water", ["train.max_steps=50"]))
+
+Steps: select tiles per split (``cfg.data.source``/``where`` plus CLI filters, split from the
+catalog's ``split`` column), check the masks and count classes, band statistics on the train
+tiles, random windows (+ flips / quarter turns) for training and a grid for validation, fit
+with the shared trainer, then with the best weights: threshold scan on val (binary), test
+metrics, plots and the per-class table.
+
+Run-dir contract (``runs/segmentation-<name>-<time>/``): ``config.yaml``, ``band_stats.json``,
+``tiles.json`` (train/val/test tile ids and the query), ``threshold.json``,
+``checkpoints/best.safetensors``, ``metrics.json`` (test), ``plots/*.png``.
+``runs/latest-segmentation`` holds the path of the last finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.errors import WorkbenchError
+
+from .config import SegmentationConfig
+
+log = logging.getLogger(__name__)
+
+MASK_NODATA = 255          # mask value never scored, whatever the file's nodata tag says
+LATEST_FILE = "latest-segmentation"
+
+
+# --------------------------------------------------------------------------- tiles
+
+def open_catalog(cfg: SegmentationConfig, catalog: str | Path | None = None):
+    from workbench.data.catalog import Catalog
+
+    path = catalog or cfg.data.catalog
+    if path is not None and not Path(path).is_file():
+        raise WorkbenchError(f"{path}: no such catalog (build one with: workbench data bluemarble)")
+    return Catalog(path)
+
+
+def base_query(cfg: SegmentationConfig, override: dict | None = None) -> dict:
+    """The tile filters of a run: ``data.source``/``data.where``, replaced key by key by ``override``."""
+    q: dict[str, Any] = {}
+    if cfg.data.source:
+        q["source"] = cfg.data.source
+    if cfg.data.where:
+        q["where"] = cfg.data.where
+    for key, value in (override or {}).items():
+        if value is not None:
+            q[key] = value
+    return q
+
+
+def query_split(cat, query: dict, split: str, what: str = "tiles") -> list:
+    """Tiles of ``split`` matching ``query`` that have a mask; an empty result is a user error."""
+    tiles = cat.query(**{**query, "split": split})
+    with_mask = [t for t in tiles if t.mask_path]
+    if not with_mask:
+        shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
+        reason = "match" if not tiles else "with a mask match"
+        raise WorkbenchError(f"no {split} {what} {reason} the query ({shown}) in {cat.path}")
+    if len(with_mask) < len(tiles):
+        log.warning("%d %s tiles have no mask and are left out", len(tiles) - len(with_mask), split)
+    return with_mask
+
+
+def bands0(cfg: SegmentationConfig) -> list[int] | None:
+    """``data.bands`` (1-based) as the 0-based positions the data layer takes."""
+    return None if cfg.data.bands is None else [b - 1 for b in cfg.data.bands]
+
+
+def scan_masks(tiles, num_classes: int, max_tiles: int | None = None) -> np.ndarray:
+    """Pixel counts per class over the masks of ``tiles`` (an evenly spaced subset when many);
+    a mask value that is not a class (nor nodata / 255) is a user error naming the file."""
+    from workbench.data import geotiff
+
+    n = max(2, num_classes)
+    chosen = list(tiles)
+    if max_tiles and len(chosen) > max_tiles:
+        idx = np.linspace(0, len(chosen) - 1, max_tiles).round().astype(int)
+        chosen = [chosen[i] for i in np.unique(idx)]
+    counts = np.zeros(n, np.int64)
+    for t in chosen:
+        with geotiff.open_raster(t.mask_path) as ds:
+            m = ds.read(1)
+            nodata = ds.nodata
+        ok = m != MASK_NODATA
+        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+            ok &= m != np.asarray(nodata).astype(m.dtype)
+        values = m[ok]
+        if values.size and (values.min() < 0 or values.max() >= n):
+            bad = sorted(set(np.unique(values).tolist()) - set(range(n)))
+            raise WorkbenchError(f"{t.mask_path}: mask holds value(s) {', '.join(map(str, bad[:5]))} but the model "
+                                 f"has classes 0..{n - 1} (nodata: 255 or the file's nodata)")
+        counts += np.bincount(values.astype(np.int64).ravel(), minlength=n)[:n]
+    return counts
+
+
+# --------------------------------------------------------------------------- datasets and model
+
+def eval_dataset(tiles, cfg: SegmentationConfig, stats, window: int | None = None):
+    """Grid windows over whole tiles (stride ``data.eval_stride`` or the window), no augmentation."""
+    from workbench.data.dataset import WindowDataset
+    from workbench.data.samplers import GridWindows
+
+    size = window or cfg.data.window
+    size = min(size, *(min(int(t.height or size), int(t.width or size)) for t in tiles))
+    stride = min(cfg.data.eval_stride or size, size)
+    return WindowDataset(tiles, GridWindows(size, stride=stride), bands=bands0(cfg), stats=stats,
+                         seed=cfg.train.seed, ignore_index=-100)
+
+
+def train_dataset(tiles, cfg: SegmentationConfig, stats):
+    from workbench.data.augment import Augment
+    from workbench.data.dataset import WindowDataset
+    from workbench.data.samplers import RandomWindows
+
+    d = cfg.data
+    sampler = RandomWindows(d.window, d.per_tile, d.water_min, d.water_max)
+    return WindowDataset(tiles, sampler, bands=bands0(cfg), stats=stats,
+                         augment=Augment(flips=True, rotations=True) if d.augment else None,
+                         seed=cfg.train.seed, ignore_index=-100)
+
+
+def make_model(cfg: SegmentationConfig, in_channels: int):
+    from .models import build_model
+
+    m = cfg.model
+    return build_model(m.arch, m.encoder, in_channels=in_channels, classes=m.classes,
+                       encoder_weights_path=m.encoder_weights_path, **dict(m.kwargs))
+
+
+def make_loss(cfg: SegmentationConfig, class_counts=None):
+    from .losses import build_loss
+
+    return build_loss(cfg.loss.terms, num_classes=cfg.model.classes,
+                      deep_supervision_weights=cfg.loss.deep_supervision_weights, cgm_weight=cfg.loss.cgm_weight,
+                      class_counts=None if class_counts is None else [float(c) for c in class_counts],
+                      ignore_index=-100)
+
+
+def batch_valid(batch) -> torch.Tensor:
+    return batch["valid"] & (batch["mask"] != MASK_NODATA) & (batch["mask"] >= 0)
+
+
+def make_loss_fn(loss_module):
+    def loss_fn(model, batch):
+        target = batch["mask"]
+        loss = loss_module(model(batch["image"]), target, batch_valid(batch))
+        return loss, {}
+
+    return loss_fn
+
+
+def make_evaluate_fn(loss_module, cfg: SegmentationConfig):
+    from .metrics import ConfusionMatrix, logits_to_labels, metrics_from_matrix
+
+    classes = max(2, cfg.model.classes)
+
+    def evaluate(model, loader, accelerator) -> dict[str, float]:
+        cm = ConfusionMatrix(classes, device=accelerator.device)
+        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+        for batch in loader:
+            out = model(batch["image"])
+            if isinstance(out, dict):
+                out = out["out"]
+            valid = batch_valid(batch)
+            loss = loss_module(out, batch["mask"], valid)
+            n = valid.sum().double()
+            total += torch.stack([loss.detach().double() * n, n])
+            cm.update(logits_to_labels(out.float(), 0.5), batch["mask"], valid)
+        matrix = accelerator.reduce(cm.matrix, "sum")
+        total = accelerator.reduce(total, "sum")
+        m = metrics_from_matrix(matrix, cfg.class_names)
+        nan = float("nan")
+        water = m["per_class"][1]["iou"] if classes == 2 else m["mean_iou"]
+        return {"val/loss": float(total[0] / total[1].clamp(min=1)),
+                "val/iou": nan if water is None else float(water),
+                "val/miou": nan if m["mean_iou"] is None else float(m["mean_iou"])}
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------- the run
+
+def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None) -> SegmentationConfig:
+    """The config of a run being resumed (its config.yaml), with ``--set`` overrides on top."""
+    from workbench.config import deep_merge, parse_overrides
+    from workbench.train.run_dir import RunDir
+
+    from .config import config_from_dict
+
+    run = RunDir.open(resume)
+    return config_from_dict(deep_merge(run.read_config(), parse_overrides(overrides)))
+
+
+def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: str | Path | None = None,
+          query_override: dict | None = None, runs_root: str | Path | None = None, verbose: bool = True) -> dict:
+    """Train, pick the threshold on val, score test; returns the run summary (with ``run_dir``,
+    ``threshold``, ``test`` metrics). See the module docstring for what lands in the run folder."""
+    from workbench.data.stats import BandStats, compute_band_stats
+    from workbench.data.dataset import passthrough_collate
+    from workbench.train.seeding import seed_everything
+    from workbench.train.trainer import Trainer
+
+    t_start = time.perf_counter()
+    if query_override and query_override.get("split") is not None:
+        raise WorkbenchError("segment train takes its train/val/test tiles from the split column: drop --split "
+                             "(or set data.train_split / data.val_split / data.test_split)")
+    query = base_query(cfg, query_override)
+    d = cfg.data
+    with open_catalog(cfg, catalog) as cat:
+        train_tiles = query_split(cat, query, d.train_split)
+        val_tiles = query_split(cat, query, d.val_split)
+        test_tiles = cat.query(**{**query, "split": d.test_split})
+        test_tiles = [t for t in test_tiles if t.mask_path]
+        catalog_path = str(cat.path)
+
+    class_counts = scan_masks(train_tiles, cfg.model.classes, d.stats_max_tiles)
+    scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)
+
+    stats_file = None
+    if resume is not None:
+        from workbench.train.run_dir import RunDir
+        candidate = RunDir.open(resume, runs_root).path / "band_stats.json"
+        stats_file = candidate if candidate.is_file() else None
+    stats = BandStats.load(stats_file) if stats_file else \
+        compute_band_stats(train_tiles, bands=bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
+                           split=None)
+
+    train_ds = train_dataset(train_tiles, cfg, stats)
+    val_ds = eval_dataset(val_tiles, cfg, stats)
+    seed_everything(cfg.train.seed)
+    model = make_model(cfg, train_ds.channels)
+    loss_module = make_loss(cfg, class_counts)
+
+    trainer = Trainer(model, cfg.train, train_ds, val_ds, loss_fn=make_loss_fn(loss_module),
+                      evaluate_fn=make_evaluate_fn(loss_module, cfg), task="segmentation", name=cfg.name,
+                      config=cfg, resume=resume, collate_fn=passthrough_collate, runs_root=runs_root)
+    run = trainer.run
+    if trainer.is_main:
+        stats.save(run.path / "band_stats.json")
+        run.write_json("tiles.json", {"catalog": catalog_path, "query": query,
+                                      "splits": {"train": d.train_split, "val": d.val_split, "test": d.test_split},
+                                      "train": [t.id for t in train_tiles], "val": [t.id for t in val_tiles],
+                                      "test": [t.id for t in test_tiles],
+                                      "class_counts": class_counts.tolist()})
+    try:
+        summary = trainer.fit()
+        if trainer.is_main:
+            summary = _after_fit(trainer, cfg, stats, val_ds, test_tiles, summary, verbose)
+            summary["total_time_s"] = round(time.perf_counter() - t_start, 1)
+            run.update_summary(total_time_s=summary["total_time_s"], threshold=summary.get("threshold"),
+                               test=summary.get("test_short"))
+            _write_latest(run.path)
+            if verbose:
+                print(run_table(summary))
+    finally:
+        trainer.close()
+    return summary
+
+
+def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summary: dict, verbose: bool) -> dict:
+    from workbench.train.checkpoint import load_weights
+
+    from . import report
+    from .evaluate import scan_thresholds, score_dataset
+    from .metrics import format_table
+
+    run = trainer.run
+    model = trainer.unwrapped
+    device = trainer.accelerator.device
+    if run.best_checkpoint.is_file():
+        load_weights(run.best_checkpoint, model, prefer_ema=True)
+    model.eval()
+    bs = cfg.train.eval_batch_size or cfg.train.batch_size
+
+    threshold = 0.5
+    scan = None
+    if cfg.binary:
+        scan = scan_thresholds(model, val_ds, cfg, device, bs)
+        threshold = float(scan["best_threshold"]) if scan["best_threshold"] is not None else 0.5
+    # Multi-class models predict the argmax: the threshold is recorded (0.5) but not used.
+    run.write_json("threshold.json", {"threshold": threshold, "binary": cfg.binary, "split": cfg.data.val_split,
+                                      "select": cfg.eval.select, "scan": scan})
+
+    out = dict(summary)
+    out["threshold"] = threshold if cfg.binary else None
+    if not test_tiles:
+        log.warning("no %s tiles with masks: the run has no test metrics", cfg.data.test_split)
+        run.write_json("metrics.json", {"split": cfg.data.test_split, "tiles": 0, "threshold": out["threshold"]})
+        return out
+    test_ds = eval_dataset(test_tiles, cfg, stats)
+    metrics, examples = score_dataset(model, test_ds, cfg, device, bs, threshold, keep_examples=6)
+    metrics = {"split": cfg.data.test_split, "tiles": len(test_tiles), "threshold": out["threshold"],
+               "checkpoint": "best", **metrics}
+    run.write_json("metrics.json", metrics)
+    for name, fn in (("confusion_matrix.png", lambda p: report.plot_confusion_png(metrics, cfg, p)),
+                     ("test_panel.png", lambda p: report.plot_panel(examples, p, title=f"{run.name} test")),
+                     ("iou_curve.png", lambda p: report.plot_iou_curve(run.read_metrics(), p, title=run.name))):
+        try:
+            fn(run.plot_path(name))
+        except Exception as exc:  # a plot never fails a finished run
+            log.warning("could not draw %s: %s", name, exc)
+    if verbose:
+        print(f"\ntest split '{cfg.data.test_split}': {len(test_tiles)} tiles, threshold {threshold:g}")
+        print(format_table(metrics, cfg.class_names))
+    out["test"] = metrics
+    out["test_short"] = short_metrics(metrics)
+    return out
+
+
+def short_metrics(m: dict) -> dict:
+    per = {r["name"]: r for r in m.get("per_class", [])}
+    water = per.get("water", {})
+    return {"mean_iou": m.get("mean_iou"), "water_iou": water.get("iou"), "water_f1": water.get("f1"),
+            "overall_accuracy": m.get("overall_accuracy")}
+
+
+def run_table(summary: dict) -> str:
+    t = summary.get("test_short") or {}
+    best = summary.get("best") or {}
+
+    def f(v, fmt="{:.4f}"):
+        return "-" if v is None else fmt.format(v)
+
+    rows = [("run", summary.get("run_dir", "-")), ("status", summary.get("status", "-")),
+            ("steps / epochs", f"{summary.get('steps', '-')} / {summary.get('epochs', '-')}"),
+            ("train time", f(summary.get("wall_time_s"), "{:.0f} s")),
+            ("total time", f(summary.get("total_time_s"), "{:.0f} s")),
+            ("best val", f"{f(best.get('value'))} at step {best.get('step', '-')}"),
+            ("threshold (val)", f(summary.get("threshold"), "{:g}")),
+            ("test mean IoU", f(t.get("mean_iou"))), ("test water IoU", f(t.get("water_iou"))),
+            ("test water F1", f(t.get("water_f1")))]
+    width = max(len(k) for k, _ in rows)
+    return "\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _write_latest(path: Path) -> None:
+    import os
+
+    from workbench import paths
+
+    latest = path.parent / LATEST_FILE if path.parent.exists() else paths.runs_dir() / LATEST_FILE
+    tmp = latest.with_name(f".{latest.name}.tmp-{os.getpid()}")
+    tmp.write_text(str(path.resolve()) + "\n")
+    os.replace(tmp, latest)
+
+
+def latest_run(runs_root: str | Path | None = None) -> Path:
+    from workbench import paths
+
+    f = Path(runs_root or paths.runs_dir()) / LATEST_FILE
+    if not f.is_file():
+        raise WorkbenchError(f"{f}: no finished segmentation run yet (run: workbench segment train)")
+    return Path(f.read_text().strip())
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps({k: v for k, v in summary.items() if k != "test"}, default=str)

@@ -1,0 +1,225 @@
+"""Scene prediction: a tiny model saved through a fake run folder, predicted over synthetic GeoTIFFs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from workbench.data import geotiff
+from workbench.data.catalog import Catalog, Tile
+from workbench.data.stats import BandStats
+from workbench.errors import WorkbenchError
+
+FILTERS = [8, 16, 32]  # own plain AttentionUNet: output stride 4
+
+
+def make_run(root: Path, name: str = "segmentation-tiny-20240101-000000", bands: int = 3, classes: int = 1,
+             window: int = 64, overlap: int = 16, batch_size: int = 4, crs_tile: Path | None = None) -> Path:
+    from tasks.segmentation.config import SegmentationConfig, config_from_dict
+    from tasks.segmentation.models import build_model
+    from workbench.config import dump_yaml
+    from workbench.train.checkpoint import save_checkpoint, with_prefix
+
+    run = root / "runs" / name
+    (run / "checkpoints").mkdir(parents=True)
+    cfg = config_from_dict({"name": "tiny", "model": {"arch": "AttentionUNet", "encoder": None, "classes": classes,
+                                                       "kwargs": {"filters": FILTERS}},
+                            "predict": {"window": window, "overlap": overlap, "batch_size": batch_size}})
+    assert isinstance(cfg, SegmentationConfig)
+    dump_yaml(cfg, run / "config.yaml")
+    torch.manual_seed(0)
+    model = build_model("AttentionUNet", None, in_channels=bands, classes=classes, filters=FILTERS)
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    save_checkpoint(run / "checkpoints" / "best.safetensors", with_prefix("model", model.state_dict()), {"step": 1})
+    BandStats([1500.0] * bands, [300.0] * bands, tiles=[str(crs_tile)] if crs_tile else []).save(run / "band_stats.json")
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5, "select": "iou"}))
+    return run
+
+
+def make_scene(path: Path, width: int = 300, height: int = 200, bands: int = 3, crs: str = "EPSG:32633",
+               nodata: float | None = 0) -> Path:
+    rng = np.random.default_rng(1)
+    img = rng.normal(1500, 300, (bands, height, width)).clip(1, 5000).astype("uint16")
+    yy, xx = np.mgrid[0:height, 0:width]
+    img[:, (yy - 100) ** 2 + (xx - 150) ** 2 < 60 ** 2] -= 400
+    if nodata is not None:
+        img[:, :10, :25] = 0
+    return geotiff.write(path, img, from_origin(500_000, 4_650_000, 10, 10), crs, nodata=nodata)
+
+
+@pytest.fixture
+def run_dir(home):
+    return make_run(home)
+
+
+def test_predict_scene_georeferenced(home, run_dir):
+    from tasks.segmentation.predict import predict_scene
+    from tasks.segmentation.run_io import load_run
+
+    run = load_run(run_dir.name)
+    assert run.in_channels == 3 and run.classes == 1 and run.threshold == 0.5
+    scene = make_scene(home / "scene.tif")
+    res = predict_scene(run, scene, home / "out" / "mask.tif", prob_path=home / "out" / "prob.tif", progress=False)
+    assert res["windows"] == 4 * 6 or res["windows"] > 1
+    with rasterio.open(scene) as src, rasterio.open(res["out"]) as m, rasterio.open(res["probabilities"]) as p:
+        assert (m.width, m.height, m.count, m.dtypes[0]) == (300, 200, 1, "uint8")
+        assert m.crs == src.crs and m.transform == src.transform and m.nodata == 255
+        assert p.crs == src.crs and p.transform == src.transform and p.dtypes[0] == "float32"
+        mask, prob = m.read(1), p.read(1)
+    assert (mask[:10, :25] == 255).all() and np.isnan(prob[:10, :25]).all()
+    rest = mask.copy()
+    rest[:10, :25] = 0
+    assert set(np.unique(rest)) <= {0, 1}
+    ok = ~np.isnan(prob)
+    assert ((prob[ok] > 0.5) == (mask[ok] == 1)).all()
+    assert res["nodata_pixels"] == 250
+    assert not list((home / "out").glob(".*tmp*"))
+
+
+def test_batched_matches_naive_and_blends(home, run_dir):
+    from tasks.segmentation.predict import predict_probabilities
+    from tasks.segmentation.run_io import load_run
+
+    run = load_run(run_dir)
+    scene = make_scene(home / "scene.tif")
+    for blend in ("gaussian", "mean"):
+        a = predict_probabilities(run, scene, window=64, overlap=16, batch_size=5, blend=blend, progress=False)
+        b = predict_probabilities(run, scene, window=64, overlap=16, blend=blend, progress=False, naive=True)
+        assert a.plan == b.plan and a.plan.windows > 10
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5, rtol=0)
+        assert (a.valid == b.valid).all()
+        assert np.isfinite(a.probs).all() and (a.probs >= 0).all() and (a.probs <= 1).all()
+    # A scene smaller than the window: padded by reflection, cropped back.
+    small = make_scene(home / "small.tif", width=50, height=37, nodata=None)
+    s = predict_probabilities(run, small, window=256, overlap=32, progress=False)
+    assert s.probs.shape == (1, 37, 50) and s.plan.windows == 1
+
+
+def test_window_must_fit_output_stride(home, run_dir):
+    from tasks.segmentation.predict import predict_scene
+    from tasks.segmentation.run_io import load_run
+
+    run = load_run(run_dir)
+    scene = make_scene(home / "scene.tif")
+    with pytest.raises(WorkbenchError, match="multiple of the model's output stride 4"):
+        predict_scene(run, scene, home / "m.tif", window=62, progress=False)
+
+
+def test_bad_inputs_are_one_line_errors(home, run_dir, cli):
+    from tasks.segmentation.predict import predict_scene
+    from tasks.segmentation.run_io import load_run
+
+    run = load_run(run_dir)
+    four = make_scene(home / "four.tif", bands=4)
+    with pytest.raises(WorkbenchError) as e:
+        predict_scene(run, four, home / "m.tif", progress=False)
+    assert "4 bands" in str(e.value) and "expects 3" in str(e.value) and "four.tif" in str(e.value)
+    assert "\n" not in str(e.value)
+    with pytest.raises(WorkbenchError, match="no such file"):
+        predict_scene(run, home / "missing.tif", home / "m.tif", progress=False)
+    truncated = home / "trunc.tif"
+    data = make_scene(home / "full.tif", width=600, height=600).read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WorkbenchError, match="trunc.tif"):
+        predict_scene(run, truncated, home / "m.tif", progress=False)
+    with pytest.raises(WorkbenchError, match="no such run"):
+        load_run("nope")
+    # Another CRS than the run's training tiles.
+    tile = make_scene(home / "train_tile.tif", width=64, height=64)
+    other = make_run(home, name="segmentation-crs-20240101-000000", crs_tile=tile)
+    wgs = make_scene(home / "wgs.tif", crs="EPSG:4326")
+    with pytest.raises(WorkbenchError, match="CRS"):
+        predict_scene(load_run(other), wgs, home / "m.tif", progress=False)
+    assert not (home / "m.tif").exists()
+    code, out, err = cli("segment", "predict", "--run", run_dir.name, "--input", str(four), "--out",
+                         str(home / "m.tif"))
+    assert code == 2 and "expects 3" in err and len(err.strip().splitlines()) == 1
+
+
+def _mask(path: Path, arr: np.ndarray, transform, crs="EPSG:4326", nodata=None) -> Path:
+    return geotiff.write(path, arr.astype("uint8"), transform, crs, nodata=nodata)
+
+
+def test_score_scene_hand_computed(home):
+    from tasks.segmentation.scene import score_scene
+
+    t = from_origin(0.0, 10.0, 1.0, 1.0)  # 10 x 10 px, 1 degree pixels
+    truth = np.zeros((10, 10), np.uint8)
+    truth[:, :5] = 1
+    pred = np.zeros((10, 10), np.uint8)
+    pred[:, :4] = 1
+    pred[0, 9] = 1
+    pred[9, 9] = 255  # nodata never counts
+    tp = _mask(home / "truth.tif", truth, t)
+    pp = _mask(home / "pred.tif", pred, t, nodata=255)
+    m = score_scene(pp, tp, tiles=None)
+    # water: TP 40, FP 1, FN 10 -> 40/51 ; land: TP 48 (49 minus the nodata pixel), FP 10, FN 1 -> 48/59
+    assert m["pixels"] == 99
+    assert m["iou_water"] == pytest.approx(40 / 51) and m["iou_land"] == pytest.approx(48 / 59)
+    assert m["mean_iou"] == pytest.approx((40 / 51 + 48 / 59) / 2)
+    # Only the left-top tile (rows 0-4, cols 0-5 of the grid) and an all-land tile (filtered by water fraction).
+    tiles = [Tile(path="a.tif", source="folder", west=0.0, east=6.0, north=10.0, south=5.0, crs="EPSG:4326"),
+             Tile(path="b.tif", source="folder", west=7.0, east=10.0, north=5.0, south=0.0, crs="EPSG:4326"),
+             Tile(path="c.tif", source="folder", west=50.0, east=60.0, north=5.0, south=0.0, crs="EPSG:4326")]
+    m = score_scene(pp, tp, tiles=tiles)
+    # tile a: 5 rows x 6 cols; water cols 0-4: TP 5*4=20, FN 5 (col 4), land col 5: TN 5
+    assert m["tiles_scored"] == 1 and m["tiles_filtered"] == 1 and m["tiles_outside"] == 1
+    assert m["pixels"] == 30 and m["iou_water"] == pytest.approx(20 / 25) and m["iou_land"] == pytest.approx(5 / 10)
+    other = _mask(home / "other.tif", truth[:, :9], t)
+    with pytest.raises(WorkbenchError, match="grid"):
+        score_scene(pp, other)
+
+
+def test_write_masks_updates_catalog_once(home, run_dir, monkeypatch):
+    from tasks.segmentation.predict import write_masks
+    from tasks.segmentation.run_io import load_run
+
+    run = load_run(run_dir)
+    cat = Catalog()
+    tiles = []
+    for i in range(3):
+        p = make_scene(home / "gen" / f"g{i}.tif", width=64, height=48, nodata=None)
+        info = geotiff.read_info(p)
+        w, s, e, n = info.lonlat_bounds()
+        tiles.append(Tile(path=str(p), source="generated", west=w, south=s, east=e, north=n, crs=info.crs,
+                          width=64, height=48))
+    cat.add_tiles(tiles)
+    rows = cat.query(source="generated")
+    calls = []
+    real = cat.update_many
+    monkeypatch.setattr(cat, "update_many", lambda changes: (calls.append(len(changes)), real(changes)))
+    n = write_masks(run, cat, rows, min_confidence=0.6, progress=False)
+    assert n == 3 and calls == [3]
+    for row in Catalog().query(source="generated"):
+        assert row.mask_path and row.mask_path.endswith("_pseudo_mask.tif")
+        mi, ti = geotiff.read_info(row.mask_path), geotiff.read_info(row.path)
+        assert geotiff.same_grid(ti, mi) is None and mi.nodata == 255
+        m = geotiff.read(row.mask_path)[0]
+        assert set(np.unique(m)) <= {0, 1, 255}
+        known = m != 255
+        assert row.water_fraction == pytest.approx((m == 1).sum() / known.sum() if known.any() else None)
+
+
+def test_cli_predict_and_score(home, run_dir, cli):
+    scene = make_scene(home / "scene.tif", nodata=None)
+    info = geotiff.read_info(scene)
+    truth = geotiff.write(home / "truth.tif", np.zeros((200, 300), np.uint8), info.affine, info.crs)
+    code, out, err = cli("segment", "predict", "--run", "latest", "--input", str(scene), "--out",
+                         str(home / "pred.tif"), "--window", "64", "--overlap", "8", "--batch-size", "8",
+                         "--truth", str(truth), "--all-pixels", "--no-progress")
+    assert code == 0, err
+    assert "pred.tif" in out and "IoU" in out and "pixels 60000" in out
+    assert geotiff.read_info(home / "pred.tif").width == 300
+    code, out, err = cli("segment", "predict", "--run", run_dir.name, "--input", str(scene), "--out",
+                         str(home / "p2.tif"), "--truth", str(truth))
+    assert code == 2 and "no catalog tiles match" in err
