@@ -19,6 +19,7 @@ from workbench.tasks_registry import TASK_COMMANDS
 PLATFORM_COMMANDS = (
     "workbench.commands.data",
     "workbench.commands.runs",
+    "workbench.commands.ee",
 )
 
 EPILOG = """examples:

@@ -1,0 +1,610 @@
+"""Sentinel-2 chips and water masks from Earth Engine, into the catalog.
+
+The scripting API (the CLI ``workbench ee export|status|import`` is a thin shell over it)::
+
+    from workbench.data.catalog import Catalog
+    from workbench.data.sources.earthengine import Area, ExportSpec, export_direct, initialize
+
+    initialize(project="my-ee-project")       # or WORKBENCH_EE_KEY_FILE / earthengine authenticate
+    spec = ExportSpec(area=Area.from_point(105.85, 21.03, 5000), start="2023-01-01", end="2023-03-31",
+                      water="jrc", composite="median", cloud_mask=True)
+    with Catalog() as cat:
+        result = export_direct(spec, "data/ee-hanoi", cat, workers=4)
+
+Pieces:
+
+- :mod:`ee_area` -- :class:`Area` (GeoJSON / bbox / point + radius) and the chip grid in the
+  area's UTM zone (:func:`plan_chips`);
+- :mod:`ee_spec` -- :class:`ExportSpec`, validated on construction;
+- :mod:`ee_graph` -- the expression graphs (:func:`build_export`): collection filters,
+  SCL cloud mask, bands, median composite, the water mask of each source;
+- :mod:`ee_transport` -- retries with backoff (:class:`RetryPolicy`) and checked downloads;
+- this module -- credentials (:func:`initialize`), the scene list, and
+  :func:`export_direct`: per-chip ``ee.data.computePixels`` downloads in a bounded thread
+  pool, each chip's image and mask renamed into place after a full read-back, then its
+  catalog row in its own transaction. A re-run skips chips that have a row, so a run killed
+  halfway and started again ends with every chip once;
+- :mod:`ee_batch` -- :func:`export_batch` (Drive / Cloud Storage tasks), :func:`task_status`,
+  :func:`import_exported`.
+
+Credentials are read by the ``ee`` client and never logged, written to the manifest or
+stored in the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from workbench.data.catalog import Catalog, Tile
+from workbench.data.sources.ee_area import Area, Chip, ChipPlan, chips_in_footprint, plan_chips, utm_epsg
+from workbench.data.sources.ee_graph import ExportGraphs, build_export, scenes_query
+from workbench.data.sources.ee_spec import (COLLECTION, DEFAULT_BANDS, DEFAULT_CLOUD_CLASSES, DYNAMIC_WORLD_ID,
+                                            HANSEN_ID, HANSEN_SEED_ID, IMAGE_NODATA, JRC_ID, MASK_NODATA, S2_BANDS,
+                                            WATER_SOURCES, ExportSpec)
+from workbench.data.sources.ee_transport import (RetriesExhausted, RetryPolicy, TransientError, call_with_retries,
+                                                 download_geotiff, tmp_name, transient_reason)
+from workbench.errors import WorkbenchError
+
+__all__ = [
+    "Area", "Chip", "ChipPlan", "ExportSpec", "ExportGraphs", "RetryPolicy", "Scene", "ExportResult",
+    "initialize", "plan_chips", "build_export", "list_scenes", "export_direct", "export_batch", "task_status",
+    "import_exported", "utm_epsg", "COLLECTION", "HANSEN_ID", "HANSEN_SEED_ID", "JRC_ID", "DYNAMIC_WORLD_ID",
+    "DEFAULT_BANDS", "DEFAULT_CLOUD_CLASSES", "S2_BANDS", "WATER_SOURCES", "KEY_FILE_ENV", "PROJECT_ENVS",
+]
+
+KEY_FILE_ENV = "WORKBENCH_EE_KEY_FILE"
+PROJECT_ENVS = ("WORKBENCH_EE_PROJECT", "EE_PROJECT")
+MANIFEST = "manifest.json"
+LOG_FILE = "export.log"
+SKIPPED_FILE = "skipped.jsonl"
+MAX_DIRECT_BYTES = 48 * 1024 * 1024        # computePixels answers at most 48 MiB
+MAX_DIRECT_CHIPS = 20_000
+ABORT_AFTER_FAILURES = 5                   # permanent errors in a row, nothing done: stop
+
+NO_CREDENTIALS = ("no Earth Engine credentials: run `earthengine authenticate` once (and give --project ID "
+                  f"or set {PROJECT_ENVS[0]}), or set {KEY_FILE_ENV} to a service-account JSON key file")
+NO_PROJECT = (f"no Earth Engine project: give --project ID or set {PROJECT_ENVS[0]} (a Google Cloud project "
+              "registered for Earth Engine)")
+
+
+# ---- credentials ----------------------------------------------------------------------------------
+
+def resolve_project(project: str | None = None) -> str | None:
+    """--project, else $WORKBENCH_EE_PROJECT, else $EE_PROJECT, else None (the credentials' own)."""
+    if project:
+        return project
+    for name in PROJECT_ENVS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def initialize(project: str | None = None, key_file: str | Path | None = None) -> str:
+    """Initialise the ``ee`` client; returns how ('service account' or 'persistent credentials').
+
+    A service-account key file (``key_file`` or $WORKBENCH_EE_KEY_FILE) wins; otherwise the
+    credentials of ``earthengine authenticate``. Failure is one ``WorkbenchError`` line that
+    says how to authenticate; neither the key nor its contents appear in any message.
+    """
+    import ee
+
+    project = resolve_project(project)
+    key_file = key_file or os.environ.get(KEY_FILE_ENV, "").strip() or None
+    if key_file:
+        path = Path(key_file).expanduser()
+        if not path.is_file():
+            raise WorkbenchError(f"{KEY_FILE_ENV}={path}: no such file (a service-account JSON key)")
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            email = info["client_email"]
+            key_project = info.get("project_id")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            raise WorkbenchError(f"{KEY_FILE_ENV}={path}: not a service-account JSON key file "
+                                 "(expected the key file downloaded from the Cloud console)") from None
+        try:
+            credentials = ee.ServiceAccountCredentials(email, key_file=str(path))
+        except Exception as exc:  # noqa: BLE001 -- whatever the parser says may quote the key: say less
+            raise WorkbenchError(f"{KEY_FILE_ENV}={path}: the key could not be read "
+                                 f"({type(exc).__name__}); download a new key") from None
+        how = "service account"
+        kwargs = dict(credentials=credentials, project=project or key_project)
+    else:
+        how = "persistent credentials"
+        kwargs = dict(project=project)
+    try:
+        ee.Initialize(**kwargs)
+    except ee.EEException as exc:
+        text = str(exc)
+        if "earthengine authenticate" in text or "authorize access" in text.lower():
+            raise WorkbenchError(NO_CREDENTIALS) from None
+        if "project" in text.lower() and ("no project" in text.lower() or "not found" in text.lower()
+                                          or "ee.Initialize(project" in text or "set a project" in text.lower()):
+            raise WorkbenchError(NO_PROJECT) from None
+        raise WorkbenchError(f"Earth Engine initialisation failed: {_one_line(text)}") from None
+    except Exception as exc:  # noqa: BLE001 -- google-auth refresh / transport errors
+        if type(exc).__module__.startswith("google.auth"):
+            raise WorkbenchError(f"Earth Engine credentials were refused ({type(exc).__name__}); "
+                                 f"run `earthengine authenticate` again or check {KEY_FILE_ENV}") from None
+        raise
+    return how
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]
+
+
+# ---- scenes ---------------------------------------------------------------------------------------
+
+@dataclass
+class Scene:
+    """One export unit: a Sentinel-2 scene, or the composite (``id`` None)."""
+
+    id: str | None
+    date: str
+    cloud: float | None                 # CLOUDY_PIXEL_PERCENTAGE, percent (mean for a composite)
+    footprint: dict | None = None
+    n_scenes: int = 1
+
+    @property
+    def key(self) -> str:
+        """Folder / file-name part: the scene's system:index, or 'median'."""
+        return self.id or "median"
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "date": self.date, "cloud": self.cloud, "n_scenes": self.n_scenes}
+
+
+def list_scenes(spec: ExportSpec, policy: RetryPolicy | None = None,
+                log: Callable[[str], None] | None = None) -> list[Scene]:
+    """The scenes matching the request (one ``ee.data.computeValue`` call), oldest first."""
+    import ee
+
+    policy = policy or RetryPolicy()
+    query = scenes_query(spec)
+    rows = call_with_retries(lambda: ee.data.computeValue(query), policy, "listing scenes", log)
+    scenes = []
+    for row in rows or []:
+        try:
+            index, t_ms, cloud, footprint = (list(row) + [None] * 4)[:4]
+            day = datetime.fromtimestamp(float(t_ms) / 1000.0, tz=timezone.utc).date().isoformat()
+            scenes.append(Scene(id=str(index), date=day, cloud=None if cloud is None else float(cloud),
+                                footprint=footprint if isinstance(footprint, dict) else None))
+        except (TypeError, ValueError):
+            if log:
+                log(f"ignoring a scene row Earth Engine sent in an unexpected form: {str(row)[:120]}")
+    scenes.sort(key=lambda s: (s.date, s.id))
+    return scenes
+
+
+def export_units(spec: ExportSpec, scenes: Sequence[Scene]) -> list[Scene]:
+    """Per-scene: the scenes. Median: one composite dated mid-range with the mean scene cloud."""
+    if not scenes:
+        raise WorkbenchError(f"no {COLLECTION} scene over {spec.area.label} from {spec.start} to {spec.end} "
+                             f"with CLOUDY_PIXEL_PERCENTAGE <= {spec.max_cloud:g}: widen the dates or raise "
+                             "--max-cloud")
+    if spec.composite == "scene":
+        return list(scenes)
+    clouds = [s.cloud for s in scenes if s.cloud is not None]
+    return [Scene(id=None, date=spec.middle_date, cloud=sum(clouds) / len(clouds) if clouds else None,
+                  n_scenes=len(scenes))]
+
+
+# ---- output folder: manifest, lock, log -----------------------------------------------------------
+
+def unit_dir(out: Path, spec: ExportSpec, unit: Scene) -> Path:
+    return out / (unit.id if unit.id else f"median_{spec.start}_{spec.end}")
+
+
+def read_manifest(out: Path) -> dict | None:
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise WorkbenchError(f"{path}: not a readable export manifest (JSON)") from None
+
+
+def write_manifest(out: Path, manifest: dict) -> Path:
+    """Atomically (temporary name, then rename)."""
+    path = Path(out) / MANIFEST
+    manifest["updated_at"] = _now()
+    tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def open_manifest(out: Path, spec: ExportSpec, mode: str) -> dict:
+    """This request's manifest in ``out``; a folder holding another request is an error."""
+    old = read_manifest(out)
+    if old is not None:
+        if old.get("fingerprint") != spec.fingerprint():
+            raise WorkbenchError(f"{out}: holds an export of another request ({MANIFEST}: "
+                                 f"{old.get('spec', {}).get('name', '?')}); use another --out")
+        if old.get("mode") != mode:
+            raise WorkbenchError(f"{out}: holds a --mode {old.get('mode')} export of this request; "
+                                 f"use another --out for --mode {mode}")
+        return old
+    return {"version": 1, "tool": "workbench ee export", "mode": mode, "fingerprint": spec.fingerprint(),
+            "spec": spec.to_json(), "created_at": _now()}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ExportLog:
+    """Lines to ``out/export.log`` (appended, time-stamped) and to ``echo`` (e.g. stderr)."""
+
+    def __init__(self, out: Path | None, echo: Callable[[str], None] | None = None):
+        self.path = Path(out) / LOG_FILE if out is not None else None
+        self.echo = echo
+        self._lock = threading.Lock()
+
+    def __call__(self, message: str) -> None:
+        with self._lock:
+            if self.path is not None:
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(f"{_now()} {message}\n")
+            if self.echo is not None:
+                self.echo(message)
+
+
+class _FolderLock:
+    """One export at a time per folder (an advisory lock the OS drops when the process dies)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / ".lock"
+        self.fh = None
+
+    def __enter__(self) -> "_FolderLock":
+        self.fh = open(self.path, "a+")
+        try:
+            import fcntl
+        except ImportError:          # not POSIX: no lock
+            return self
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            raise WorkbenchError(f"{self.path.parent}: another export is writing into this folder") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def _clean_stale_downloads(out: Path) -> int:
+    """Temporary downloads left by a killed run (only called while holding the folder lock)."""
+    n = 0
+    for p in Path(out).rglob(".*.download-*"):
+        try:
+            p.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def _read_skipped(out: Path) -> set[str]:
+    path = Path(out) / SKIPPED_FILE
+    found = set()
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                found.add(json.loads(line)["path"])
+            except (ValueError, KeyError, TypeError):
+                continue            # a line torn by a kill
+    return found
+
+
+# ---- planning ----------------------------------------------------------------------------------------
+
+@dataclass
+class ChipJob:
+    unit: Scene
+    chip: Chip
+    image_path: Path
+    mask_path: Path
+    split: str
+    block: list[int]
+    block_deg: float
+
+
+def plan_jobs(spec: ExportSpec, plan: ChipPlan, units: Sequence[Scene], out: Path) -> list[ChipJob]:
+    """(unit, chip) pairs: per scene, the chips its footprint touches. Splits come from
+    geographic blocks of the chip *locations*, so one place is in one split in every scene."""
+    from workbench.data.splits import lonlat_block, lonlat_splits
+
+    spans = sorted(max(c.lonlat[2] - c.lonlat[0], c.lonlat[3] - c.lonlat[1]) for c in plan.chips)
+    span = spans[len(spans) // 2] if spans else None
+    centres = [c.centre for c in plan.chips]
+    splits, block_deg = lonlat_splits(centres, tile_span_deg=span)
+    where = {c.id: (s, list(lonlat_block(lon, lat, block_deg))) for c, s, (lon, lat) in
+             zip(plan.chips, splits, centres)}
+    jobs = []
+    for unit in units:
+        folder = unit_dir(out, spec, unit)
+        for chip in chips_in_footprint(plan.chips, unit.footprint):
+            split, block = where[chip.id]
+            jobs.append(ChipJob(unit=unit, chip=chip, image_path=folder / f"{chip.id}.tif",
+                                mask_path=folder / f"{chip.id}_mask.tif", split=split, block=block,
+                                block_deg=block_deg))
+    return jobs
+
+
+# ---- one chip ----------------------------------------------------------------------------------------
+
+@dataclass
+class ChipOutcome:
+    job: ChipJob
+    status: str                       # ok | empty | failed
+    water_fraction: float | None = None
+    valid_fraction: float = 0.0
+    error: str | None = None
+
+
+def _fetch_chip(job: ChipJob, graphs: ExportGraphs, spec: ExportSpec, policy: RetryPolicy,
+                log: Callable[[str], None]) -> ChipOutcome:
+    """Download image and mask to temporary names, check them, name them, rename them into place."""
+    import numpy as np
+
+    from workbench.data import geotiff
+
+    grid = job.chip.grid()
+    what = f"{job.unit.key}/{job.chip.id}"
+    img_tmp, msk_tmp = tmp_name(job.image_path), tmp_name(job.mask_path)
+    try:
+        call_with_retries(lambda: download_geotiff(graphs.image, grid, img_tmp, len(spec.bands)),
+                          policy, f"{what} image", log)
+        call_with_retries(lambda: download_geotiff(graphs.mask, grid, msk_tmp, 1), policy, f"{what} mask", log)
+        image = geotiff.read(img_tmp)
+        mask = geotiff.read(msk_tmp)[0]
+        valid = np.any(image != IMAGE_NODATA, axis=0)
+        valid_fraction = float(valid.mean())
+        if valid_fraction == 0 or valid_fraction < spec.min_valid:
+            return ChipOutcome(job, "empty", valid_fraction=valid_fraction)
+        known = valid & (mask != MASK_NODATA)
+        water_fraction = float((mask[known] == 1).sum() / known.sum()) if known.any() else None
+        common = {"COLLECTION": COLLECTION, "WATER_SOURCE": spec.water, "CHIP_ID": job.chip.id,
+                  "EXPORT": spec.name}
+        _describe(msk_tmp, ["water"], MASK_NODATA,
+                  {**common, "VALUES": "1 water, 0 not water, 255 unknown or no valid image pixel"})
+        tags = {**common, "DATE_ACQUIRED": job.unit.date, "COMPOSITE": spec.composite,
+                "SCENE_ID": job.unit.id or f"median of {job.unit.n_scenes} scenes"}
+        if job.unit.cloud is not None:
+            tags["CLOUDY_PIXEL_PERCENTAGE"] = f"{job.unit.cloud:.4f}"
+        _describe(img_tmp, list(spec.bands), IMAGE_NODATA, tags)
+        os.replace(msk_tmp, job.mask_path)            # the mask first: an image never lacks its mask
+        os.replace(img_tmp, job.image_path)
+        return ChipOutcome(job, "ok", water_fraction=water_fraction, valid_fraction=valid_fraction)
+    finally:
+        for p in (img_tmp, msk_tmp):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _describe(path: Path, band_names: Sequence[str], nodata: float, tags: dict) -> None:
+    """Band names, nodata and tags written into a downloaded GeoTIFF in place (before its rename)."""
+    import rasterio
+
+    with rasterio.open(path, "r+") as ds:
+        ds.nodata = nodata
+        for i, name in enumerate(band_names[: ds.count]):
+            ds.set_band_description(i + 1, name)
+        ds.update_tags(**{k: str(v) for k, v in tags.items()})
+
+
+def _tile(spec: ExportSpec, outcome: ChipOutcome) -> Tile:
+    job, chip = outcome.job, outcome.job.chip
+    lon, lat = chip.centre
+    w, s, e, n = chip.lonlat
+    wf = outcome.water_fraction
+    label = None if wf is None else ("land" if wf < 0.05 else "water" if wf > 0.95 else "coast")
+    extra = {"chip": chip.id, "grid": [chip.col, chip.row], "export": spec.name,
+             "fingerprint": spec.fingerprint(), "composite": spec.composite, "water_source": spec.water,
+             "cloud_mask": spec.cloud_mask, "collection": COLLECTION,
+             "valid_fraction": round(outcome.valid_fraction, 6), "block_deg": job.block_deg, "block": job.block}
+    if spec.composite == "median":
+        extra.update(n_scenes=job.unit.n_scenes, date_range=[spec.start, spec.end])
+    if spec.water == "jrc":
+        extra["jrc_threshold"] = spec.jrc_threshold
+    return Tile(path=str(job.image_path), mask_path=str(job.mask_path), source="earthengine", split=job.split,
+                lon=lon, lat=lat, west=w, south=s, east=e, north=n, crs=chip.crs, width=chip.size,
+                height=chip.size, gsd=spec.scale, date=job.unit.date,
+                cloud_cover=None if job.unit.cloud is None else job.unit.cloud / 100.0,
+                bands=list(spec.bands), water_fraction=wf, label=label, scene_id=job.unit.id, extra=extra)
+
+
+# ---- the direct export ----------------------------------------------------------------------------
+
+@dataclass
+class ExportResult:
+    out: Path
+    mode: str
+    spec: ExportSpec
+    crs: str = ""
+    units: list[Scene] = field(default_factory=list)
+    planned: int = 0                   # (unit, chip) pairs
+    already: int = 0                   # had a catalog row (or were known empty) before this run
+    added: list[Tile] = field(default_factory=list)
+    empty: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    tasks: list[dict] = field(default_factory=list)       # batch mode: tasks started by this run
+    seconds: float = 0.0
+    catalog: str | None = None
+
+
+def check_direct_size(spec: ExportSpec) -> None:
+    size = spec.chip_size * spec.chip_size * len(spec.bands) * 2
+    if size > MAX_DIRECT_BYTES:
+        raise WorkbenchError(f"--chip-size {spec.chip_size} with {len(spec.bands)} band(s) is "
+                             f"{size / 2 ** 20:.0f} MiB per chip; --mode direct downloads at most "
+                             f"{MAX_DIRECT_BYTES // 2 ** 20} MiB: use smaller chips or --mode batch")
+
+
+def export_direct(spec: ExportSpec, out: str | Path, catalog: Catalog, workers: int = 4,
+                  policy: RetryPolicy | None = None, project: str | None = None, progress: bool = False,
+                  echo: Callable[[str], None] | None = None, max_chips: int = MAX_DIRECT_CHIPS) -> ExportResult:
+    """Download every chip of ``spec`` into ``out`` and catalog it; resumable.
+
+    Chips whose image already has a catalog row are skipped; a chip's files are renamed into
+    place before its row is written, and files without a row are fetched again. Transient
+    errors are retried per ``policy``; a chip that still fails is reported in
+    ``result.failed`` (run again to retry it). Initialises ``ee`` if it is not already.
+    """
+    import ee
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise WorkbenchError(f"--workers {workers}: at least 1")
+    check_direct_size(spec)
+    t0 = time.perf_counter()
+    policy = policy or RetryPolicy()
+    out = Path(out)
+    plan = plan_chips(spec.area, spec.chip_size, spec.scale)
+    if not ee.data.is_initialized():
+        initialize(project)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ExportResult(out=out, mode="direct", spec=spec, crs=plan.crs, catalog=str(catalog.path))
+    with _FolderLock(out):
+        log = ExportLog(out, echo)
+        manifest = open_manifest(out, spec, "direct")
+        stale = _clean_stale_downloads(out)
+        log(f"export {spec.name} ({spec.fingerprint()}): {spec.area.label}, {spec.start}..{spec.end}, "
+            f"{len(plan)} chip location(s) of {spec.chip_size} px in {plan.crs}"
+            + (f"; removed {stale} unfinished download(s) of an earlier run" if stale else ""))
+        units = export_units(spec, list_scenes(spec, policy, log))
+        jobs = plan_jobs(spec, plan, units, out)
+        if len(jobs) > max_chips:
+            raise WorkbenchError(f"{len(jobs):,} chips ({len(units)} scene(s) x up to {len(plan)} chips) is more "
+                                 f"than {max_chips:,} for --mode direct: use --composite median, --max-scenes, "
+                                 "a larger --chip-size or --mode batch")
+        result.units, result.planned = units, len(jobs)
+        manifest.update(mode="direct", crs=plan.crs, chip_size=spec.chip_size, chips_planned=len(jobs),
+                        units=[u.to_json() for u in units])
+        write_manifest(out, manifest)
+
+        done = {str(Path(p).resolve()) for p in catalog.existing_paths([j.image_path for j in jobs])}
+        known_empty = _read_skipped(out)
+        todo = [j for j in jobs if str(j.image_path.resolve()) not in done
+                and _rel(j.image_path, out) not in known_empty]
+        result.already = len(jobs) - len(todo)
+        log(f"{len(units)} unit(s), {len(jobs)} chip(s): {result.already} done before, {len(todo)} to fetch "
+            f"with {workers} worker(s)")
+        graphs = {}
+        for unit in {j.unit.key: j.unit for j in todo}.values():
+            graphs[unit.key] = build_export(spec, unit.id)
+        for folder in {j.image_path.parent for j in todo}:
+            folder.mkdir(parents=True, exist_ok=True)
+        _run_pool(spec, todo, graphs, catalog, workers, policy, log, progress, result, out)
+    result.seconds = time.perf_counter() - t0
+    log(f"finished: {len(result.added)} added, {result.already} already done, {result.empty} empty, "
+        f"{len(result.failed)} failed in {result.seconds:.1f} s")
+    return result
+
+
+def _run_pool(spec: ExportSpec, todo: list[ChipJob], graphs: dict, catalog: Catalog, workers: int,
+              policy: RetryPolicy, log: ExportLog, progress: bool, result: ExportResult, out: Path) -> None:
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from workbench.data.sources.bluemarble import progress_bar
+
+    if not todo:
+        return
+    bar = progress_bar(len(todo), progress, "chips")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ee-chip")
+    in_a_row = 0
+    try:
+        pending = {pool.submit(_fetch_chip, job, graphs[job.unit.key], spec, policy, log): job for job in todo}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job = pending.pop(fut)
+                what = f"{job.unit.key}/{job.chip.id}"
+                try:
+                    outcome = fut.result()
+                except (RetriesExhausted, TransientError) as exc:
+                    outcome = ChipOutcome(job, "failed", error=str(exc))
+                except WorkbenchError as exc:
+                    outcome = ChipOutcome(job, "failed", error=str(exc))
+                except Exception as exc:  # noqa: BLE001 -- an Earth Engine refusal (EEException, HttpError)
+                    if not _is_ee_error(exc):
+                        raise
+                    outcome = ChipOutcome(job, "failed", error=f"{what}: {_one_line(str(exc))}")
+                bar.update(1)
+                if outcome.status == "ok":
+                    tile = _tile(spec, outcome)
+                    catalog.add_tiles([tile])                  # this chip's row: one transaction
+                    result.added.append(tile)
+                    in_a_row = 0
+                elif outcome.status == "empty":
+                    _mark_empty(out, job, outcome.valid_fraction)
+                    result.empty += 1
+                    in_a_row = 0
+                else:
+                    result.failed.append((what, outcome.error or "failed"))
+                    log(f"failed: {outcome.error}")
+                    in_a_row += 1
+                    if in_a_row >= ABORT_AFTER_FAILURES and not result.added:
+                        raise WorkbenchError(f"Earth Engine refused {in_a_row} chips in a row, none done "
+                                             f"(last: {outcome.error}); stopped")
+    except BaseException:
+        # Ctrl-C, a kill from a test, or the abort above: start nothing new. Chips already being
+        # fetched finish their files but get no row, so the next run fetches them again.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+
+
+def _is_ee_error(exc: BaseException) -> bool:
+    import ee
+
+    return isinstance(exc, ee.EEException) or transient_reason(exc) is not None or \
+        type(exc).__module__.startswith(("googleapiclient", "google.auth", "requests", "httplib2"))
+
+
+def _mark_empty(out: Path, job: ChipJob, valid: float) -> None:
+    with open(Path(out) / SKIPPED_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"path": _rel(job.image_path, out), "valid_fraction": round(valid, 6)}) + "\n")
+
+
+def _rel(path: Path, out: Path) -> str:
+    """``path`` relative to the export folder (the folder can be moved)."""
+    return Path(path).relative_to(out).as_posix()
+
+
+# ---- batch (re-exported) ----------------------------------------------------------------------------
+
+def export_batch(*args: Any, **kwargs: Any):
+    """See :func:`workbench.data.sources.ee_batch.export_batch`."""
+    from workbench.data.sources.ee_batch import export_batch as run
+
+    return run(*args, **kwargs)
+
+
+def task_status(*args: Any, **kwargs: Any):
+    """See :func:`workbench.data.sources.ee_batch.task_status`."""
+    from workbench.data.sources.ee_batch import task_status as run
+
+    return run(*args, **kwargs)
+
+
+def import_exported(*args: Any, **kwargs: Any):
+    """See :func:`workbench.data.sources.ee_batch.import_exported`."""
+    from workbench.data.sources.ee_batch import import_exported as run
+
+    return run(*args, **kwargs)
