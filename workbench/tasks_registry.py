@@ -2,8 +2,13 @@
 
 A task joins the CLI by adding one line here; ``workbench`` never imports a task
 any other way. Each module exposes ``register(subparsers, common_parent)``.
+A task's benchmarks (``make bench``) are listed the same way, as "module:function".
 """
 
 TASK_COMMANDS: dict[str, str] = {
     "segment": "tasks.segmentation.cli",
 }
+
+TASK_BENCHMARKS: list[str] = [
+    "tasks.segmentation.bench:bench_scene",
+]
