@@ -526,8 +526,19 @@ def _run_pool(spec: ExportSpec, todo: list[ChipJob], graphs: dict, catalog: Cata
     bar = progress_bar(len(todo), progress, "chips")
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ee-chip")
     in_a_row = 0
+    queue = iter(todo)
+    pending: dict = {}
+
+    def top_up() -> None:
+        """Keep at most two chips per worker in flight: an abort stops soon, and a large area
+        does not queue thousands of futures at once."""
+        for job in queue:
+            pending[pool.submit(_fetch_chip, job, graphs[job.unit.key], spec, policy, log)] = job
+            if len(pending) >= 2 * workers:
+                return
+
     try:
-        pending = {pool.submit(_fetch_chip, job, graphs[job.unit.key], spec, policy, log): job for job in todo}
+        top_up()
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
@@ -560,6 +571,7 @@ def _run_pool(spec: ExportSpec, todo: list[ChipJob], graphs: dict, catalog: Cata
                     if in_a_row >= ABORT_AFTER_FAILURES and not result.added:
                         raise WorkbenchError(f"Earth Engine refused {in_a_row} chips in a row, none done "
                                              f"(last: {outcome.error}); stopped")
+            top_up()
     except BaseException:
         # Ctrl-C, a kill from a test, or the abort above: start nothing new. Chips already being
         # fetched finish their files but get no row, so the next run fetches them again.
