@@ -465,18 +465,13 @@ def export_direct(spec: ExportSpec, out: str | Path, catalog: Catalog, workers: 
     errors are retried per ``policy``; a chip that still fails is reported in
     ``result.failed`` (run again to retry it). Initialises ``ee`` if it is not already.
     """
-    import ee
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise WorkbenchError(f"--workers {workers}: at least 1")
     check_direct_size(spec)
     t0 = time.perf_counter()
     policy = policy or RetryPolicy()
-    out = Path(out)
-    plan = plan_chips(spec.area, spec.chip_size, spec.scale)
-    if not ee.data.is_initialized():
-        initialize(project)
-    out.mkdir(parents=True, exist_ok=True)
+    out, plan = _start_export(spec, out, project)
     result = ExportResult(out=out, mode="direct", spec=spec, crs=plan.crs, catalog=str(catalog.path))
     with _FolderLock(out):
         log = ExportLog(out, echo)
@@ -513,6 +508,19 @@ def export_direct(spec: ExportSpec, out: str | Path, catalog: Catalog, workers: 
     log(f"finished: {len(result.added)} added, {result.already} already done, {result.empty} empty, "
         f"{len(result.failed)} failed in {result.seconds:.1f} s")
     return result
+
+
+def _start_export(spec: ExportSpec, out: str | Path, project: str | None) -> tuple[Path, ChipPlan]:
+    """What both export modes do first: plan the chip grid, make sure the client is ready
+    (credentials are checked here, before any file is written), create the output folder."""
+    import ee
+
+    out = Path(out)
+    plan = plan_chips(spec.area, spec.chip_size, spec.scale)
+    if not ee.data.is_initialized():
+        initialize(project)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, plan
 
 
 def _run_pool(spec: ExportSpec, todo: list[ChipJob], graphs: dict, catalog: Catalog, workers: int,

@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 from workbench.data.catalog import Catalog
 from workbench.data.sources.earthengine import (ExportLog, ExportResult, RetryPolicy, _FolderLock, _now,
-                                                export_units, initialize, list_scenes, open_manifest, plan_jobs,
+                                                _start_export,
+                                                export_units, list_scenes, open_manifest, plan_jobs,
                                                 read_manifest, write_manifest)
-from workbench.data.sources.ee_area import plan_chips
 from workbench.data.sources.ee_graph import build_export
 from workbench.data.sources.ee_spec import IMAGE_NODATA, MASK_NODATA, ExportSpec
 from workbench.data.sources.ee_transport import call_with_retries
@@ -58,11 +58,7 @@ def export_batch(spec: ExportSpec, out: str | Path, destination: str = "drive", 
         raise WorkbenchError("a Cloud Storage export needs --bucket NAME")
     t0 = time.perf_counter()
     policy = policy or RetryPolicy()
-    out = Path(out)
-    plan = plan_chips(spec.area, spec.chip_size, spec.scale)
-    if not ee.data.is_initialized():
-        initialize(project)
-    out.mkdir(parents=True, exist_ok=True)
+    out, plan = _start_export(spec, out, project)
     result = ExportResult(out=out, mode="batch", spec=spec, crs=plan.crs)
     with _FolderLock(out):
         log = ExportLog(out, echo)
