@@ -465,7 +465,6 @@ def export_direct(spec: ExportSpec, out: str | Path, catalog: Catalog, workers: 
     errors are retried per ``policy``; a chip that still fails is reported in
     ``result.failed`` (run again to retry it). Initialises ``ee`` if it is not already.
     """
-
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise WorkbenchError(f"--workers {workers}: at least 1")
     check_direct_size(spec)
