@@ -5,11 +5,11 @@ PY     := $(VENV)/bin/python
 WB     := $(VENV)/bin/workbench
 STAMP  := $(VENV)/.stamp-setup
 
-.PHONY: setup test data bench clean-data help segment
+.PHONY: setup test test-fast data bench clean-data help segment
 
 help:
 	@echo "make setup    create .venv and install the workbench (once; later calls are instant)"
-	@echo "make test     run the test suite"
+	@echo "make test     run the test suite (make test-fast: without the end-to-end tests)"
 	@echo "make segment  default water-segmentation run on Blue Marble tiles (offline, ~10 min on 2 cores)"
 	@echo "make data     build the Blue Marble default catalog under data/"
 	@echo "make bench    print throughput ratios against baselines measured in the same run"
@@ -26,11 +26,20 @@ setup: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The inner loop while developing: everything but the end-to-end tests marked slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 data: $(STAMP)
 	$(WB) data bluemarble
 
-bench: $(STAMP)
+# TorchGeo is a bench-only peer: installed once, beside the workbench, never imported by it.
+BENCH_STAMP := $(VENV)/.stamp-bench
+$(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m workbench.bench
 
 clean-data:

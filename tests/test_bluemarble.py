@@ -20,6 +20,8 @@ from workbench.data.catalog import Catalog
 from workbench.data.sources import bluemarble
 from workbench.errors import WorkbenchError
 
+pytestmark = pytest.mark.slow  # end to end: real data build / real training runs
+
 TILE = 64
 REQUIRED_KEYS = {"id", "path", "mask_path", "source", "split", "lon", "lat", "gsd", "date", "cloud_cover", "bands",
                  "water_fraction", "label", "pred_label", "pred_score", "model_id", "caption", "parent_id"}

@@ -489,6 +489,7 @@ def test_killed_halfway_then_rerun_gives_every_chip_once(fake, home):
         _check_consistent(cat, home / "out", r.planned)
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_real_process_then_rerun(fake, home):
     out = home / "out"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "EE_FAKE_DELAY": "0.1"}

@@ -345,6 +345,7 @@ def test_malformed_where_on_list(home, cli, seeded):
 
 # ---- acceptance: two processes importing at once lose nothing -----------------------------------
 
+@pytest.mark.slow
 def test_two_concurrent_imports_lose_no_rows(tmp_path):
     make_pairs(tmp_path / "a", 30, seed0=0, size=32)
     make_pairs(tmp_path / "b", 30, seed0=1000, size=32, origin=(300_000.0, 4_000_000.0))

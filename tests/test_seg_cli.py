@@ -43,6 +43,7 @@ def test_cli_import_is_light():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_where_trains_on_exactly_the_selected_tiles_and_eval_rescores(tiny, cli):
     from workbench.data.catalog import Catalog
 

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import write_pair
 
+pytestmark = pytest.mark.slow  # end to end: real data build / real training runs
+
 SIZE = 32
 FAST = ["--source", "folder", "--set", f"data.window={SIZE}", "--set", "train.max_steps=2",
         "--set", "train.epochs=1", "--set", "train.batch_size=4", "--set", "train.eval_batch_size=8",

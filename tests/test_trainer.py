@@ -352,6 +352,7 @@ def last_step(home: Path) -> int:
     return max(steps)
 
 
+@pytest.mark.slow
 def test_exact_resume_after_sigkill(tmp_path):
     """Acceptance: kill -9 mid-run, resume, and end with bit-identical weights."""
     ref_home, cut_home = tmp_path / "ref", tmp_path / "cut"
