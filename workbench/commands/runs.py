@@ -13,8 +13,8 @@ import sys
 EXAMPLES = """examples:
   workbench runs list                               every run under runs/, oldest first
   workbench runs list --task segmentation --json    one task's runs, machine-readable
-  workbench runs compare seg-unet-20240501 seg-fpn  best/final metrics side by side + config keys that differ
-  workbench runs compare runs/seg-a-20240501-101500 runs/seg-b-20240502-090000
+  workbench runs compare segmentation-water segmentation-unet3plus  best/final metrics side by side + config keys that differ
+  workbench runs compare runs/segmentation-water-20261121-101500 runs/segmentation-unet3plus-20261121-113000
 """
 
 LIST_EXAMPLES = """examples:
@@ -24,8 +24,8 @@ LIST_EXAMPLES = """examples:
 """
 
 COMPARE_EXAMPLES = """examples:
-  workbench runs compare seg-unet-20240501-101500 seg-unet-20240502-090000
-  workbench runs compare seg-unet seg-fpn          (unique prefixes of run names are enough)
+  workbench runs compare segmentation-water-20261121-101500 segmentation-water-20261121-113000
+  workbench runs compare segmentation-water segmentation-unet3  (unique prefixes of run names are enough)
   workbench runs compare RUN_A RUN_B --json
 """
 
