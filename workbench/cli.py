@@ -28,6 +28,9 @@ EPILOG = """examples:
   workbench data list --split test --where "water_fraction BETWEEN 0.3 AND 0.7" --json
   workbench runs list                       every run under runs/
   workbench runs compare RUN_A RUN_B        metrics side by side and the config keys that differ
+  workbench segment train --preset water    train, pick a threshold on val, score the test split
+  workbench segment predict --run latest --input scene.tif --out mask.tif
+  workbench ee export --point 105.85 21.03 --radius 5000 --start 2023-01-01 --end 2023-03-31 --out data/ee-hanoi
 """
 
 
