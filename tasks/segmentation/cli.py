@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from workbench.commands import add_command, add_verb
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -53,17 +54,14 @@ def _presets() -> list[str]:
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("segment", help="train and evaluate segmentation models (water masks)",
-                       description="Segmentation: UNet-family models on catalog tiles with masks.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(subparser=p)
-    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    _, verbs = add_command(sub, "segment", help="train and evaluate segmentation models (water masks)",
+                           description="Segmentation: UNet-family models on catalog tiles with masks.",
+                           epilog=EXAMPLES)
 
-    v = verbs.add_parser("train", parents=[common], help="train a model from a preset",
-                         description="Train a segmentation model: preset, then --set overrides, on the tiles "
-                                     "the filters select.",
-                         epilog=TRAIN_EXAMPLES.format(presets=", ".join(_presets())),
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "train", common, help="train a model from a preset",
+                 description="Train a segmentation model: preset, then --set overrides, on the tiles "
+                             "the filters select.",
+                 epilog=TRAIN_EXAMPLES.format(presets=", ".join(_presets())))
     v.add_argument("--preset", default=None, metavar="NAME",
                    help="preset name (tasks/segmentation/presets) or a YAML file (default: water)")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -74,10 +72,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     add_query_args(v)
     v.set_defaults(func=run_train)
 
-    v = verbs.add_parser("eval", parents=[common], help="re-score a run on a split or any tile query",
-                         description="Score a trained run's best weights on catalog tiles and print the "
-                                     "per-class table.",
-                         epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "eval", common, help="re-score a run on a split or any tile query",
+                 description="Score a trained run's best weights on catalog tiles and print the "
+                             "per-class table.",
+                 epilog=EVAL_EXAMPLES)
     v.add_argument("run", metavar="RUN", help="run folder, name, unique prefix, or 'latest'")
     v.add_argument("--threshold", type=float, metavar="T", help="probability threshold (default: the run's)")
     v.add_argument("--batch-size", type=int, metavar="N", help="windows per forward pass")

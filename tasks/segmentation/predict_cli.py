@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from workbench.commands import add_verb
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 from workbench.errors import WorkbenchError
 
@@ -42,10 +43,10 @@ DEFAULT_SCORE_QUERY = {"split": "test", "water_min": 0.05, "water_max": 0.95}
 
 
 def register(verbs, common: argparse.ArgumentParser) -> None:
-    v = verbs.add_parser("predict", parents=[common], help="predict a whole scene, or pseudo-masks for tiles",
-                         description="Sliding-window prediction of a trained run over a GeoTIFF scene, written "
-                                     "as a georeferenced mask; or pseudo-masks for catalog tiles.",
-                         epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "predict", common, help="predict a whole scene, or pseudo-masks for tiles",
+                 description="Sliding-window prediction of a trained run over a GeoTIFF scene, written "
+                             "as a georeferenced mask; or pseudo-masks for catalog tiles.",
+                 epilog=PREDICT_EXAMPLES)
     v.add_argument("--run", required=True, metavar="RUN", help="trained run (folder, name, prefix or 'latest')")
     v.add_argument("--input", metavar="SCENE.tif", help="GeoTIFF scene to predict")
     v.add_argument("--out", metavar="MASK.tif", help="output mask GeoTIFF (uint8, 255 = nodata)")

