@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.train.plots import save_figure
 
 _RATIOS = ("iou", "f1", "precision", "recall", "specificity", "accuracy")
 
@@ -350,8 +351,4 @@ def plot_confusion(cm, class_names: Sequence[str] | None, path: str | Path, norm
             dark = frac[i, j] > 0.5 if normalize else shown[i, j] > 0.5 * shown.max()
             ax.text(j, i, f"{int(m[i, j]):,}\n{100 * frac[i, j]:.1f}%", ha="center", va="center",
                     fontsize=fontsize, color="white" if dark else "black")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)

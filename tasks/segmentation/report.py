@@ -10,6 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
+from workbench.train.plots import draw_series, save_figure
+
 
 def plot_confusion_png(metrics: dict, cfg, path: Path) -> Path:
     from .metrics import plot_confusion
@@ -57,13 +59,7 @@ def plot_panel(examples: Sequence[dict], path: Path, title: str = "") -> Path | 
             if r == 0:
                 ax.set_title(name, fontsize=9)
         axes[r][0].set_ylabel(f"tile #{ex.get('tile', r)}", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path, title)
 
 
 def plot_iou_curve(records: list[dict], path: Path, title: str = "") -> Path | None:
@@ -78,17 +74,7 @@ def plot_iou_curve(records: list[dict], path: Path, title: str = "") -> Path | N
     fig = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for key in keys:
-        pts = [(r["step"], r[key]) for r in evals if key in r]
-        ax.plot(*zip(*pts), marker="o", label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("IoU")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    draw_series(ax, evals, keys, "IoU")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)

@@ -1,13 +1,39 @@
-"""The loss-curve PNG every run gets: train loss and eval metrics against step."""
+"""The loss-curve PNG every run gets, and the two drawing steps every run plot shares.
+
+Plots use matplotlib's ``Figure`` directly (no pyplot: no global backend switch, no GUI).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def draw_series(ax: Any, evals: list[dict], keys: list[str], ylabel: str) -> None:
+    """One line per metric key over ``step`` from metrics.jsonl eval records, styled alike in every plot."""
+    for key in keys:
+        points = [(r["step"], r[key]) for r in evals if key in r]
+        ax.plot(*zip(*points), marker="o", label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def save_figure(fig: Any, path: str | Path, title: str = "", dpi: float | None = None) -> Path:
+    """Title, tight layout, then the PNG (its folder made if needed)."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi if dpi is not None else "figure", format="png")
+    return path
 
 
 def plot_curves(records: list[dict], path: Path, title: str = "") -> Path | None:
     """Draw ``train/loss`` (left) and every numeric eval metric (right) from metrics.jsonl records."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend switch, no GUI
+    from matplotlib.figure import Figure
 
     train = [(r["step"], r["train/loss"]) for r in records if r.get("event") == "train" and "train/loss" in r]
     evals = [r for r in records if r.get("event") == "eval"]
@@ -21,25 +47,7 @@ def plot_curves(records: list[dict], path: Path, title: str = "") -> Path | None
     ax = axes[0][0]
     if train:
         ax.plot(*zip(*train), label="train/loss", lw=1)
-    for key in loss_keys:
-        points = [(r["step"], r[key]) for r in evals if key in r]
-        ax.plot(*zip(*points), marker="o", label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(loc="best", fontsize=8)
-    ax.grid(alpha=0.3)
+    draw_series(ax, evals, loss_keys, "loss")
     if keys:
-        ax2 = axes[0][1]
-        for key in keys:
-            points = [(r["step"], r[key]) for r in evals if key in r]
-            ax2.plot(*zip(*points), marker="o", label=key)
-        ax2.set_xlabel("step")
-        ax2.set_ylabel("eval metrics")
-        ax2.legend(loc="best", fontsize=8)
-        ax2.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+        draw_series(axes[0][1], evals, keys, "eval metrics")
+    return save_figure(fig, path, title, dpi=100)
