@@ -69,3 +69,14 @@ def run_workbench(*args: str, env: dict | None = None, cwd: Path | None = None,
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "workbench", *map(str, args)], capture_output=True,
                           text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny convolutions run fastest on one thread (two OpenMP threads spin badly on a busy 2-core box)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

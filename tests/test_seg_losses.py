@@ -12,12 +12,7 @@ from tasks.segmentation.losses import boundary_band, build_loss, class_weights_f
 from workbench.errors import WorkbenchError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def logit(p):

@@ -18,13 +18,7 @@ from workbench.errors import WorkbenchError
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (two OpenMP threads spin badly on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = (8, 16, 32, 64, 128)  # own-encoder widths for fast tests
