@@ -5,12 +5,13 @@ PY     := $(VENV)/bin/python
 WB     := $(VENV)/bin/workbench
 STAMP  := $(VENV)/.stamp-setup
 
-.PHONY: setup test test-fast data bench clean-data help segment
+.PHONY: setup test test-fast data bench clean-data help segment classify
 
 help:
 	@echo "make setup    create .venv and install the workbench (once; later calls are instant)"
 	@echo "make test     run the test suite (make test-fast: without the end-to-end tests)"
 	@echo "make segment  default water-segmentation run on Blue Marble tiles (offline, ~10 min on 2 cores)"
+	@echo "make classify default water / coast / land tile classifier on Blue Marble (offline, <10 min)"
 	@echo "make data     build the Blue Marble default catalog under data/"
 	@echo "make bench    print throughput ratios against baselines measured in the same run"
 
@@ -56,3 +57,12 @@ segment: $(STAMP)
 	RUN=$$(cat $(WBHOME)/runs/latest-segmentation) && $(WB) segment predict --run "$$RUN" \
 	  --input $(WBHOME)/data/bluemarble/mosaic.tif --out "$$RUN/mosaic_pred.tif" \
 	  --truth $(WBHOME)/data/bluemarble/mosaic_mask.tif --split test --water-min 0.05 --water-max 0.95
+
+# Default tile classification, offline: the 'water-coast-land' preset (labels from the GSHHS
+# water fraction; it scores the geographic test split and prints the report), then every Blue
+# Marble tile gets its predicted label and score in the catalog, ready for
+#   workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"
+classify: $(STAMP)
+	$(WB) data bluemarble
+	$(WB) classify train --preset water-coast-land
+	$(WB) classify predict --run latest --source bluemarble

@@ -85,9 +85,9 @@ def _random_run(stats) -> Any:
 
 def _newest_run() -> Any | None:
     try:
-        from tasks.segmentation.run_io import latest_run, load_run
+        from tasks.segmentation.run_io import load_run
 
-        return load_run(latest_run())
+        return load_run("latest")
     except WorkbenchError:
         return None
 

@@ -123,17 +123,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
+    from workbench.train.run_dir import resolve_run
 
     from .evaluate import evaluate_run, result_line
     from .metrics import format_table
 
-    ref = args.run
-    if ref == "latest":  # the last finished training run, else the newest run with a checkpoint
-        from .train import latest_run
-        try:
-            ref = latest_run()
-        except WorkbenchError:
-            pass
+    ref = resolve_run(args.run, "segmentation")
     if args.batch_size is not None and args.batch_size < 1:
         raise WorkbenchError("--batch-size: must be at least 1")
     query = query_from_args(args)

@@ -10,27 +10,13 @@ from typing import Sequence
 
 import numpy as np
 
-from workbench.train.plots import draw_series, save_figure
+from workbench.train.plots import draw_series, rgb, save_figure
 
 
 def plot_confusion_png(metrics: dict, cfg, path: Path) -> Path:
     from .metrics import plot_confusion
 
     return plot_confusion(metrics["matrix"], cfg.class_names, path, title="test confusion matrix")
-
-
-def rgb(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
-    """(C, H, W) -> (H, W, 3) in [0, 1]: the first three bands (one band: grey), each stretched
-    between its ``low`` and ``high`` percentiles."""
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim == 2:
-        img = img[None]
-    bands = img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0)
-    out = np.empty(bands.shape, np.float64)
-    for i, b in enumerate(bands):
-        lo, hi = np.percentile(b, [low, high])
-        out[i] = np.clip((b - lo) / (hi - lo), 0, 1) if hi > lo else 0.5
-    return out.transpose(1, 2, 0)
 
 
 def plot_panel(examples: Sequence[dict], path: Path, title: str = "") -> Path | None:

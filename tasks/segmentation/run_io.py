@@ -99,24 +99,13 @@ def _training_crs(cfg: Any, stats: Any) -> str | None:
     return None
 
 
-def latest_run(root: str | Path | None = None) -> Path:
-    """The newest ``runs/segmentation-*`` folder that has a checkpoint."""
-    from workbench.train.run_dir import list_runs
-
-    runs = [p for p in list_runs(root) if p.name.startswith("segmentation-")
-            and any((p / "checkpoints" / n).is_file() for n in ("best.safetensors", "last.safetensors"))]
-    if not runs:
-        raise WorkbenchError("latest: no segmentation run with a checkpoint under runs/")
-    return max(runs, key=lambda p: ((p / "checkpoints").stat().st_mtime, p.name))
-
-
 def load_run(ref: str | Path, device: str | None = None) -> LoadedRun:
     """Find a run (path, name under ``runs/`` or unique prefix) and load its model for prediction."""
     from workbench.data.stats import BandStats
     from workbench.train.checkpoint import load_weights
-    from workbench.train.run_dir import find_run
+    from workbench.train.run_dir import resolve_run
 
-    path = latest_run() if str(ref) == "latest" else Path(find_run(ref))
+    path = Path(resolve_run(ref, "segmentation"))
     if not (path / "config.yaml").is_file():
         raise WorkbenchError(f"{ref}: run {path} has no config.yaml")
     cfg = load_config(path / "config.yaml")

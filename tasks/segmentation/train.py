@@ -35,31 +35,21 @@ from .config import SegmentationConfig
 log = logging.getLogger(__name__)
 
 MASK_NODATA = 255          # mask value never scored, whatever the file's nodata tag says
-LATEST_FILE = "latest-segmentation"
 
 
 # --------------------------------------------------------------------------- tiles
 
 def open_catalog(cfg: SegmentationConfig, catalog: str | Path | None = None):
-    from workbench.data.catalog import Catalog
+    from workbench.data.catalog import open_existing
 
-    path = catalog or cfg.data.catalog
-    if path is not None and not Path(path).is_file():
-        raise WorkbenchError(f"{path}: no such catalog (build one with: workbench data bluemarble)")
-    return Catalog(path)
+    return open_existing(catalog or cfg.data.catalog)
 
 
 def base_query(cfg: SegmentationConfig, override: dict | None = None) -> dict:
     """The tile filters of a run: ``data.source``/``data.where``, replaced key by key by ``override``."""
-    q: dict[str, Any] = {}
-    if cfg.data.source:
-        q["source"] = cfg.data.source
-    if cfg.data.where:
-        q["where"] = cfg.data.where
-    for key, value in (override or {}).items():
-        if value is not None:
-            q[key] = value
-    return q
+    from workbench.data.catalog import run_query
+
+    return run_query(cfg.data.source, cfg.data.where, override)
 
 
 def query_split(cat, query: dict, split: str, what: str = "tiles") -> list:
@@ -211,6 +201,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     ``threshold``, ``test`` metrics). See the module docstring for what lands in the run folder."""
     from workbench.data.stats import BandStats, compute_band_stats
     from workbench.data.dataset import passthrough_collate
+    from workbench.train.run_dir import write_latest
     from workbench.train.seeding import seed_everything
     from workbench.train.trainer import Trainer
 
@@ -263,7 +254,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
             summary["total_time_s"] = round(time.perf_counter() - t_start, 1)
             run.update_summary(total_time_s=summary["total_time_s"], threshold=summary.get("threshold"),
                                test=summary.get("test_short"))
-            _write_latest(run.path)
+            write_latest(run.path, "segmentation")
             if verbose:
                 print(run_table(summary))
     finally:
@@ -345,26 +336,6 @@ def run_table(summary: dict) -> str:
             ("test water F1", f(t.get("water_f1")))]
     width = max(len(k) for k, _ in rows)
     return "\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def _write_latest(path: Path) -> None:
-    import os
-
-    from workbench import paths
-
-    latest = path.parent / LATEST_FILE if path.parent.exists() else paths.runs_dir() / LATEST_FILE
-    tmp = latest.with_name(f".{latest.name}.tmp-{os.getpid()}")
-    tmp.write_text(str(path.resolve()) + "\n")
-    os.replace(tmp, latest)
-
-
-def latest_run(runs_root: str | Path | None = None) -> Path:
-    from workbench import paths
-
-    f = Path(runs_root or paths.runs_dir()) / LATEST_FILE
-    if not f.is_file():
-        raise WorkbenchError(f"{f}: no finished segmentation run yet (run: workbench segment train)")
-    return Path(f.read_text().strip())
 
 
 def summary_json(summary: dict) -> str:

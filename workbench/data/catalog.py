@@ -357,3 +357,24 @@ class Catalog:
 def _read_only(action: int, *_: Any) -> int:
     allowed = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
+
+
+def open_existing(path: str | Path | None = None) -> Catalog:
+    """The catalog at ``path`` (default: the workbench home's); a path given but missing is a user
+    error rather than a new empty catalog that would make a run train on nothing."""
+    if path is not None and not Path(path).is_file():
+        raise WorkbenchError(f"{path}: no such catalog (build one with: workbench data bluemarble)")
+    return Catalog(path)
+
+
+def run_query(source: str | None, where: str | None, override: dict | None = None) -> dict:
+    """A run's tile filters: its config's ``source`` / ``where``, replaced key by key by the CLI's."""
+    q: dict[str, Any] = {}
+    if source:
+        q["source"] = source
+    if where:
+        q["where"] = where
+    for key, value in (override or {}).items():
+        if value is not None:
+            q[key] = value
+    return q

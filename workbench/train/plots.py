@@ -51,3 +51,19 @@ def plot_curves(records: list[dict], path: Path, title: str = "") -> Path | None
     if keys:
         draw_series(axes[0][1], evals, keys, "eval metrics")
     return save_figure(fig, path, title, dpi=100)
+
+
+def rgb(image: Any, low: float = 2.0, high: float = 98.0) -> Any:
+    """(C, H, W) -> (H, W, 3) in [0, 1]: the first three bands (one band: grey), each stretched
+    between its ``low`` and ``high`` percentiles."""
+    import numpy as np
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 2:
+        img = img[None]
+    bands = img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0)
+    out = np.empty(bands.shape, np.float64)
+    for i, b in enumerate(bands):
+        lo, hi = np.percentile(b, [low, high])
+        out[i] = np.clip((b - lo) / (hi - lo), 0, 1) if hi > lo else 0.5
+    return out.transpose(1, 2, 0)

@@ -200,3 +200,37 @@ def find_run(ref: str | Path, root: str | Path | None = None) -> Path:
         names = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
         raise WorkbenchError(f"{ref}: ambiguous run prefix, matches {names}")
     raise WorkbenchError(f"{ref}: no such run under runs/")
+
+
+def write_latest(path: str | Path, task: str) -> Path:
+    """Record ``path`` as the last finished run of ``task`` (``runs/latest-<task>``, replaced atomically),
+    so ``make`` targets and ``RUN=latest`` find what was just trained."""
+    import os
+
+    path = Path(path)
+    latest = (path.parent if path.parent.exists() else paths.runs_dir()) / f"latest-{task}"
+    tmp = latest.with_name(f".{latest.name}.tmp-{os.getpid()}")
+    tmp.write_text(str(path.resolve()) + "\n")
+    os.replace(tmp, latest)
+    return latest
+
+
+def latest_run(task: str, root: str | Path | None = None) -> Path:
+    """The last finished run of ``task``; else the newest ``<task>-*`` run that has a checkpoint
+    (an interrupted run can still be evaluated)."""
+    root = Path(root) if root is not None else paths.runs_dir()
+    marker = root / f"latest-{task}"
+    if marker.is_file():
+        recorded = Path(marker.read_text().strip())
+        if _is_run(recorded):
+            return recorded
+    runs = [p for p in list_runs(root) if p.name.startswith(f"{task}-")
+            and any((p / "checkpoints" / n).is_file() for n in ("best.safetensors", "last.safetensors"))]
+    if not runs:
+        raise WorkbenchError(f"latest: no {task} run with a checkpoint under {root}")
+    return max(runs, key=lambda p: ((p / "checkpoints").stat().st_mtime, p.name))
+
+
+def resolve_run(ref: str | Path, task: str, root: str | Path | None = None) -> Path:
+    """``find_run``, plus ``latest`` for the last run of ``task``."""
+    return latest_run(task, root) if str(ref) == "latest" else find_run(ref, root)

@@ -1,0 +1,191 @@
+"""``workbench classify``: train, evaluate and apply tile classifiers.
+
+Stdlib only at import time; each verb imports torch and the task modules when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from workbench.commands import add_command, add_verb
+from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+EXAMPLES = """examples:
+  workbench classify train                                  water / coast / land on Blue Marble (make classify)
+  workbench classify train --preset vit-scratch             the seed notes' ViT (patch 8, width 100, 8 layers, 8 heads)
+  workbench classify predict --run latest --source bluemarble
+  workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"
+  workbench classify eval latest --split val
+"""
+
+TRAIN_EXAMPLES = """examples:
+  workbench classify train                                       preset 'water-coast-land' (make classify)
+  workbench classify train --set model.name=efficientnet_b0 --set train.epochs=5
+  workbench classify train --set data.land_max=0.02 --set data.water_min=0.98   redefine 'coast'
+  workbench classify train --preset vit-tiny-finetune --set model.weights_path=weights/vit_tiny.safetensors
+  workbench classify train --source folder --set data.source=null --set data.size=32   class-folder imports
+  workbench classify train --resume classification-water-coast-land-20250101-120000
+
+Tiles come from the catalog's train/val/test split column; labels from its label column
+(class-per-folder imports: workbench data import DIR --mode classes) or, for Blue Marble,
+from each tile's water fraction (data.labels: water_fraction). The run folder (printed last)
+gets config.yaml, band_stats.json, classes.json, tiles.json, checkpoints/, metrics.json, plots/.
+Presets: {presets}
+
+""" + QUERY_HELP
+
+EVAL_EXAMPLES = """examples:
+  workbench classify eval RUN                                   the test split of the run's tiles
+  workbench classify eval latest --split val --json
+  workbench classify eval latest --split test --bbox -30 30 60 75   one region
+
+RUN is a run folder, a name under runs/, a unique prefix, or 'latest'. Filters narrow the
+run's own tile query (--where replaces its where).
+
+""" + QUERY_HELP
+
+PREDICT_EXAMPLES = """examples:
+  workbench classify predict --run latest                       every tile of the run's source
+  workbench classify predict --run latest --split test --dry-run
+  workbench classify predict --run RUN --where "source = 'generated'"
+  workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"    then use them
+
+Writes pred_label, pred_score (probability of that class) and model_id (the run's name)
+into the catalog for every selected tile, in one transaction, and a CSV under the run's
+predictions/ folder.
+
+""" + QUERY_HELP
+
+
+def _presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    _, verbs = add_command(sub, "classify", help="train and apply tile classifiers (CNN / ViT)",
+                           description="Classification: timm CNNs and ViTs on labelled catalog tiles.",
+                           epilog=EXAMPLES)
+
+    v = add_verb(verbs, "train", common, help="train a classifier from a preset",
+                 description="Train a tile classifier: preset, then --set overrides, on the tiles the "
+                             "filters select.",
+                 epilog=TRAIN_EXAMPLES.format(presets=", ".join(_presets())))
+    v.add_argument("--preset", default=None, metavar="NAME",
+                   help="preset name (tasks/classification/presets) or a YAML file (default: water-coast-land)")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. train.lr=3e-4 (repeatable)")
+    v.add_argument("--name", help="run name (default: the config's name)")
+    v.add_argument("--resume", metavar="RUN", help="continue a run exactly from its last checkpoint")
+    v.add_argument("--json", action="store_true", help="print the run summary as JSON before the run folder")
+    add_query_args(v)
+    v.set_defaults(func=run_train)
+
+    v = add_verb(verbs, "eval", common, help="score a run on a split or any labelled tile query",
+                 description="Score a run's best weights on labelled catalog tiles and print the report.",
+                 epilog=EVAL_EXAMPLES)
+    v.add_argument("run", metavar="RUN", help="run folder, name, unique prefix, or 'latest'")
+    v.add_argument("--batch-size", type=int, default=256, metavar="N", help="crops per forward pass")
+    v.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    add_query_args(v)
+    v.set_defaults(func=run_eval)
+
+    v = add_verb(verbs, "predict", common, help="write predicted labels and scores into the catalog",
+                 description="Classify catalog tiles with a trained run and store the predictions.",
+                 epilog=PREDICT_EXAMPLES)
+    v.add_argument("--run", required=True, metavar="RUN", help="trained run (folder, name, prefix or 'latest')")
+    v.add_argument("--batch-size", type=int, default=256, metavar="N", help="crops per forward pass")
+    v.add_argument("--dry-run", action="store_true", help="predict and report, but write nothing")
+    v.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_query_args(v)
+    v.set_defaults(func=run_predict)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from workbench.errors import WorkbenchError
+
+    from .config import DEFAULT_PRESET, load_config
+
+    query = query_from_args(args)
+    overrides = list(args.overrides or [])
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.resume:
+        if args.preset:
+            raise WorkbenchError("--resume continues a run with its own config: drop --preset (use --set)")
+        from .train import resolve_resume_config
+        cfg = resolve_resume_config(args.resume, overrides)
+    else:
+        cfg = load_config(args.preset or DEFAULT_PRESET, overrides)
+    from .train import summary_json, train
+
+    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query)
+    if args.json:
+        print(summary_json(summary))
+    if summary.get("run_dir"):
+        print(summary["run_dir"])  # the last stdout line: chained commands read it
+    sys.stdout.flush()
+    return 0
+
+
+def _batch_size(n: int) -> int:
+    from workbench.errors import WorkbenchError
+
+    if n < 1:
+        raise WorkbenchError(f"--batch-size {n}: must be at least 1")
+    return n
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from workbench.data.catalog import open_existing, run_query
+    from workbench.metrics import format_report
+
+    from .data import select_tiles
+    from .evaluate import check_bands, load_run, score_tiles
+
+    bs = _batch_size(args.batch_size)
+    run = load_run(args.run)
+    query = query_from_args(args)
+    split = query.pop("split", None) or run.cfg.data.test_split
+    q = run_query(run.cfg.data.source, run.cfg.data.where, query)
+    with open_existing(args.catalog or run.cfg.data.catalog) as cat:
+        tiles = select_tiles(cat, q, split, run.cfg)
+    check_bands(tiles, run)
+    result = score_tiles(run.model, tiles, run.cfg, run.stats, run.classes, torch.device("cpu"), bs, progress=True)
+    m = {"run": str(run.path), "split": split, "query": q, **result["metrics"]}
+    if args.json:
+        print(json.dumps(m))
+        return 0
+    print(f"run {run.path}\nsplit {split}: {m['tiles']} tiles")
+    print(format_report(m, run.classes))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from workbench.metrics import format_report
+
+    from .predict import predict_catalog
+
+    out = predict_catalog(args.run, query_from_args(args), catalog=args.catalog, batch_size=_batch_size(args.batch_size),
+                          dry_run=args.dry_run, progress=not args.json)
+    if args.json:
+        print(json.dumps({k: v for k, v in out.items() if k != "metrics"} |
+                         {"macro_f1": (out["metrics"] or {}).get("mean_f1")}, default=str))
+        return 0
+    width = max(len(c) for c in out["classes"])
+    print(f"\n{'written to the catalog' if out['written'] else 'dry run, nothing written'}: "
+          f"{out['tiles']} tiles, model_id {out['model_id']}, mean score {out['mean_score']:.3f}")
+    for c in out["classes"]:
+        print(f"  {c.ljust(width)}  {out['counts'][c]}")
+    if out["metrics"]:
+        print(f"\nagainst the {out['metrics']['tiles']} tiles that carry one of the run's labels:")
+        print(format_report(out["metrics"], out["classes"]))
+    if out["csv"]:
+        print(f"\n{out['csv']}")
+    return 0

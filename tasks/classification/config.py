@@ -1,0 +1,180 @@
+"""``ClassificationConfig``: the schema of a tile-classification run (presets in ``presets/*.yaml``).
+
+    from tasks.classification.config import load_config
+    cfg = load_config("water-coast-land", ["model.name=resnet18", "train.epochs=5"])
+
+A tile gets one label. Labels come from the catalog's ``label`` column (class-per-folder
+imports, Blue Marble's stored labels) or are derived from each tile's water fraction with
+thresholds the run records (``data.labels: water_fraction``), so "coast" can be redefined
+without rebuilding the catalog. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from workbench.errors import WorkbenchError
+from workbench.train.config import TrainConfig
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "water-coast-land"
+SCRATCH_VIT = "scratch_vit"              # model.name that builds the ViT of ``model.vit`` (no timm name)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise WorkbenchError(message)
+
+
+@dataclass
+class DataConfig:
+    """Which tiles (a catalog query per split), where their labels come from, and the crop read."""
+
+    catalog: Optional[str] = None            # catalog path (None = the workbench home's catalog)
+    source: Optional[str] = "bluemarble"     # catalog source filter (None = any source)
+    where: Optional[str] = None              # extra SQL filter on the catalog
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    bands: Optional[list[int]] = None        # 1-based band indexes; None = all bands
+    size: int = 64                           # pixels read per tile (random crop in training, grid at eval)
+    labels: Literal["label", "water_fraction"] = "label"
+    land_max: float = 0.05                   # water_fraction labels: land below this ...
+    water_min: float = 0.95                  # ... water above this, coast between
+    classes: Optional[list[str]] = None      # class order (None = sorted labels of the train tiles)
+    augment: bool = True                     # flips / quarter turns (a tile's class does not depend on them)
+    stats_max_tiles: int = 2000
+
+    def validate(self) -> None:
+        _check(self.size >= 8, "data.size: must be >= 8 pixels")
+        _check(0.0 <= self.land_max < self.water_min <= 1.0,
+               "data.land_max / data.water_min: need 0 <= land_max < water_min <= 1")
+        _check(self.stats_max_tiles >= 1, "data.stats_max_tiles: must be >= 1")
+        if self.classes is not None:
+            _check(len(self.classes) >= 2, "data.classes: at least two classes (a binary task has two)")
+            _check(len(set(self.classes)) == len(self.classes), "data.classes: each class once")
+        if self.bands is not None:
+            _check(len(self.bands) >= 1 and all(b >= 1 for b in self.bands),
+                   "data.bands: 1-based band indexes, e.g. [1, 2, 3]")
+
+
+@dataclass
+class ViTConfig:
+    """A ViT trained from scratch (``model.name: scratch_vit``), timm's VisionTransformer underneath.
+
+    ``head_dim`` is the width of each attention head; ``null`` = embed_dim / num_heads (timm's
+    usual). The seed notes used Keras' MultiHeadAttention with key_dim = projection (100) and
+    8 heads, which ``head_dim: 100`` reproduces. ``head_hidden`` adds the seed's MLP head on
+    the pooled token (the seed flattened all tokens into it; pooling keeps the head small)."""
+
+    patch_size: int = 8
+    embed_dim: int = 100
+    depth: int = 8
+    num_heads: int = 8
+    head_dim: Optional[int] = 100
+    mlp_ratio: float = 2.0
+    pool: Literal["token", "avg"] = "token"
+    head_hidden: list[int] = field(default_factory=list)
+    head_dropout: float = 0.0
+    attn_drop_rate: float = 0.0
+    proj_drop_rate: float = 0.0
+
+    def validate(self) -> None:
+        _check(self.patch_size >= 1, "model.vit.patch_size: must be >= 1")
+        _check(self.depth >= 1 and self.num_heads >= 1, "model.vit.depth / num_heads: must be >= 1")
+        _check(self.head_dim is not None or self.embed_dim % self.num_heads == 0,
+               f"model.vit.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}: "
+               "set model.vit.head_dim")
+        _check(0.0 <= self.head_dropout < 1.0, "model.vit.head_dropout: must be in [0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"                   # any timm model name, or scratch_vit
+    weights_path: Optional[str] = None       # local pretrained weights (timm checkpoint file); nothing is downloaded
+    input_size: Optional[int] = None         # resize crops to this before the model (e.g. 224 for ViT/16); None = data.size
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    kwargs: dict = field(default_factory=dict)   # passed to timm.create_model
+    vit: ViTConfig = field(default_factory=ViTConfig)
+
+    def validate(self) -> None:
+        _check(bool(self.name.strip()), "model.name: a timm model name (e.g. resnet18) or scratch_vit")
+        _check(self.input_size is None or self.input_size >= 8, "model.input_size: must be >= 8 or null")
+        _check(0.0 <= self.drop_rate < 1.0, "model.drop_rate: must be in [0, 1)")
+
+
+@dataclass
+class FinetuneConfig:
+    """The seed's recipe: a linear probe with the backbone frozen, then staged unfreezing from the
+    top, the backbone at a lower learning rate that warms up after each stage opens.
+
+    ``linear_probe_epochs: 0`` and ``stage_epochs: 0`` (the defaults) train everything from
+    the first step. Stages are timm's coarse layer groups (stem, stage 1, ..., head), opened
+    one every ``stage_epochs`` epochs from the top; ``stages`` caps how many open (null = all)."""
+
+    linear_probe_epochs: int = 0
+    stage_epochs: int = 0
+    stages: Optional[int] = None
+    backbone_lr_scale: float = 1.0
+    warmup_epochs: int = 0
+    freeze_norm: bool = True                 # keep frozen layers' BatchNorm statistics fixed
+
+    def validate(self) -> None:
+        _check(self.linear_probe_epochs >= 0, "finetune.linear_probe_epochs: must be >= 0")
+        _check(self.stage_epochs >= 0, "finetune.stage_epochs: must be >= 0")
+        _check(self.stages is None or self.stages >= 1, "finetune.stages: must be >= 1 or null")
+        _check(self.backbone_lr_scale > 0, "finetune.backbone_lr_scale: must be > 0")
+        _check(self.warmup_epochs >= 0, "finetune.warmup_epochs: must be >= 0")
+
+    @property
+    def staged(self) -> bool:
+        return self.linear_probe_epochs > 0 or self.stage_epochs > 0
+
+
+@dataclass
+class LossConfig:
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0                 # > 0: mix pairs of tiles with Beta(alpha, alpha) weights
+    mixup_prob: float = 1.0                  # share of batches mixed when mixup_alpha > 0
+    class_weights: Literal["none", "balanced"] = "none"
+
+    def validate(self) -> None:
+        _check(0.0 <= self.label_smoothing < 1.0, "loss.label_smoothing: must be in [0, 1)")
+        _check(self.mixup_alpha >= 0.0, "loss.mixup_alpha: must be >= 0")
+        _check(0.0 <= self.mixup_prob <= 1.0, "loss.mixup_prob: must be in [0, 1]")
+
+
+@dataclass
+class ClassificationConfig:
+    name: str = "classify"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def input_size(self) -> int:
+        return self.model.input_size or self.data.size
+
+
+def load_config(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] | None = None
+                ) -> ClassificationConfig:
+    """Schema defaults, then the preset (a name in ``presets/`` or a YAML path), then ``--set``."""
+    from workbench.config import load
+
+    return load(ClassificationConfig, preset, overrides, presets_dir=PRESETS_DIR)
+
+
+def config_from_dict(data: dict) -> ClassificationConfig:
+    """Rebuild a config from a run's ``config.yaml`` (a plain dict)."""
+    from workbench.config import build
+
+    return build(ClassificationConfig, data or {})
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))

@@ -1,0 +1,128 @@
+"""Labelled tiles for classification: selection per split, labels, class order, datasets.
+
+A tile is read through the data layer's ``WindowDataset`` (no masks): in training one
+random ``data.size`` crop per tile per epoch with flips / quarter turns; at evaluation a
+grid of crops covering the tile, whose logits are averaged per tile (``tile_logits``),
+so tiles larger than the crop are still judged whole. A 64-px Blue Marble tile at
+``data.size: 64`` is exactly one crop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from workbench.errors import WorkbenchError
+
+from .config import ClassificationConfig
+
+log = logging.getLogger(__name__)
+
+
+def label_of(tile, cfg: ClassificationConfig) -> str | None:
+    """The tile's class: its ``label`` column, or land / coast / water from its water fraction."""
+    d = cfg.data
+    if d.labels == "label":
+        return tile.label
+    wf = tile.water_fraction
+    if wf is None:
+        return None
+    return "land" if wf < d.land_max else "water" if wf > d.water_min else "coast"
+
+
+def select_tiles(cat, query: dict, split: str, cfg: ClassificationConfig, need_labels: bool = True) -> list:
+    """Tiles of ``split`` matching ``query``; with ``need_labels`` every one must have a label."""
+    tiles = cat.query(**{**query, "split": split})
+    if not tiles:
+        shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
+        raise WorkbenchError(f"no {split} tiles match the query ({shown}) in {cat.path}")
+    if need_labels:
+        missing = [t for t in tiles if label_of(t, cfg) is None]
+        if missing:
+            what = "label" if cfg.data.labels == "label" else "water fraction (data.labels: water_fraction)"
+            raise WorkbenchError(f"{len(missing)} of {len(tiles)} {split} tiles have no {what}, e.g. tile "
+                                 f"{missing[0].id} ({missing[0].path}): import labelled tiles or narrow the "
+                                 f"query, e.g. --where \"label IS NOT NULL\"")
+    _check_sizes(tiles, cfg.data.size)
+    return tiles
+
+
+def _check_sizes(tiles: Sequence, size: int) -> None:
+    for t in tiles:
+        h, w = int(t.height or 0), int(t.width or 0)
+        if h and w and min(h, w) < size:
+            raise WorkbenchError(f"{t.path}: tile is {w}x{h} px, smaller than data.size {size} "
+                                 f"(set --set data.size={min(h, w)})")
+
+
+def class_names(cfg: ClassificationConfig, train_tiles: Sequence) -> list[str]:
+    """``data.classes`` when given (every train label must be one), else the sorted train labels."""
+    seen = sorted({label_of(t, cfg) for t in train_tiles})
+    if cfg.data.classes is None:
+        if len(seen) < 2:
+            raise WorkbenchError(f"the train tiles carry only the label(s) {seen}: a classifier needs two classes")
+        return seen
+    unknown = [c for c in seen if c not in cfg.data.classes]
+    if unknown:
+        raise WorkbenchError(f"train tiles are labelled {unknown}, which data.classes {cfg.data.classes} lacks")
+    return list(cfg.data.classes)
+
+
+def label_indices(tiles: Sequence, cfg: ClassificationConfig, classes: Sequence[str]) -> torch.Tensor:
+    """Class index per tile; -1 for a label outside ``classes`` (not scored, not trained on)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index.get(label_of(t, cfg), -1) for t in tiles], dtype=torch.long)
+
+
+def bands0(cfg: ClassificationConfig) -> list[int] | None:
+    return None if cfg.data.bands is None else [b - 1 for b in cfg.data.bands]
+
+
+def train_dataset(tiles: Sequence, cfg: ClassificationConfig, stats):
+    from workbench.data.augment import Augment
+    from workbench.data.dataset import WindowDataset
+    from workbench.data.samplers import RandomWindows
+
+    return WindowDataset(tiles, RandomWindows(cfg.data.size, per_tile=1), bands=bands0(cfg), stats=stats,
+                         augment=Augment(flips=True, rotations=True) if cfg.data.augment else None,
+                         with_mask=False, seed=cfg.train.seed)
+
+
+def eval_dataset(tiles: Sequence, cfg: ClassificationConfig, stats, bands: list[int] | None = None):
+    from workbench.data.dataset import WindowDataset
+    from workbench.data.samplers import GridWindows
+
+    return WindowDataset(tiles, GridWindows(cfg.data.size), bands=bands if bands is not None else bands0(cfg),
+                         stats=stats, with_mask=False, seed=cfg.train.seed)
+
+
+@torch.no_grad()
+def tile_logits(model, dataset, device, batch_size: int, progress: bool = False) -> torch.Tensor:
+    """(tiles, classes) logits: the mean over each tile's grid crops, in ``dataset.tiles`` order."""
+    from workbench.data.dataset import passthrough_collate
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         collate_fn=passthrough_collate)
+    sums: torch.Tensor | None = None
+    counts = torch.zeros(len(dataset.tiles), dtype=torch.float64)
+    it: Any = loader
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(loader, desc="classify", unit="batch", dynamic_ncols=True)
+    model.eval()
+    for batch in it:
+        out = model(batch["image"].to(device)).float().cpu().double()
+        if sums is None:
+            sums = torch.zeros(len(dataset.tiles), out.shape[1], dtype=torch.float64)
+        idx = batch["tile"].long()
+        sums.index_add_(0, idx, out)
+        counts.index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
+    assert sums is not None
+    return (sums / counts.clamp(min=1).unsqueeze(1)).float()
+
+
+def class_counts(labels: torch.Tensor, n: int) -> np.ndarray:
+    return np.bincount(labels[labels >= 0].numpy(), minlength=n)[:n]
