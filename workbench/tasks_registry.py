@@ -7,6 +7,7 @@ A task's benchmarks (``make bench``) are listed the same way, as "module:functio
 
 TASK_COMMANDS: dict[str, str] = {
     "segment": "tasks.segmentation.cli",
+    "generate": "tasks.generation.cli",
     "classify": "tasks.classification.cli",
 }
 

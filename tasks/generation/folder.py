@@ -1,0 +1,164 @@
+"""The DiffusionSat model folder: what must be in it, checked without importing torch.
+
+The layout is diffusers' (and so that of DiffusionSat's released 256 and 512 px checkpoints)::
+
+    MODEL/
+      model_index.json                 {"_class_name": "DiffusionSatPipeline", ...} (informative only)
+      unet/config.json                 {"_class_name": "SatUNet", "use_metadata": true, "num_metadata": 7, ...}
+      unet/diffusion_pytorch_model.safetensors   (or .bin)
+      vae/config.json + weights        AutoencoderKL
+      text_encoder/config.json + weights         CLIPTextModel (model.safetensors or pytorch_model.bin)
+      tokenizer/vocab.json + merges.txt (or tokenizer.json)   CLIPTokenizer
+      scheduler/scheduler_config.json  any diffusers scheduler (its betas / prediction type are kept)
+      workbench.json                   optional: {"gsd": 7421.0, "cloud_cover": 0.0, "size": 64} defaults
+
+DiffusionSat's training script saves the UNet under ``checkpoint-N/unet`` beside the
+other components, so when ``MODEL/unet`` is absent the newest ``checkpoint-N/unet`` is used.
+
+Each component is loaded explicitly from its subfolder (never through diffusers' class
+lookup of ``model_index.json``, which does not know ``SatUNet``), so a broken or partial
+folder is reported here as one line naming the missing path, before any weights load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+LAYOUT_HINT = "a DiffusionSat model folder has unet/ vae/ text_encoder/ tokenizer/ scheduler/"
+WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+                "text_encoder": ("model", "pytorch_model")}
+CONFIG_FILES = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
+                "scheduler": "scheduler_config.json"}
+
+
+@dataclass
+class ModelFolder:
+    """Where each component of a model lives, its configs, and the weight variant to ask for."""
+
+    root: Path
+    paths: dict[str, Path]
+    configs: dict[str, dict[str, Any]]
+    variants: dict[str, str | None] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.configs["vae"].get("block_out_channels", [0] * 4)) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        return size_multiple(self.configs["vae"], self.configs["unet"])
+
+    @property
+    def default_size(self) -> int:
+        if "size" in self.defaults:
+            return int(self.defaults["size"])
+        sample = self.configs["unet"].get("sample_size") or 64
+        sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+        return int(sample) * self.vae_scale_factor
+
+    @property
+    def uses_metadata(self) -> bool:
+        return unet_uses_metadata(self.configs["unet"])
+
+    def model_id(self) -> str:
+        """A short, stable name for the catalog: folder name + a hash of the UNet config and weight sizes."""
+        import hashlib
+
+        unet = self.paths["unet"]
+        digest = hashlib.sha256((unet / "config.json").read_bytes())
+        for f in sorted(unet.iterdir()):
+            if f.is_file() and f.suffix in (".safetensors", ".bin"):
+                digest.update(f"{f.name}:{f.stat().st_size}".encode())
+        return f"diffusionsat:{self.root.name}@{digest.hexdigest()[:10]}"
+
+
+def size_multiple(vae_config: dict, unet_config: dict) -> int:
+    """Image sizes must divide by the VAE's downsampling times the UNet's (2 per down block but the last)."""
+    vae_factor = 2 ** (len(vae_config.get("block_out_channels", [0] * 4)) - 1)
+    unet_factor = 2 ** (len(unet_config.get("down_block_types", [0] * 4)) - 1)
+    return vae_factor * unet_factor
+
+
+def unet_uses_metadata(config: dict) -> bool:
+    """Released SatUNet configs say ``use_metadata``; a plain SD UNet config has no such key."""
+    if "use_metadata" in config:
+        return bool(config["use_metadata"])
+    return config.get("_class_name") == "SatUNet"  # SatUNet's own default is True
+
+
+def inspect_folder(path: str | Path) -> ModelFolder:
+    """Check the layout and read every config; a missing piece is a WorkbenchError naming its path."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise WorkbenchError(f"{root}: no such model folder ({LAYOUT_HINT})")
+    paths = {name: root / name for name in COMPONENTS}
+    paths["unet"] = _unet_dir(root)
+    for name, sub in paths.items():
+        if not sub.is_dir():
+            raise WorkbenchError(f"{sub}: missing model component '{name}' ({LAYOUT_HINT})")
+    configs = {name: _read_json(paths[name] / fname) for name, fname in CONFIG_FILES.items()}
+    _check_tokenizer(paths["tokenizer"])
+    variants = {name: _weights_variant(paths[name], name) for name in WEIGHT_STEMS}
+    defaults = _read_defaults(root / "workbench.json")
+    return ModelFolder(root=root, paths=paths, configs=configs, variants=variants, defaults=defaults)
+
+
+def _unet_dir(root: Path) -> Path:
+    if (root / "unet").is_dir():
+        return root / "unet"
+    checkpoints = [p for p in root.glob("checkpoint-*/unet") if p.is_dir() and p.parent.name[11:].isdigit()]
+    if checkpoints:
+        return max(checkpoints, key=lambda p: int(p.parent.name[11:]))
+    return root / "unet"
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise WorkbenchError(f"{path}: missing config file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkbenchError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_defaults(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    defaults = _read_json(path)
+    for key in ("gsd", "cloud_cover", "size"):
+        value = defaults.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise WorkbenchError(f"{path}: '{key}' must be a number, got {value!r}")
+    return defaults
+
+
+def _check_tokenizer(folder: Path) -> None:
+    if (folder / "tokenizer.json").is_file():
+        return
+    for name in ("vocab.json", "merges.txt"):
+        if not (folder / name).is_file():
+            raise WorkbenchError(f"{folder / name}: missing tokenizer file (need vocab.json + merges.txt "
+                                 "or tokenizer.json)")
+
+
+def _weights_variant(folder: Path, component: str) -> str | None:
+    """None for the plain weight file, a variant name (``fp16``) when only that one is there."""
+    stems = WEIGHT_STEMS[component]
+    stems = (stems,) if isinstance(stems, str) else stems
+    pattern = re.compile(rf"^({'|'.join(map(re.escape, stems))})(\.(\w+))?\.(safetensors|bin)(\.index\.json)?$")
+    found = [m for m in (pattern.match(f.name) for f in folder.iterdir() if f.is_file()) if m]
+    if not found:
+        raise WorkbenchError(f"{folder}: no weights for '{component}' (expected {stems[0]}.safetensors or .bin)")
+    plain = [m for m in found if m.group(3) is None]
+    return None if plain else sorted(m.group(3) for m in found)[0]

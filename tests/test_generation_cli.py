@@ -1,0 +1,187 @@
+"""``workbench generate`` end to end on a tiny random DiffusionSat folder: files, georeference,
+catalog rows, seeds, prompt sets, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.generation.build import build_model
+from workbench.data import geotiff
+from workbench.data.catalog import Catalog
+
+from conftest import run_workbench
+
+PROMPT = "a satellite image of a river delta"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_model("tiny", tmp_path_factory.mktemp("models") / "tiny")
+
+
+def _generate(cli, model_dir, *extra):
+    return cli("generate", "--model", model_dir, "--prompt", PROMPT, "--steps", 2, "--size", 32,
+               "--no-progress", *extra)
+
+
+def _png(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_generate_writes_georeferenced_tiles_into_the_catalog(home, cli, model_dir, one_torch_thread):
+    out = home / "out"
+    code, stdout, err = _generate(cli, model_dir, "--lat", 21.01, "--lon", 105.81, "--date", "2015-06-15",
+                                  "--gsd", 10, "--cloud-cover", 0.1, "--seed", 5, "--num-images", 2,
+                                  "--out", out)
+    assert code == 0, err
+    pngs, tifs = sorted(out.glob("*.png")), sorted(out.glob("*.tif"))
+    assert len(pngs) == len(tifs) == 2
+    assert str(out) in stdout and "seed" in stdout
+
+    info = geotiff.read_info(tifs[0])
+    assert (info.width, info.height, info.count, info.dtype) == (32, 32, 3, "uint8")
+    assert info.band_names == ("red", "green", "blue")
+    lon, lat = info.centre_lonlat()
+    assert lon == pytest.approx(105.81, abs=1e-9) and lat == pytest.approx(21.01, abs=1e-9)
+    assert info.gsd_metres() == pytest.approx(10.0, rel=1e-9)
+    # square pixels on the ground: the degree width is stretched by 1 / cos(lat)
+    assert info.affine.a == pytest.approx(-info.affine.e / math.cos(math.radians(21.01)))
+    assert np.array_equal(geotiff.read(tifs[0]).transpose(1, 2, 0), _png(pngs[0]))
+    import rasterio
+    with rasterio.open(tifs[0]) as ds:
+        tags = ds.tags()
+    assert tags["prompt"] == PROMPT and tags["seed"] == "5" and tags["source"] == "generated"
+    assert json.loads(tags["metadata"])["date"] == "2015-06-15"
+
+    with Catalog() as cat:
+        rows = cat.query(source="generated")
+    assert len(rows) == 2
+    row = rows[0]
+    assert row.caption == PROMPT and row.extra["seed"] == 5 and rows[1].extra["seed"] == 6
+    assert (row.lon, row.lat, row.gsd, row.cloud_cover, row.date) == (105.81, 21.01, 10.0, 0.1, "2015-06-15")
+    assert row.model_id.startswith("diffusionsat:tiny@") and row.crs == "EPSG:4326"
+    assert row.west < 105.81 < row.east and row.south < 21.01 < row.north
+    assert row.extra["png"] == str(pngs[0]) and len(row.extra["metadata_normalised"]) == 7
+
+
+def test_same_seed_same_image_other_seed_other_image(home, cli, model_dir, one_torch_thread):
+    place = ("--lat", 10, "--lon", 106.3, "--date", "2020-01-10")
+    for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+        code, _, err = _generate(cli, model_dir, *place, "--seed", seed, "--out", home / name)
+        assert code == 0, err
+    a, b, c = (_png(next((home / n).glob("*.png"))) for n in "abc")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_default_output_folder_is_under_the_home(home, cli, model_dir, one_torch_thread):
+    code, _, err = _generate(cli, model_dir, "--lat", 0, "--lon", 0, "--seed", 1)
+    assert code == 0, err
+    assert len(list((home / "generated").glob("*/*.tif"))) == 1
+
+
+def test_prompt_set_generates_prompts_x_places_x_dates(home, cli, model_dir, one_torch_thread):
+    spec = home / "set.yaml"
+    spec.write_text("prompts: [a satellite image of a river delta, a satellite image of farmland]\n"
+                    "places:\n  - {name: red-river, lat: 21.01, lon: 105.81}\n  - {name: mekong, lat: 10, lon: 106.3}\n"
+                    "dates: [2015-06-15, 2020-01-10]\nseed: 3\nsteps: 1\nsize: 32\ngsd: 30\n")
+    code, stdout, err = cli("generate", "--model", model_dir, "--prompts", spec, "--out", home / "set",
+                            "--no-progress")
+    assert code == 0, err
+    with Catalog() as cat:
+        rows = cat.query(source="generated")
+    assert len(rows) == 2 * 2 * 2 == len(list((home / "set").glob("*.tif")))
+    combos = {(r.caption, r.extra["place"], r.date) for r in rows}
+    assert len(combos) == 8 and {r.gsd for r in rows} == {30.0} and {r.extra["seed"] for r in rows} == {3}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--lat", 91, "--lon", 0), "--lat 91"),
+    (("--lat", -90.5, "--lon", 0), "--lat -90.5"),
+    (("--lat", 0, "--lon", 180.5), "--lon 180.5"),
+    (("--lat", 0, "--lon", -181), "--lon -181"),
+    (("--lat", 0, "--lon", 0, "--date", "2015-02-30"), "--date 2015-02-30"),
+    (("--lat", 0, "--lon", 0, "--date", "yesterday"), "--date yesterday"),
+    (("--lat", 0, "--lon", 0, "--gsd", 0), "--gsd 0"),
+    (("--lat", 0, "--lon", 0, "--gsd", -1), "--gsd -1"),
+    (("--lat", 0, "--lon", 0, "--cloud-cover", 1.5), "--cloud-cover 1.5"),
+    (("--lat", 0, "--lon", 0, "--cloud-cover", -0.2), "--cloud-cover -0.2"),
+    (("--lat", 0, "--lon", 0, "--size", 30), "--size 30"),
+    (("--lat", 0, "--lon", 0, "--steps", 0), "--steps 0"),
+    (("--lat", 0, "--lon", 0, "--num-images", 0), "--num-images 0"),
+    (("--lat", 0, "--lon", 0, "--guidance", -2), "--guidance -2"),
+    (("--lat", 0, "--lon", 0, "--scheduler", "heun"), "--scheduler"),
+    (("--lon", 0), "--lat is required"),
+    (("--lat", 0, "--lon", 0, "--device", "nonsense"), "--device nonsense"),
+])
+def test_bad_input_is_one_line_exit_2(home, cli, model_dir, args, needle):
+    code, _, err = _generate(cli, model_dir, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
+    assert not (home / "generated").exists()
+
+
+def test_prompt_set_errors_exit_2(home, cli, model_dir):
+    spec = home / "set.yaml"
+    spec.write_text("prompts: [x]\nplaces: [{name: a, lat: 0, lon: 0}]\nguidance: lots\n")
+    code, _, err = cli("generate", "--model", model_dir, "--prompts", spec)
+    assert code == 2 and "guidance 'lots'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("generate", "--model", model_dir, "--prompts", spec, "--lat", 3)
+    assert code == 2 and "--prompts FILE.yaml replaces" in err
+
+
+@pytest.mark.parametrize("component", ["unet", "vae", "text_encoder", "tokenizer", "scheduler"])
+def test_missing_component_is_named(home, cli, model_dir, component):
+    broken = home / "broken"
+    shutil.copytree(model_dir, broken)
+    shutil.rmtree(broken / component)
+    code, _, err = _generate(cli, broken, "--lat", 0, "--lon", 0)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{broken / component}: missing model component '{component}'" in err
+
+
+def test_no_default_model_yet(home, cli, monkeypatch):
+    from tasks.generation import generate
+
+    monkeypatch.setattr(generate, "DEFAULT_MODEL_DIR", home / "nowhere")
+    code, _, err = cli("generate", "--lat", 0, "--lon", 0, "--prompt", PROMPT)
+    assert code == 2 and "no default model yet: pass --model DIR" in err
+
+
+def test_help_shows_examples_and_imports_nothing_heavy():
+    code = ("import sys; from workbench.cli import main\n"
+            "try:\n    main(['generate', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "heavy = [m for m in ('torch', 'rasterio', 'numpy', 'diffusers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "workbench generate --lat 21.01 --lon 105.81" in out.stdout and "--prompts FILE.yaml" in out.stdout
+
+
+def test_bare_generate_prints_help(cli):
+    code, out, _ = cli("generate")
+    assert code == 2 and "examples:" in out
+
+
+def test_real_entry_point_rejects_bad_latitude_before_loading_torch(home, model_dir):
+    proc = run_workbench("generate", "--model", model_dir, "--lat", 100, "--lon", 0, "--prompt", PROMPT, cwd=home)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "workbench: error: --lat 100: latitude must be within [-90, 90]"
+
+
+@pytest.mark.slow
+def test_real_entry_point_generates(home, model_dir):
+    proc = run_workbench("generate", "--model", model_dir, "--lat", 21.01, "--lon", 105.81, "--prompt", PROMPT,
+                         "--steps", 2, "--seed", 0, "--out", home / "cli", env={"HF_HUB_OFFLINE": "1"}, cwd=home)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and len(list((home / "cli").glob("*.tif"))) == 1
+    assert "100%" in proc.stderr  # the progress bar over the denoising steps

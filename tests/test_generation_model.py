@@ -1,0 +1,215 @@
+"""SatUNet and DiffusionSatPipeline on a tiny random model in DiffusionSat's folder layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.generation.build import PRESETS, build_model, build_pipeline, count_parameters
+from tasks.generation.folder import inspect_folder
+from tasks.generation.metadata import validate
+from tasks.generation.pipeline import SCHEDULERS, DiffusionSatPipeline
+from tasks.generation.satunet import SatUNet, metadata_state_keys
+from workbench.errors import WorkbenchError
+
+MD = validate(lat=21.01, lon=105.81, gsd=0.5, cloud_cover=0.1, when="2015-06-15").normalised()
+PROMPT = "a satellite image of a river delta"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return build_model("tiny", tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_dir):
+    return DiffusionSatPipeline.from_pretrained(tiny_dir, scheduler="ddim")
+
+
+def _unet(**kw) -> SatUNet:
+    torch.manual_seed(0)
+    cfg = dict(PRESETS["tiny"]["unet"], cross_attention_dim=32, **kw)
+    return SatUNet(**cfg).eval()
+
+
+def _inputs(batch=2):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(batch, 4, 8, 8, generator=g), torch.tensor(500),
+            torch.randn(batch, 5, 32, generator=g))
+
+
+def test_state_dict_has_the_released_metadata_keys():
+    keys = set(_unet().state_dict())
+    assert set(metadata_state_keys(7)) <= keys
+    assert "metadata_embedding.0.linear_1.weight" in keys and "metadata_embedding.6.linear_2.bias" in keys
+    assert not any(k.startswith("metadata_embedding") for k in _unet(use_metadata=False).state_dict())
+
+
+def test_metadata_changes_the_output_and_plain_unet_ignores_it(one_torch_thread):
+    x, t, text = _inputs()
+    unet = _unet()
+    md = torch.tensor([MD, MD])
+    with torch.no_grad():
+        with_md = unet(x, t, text, metadata=md).sample
+        zero_md = unet(x, t, text, metadata=torch.zeros(2, 7)).sample
+        other_md = unet(x, t, text, metadata=md * 0.5).sample
+        plain = _unet(use_metadata=False)
+        assert torch.equal(plain(x, t, text, metadata=md).sample, plain(x, t, text).sample)
+    assert not torch.allclose(with_md, zero_md) and not torch.allclose(with_md, other_md)
+    with pytest.raises(ValueError, match="metadata"):
+        unet(x, t, text)
+    with pytest.raises(ValueError, match="shape"):
+        unet(x, t, text, metadata=torch.zeros(2, 6))
+
+
+def test_metadata_is_summed_into_the_time_embedding():
+    """Zero metadata still adds each MLP's response to sin/cos(0): not the same as no metadata."""
+    unet = _unet()
+    emb = torch.zeros(1, unet.time_embedding.linear_1.out_features)
+    aug = unet.get_aug_embed(emb, None, {"metadata": torch.zeros(1, 7)})
+    assert aug.shape == emb.shape and torch.allclose(aug, unet.embed_metadata(torch.zeros(1, 7), emb.dtype))
+
+
+def test_config_round_trip(tmp_path, one_torch_thread):
+    unet = _unet()
+    unet.save_pretrained(tmp_path / "unet")
+    config = json.loads((tmp_path / "unet" / "config.json").read_text())
+    assert config["_class_name"] == "SatUNet"
+    assert config["use_metadata"] is True and config["num_metadata"] == 7
+    loaded = SatUNet.from_pretrained(tmp_path / "unet").eval()
+    x, t, text = _inputs()
+    md = torch.tensor([MD, MD])
+    with torch.no_grad():
+        assert torch.equal(unet(x, t, text, metadata=md).sample, loaded(x, t, text, metadata=md).sample)
+
+
+def test_gradient_checkpointing_still_trains_the_metadata_mlps(one_torch_thread):
+    unet = _unet().train()
+    unet.enable_gradient_checkpointing()
+    x, t, text = _inputs()
+    unet(x, t, text, metadata=torch.tensor([MD, MD])).sample.square().mean().backward()
+    grad = unet.metadata_embedding[3].linear_1.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_folder_has_the_released_layout(tiny_dir):
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert (tiny_dir / sub).is_dir()
+    index = json.loads((tiny_dir / "model_index.json").read_text())
+    assert index["_class_name"] == "DiffusionSatPipeline" and index["unet"][1] == "SatUNet"
+    assert (tiny_dir / "tokenizer" / "vocab.json").is_file() and (tiny_dir / "tokenizer" / "merges.txt").is_file()
+    sched = json.loads((tiny_dir / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["beta_schedule"], sched["beta_start"], sched["beta_end"], sched["num_train_timesteps"],
+            sched["prediction_type"]) == ("scaled_linear", 0.00085, 0.012, 1000, "epsilon")
+    size = sum(p.stat().st_size for p in tiny_dir.rglob("*") if p.is_file())
+    assert size < 2_000_000
+
+
+def test_batched_guidance_equals_two_calls(pipe, one_torch_thread):
+    kw = dict(seeds=[3, 4], steps=3, guidance=5.0, size=32, progress=False, output="latent")
+    batched = pipe(PROMPT, MD, batched_guidance=True, **kw)
+    two_calls = pipe(PROMPT, MD, batched_guidance=False, **kw)
+    assert torch.allclose(batched, two_calls, atol=1e-5)
+    assert not torch.allclose(batched, pipe(PROMPT, MD, **{**kw, "guidance": 1.0}), atol=1e-3)
+
+
+def test_image_k_depends_on_its_seed_only(pipe, one_torch_thread):
+    a = pipe(PROMPT, MD, seeds=[7, 8], steps=2, size=32, progress=False)
+    b = pipe(PROMPT, MD, seeds=[8], steps=2, size=32, progress=False)
+    c = pipe(PROMPT, MD, seed=7, num_images=2, steps=2, size=32, progress=False)
+    assert a.dtype == np.uint8 and a.shape == (2, 32, 32, 3)
+    assert np.abs(a[1].astype(int) - b[0].astype(int)).max() <= 1  # same noise, another batch size
+    assert np.array_equal(a, c)
+    assert not np.array_equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_samples(tiny_dir, name, one_torch_thread):
+    p = DiffusionSatPipeline.from_pretrained(tiny_dir, scheduler=name)
+    out = p(PROMPT, MD, seed=1, steps=3, size=32, progress=False)
+    assert out.shape == (1, 32, 32, 3)
+    assert p.scheduler.config.prediction_type == "epsilon"
+
+
+def test_size_must_suit_the_vae_and_unet(pipe):
+    with pytest.raises(WorkbenchError, match=r"--size 30: .*multiple of 4"):
+        pipe(PROMPT, MD, size=30, steps=1, progress=False)
+
+
+def test_checkpoint_without_metadata_loads_and_generates(tmp_path, one_torch_thread):
+    folder = build_model({"preset": "tiny", "use_metadata": False}, tmp_path / "plain")
+    assert json.loads((folder / "unet" / "config.json").read_text())["use_metadata"] is False
+    p = DiffusionSatPipeline.from_pretrained(folder)
+    assert not p.uses_metadata
+    assert p(PROMPT, None, steps=2, size=32, progress=False).shape == (1, 32, 32, 3)
+
+
+def test_plain_stable_diffusion_unet_folder_loads_without_metadata(tmp_path, tiny_dir, one_torch_thread):
+    """A UNet saved as diffusers' UNet2DConditionModel (no use_metadata key) is a plain text-to-image UNet."""
+    from diffusers import UNet2DConditionModel
+
+    folder = tmp_path / "sd"
+    shutil.copytree(tiny_dir, folder)
+    shutil.rmtree(folder / "unet")
+    cfg = dict(PRESETS["tiny"]["unet"], cross_attention_dim=32, use_linear_projection=True)
+    UNet2DConditionModel(**cfg).save_pretrained(folder / "unet")
+    assert "use_metadata" not in json.loads((folder / "unet" / "config.json").read_text())
+    p = DiffusionSatPipeline.from_pretrained(folder)
+    assert not p.uses_metadata and p.unet.metadata_embedding is None
+    assert p(PROMPT, MD, steps=1, size=32, progress=False).shape == (1, 32, 32, 3)
+
+
+def test_unet_in_a_training_checkpoint_folder_is_found(tmp_path, tiny_dir):
+    folder = tmp_path / "released"
+    shutil.copytree(tiny_dir, folder)
+    (folder / "checkpoint-100").mkdir()
+    (folder / "checkpoint-150000").mkdir()
+    shutil.copytree(folder / "unet", folder / "checkpoint-100" / "unet")
+    shutil.move(folder / "unet", folder / "checkpoint-150000" / "unet")
+    assert inspect_folder(folder).paths["unet"] == folder / "checkpoint-150000" / "unet"
+
+
+@pytest.mark.parametrize("remove, needle", [
+    ("vae", "vae: missing model component 'vae'"),
+    ("text_encoder/config.json", "text_encoder/config.json: missing config file"),
+    ("unet/diffusion_pytorch_model.safetensors", "no weights for 'unet'"),
+    ("tokenizer/merges.txt", "merges.txt: missing tokenizer file"),
+    ("scheduler/scheduler_config.json", "scheduler_config.json: missing config file"),
+])
+def test_incomplete_folder_is_named(tmp_path, tiny_dir, remove, needle):
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_dir, folder)
+    target = folder / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(WorkbenchError) as exc:
+        DiffusionSatPipeline.from_pretrained(folder)
+    assert needle in str(exc.value)
+
+
+def test_corrupt_weights_are_a_user_error(tmp_path, tiny_dir):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_dir, folder)
+    (folder / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WorkbenchError, match="vae: cannot load the vae"):
+        DiffusionSatPipeline.from_pretrained(folder)
+
+
+def test_small_preset_fits_the_budget(tmp_path):
+    pipe, cfg = build_pipeline("small", tmp_path / "small")
+    counts = count_parameters(pipe)
+    assert sum(counts.values()) * 4 <= 20_000_000
+    assert pipe.unet.config.num_metadata == 7 and pipe.unet.config.use_metadata
+    assert pipe.text_encoder.config.hidden_size == pipe.unet.config.cross_attention_dim
+
+
+def test_diffusers_save_pretrained_round_trips(tmp_path, pipe, one_torch_thread):
+    pipe.save_pretrained(tmp_path / "saved")
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index["_class_name"] == "DiffusionSatPipeline"
+    again = DiffusionSatPipeline.from_pretrained(tmp_path / "saved", scheduler="ddim")
+    kw = dict(seed=2, steps=2, size=32, progress=False)
+    assert np.array_equal(pipe(PROMPT, MD, **kw), again(PROMPT, MD, **kw))
