@@ -30,6 +30,9 @@ EPILOG = """examples:
   workbench runs compare RUN_A RUN_B        metrics side by side and the config keys that differ
   workbench segment train --preset water    train, pick a threshold on val, score the test split
   workbench segment predict --run latest --input scene.tif --out mask.tif
+  workbench classify train                  water / coast / land tile classifier, scored on the test split
+  workbench classify predict --run latest   predicted label + score for every tile, into the catalog
+  workbench generate --lat 21.01 --lon 105.81 --prompt "a satellite image of a river delta"
   workbench ee export --point 105.85 21.03 --radius 5000 --start 2023-01-01 --end 2023-03-31 --out data/ee-hanoi
 """
 

@@ -207,3 +207,32 @@ def dump_yaml(cfg: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+
+
+def check(ok: bool, message: str) -> None:
+    """A schema's ``validate`` step: ``message`` names the key and what a valid value is."""
+    if not ok:
+        raise WorkbenchError(message)
+
+
+class Presets:
+    """A task's config schema and its folder of YAML presets: the one way a task loads a config.
+
+        PRESETS = Presets(ClassificationConfig, Path(__file__).parent / "presets", "water-coast-land")
+        cfg = PRESETS.load("vit-scratch", ["train.epochs=5"])
+    """
+
+    def __init__(self, schema: type, folder: Path, default: str):
+        self.schema, self.folder, self.default = schema, Path(folder), default
+
+    def load(self, preset: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+        """Schema defaults, then the preset (a name here or a YAML path; default: ``self.default``),
+        then ``--set`` overrides."""
+        return load(self.schema, preset or self.default, overrides, presets_dir=self.folder)
+
+    def from_dict(self, data: dict) -> Any:
+        """Rebuild a config from a run's ``config.yaml`` (a plain dict)."""
+        return build(self.schema, data or {})
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.yaml"))

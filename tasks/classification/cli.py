@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from workbench.commands import add_command, add_verb
+from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -71,19 +71,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                            description="Classification: timm CNNs and ViTs on labelled catalog tiles.",
                            epilog=EXAMPLES)
 
-    v = add_verb(verbs, "train", common, help="train a classifier from a preset",
-                 description="Train a tile classifier: preset, then --set overrides, on the tiles the "
-                             "filters select.",
-                 epilog=TRAIN_EXAMPLES.format(presets=", ".join(_presets())))
-    v.add_argument("--preset", default=None, metavar="NAME",
-                   help="preset name (tasks/classification/presets) or a YAML file (default: water-coast-land)")
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. train.lr=3e-4 (repeatable)")
-    v.add_argument("--name", help="run name (default: the config's name)")
-    v.add_argument("--resume", metavar="RUN", help="continue a run exactly from its last checkpoint")
-    v.add_argument("--json", action="store_true", help="print the run summary as JSON before the run folder")
-    add_query_args(v)
-    v.set_defaults(func=run_train)
+    from .config import DEFAULT_PRESET
+
+    add_train_verb(verbs, common, default=DEFAULT_PRESET, task_dir="tasks/classification", func=run_train,
+                   help="train a classifier from a preset",
+                   description="Train a tile classifier: preset, then --set overrides, on the tiles the "
+                               "filters select.",
+                   epilog=TRAIN_EXAMPLES.format(presets=", ".join(_presets())))
 
     v = add_verb(verbs, "eval", common, help="score a run on a split or any labelled tile query",
                  description="Score a run's best weights on labelled catalog tiles and print the report.",
@@ -106,30 +100,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from workbench.errors import WorkbenchError
+    from .config import PRESETS
+    from .train import resolve_resume_config, train
 
-    from .config import DEFAULT_PRESET, load_config
-
-    query = query_from_args(args)
-    overrides = list(args.overrides or [])
-    if args.name:
-        overrides.append(f"name={args.name}")
-    if args.resume:
-        if args.preset:
-            raise WorkbenchError("--resume continues a run with its own config: drop --preset (use --set)")
-        from .train import resolve_resume_config
-        cfg = resolve_resume_config(args.resume, overrides)
-    else:
-        cfg = load_config(args.preset or DEFAULT_PRESET, overrides)
-    from .train import summary_json, train
-
-    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query)
-    if args.json:
-        print(summary_json(summary))
-    if summary.get("run_dir"):
-        print(summary["run_dir"])  # the last stdout line: chained commands read it
-    sys.stdout.flush()
-    return 0
+    cfg = train_config(args, PRESETS, resolve_resume_config)
+    return finish_train(args, train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args)))
 
 
 def _batch_size(n: int) -> int:
@@ -143,7 +118,7 @@ def _batch_size(n: int) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from workbench.data.catalog import open_existing, run_query
+    from workbench.data.catalog import open_existing
     from workbench.metrics import format_report
 
     from .data import select_tiles
@@ -153,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     query = query_from_args(args)
     split = query.pop("split", None) or run.cfg.data.test_split
-    q = run_query(run.cfg.data.source, run.cfg.data.where, query)
+    q = run.cfg.data.query(query)
     with open_existing(args.catalog or run.cfg.data.catalog) as cat:
         tiles = select_tiles(cat, q, split, run.cfg)
     check_bands(tiles, run)
@@ -184,7 +159,8 @@ def run_predict(args: argparse.Namespace) -> int:
     for c in out["classes"]:
         print(f"  {c.ljust(width)}  {out['counts'][c]}")
     if out["metrics"]:
-        print(f"\nagainst the {out['metrics']['tiles']} tiles that carry one of the run's labels:")
+        print(f"\nagainst the labels of the {out['metrics']['tiles']} predicted tiles the run did not train or "
+              "select its checkpoint on:")
         print(format_report(out["metrics"], out["classes"]))
     if out["csv"]:
         print(f"\n{out['csv']}")

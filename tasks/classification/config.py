@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from workbench.errors import WorkbenchError
+from workbench.config import Presets
+from workbench.config import check as _check
+from workbench.data.catalog import TileSelection
 from workbench.train.config import TrainConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -23,21 +25,10 @@ DEFAULT_PRESET = "water-coast-land"
 SCRATCH_VIT = "scratch_vit"              # model.name that builds the ViT of ``model.vit`` (no timm name)
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise WorkbenchError(message)
-
-
 @dataclass
-class DataConfig:
+class DataConfig(TileSelection):
     """Which tiles (a catalog query per split), where their labels come from, and the crop read."""
 
-    catalog: Optional[str] = None            # catalog path (None = the workbench home's catalog)
-    source: Optional[str] = "bluemarble"     # catalog source filter (None = any source)
-    where: Optional[str] = None              # extra SQL filter on the catalog
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
     bands: Optional[list[int]] = None        # 1-based band indexes; None = all bands
     size: int = 64                           # pixels read per tile (random crop in training, grid at eval)
     labels: Literal["label", "water_fraction"] = "label"
@@ -161,20 +152,6 @@ class ClassificationConfig:
         return self.model.input_size or self.data.size
 
 
-def load_config(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] | None = None
-                ) -> ClassificationConfig:
-    """Schema defaults, then the preset (a name in ``presets/`` or a YAML path), then ``--set``."""
-    from workbench.config import load
-
-    return load(ClassificationConfig, preset, overrides, presets_dir=PRESETS_DIR)
-
-
-def config_from_dict(data: dict) -> ClassificationConfig:
-    """Rebuild a config from a run's ``config.yaml`` (a plain dict)."""
-    from workbench.config import build
-
-    return build(ClassificationConfig, data or {})
-
-
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+PRESETS = Presets(ClassificationConfig, PRESETS_DIR, DEFAULT_PRESET)
+load_config = PRESETS.load
+config_from_dict = PRESETS.from_dict

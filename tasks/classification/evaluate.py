@@ -145,9 +145,13 @@ def plot_examples(result: dict, classes: list[str], path: Path, title: str = "",
     first_window = _first_windows(ds)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, picks):
-        image = ds[int(first_window[i])]["image"].numpy()
-        ax.imshow(rgb(image), interpolation="nearest")
+    # One stretch for the whole grid (images side by side): a per-tile stretch blows the
+    # compression noise of a uniform sea or ice tile up into false texture.
+    images = [ds[int(first_window[i])]["image"].numpy() for i in picks]
+    joint = rgb(np.concatenate(images, axis=-1))
+    width = images[0].shape[-1]
+    for k, (ax, i) in enumerate(zip(axes.flat, picks)):
+        ax.imshow(joint[:, k * width:(k + 1) * width], interpolation="nearest")
         ok = int(pred[i]) == int(labels[i])
         ax.set_title(f"{classes[int(labels[i])]} -> {classes[int(pred[i])]} {float(score[i]):.2f}",
                      fontsize=8, color="black" if ok else "red")

@@ -45,7 +45,27 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     counts = {c: sum(1 for _, label, _ in rows if label == c) for c in run.classes}
     return {"run": str(run.path), "model_id": run.name, "tiles": len(rows), "counts": counts,
             "mean_score": sum(s for _, _, s in rows) / len(rows), "csv": csv_path, "written": not dry_run,
-            "metrics": result["metrics"] if result["metrics"]["tiles"] else None, "classes": run.classes}
+            "metrics": _unseen_metrics(run, tiles, result), "classes": run.classes}
+
+
+def _unseen_metrics(run, tiles, result) -> dict | None:
+    """Metrics against the labels of the predicted tiles the run neither trained on nor selected its
+    checkpoint with (its tiles.json train and val ids): a score on seen tiles would flatter it."""
+    from workbench.metrics import ConfusionMatrix
+
+    from .evaluate import json_file
+
+    seen_file = run.path / "tiles.json"
+    seen = set()
+    if seen_file.is_file():
+        info = json_file(seen_file)
+        seen = set(info.get("train", [])) | set(info.get("val", []))
+    keep = torch.tensor([t.id not in seen for t in tiles]) & (result["labels"] >= 0)
+    if not bool(keep.any()):
+        return None
+    cm = ConfusionMatrix(len(run.classes))
+    cm.update(result["pred"], result["labels"], keep)
+    return {**cm.compute(run.classes), "tiles": int(keep.sum())}
 
 
 def _write_csv(run_path: Path, tiles, rows) -> str:

@@ -18,7 +18,6 @@ Run-dir contract (``runs/classification-<name>-<time>/``): ``config.yaml``, ``ba
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -92,7 +91,7 @@ def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None
 
 
 def _select(cfg: ClassificationConfig, catalog, query_override: dict | None):
-    from workbench.data.catalog import open_existing, run_query
+    from workbench.data.catalog import open_existing
 
     from .data import select_tiles
 
@@ -100,7 +99,7 @@ def _select(cfg: ClassificationConfig, catalog, query_override: dict | None):
         raise WorkbenchError("classify train takes its train/val/test tiles from the split column: drop --split "
                              "(or set data.train_split / data.val_split / data.test_split)")
     d = cfg.data
-    query = run_query(d.source, d.where, query_override)
+    query = d.query(query_override)
     with open_existing(catalog or d.catalog) as cat:
         train_tiles = select_tiles(cat, query, d.train_split, cfg)
         val_tiles = select_tiles(cat, query, d.val_split, cfg)
@@ -216,22 +215,9 @@ def short_metrics(m: dict) -> dict:
 
 
 def run_table(summary: dict) -> str:
+    from workbench.train.run_dir import fmt, summary_table
+
     t = summary.get("test_short") or {}
-    best = summary.get("best") or {}
-
-    def f(v, fmt="{:.4f}"):
-        return "-" if v is None else fmt.format(v)
-
-    rows = [("run", summary.get("run_dir", "-")), ("status", summary.get("status", "-")),
-            ("steps / epochs", f"{summary.get('steps', '-')} / {summary.get('epochs', '-')}"),
-            ("train time", f(summary.get("wall_time_s"), "{:.0f} s")),
-            ("total time", f(summary.get("total_time_s"), "{:.0f} s")),
-            ("best val", f"{f(best.get('value'))} at step {best.get('step', '-')}"),
-            ("test tiles", str(t.get("tiles", "-"))), ("test accuracy", f(t.get("accuracy"))),
-            ("test macro-F1", f(t.get("macro_f1"))), ("test weighted-F1", f(t.get("weighted_f1")))]
-    width = max(len(k) for k, _ in rows)
-    return "\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def summary_json(summary: dict) -> str:
-    return json.dumps({k: v for k, v in summary.items() if k != "test"}, default=str)
+    return summary_table(summary, [("test tiles", str(t.get("tiles", "-"))), ("test accuracy", fmt(t.get("accuracy"))),
+                                   ("test macro-F1", fmt(t.get("macro_f1"))),
+                                   ("test weighted-F1", fmt(t.get("weighted_f1")))])

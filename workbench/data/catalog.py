@@ -378,3 +378,21 @@ def run_query(source: str | None, where: str | None, override: dict | None = Non
         if value is not None:
             q[key] = value
     return q
+
+
+@dataclass
+class TileSelection:
+    """The ``data:`` keys every task config starts with: which catalog, which tiles, which splits.
+
+    Task schemas subclass it (``class DataConfig(TileSelection)``) and add their own keys."""
+
+    catalog: str | None = None               # catalog path (None = the workbench home's catalog)
+    source: str | None = "bluemarble"        # catalog source filter (None = any source)
+    where: str | None = None                 # extra SQL filter on the catalog
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+    def query(self, override: dict | None = None) -> dict:
+        """The run's tile filters with the command line's on top (see ``run_query``)."""
+        return run_query(self.source, self.where, override)

@@ -234,3 +234,22 @@ def latest_run(task: str, root: str | Path | None = None) -> Path:
 def resolve_run(ref: str | Path, task: str, root: str | Path | None = None) -> Path:
     """``find_run``, plus ``latest`` for the last run of ``task``."""
     return latest_run(task, root) if str(ref) == "latest" else find_run(ref, root)
+
+
+def summary_table(summary: dict, rows: list[tuple[str, str]]) -> str:
+    """The short table printed at the end of every run: where, how long, the best validation
+    value, then the task's own ``rows`` (label, text)."""
+    best = summary.get("best") or {}
+    head = [("run", str(summary.get("run_dir", "-"))), ("status", str(summary.get("status", "-"))),
+            ("steps / epochs", f"{summary.get('steps', '-')} / {summary.get('epochs', '-')}"),
+            ("train time", fmt(summary.get("wall_time_s"), "{:.0f} s")),
+            ("total time", fmt(summary.get("total_time_s"), "{:.0f} s")),
+            ("best val", f"{fmt(best.get('value'))} at step {best.get('step', '-')}")]
+    all_rows = head + rows
+    width = max(len(k) for k, _ in all_rows)
+    return "\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in all_rows)
+
+
+def fmt(v: Any, spec: str = "{:.4f}") -> str:
+    """A metric for a table: ``-`` when missing."""
+    return "-" if v is None else spec.format(v)
