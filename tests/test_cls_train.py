@@ -114,6 +114,7 @@ def test_round_trip_predicted_tiles_feed_segmentation(labelled, cli, one_torch_t
     code, out, err = cli("classify", "predict", "--run", "latest")
     assert code == 0, err
     assert "written to the catalog: 24 tiles" in out and (run / "predictions").is_dir()
+    assert "against the labels of the 6 predicted tiles the run did not train" in out   # test split only
 
     with Catalog() as cat:
         tiles = cat.query()
