@@ -6,6 +6,9 @@
 * ``folder``: the model folder layout, checked without torch.
 * ``build``: ``build_model(cfg, folder)``, a miniature DiffusionSat from a config (tests, ``--init``).
 * ``jobs`` / ``generate`` / ``cli``: ``workbench generate``.
+* ``config`` (+ ``presets/*.yaml``), ``captions`` (``prompts/captions/*.yaml``), ``data``, ``train``,
+  ``train_cli``: ``workbench generate train`` (fine-tuning; the default model's recipe).
+* ``evaluate`` / ``eval_cli``: ``workbench generate eval`` (location fidelity, water-fraction correlation).
 
 Nothing heavy is imported here: the CLI registry imports ``tasks.generation.cli`` for --help.
 This package imports ``workbench`` and never another task.

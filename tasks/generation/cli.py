@@ -1,7 +1,7 @@
 """``workbench generate``: DiffusionSat images at a place and time, into the catalog.
 
-``workbench generate --lat .. --lon .. --prompt ..`` generates with no verb; verbs
-(``train``, ``eval``: later) hang off the same parser. Stdlib only at import time:
+``workbench generate --lat .. --lon .. --prompt ..`` generates with no verb; the verbs
+``train`` (``train_cli.py``) and ``eval`` (``eval_cli.py``) hang off the same parser. Stdlib only at import time:
 torch loads only once every input has been checked.
 """
 
@@ -24,6 +24,8 @@ EXAMPLES = """examples:
       --prompt "a fmow satellite image of a stadium in France"
   workbench generate --prompts prompts/river-deltas.yaml --model models/small --out generated/deltas
   workbench data list --source generated        the catalog rows they became
+  workbench generate train --preset bluemarble-small      train the default model's recipe (see train --help)
+  workbench generate eval --model latest                  location fidelity, water-fraction correlation
 
 Inputs are human units: degrees, metres per pixel (--gsd), a fraction (--cloud-cover), a
 calendar day (--date, default today); the workbench does DiffusionSat's metadata shift and
@@ -42,14 +44,16 @@ Flags given on the command line override the file.
 # Modules adding verbs to ``workbench generate`` (train, eval), each with ``register(verbs, common)``
 # that sets its own ``func``; listed explicitly like the task registry, and imported for --help,
 # so they too must import nothing heavy at module level.
-VERB_MODULES: tuple[str, ...] = ()
+VERB_MODULES: tuple[str, ...] = ("tasks.generation.train_cli", "tasks.generation.eval_cli")
 
 SCHEDULER_CHOICES = ("ddim", "dpm", "euler", "pndm", "ddpm")
 DEFAULTS = {"gsd": 1.0, "cloud_cover": 0.0, "steps": 20, "guidance": 7.5, "scheduler": "ddim", "num_images": 1}
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
+    # allow_abbrev=False: the verbs' own options (eval --n) must not read as abbreviations of ours
     p = sub.add_parser("generate", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       allow_abbrev=False,
                        help="generate georeferenced satellite images with DiffusionSat",
                        description="Generate satellite images from a prompt, a place and a date with a "
                                    "DiffusionSat model; write PNG + GeoTIFF and add them to the catalog.",
@@ -68,9 +72,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                       help="also write the metadata into the prompt in words, as DiffusionSat's captions could")
     how = p.add_argument_group("how")
     how.add_argument("--model", metavar="DIR", help="DiffusionSat model folder (default: the workbench's)")
-    how.add_argument("--steps", type=int, metavar="N", help="denoising steps (default 20)")
-    how.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale (default 7.5)")
-    how.add_argument("--scheduler", choices=SCHEDULER_CHOICES, help="sampler (default ddim)")
+    how.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the model's, else 20)")
+    how.add_argument("--guidance", type=float, metavar="G",
+                     help="classifier-free guidance scale (default: the model's, else 7.5)")
+    how.add_argument("--scheduler", choices=SCHEDULER_CHOICES, help="sampler (default: the model's, else ddim)")
     how.add_argument("--seed", type=int, metavar="S", help="random seed (default: a fresh one, printed)")
     how.add_argument("--num-images", type=int, metavar="K", help="images per prompt/place/date (default 1)")
     how.add_argument("--size", type=int, metavar="PX", help="image side in pixels (default: the model's)")
@@ -93,7 +98,7 @@ def run_generate(args: argparse.Namespace) -> int:
     folder = resolve_model(args.model)
     if folder.defaults:  # the model's own gsd / cloud cover defaults (workbench.json)
         jobs, file_opts = _jobs(args, folder.defaults)
-    opts = Options(**_options(args, file_opts))
+    opts = Options(**_options(args, file_opts, folder.defaults.get("sampling") or {}))
     check_options(opts, folder)
     return _run(args, jobs, folder, opts)
 
@@ -117,12 +122,16 @@ def _jobs(args: argparse.Namespace, model_defaults: dict):
     return [job], {}
 
 
-def _options(args: argparse.Namespace, file_opts: dict) -> dict:
+def _options(args: argparse.Namespace, file_opts: dict, model_sampling: dict | None = None) -> dict:
+    """Each option from the command line, else the prompt set, else the model's own sampling
+    defaults (``workbench.json``: steps, guidance, scheduler), else ``DEFAULTS``."""
     from workbench.errors import WorkbenchError
+
+    model_sampling = {k: v for k, v in (model_sampling or {}).items() if k in ("steps", "guidance", "scheduler")}
 
     def pick(name: str, default=None):
         value = getattr(args, name)
-        return value if value is not None else file_opts.get(name, default)
+        return value if value is not None else file_opts.get(name, model_sampling.get(name, default))
 
     opts = {name: pick(name, DEFAULTS.get(name)) for name in ("steps", "guidance", "scheduler", "num_images", "size")}
     if opts["scheduler"] not in SCHEDULER_CHOICES:

@@ -57,12 +57,25 @@ class Output:
 
 
 def resolve_model(path: str | Path | None) -> ModelFolder:
-    """The model folder asked for, or the workbench's default one."""
+    """The model folder asked for, or the workbench's default one. A generation run (folder, name,
+    unique prefix or ``latest``) stands for its ``model/`` folder."""
     if path is None:
         if not DEFAULT_MODEL_DIR.is_dir():
             raise WorkbenchError("no default model yet: pass --model DIR (a DiffusionSat folder)")
         path = DEFAULT_MODEL_DIR
-    return inspect_folder(path)
+    folder = Path(path).expanduser()
+    if not (folder / "unet").is_dir() and (folder / "model" / "unet").is_dir():
+        folder = folder / "model"              # a run folder given by its path
+    elif not folder.exists():
+        from workbench.train.run_dir import resolve_run
+
+        try:
+            run = resolve_run(str(path), "generation")
+        except WorkbenchError:
+            run = None
+        if run is not None and (run / "model").is_dir():
+            folder = run / "model"
+    return inspect_folder(folder)
 
 
 def check_options(opts: Options, folder: ModelFolder) -> int:
@@ -163,12 +176,15 @@ def run(jobs: Sequence[Job], folder: ModelFolder, opts: Options, out_dir: Path |
 
 
 def write_image(image, out_dir: Path, index: int, job: Job, seed: int, prompt: str, opts: Options,
-                model_id: str) -> Output:
+                model_id: str, metadata_normalised: list[float] | None = None) -> Output:
+    """PNG + GeoTIFF of one image at the job's place. ``metadata_normalised``: what the model was
+    actually given, when not the place's own vector (an evaluation with the metadata zeroed)."""
     md = job.metadata
     stem = f"{index:03d}_{job.place}_{md.date.isoformat()}_seed{seed}"
+    given = md.normalised() if metadata_normalised is None else list(metadata_normalised)
     extra = {"seed": seed, "prompt": prompt, "place": job.place, "model_id": model_id, "steps": opts.steps,
              "guidance": opts.guidance, "scheduler": opts.scheduler or "model default",
-             "metadata": md.as_dict(), "metadata_normalised": [round(v, 6) for v in md.normalised()]}
+             "metadata": md.as_dict(), "metadata_normalised": [round(v, 6) for v in given]}
     extra.update(size=image.shape[0], transform=list(geotransform(md.lat, md.lon, md.gsd, image.shape[0])))
     png = _write_png(out_dir / f"{stem}.png", image, extra)
     tif = _write_geotiff(out_dir / f"{stem}.tif", image, extra)

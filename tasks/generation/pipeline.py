@@ -113,14 +113,33 @@ class DiffusionSatPipeline(DiffusionPipeline):
         ``output="latent"`` returns the final latents instead of decoding them.
         """
         seeds = list(seeds) if seeds is not None else [seed + k for k in range(num_images)]
+        return self.generate_batch([prompt] * len(seeds), None if metadata is None else [metadata] * len(seeds),
+                                   seeds, steps=steps, guidance=guidance, size=size,
+                                   batched_guidance=batched_guidance, eta=eta, progress=progress, output=output)
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: Sequence[str], metadata: Sequence[Sequence[float]] | None,
+                       seeds: Sequence[int], steps: int = 20, guidance: float = 7.5, size: int | None = None,
+                       batched_guidance: bool = True, eta: float = 0.0, progress: bool = True,
+                       output: str = "uint8") -> np.ndarray | torch.Tensor:
+        """One image per (prompt, normalised metadata vector, seed), all denoised as one batch.
+
+        Image k depends only on its own prompt, metadata and seed (its noise comes from its own
+        generator), so batching changes nothing but speed.
+        """
+        seeds = [int(s) for s in seeds]
+        if len(prompts) != len(seeds) or (metadata is not None and len(metadata) != len(seeds)):
+            raise ValueError("generate_batch: prompts, metadata and seeds must have the same length")
         size = size or self.model_default_size()
         self.check_size(size)
         if steps < 1:
             raise WorkbenchError(f"--steps {steps}: need at least 1 denoising step")
         cond_md, uncond_md = self._metadata_tensors(metadata, len(seeds))
-        cond = self.encode_prompt([prompt]).expand(len(seeds), -1, -1)
+        unique = list(dict.fromkeys(prompts))
+        embeddings = self.encode_prompt(unique)
+        cond = embeddings[torch.tensor([unique.index(p) for p in prompts], device=embeddings.device)]
         uncond = self.encode_prompt([""]).expand(len(seeds), -1, -1) if guidance > 1 else None
-        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         latents = self._initial_latents(generators, size, cond.dtype)
         self.scheduler.set_timesteps(steps, device=self.device)
         step_kwargs = _step_kwargs(self.scheduler, generators, eta)
@@ -139,15 +158,18 @@ class DiffusionSatPipeline(DiffusionPipeline):
         sample = self.unet.config.sample_size or 64
         return int(sample[0] if isinstance(sample, (list, tuple)) else sample) * self.vae_scale_factor
 
-    def _metadata_tensors(self, metadata: Sequence[float] | None, n: int):
+    def _metadata_tensors(self, metadata: Sequence[Sequence[float]] | None, n: int):
+        """(cond, uncond) metadata, (n, num_metadata) each: one normalised vector per image, and zeros."""
         if not self.uses_metadata:
             return None, None
         if metadata is None:
             raise WorkbenchError("this model takes metadata (lat, lon, gsd, cloud cover, date): none given")
-        md = torch.tensor([float(v) for v in metadata], dtype=torch.float32, device=self.device)
-        if md.shape != (self.unet.config.num_metadata,):
-            raise WorkbenchError(f"metadata has {md.numel()} values, this model takes "
-                                 f"{self.unet.config.num_metadata}")
+        md = torch.tensor([[float(v) for v in vector] for vector in metadata], dtype=torch.float32,
+                          device=self.device)
+        k = self.unet.config.num_metadata
+        if md.ndim != 2 or md.shape[1] != k:
+            raise WorkbenchError(f"metadata has {md.shape[-1] if md.ndim else md.numel()} values, "
+                                 f"this model takes {k}")
         md = md.expand(n, -1)
         return md, torch.zeros_like(md)
 

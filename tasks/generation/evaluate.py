@@ -1,0 +1,391 @@
+"""``workbench generate eval``: does the model put the right picture at the right place?
+
+For ``n`` test-split places (evenly spread over the query, deterministic), one tile is
+generated from each place's caption and metadata, and once more from the same caption and
+seed with the metadata zeroed (the unconditional metadata input), so the difference
+between the two columns is what conditioning on place and time adds.
+
+* **Location fidelity**: the share of places whose generated tile's mean colour is nearer
+  the real tile at that place than the real tile of another test place drawn at random
+  (a fixed seed; the same draw for both columns). 0.5 is chance.
+* **Water-fraction correlation**: generated tiles are written as GeoTIFFs into the catalog
+  (source ``generated``, ``parent_id`` = the real tile, ``extra.eval_batch`` naming this
+  evaluation); a segmentation run scores them through the catalog -- ``workbench segment
+  predict --write-masks`` in a subprocess, since one task never imports another -- and the
+  Pearson correlation of their water fractions with the real tiles' (GSHHS) ones is reported.
+
+Outputs in ``--out`` (default ``$WORKBENCH_HOME/generated/eval-<time>``): ``eval.json``,
+``mosaic.png`` (real | generated | metadata zeroed, for 16 places), the generated tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from workbench import paths
+from workbench.errors import WorkbenchError
+
+from .folder import ModelFolder
+
+VARIANTS = ("metadata", "zeroed")
+MOSAIC_PLACES = 16
+
+
+@dataclass
+class EvalOptions:
+    n: int = 128
+    steps: int = 20
+    guidance: float = 3.0
+    scheduler: str = "ddim"
+    seed: int = 0
+    batch_size: int = 64
+    device: str = "auto"
+    seg_run: str | None = "latest"       # None: skip the water-fraction scoring
+    min_n: int = 100                      # fewer places than this: a warning in the report
+    progress: bool = True
+
+
+# ------------------------------------------------------------------------------ the measures
+
+def other_places(n: int, seed: int) -> np.ndarray:
+    """For each place i, another place j != i drawn uniformly with a fixed seed."""
+    if n < 2:
+        raise WorkbenchError(f"location fidelity needs at least 2 places, got {n}")
+    rng = np.random.default_rng(seed)
+    j = rng.integers(0, n - 1, size=n)
+    return j + (j >= np.arange(n))
+
+
+def location_fidelity(generated: np.ndarray, real: np.ndarray, others: np.ndarray) -> float:
+    """Share of i with ||g_i - r_i|| < ||g_i - r_others[i]|| (ties count one half).
+
+    ``generated`` and ``real`` are (n, k) features, here mean RGB colours."""
+    g, r = np.asarray(generated, dtype=np.float64), np.asarray(real, dtype=np.float64)
+    own = np.linalg.norm(g - r, axis=1)
+    other = np.linalg.norm(g - r[np.asarray(others)], axis=1)
+    return float(np.mean((own < other) + 0.5 * (own == other)))
+
+
+def pearson(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
+    """Pearson's r over the pairs where both are known; None when undefined (constant or < 3 pairs)."""
+    pairs = [(float(x), float(y)) for x, y in zip(a, b) if x is not None and y is not None
+             and math.isfinite(float(x)) and math.isfinite(float(y))]
+    if len(pairs) < 3:
+        return None
+    x, y = np.array(pairs).T
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def mean_colours(images: np.ndarray) -> np.ndarray:
+    """(n, H, W, 3) uint8 -> (n, 3) mean RGB."""
+    return np.asarray(images, dtype=np.float64).reshape(len(images), -1, 3).mean(axis=1)
+
+
+# ------------------------------------------------------------------------------ the places
+
+def training_record(folder: ModelFolder) -> dict:
+    return dict(folder.defaults.get("training") or {})
+
+
+def select_places(folder: ModelFolder, query_override: dict, n: int, catalog, size: int) -> tuple[dict, list]:
+    """The evaluation places: the model's training source / where (else Blue Marble), split test."""
+    from workbench.data.catalog import open_existing, run_query
+
+    from .data import select_tiles, spread
+
+    data = training_record(folder).get("data") or {}
+    query = run_query(data.get("source", "bluemarble"), data.get("where"), query_override)
+    query.setdefault("split", "test")
+    limit = query.pop("limit", None)
+    with open_existing(catalog) as cat:
+        tiles = select_tiles(cat, query, None, size)
+    return query, spread(tiles, min(n, limit) if limit else n)
+
+
+def caption_template(folder: ModelFolder):
+    """The template the model was trained with (recorded in workbench.json), else None."""
+    from .captions import load_template, template_from_text
+
+    record = training_record(folder)
+    if record.get("caption_template"):
+        return template_from_text(record["caption_template"], record.get("captions") or "recorded")
+    if record.get("captions"):
+        return load_template(record["captions"])
+    return None
+
+
+def captions_of(tiles: Sequence, template) -> list[str]:
+    if template is None:
+        return [t.caption or "a satellite image" for t in tiles]
+    return [template.render(t) for t in tiles]
+
+
+def place_metadata(tile, folder: ModelFolder):
+    """The place and time of a real tile in human units (the model's defaults where the row says nothing)."""
+    from .metadata import Metadata
+
+    day = date.today()
+    if tile.date:
+        try:
+            day = date.fromisoformat(str(tile.date)[:10])
+        except ValueError:
+            pass
+    gsd = tile.gsd or float(folder.defaults.get("gsd", 1.0))
+    return Metadata(lon=float(tile.lon or 0.0), lat=float(tile.lat or 0.0), gsd=float(gsd),
+                    cloud_cover=float(tile.cloud_cover or 0.0), date=day)
+
+
+# ------------------------------------------------------------------------------ generation
+
+def generate_all(pipe, prompts: Sequence[str], metadata: Sequence[Sequence[float]] | None, seeds: Sequence[int],
+                 opts: EvalOptions, size: int, desc: str) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    out = []
+    chunks = range(0, len(prompts), opts.batch_size)
+    for start in tqdm(chunks, disable=not opts.progress, desc=desc, unit="batch", leave=False):
+        stop = min(start + opts.batch_size, len(prompts))
+        out.append(pipe.generate_batch(prompts[start:stop], None if metadata is None else metadata[start:stop],
+                                       seeds[start:stop], steps=opts.steps, guidance=opts.guidance, size=size,
+                                       progress=False))
+    return np.concatenate(out)
+
+
+def write_generated(images: dict[str, np.ndarray], tiles: Sequence, prompts: Sequence[str], seeds: Sequence[int],
+                    folder: ModelFolder, opts: EvalOptions, out_dir: Path, batch_id: str, catalog) -> dict[str, list[int]]:
+    """Every generated tile as PNG + GeoTIFF at its place, one catalog row each; ids per variant."""
+    from workbench.data.catalog import Catalog
+
+    from .generate import Options, catalog_tile, write_image
+    from .jobs import Job, place_name
+    from .metadata import unconditional
+
+    model_id = folder.model_id()
+    gen_opts = Options(steps=opts.steps, guidance=opts.guidance, scheduler=opts.scheduler, seed=opts.seed)
+    ids: dict[str, list[int]] = {}
+    with Catalog(catalog) as cat:
+        for variant, imgs in images.items():
+            rows = []
+            for i, (img, tile, prompt, seed) in enumerate(zip(imgs, tiles, prompts, seeds)):
+                md = place_metadata(tile, folder)
+                job = Job(prompt=prompt, metadata=md, place=place_name(md.lat, md.lon))
+                given = unconditional() if variant == "zeroed" else None
+                o = write_image(img, out_dir / variant, i, job, seed, prompt, gen_opts, model_id,
+                                metadata_normalised=given)
+                row = catalog_tile(o, model_id)
+                row.parent_id = tile.id
+                row.extra = {**row.extra, "eval_batch": batch_id, "variant": variant}
+                rows.append(row)
+            ids[variant] = cat.add_tiles(rows, replace=True)
+    return ids
+
+
+# ------------------------------------------------------------------------------ segmentation
+
+def find_seg_run(ref: str | None) -> tuple[Path | None, str | None]:
+    """(run folder, None) or (None, why not)."""
+    if ref is None or str(ref).lower() == "none":
+        return None, "skipped (--seg-run none)"
+    from workbench.train.run_dir import resolve_run
+
+    try:
+        return resolve_run(str(ref), "segmentation"), None
+    except WorkbenchError as exc:
+        return None, (f"unavailable: no segmentation run to score water with ({exc}); train one with "
+                      "`workbench segment train` (or `make segment`), or pass --seg-run RUN")
+
+
+def score_water(seg_run: Path, ids: Sequence[int], catalog_path: Path, log: Callable[[str], None] | None = None
+                ) -> tuple[dict[int, float | None] | None, str | None]:
+    """Run ``workbench segment predict --write-masks`` on the tiles ``ids`` (a subprocess: the catalog is
+    the bridge between tasks), then read their water fractions back."""
+    from workbench.data.catalog import Catalog
+
+    where = f"id IN ({', '.join(str(int(i)) for i in ids)})"
+    cmd = [sys.executable, "-m", "workbench", "segment", "predict", "--run", str(seg_run), "--write-masks",
+           "--min-confidence", "0", "--where", where, "--catalog", str(catalog_path), "--no-progress", "--json"]
+    if log:
+        log(f"scoring water with segmentation run {seg_run.name}: workbench segment predict --run {seg_run.name} "
+            f"--write-masks --min-confidence 0 --where \"id IN (...{len(ids)} ids)\"")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"unavailable: segment predict failed (exit {proc.returncode}): {last}"
+    with Catalog(catalog_path) as cat:
+        rows = cat.query(ids=list(ids))
+    return {r.id: r.water_fraction for r in rows}, None
+
+
+# ------------------------------------------------------------------------------ pictures
+
+def write_mosaic(path: Path, real: np.ndarray, generated: dict[str, np.ndarray], picks: Sequence[int],
+                 captions: Sequence[str] | None = None) -> Path:
+    """Places in a 4-wide grid, each a triplet real | generated | metadata zeroed (upscaled 2x)."""
+    from PIL import Image, ImageDraw
+
+    scale, gap, cols = 2, 6, 4
+    h, w = real.shape[1] * scale, real.shape[2] * scale
+    cell_w = 3 * w + 2 * 2 + gap
+    rows = math.ceil(len(picks) / cols)
+    header = 16
+    canvas = Image.new("RGB", (cols * cell_w, header + rows * (h + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c in range(cols):
+        for k, name in enumerate(("real", "generated", "md zeroed")):
+            draw.text((c * cell_w + k * (w + 2) + 2, 2), name, fill=(0, 0, 0))
+    for n, i in enumerate(picks):
+        r, c = divmod(n, cols)
+        x0, y0 = c * cell_w, header + r * (h + gap)
+        for k, img in enumerate((real[i], generated["metadata"][i], generated["zeroed"][i])):
+            tile = Image.fromarray(img).resize((w, h), Image.NEAREST)
+            canvas.paste(tile, (x0 + k * (w + 2), y0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------ the whole evaluation
+
+def default_out_dir() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = paths.home() / "generated" / f"eval-{stamp}"
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None = None, catalog=None,
+             out_dir: Path | None = None, log: Callable[[str], None] | None = None) -> dict:
+    from workbench.data.catalog import open_existing
+
+    from .data import TileImages, metadata_vector, spread
+    from .generate import Options, check_options, load_pipeline
+
+    t0 = time.perf_counter()
+    say = log or (lambda _m: None)
+    size = check_options(Options(steps=opts.steps, guidance=opts.guidance, scheduler=opts.scheduler,
+                                 seed=opts.seed), folder)
+    if opts.n < 2:
+        raise WorkbenchError(f"--n {opts.n}: need at least 2 places (the acceptance figures use >= 100)")
+    if opts.batch_size < 1:
+        raise WorkbenchError(f"--batch-size {opts.batch_size}: must be at least 1")
+    with open_existing(catalog) as cat:
+        catalog_path = cat.path
+    query, tiles = select_places(folder, dict(query_override or {}), opts.n, catalog_path, size)
+    if len(tiles) < 2:
+        raise WorkbenchError(f"only {len(tiles)} tile(s) match {query}: need at least 2 places")
+    seg_run, seg_note = find_seg_run(opts.seg_run)   # reported early: no surprise after the sampling
+    if seg_note and log:
+        say(f"water-fraction correlation {seg_note}")
+    template = caption_template(folder)
+    prompts = captions_of(tiles, template)
+    seeds = [opts.seed + i for i in range(len(tiles))]
+    metadata = [metadata_vector(t) for t in tiles]
+    data = training_record(folder).get("data") or {}
+    images = TileImages(tiles, size, data.get("bands"), data.get("value_max"))
+    real = np.stack([images.uint8(i) for i in range(len(tiles))])
+
+    pipe = load_pipeline(folder, Options(scheduler=opts.scheduler, device=opts.device))
+    say(f"evaluating {folder.root} on {len(tiles)} places ({query}) on {pipe.device}: {opts.scheduler}, "
+        f"{opts.steps} steps, guidance {opts.guidance:g}, seed {opts.seed}")
+    t_gen = time.perf_counter()
+    zeros = [[0.0] * len(m) for m in metadata]
+    generated = {"metadata": generate_all(pipe, prompts, metadata if pipe.uses_metadata else None, seeds, opts,
+                                          size, "generating"),
+                 "zeroed": generate_all(pipe, prompts, zeros if pipe.uses_metadata else None, seeds, opts, size,
+                                        "metadata zeroed")}
+    gen_s = time.perf_counter() - t_gen
+
+    others = other_places(len(tiles), opts.seed)
+    real_means = mean_colours(real)
+    means = {v: mean_colours(generated[v]) for v in VARIANTS}
+    fidelity = {v: location_fidelity(means[v], real_means, others) for v in VARIANTS}
+
+    out_dir = Path(out_dir) if out_dir else default_out_dir()
+    batch_id = out_dir.name
+    ids = write_generated(generated, tiles, prompts, seeds, folder, opts, out_dir, batch_id, catalog_path)
+    real_wf = [t.water_fraction for t in tiles]
+    water: dict[str, Any] = {"available": False, "note": seg_note, "seg_run": None}
+    gen_wf: dict[str, list] = {v: [None] * len(tiles) for v in VARIANTS}
+    if seg_run is not None:
+        found, note = score_water(seg_run, ids["metadata"] + ids["zeroed"], catalog_path, say)
+        water.update(seg_run=str(seg_run), note=note)
+        if found is not None:
+            gen_wf = {v: [found.get(i) for i in ids[v]] for v in VARIANTS}
+            water.update(available=True, **{v: pearson(gen_wf[v], real_wf) for v in VARIANTS})
+            water["mean_abs_error"] = {v: _mae(gen_wf[v], real_wf) for v in VARIANTS}
+
+    picks = spread(range(len(tiles)), MOSAIC_PLACES)
+    mosaic = write_mosaic(out_dir / "mosaic.png", real, generated, picks)
+    result = {
+        "model": str(folder.root), "model_id": folder.model_id(), "places": len(tiles), "query": query,
+        "eval_batch": batch_id, "size": size, "steps": opts.steps, "guidance": opts.guidance,
+        "scheduler": opts.scheduler, "seed": opts.seed, "device": str(pipe.device),
+        "caption_template": None if template is None else template.name,
+        "location_fidelity": fidelity,
+        "water_fraction_correlation": water,
+        "note": (f"only {len(tiles)} places (the acceptance figures use >= {opts.min_n})"
+                 if len(tiles) < opts.min_n else None),
+        "seconds": {"generation": round(gen_s, 1), "total": round(time.perf_counter() - t0, 1)},
+        "mosaic": str(mosaic), "mosaic_places": [tiles[i].id for i in picks],
+        "per_place": [{"tile_id": t.id, "lat": t.lat, "lon": t.lon, "caption": p, "seed": s,
+                       "other_place": int(others[i]), "real_mean_rgb": _round(real_means[i]),
+                       "generated_mean_rgb": _round(means["metadata"][i]),
+                       "zeroed_mean_rgb": _round(means["zeroed"][i]), "real_water_fraction": real_wf[i],
+                       "generated_water_fraction": gen_wf["metadata"][i],
+                       "zeroed_water_fraction": gen_wf["zeroed"][i],
+                       "generated_ids": {v: ids[v][i] for v in VARIANTS}}
+                      for i, (t, p, s) in enumerate(zip(tiles, prompts, seeds))],
+    }
+    result["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+    (out_dir / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    result["out_dir"] = str(out_dir)
+    return result
+
+
+def _round(v) -> list[float]:
+    return [round(float(x), 2) for x in v]
+
+
+def _mae(a: Sequence, b: Sequence) -> float | None:
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    return None if not pairs else float(np.mean([abs(x - y) for x, y in pairs]))
+
+
+def report(result: dict) -> str:
+    def f(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    lf, wf = result["location_fidelity"], result["water_fraction_correlation"]
+    rows = [("", "metadata", "zeroed"),
+            ("location fidelity", f(lf["metadata"]), f(lf["zeroed"])),
+            ("water-fraction r", f(wf.get("metadata")), f(wf.get("zeroed")))]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"model    {result['model']}",
+             f"places   {result['places']} ({', '.join(f'{k}={v}' for k, v in result['query'].items())}); "
+             f"{result['scheduler']} {result['steps']} steps, guidance {result['guidance']:g}, seed {result['seed']}",
+             ""]
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    if not wf.get("available"):
+        lines.append(f"\nwater-fraction correlation {wf.get('note')}")
+    elif wf.get("seg_run"):
+        lines.append(f"\nwater scored by segmentation run {Path(wf['seg_run']).name}")
+    if result.get("note"):
+        lines.append(f"note: {result['note']}")
+    lines.append(f"chance level of location fidelity: 0.5; time {result['seconds']['total']:.0f} s")
+    lines.append(f"mosaic   {result['mosaic']}")
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""``workbench generate eval``: the measures on constructed inputs, and the whole evaluation on a tiny
+model, with a tiny segmentation run scoring water through the catalog (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.generation.build import build_model
+from tasks.generation.evaluate import location_fidelity, other_places, pearson
+from workbench.data.catalog import Catalog
+
+from test_generation_train import make_catalog
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_model("tiny", tmp_path_factory.mktemp("models") / "tiny")
+
+
+def make_seg_run(home: Path) -> Path:
+    """A tiny (untrained) segmentation run folder, the layout ``workbench segment predict`` reads."""
+    from tasks.segmentation.config import config_from_dict
+    from tasks.segmentation.models import build_model as build_seg
+    from workbench.config import dump_yaml
+    from workbench.data.stats import BandStats
+    from workbench.train.checkpoint import save_checkpoint, with_prefix
+
+    run = home / "runs" / "segmentation-tiny-20240101-000000"
+    (run / "checkpoints").mkdir(parents=True)
+    filters = [8, 16, 32]
+    cfg = config_from_dict({"name": "tiny", "model": {"arch": "AttentionUNet", "encoder": None, "classes": 1,
+                                                       "kwargs": {"filters": filters}},
+                            "predict": {"window": 32, "overlap": 0, "batch_size": 4}})
+    dump_yaml(cfg, run / "config.yaml")
+    torch.manual_seed(0)
+    model = build_seg("AttentionUNet", None, in_channels=3, classes=1, filters=filters)
+    save_checkpoint(run / "checkpoints" / "best.safetensors", with_prefix("model", model.state_dict()), {"step": 1})
+    BandStats([100.0] * 3, [50.0] * 3).save(run / "band_stats.json")
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5, "select": "iou"}))
+    return run
+
+
+# ------------------------------------------------------------------------------ the measures
+
+def test_location_fidelity_known_answers():
+    real = np.array([[0, 0, 0], [100, 0, 0], [0, 100, 0], [0, 0, 100]], float)
+    others = np.array([1, 2, 3, 0])
+    assert location_fidelity(real, real, others) == 1.0              # every tile is its own place's colour
+    assert location_fidelity(real[others], real, others) == 0.0      # every tile is the other place's colour
+    # place 0 near its own, place 1 exactly between (tie: 1/2), places 2 and 3 nearer the other place
+    gen = np.array([[10, 0, 0], [50, 50, 0], [0, 10, 90], [5, 0, 0]], float)
+    assert location_fidelity(gen, real, others) == pytest.approx((1 + 0.5 + 0 + 0) / 4)
+
+
+def test_other_places_are_never_the_place_itself_and_repeatable():
+    a, b = other_places(500, seed=3), other_places(500, seed=3)
+    assert np.array_equal(a, b) and not np.array_equal(a, other_places(500, seed=4))
+    assert (a != np.arange(500)).all() and a.min() >= 0 and a.max() <= 499
+    assert len(np.unique(a)) > 250                                      # spread, not one fixed partner
+    assert (other_places(2, 0) == [1, 0]).all()
+
+
+def test_pearson():
+    assert pearson([0, 1, 2, 3], [1, 3, 5, 7]) == pytest.approx(1.0)
+    assert pearson([0, 1, 2, 3], [3, 2, 1, 0]) == pytest.approx(-1.0)
+    assert pearson([0, 1, None, 3, 4], [0, 1, 5, 3, 4]) == pytest.approx(1.0)   # unknown pairs skipped
+    assert pearson([1, 1, 1], [0, 1, 2]) is None and pearson([0, 1], [0, 1]) is None
+
+
+# ------------------------------------------------------------------------------ end to end
+
+@pytest.mark.slow
+def test_eval_end_to_end_scores_water_through_the_catalog(home, cli, model_dir, one_torch_thread):
+    make_catalog(home)
+    seg = make_seg_run(home)
+    out = home / "eval"
+    code, stdout, err = cli("generate", "eval", "--model", model_dir, "--n", 5, "--steps", 2, "--batch-size", 3,
+                            "--seg-run", seg.name, "--out", out, "--no-progress")
+    assert code == 0, err
+    assert "location fidelity" in stdout and "water-fraction r" in stdout and str(out) in stdout
+    result = json.loads((out / "eval.json").read_text())
+    assert result["places"] == 5 and result["query"] == {"source": "bluemarble", "split": "test"}
+    for v in ("metadata", "zeroed"):
+        assert 0.0 <= result["location_fidelity"][v] <= 1.0
+    water = result["water_fraction_correlation"]
+    assert water["available"] and water["seg_run"] == str(seg)
+    assert "only 5 places" in result["note"]
+    with Catalog() as cat:
+        real = {t.id: t for t in cat.query(source="bluemarble", split="test")}
+        rows = cat.query(source="generated")
+    assert len(rows) == 10 and {r.parent_id for r in rows} == set(real)
+    assert {r.extra["variant"] for r in rows} == {"metadata", "zeroed"}
+    assert {r.extra["eval_batch"] for r in rows} == {"eval"}
+    assert all(r.water_fraction is not None and r.mask_path for r in rows)      # scored by segment predict
+    zeroed = [r for r in rows if r.extra["variant"] == "zeroed"]
+    assert all(r.extra["metadata_normalised"] == [0.0] * 7 for r in zeroed)
+    for place in result["per_place"]:
+        assert place["generated_water_fraction"] is not None
+        assert place["real_water_fraction"] == real[place["tile_id"]].water_fraction
+        assert place["other_place"] != result["per_place"].index(place)
+    from PIL import Image
+
+    with Image.open(out / "mosaic.png") as im:
+        assert im.size[0] > 3 * 64 and im.size[1] > 64
+
+
+@pytest.mark.slow
+def test_eval_without_a_segmentation_run_says_so(home, cli, model_dir, one_torch_thread):
+    make_catalog(home, n=10)
+    code, stdout, err = cli("generate", "eval", "--model", model_dir, "--n", 2, "--steps", 1, "--out", home / "e",
+                            "--no-progress")
+    assert code == 0, err
+    assert "unavailable: no segmentation run" in stdout and "workbench segment train" in stdout
+    result = json.loads((home / "e" / "eval.json").read_text())
+    assert result["water_fraction_correlation"]["available"] is False
+    assert result["location_fidelity"]["metadata"] is not None
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--n", 1), "--n 1: must be at least 2"),
+    (("--steps", 0), "--steps 0"),
+    (("--batch-size", 0), "--batch-size 0"),
+    (("--guidance", -1), "--guidance -1"),
+    (("--split", "nowhere"), "no tiles match"),
+    (("--scheduler", "heun"), "--scheduler"),
+])
+def test_eval_bad_input_is_one_line_exit_2(home, cli, model_dir, args, needle):
+    make_catalog(home, n=10)
+    code, _, err = cli("generate", "eval", "--model", model_dir, *args)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
+    assert not (home / "generated").exists()
+
+
+def test_eval_unknown_model_is_one_line(home, cli):
+    code, _, err = cli("generate", "eval", "--model", home / "nowhere")
+    assert code == 2 and "no such model folder" in err and len(err.strip().splitlines()) == 1
