@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from workbench.commands import add_command, add_verb
+from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -58,19 +58,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                            description="Segmentation: UNet-family models on catalog tiles with masks.",
                            epilog=EXAMPLES)
 
-    v = add_verb(verbs, "train", common, help="train a model from a preset",
-                 description="Train a segmentation model: preset, then --set overrides, on the tiles "
-                             "the filters select.",
-                 epilog=TRAIN_EXAMPLES.format(presets=", ".join(_presets())))
-    v.add_argument("--preset", default=None, metavar="NAME",
-                   help="preset name (tasks/segmentation/presets) or a YAML file (default: water)")
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. train.lr=3e-4 (repeatable)")
-    v.add_argument("--name", help="run name (default: the config's name)")
-    v.add_argument("--resume", metavar="RUN", help="continue a run exactly from its last checkpoint")
-    v.add_argument("--json", action="store_true", help="print the run summary as JSON before the run folder")
-    add_query_args(v)
-    v.set_defaults(func=run_train)
+    add_train_verb(verbs, common, default="water", task_dir="tasks/segmentation", func=run_train,
+                   help="train a model from a preset",
+                   description="Train a segmentation model: preset, then --set overrides, on the tiles "
+                               "the filters select.",
+                   epilog=TRAIN_EXAMPLES.format(presets=", ".join(_presets())))
 
     v = add_verb(verbs, "eval", common, help="re-score a run on a split or any tile query",
                  description="Score a trained run's best weights on catalog tiles and print the "
@@ -94,31 +86,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from workbench.errors import WorkbenchError
+    from .config import PRESETS
+    from .train import resolve_resume_config, train
 
-    from .config import DEFAULT_PRESET, load_config
-
-    query = query_from_args(args)
-    overrides = list(args.overrides or [])
-    if args.name:
-        overrides.append(f"name={args.name}")
-    if args.resume:
-        if args.preset:
-            raise WorkbenchError("--resume continues a run with its own config: drop --preset (use --set)")
-        from .train import resolve_resume_config
-        cfg = resolve_resume_config(args.resume, overrides)
-    else:
-        cfg = load_config(args.preset or DEFAULT_PRESET, overrides)
-    from .train import summary_json, train
-
-    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query)
-    if args.json:
-        print(summary_json(summary))
-    run_dir = summary.get("run_dir")
-    if run_dir:
-        print(run_dir)  # the last stdout line: chained commands read it
-    sys.stdout.flush()
-    return 0
+    cfg = train_config(args, PRESETS, resolve_resume_config)
+    return finish_train(args, train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args)))
 
 
 def run_eval(args: argparse.Namespace) -> int:

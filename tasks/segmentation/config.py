@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+from workbench.config import Presets
 from workbench.errors import WorkbenchError
 from workbench.train.config import TrainConfig
 
@@ -38,6 +39,9 @@ class DataConfig:
     bands: Optional[list[int]] = None        # 1-based band indexes; None = all bands
     window: int = 64                         # training window size (pixels)
     per_tile: int = 4                        # random windows per tile per epoch
+    # tile: windows from each tile on its own; block: from mosaics of whole split blocks (tiles
+    # sharing extra.block), so a window can be larger than a tile (workbench/data/blocks.py)
+    context: Literal["tile", "block"] = "tile"
     water_min: Optional[float] = None        # keep windows with at least this water fraction
     water_max: Optional[float] = None        # ... and at most this one
     augment: bool = True                     # flips / rot90 on the train split
@@ -47,6 +51,7 @@ class DataConfig:
     def validate(self) -> None:
         _check(self.window >= 8, "data.window: must be >= 8 pixels")
         _check(self.per_tile >= 1, "data.per_tile: must be >= 1")
+        _check(self.context in ("tile", "block"), "data.context: 'tile' or 'block'")
         _check(self.stats_max_tiles >= 1, "data.stats_max_tiles: must be >= 1")
         _check(self.eval_stride is None or self.eval_stride >= 1, "data.eval_stride: must be >= 1 or null")
         for key in ("water_min", "water_max"):
@@ -131,19 +136,7 @@ class SegmentationConfig:
         return [f"class{i}" for i in range(self.model.classes)]
 
 
-def load_config(preset: str | Path | None = DEFAULT_PRESET, overrides: list[str] | None = None) -> SegmentationConfig:
-    """Schema defaults, then the preset (a name in ``presets/`` or a YAML path), then ``--set``."""
-    from workbench.config import load
-
-    return load(SegmentationConfig, preset, overrides, presets_dir=PRESETS_DIR)
-
-
-def config_from_dict(data: dict) -> SegmentationConfig:
-    """Rebuild a config from a run's ``config.yaml`` (a plain dict)."""
-    from workbench.config import build
-
-    return build(SegmentationConfig, data or {})
-
-
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+PRESETS = Presets(SegmentationConfig, PRESETS_DIR, DEFAULT_PRESET)
+load_config = PRESETS.load
+config_from_dict = PRESETS.from_dict
+list_presets = PRESETS.names

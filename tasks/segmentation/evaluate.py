@@ -97,7 +97,7 @@ def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | 
                  batch_size: int | None = None) -> dict:
     """Re-score a run on ``split`` (or on ``query["split"]``) of the tiles its config selects,
     narrowed by ``query`` (``Catalog.query`` filters; ``where`` replaces the run's own)."""
-    from .train import base_query, eval_dataset, open_catalog
+    from .train import base_query, context_of, eval_dataset, open_catalog
 
     loaded = load_run(run_ref)
     cfg: SegmentationConfig = loaded.cfg
@@ -113,6 +113,7 @@ def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | 
     q.setdefault("split", split or cfg.data.test_split)
     with open_catalog(cfg, catalog) as cat:
         tiles = [t for t in cat.query(**q) if t.mask_path]
+        sources = context_of(cat, tiles, cfg)  # the tiles, or their block mosaics (data.context: block)
     if not tiles:
         shown = ", ".join(f"{k}={v!r}" for k, v in q.items())
         raise WorkbenchError(f"no tiles with a mask match the query ({shown})")
@@ -122,7 +123,7 @@ def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | 
     model = loaded.model
     device = next(model.parameters()).device
     model.eval()
-    ds = eval_dataset(tiles, cfg, loaded.stats)
+    ds = eval_dataset(sources, cfg, loaded.stats)
     metrics, _ = score_dataset(model, ds, cfg, device, batch_size or cfg.train.eval_batch_size or
                                cfg.train.batch_size, t)
     return {"run": str(loaded.path), "query": {k: v for k, v in q.items()}, "tiles": len(tiles),

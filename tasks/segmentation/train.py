@@ -8,11 +8,14 @@ Steps: select tiles per split (``cfg.data.source``/``where`` plus CLI filters, s
 catalog's ``split`` column), check the masks and count classes, band statistics on the train
 tiles, random windows (+ flips / quarter turns) for training and a grid for validation, fit
 with the shared trainer, then with the best weights: threshold scan on val (binary), test
-metrics, plots and the per-class table.
+metrics, plots and the per-class table. With ``data.context: block`` the windows (train, val
+and test) come from mosaics of the split blocks the tiles pick (``context_of``), so they can
+be larger than a tile; band statistics and the class counts still come from the tiles.
 
 Run-dir contract (``runs/segmentation-<name>-<time>/``): ``config.yaml``, ``band_stats.json``,
 ``tiles.json`` (train/val/test tile ids and the query), ``threshold.json``,
-``checkpoints/best.safetensors``, ``metrics.json`` (test), ``plots/*.png``.
+``checkpoints/best.safetensors``, ``metrics.json`` (test), ``plots/*.png``; with blocks also
+``blocks.json`` (the mosaic files per split and the tile ids in each).
 ``runs/latest-segmentation`` holds the path of the last finished run.
 """
 
@@ -112,15 +115,32 @@ def eval_dataset(tiles, cfg: SegmentationConfig, stats, window: int | None = Non
 
 
 def train_dataset(tiles, cfg: SegmentationConfig, stats):
+    """Random windows (+ flips / quarter turns); over block mosaics (``data.context: block``) each
+    block gets as many windows as its picked tiles' pixels fill ``per_tile`` times (at least one),
+    so an epoch sees about the same number of pixels whatever the window size."""
     from workbench.data.augment import Augment
+    from workbench.data.blocks import Block
     from workbench.data.dataset import WindowDataset
     from workbench.data.samplers import RandomWindows
 
     d = cfg.data
-    sampler = RandomWindows(d.window, d.per_tile, d.water_min, d.water_max)
+    per_tile = d.per_tile
+    if tiles and isinstance(tiles[0], Block):
+        per_tile = [max(1, round(d.per_tile * b.picked_pixels / d.window ** 2)) for b in tiles]
+    sampler = RandomWindows(d.window, per_tile, d.water_min, d.water_max)
     return WindowDataset(tiles, sampler, bands=bands0(cfg), stats=stats,
                          augment=Augment(flips=True, rotations=True) if d.augment else None,
                          seed=cfg.train.seed, ignore_index=-100)
+
+
+def context_of(cat, tiles, cfg: SegmentationConfig) -> list:
+    """What a split is read from: its tiles (``data.context: tile``), or the block mosaics they
+    pick (``block``: every tile of the same split block, padded to at least ``data.window``)."""
+    if cfg.data.context != "block" or not tiles:
+        return list(tiles)
+    from workbench.data.blocks import block_mosaics
+
+    return block_mosaics(cat, tiles, min_size=cfg.data.window)
 
 
 def make_model(cfg: SegmentationConfig, in_channels: int):
@@ -217,6 +237,8 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
         test_tiles = cat.query(**{**query, "split": d.test_split})
         test_tiles = [t for t in test_tiles if t.mask_path]
         catalog_path = str(cat.path)
+        train_src, val_src, test_src = (context_of(cat, tiles, cfg)
+                                        for tiles in (train_tiles, val_tiles, test_tiles))
 
     class_counts = scan_masks(train_tiles, cfg.model.classes, d.stats_max_tiles)
     scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)
@@ -230,8 +252,8 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
         compute_band_stats(train_tiles, bands=bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
                            split=None)
 
-    train_ds = train_dataset(train_tiles, cfg, stats)
-    val_ds = eval_dataset(val_tiles, cfg, stats)
+    train_ds = train_dataset(train_src, cfg, stats)
+    val_ds = eval_dataset(val_src, cfg, stats)
     seed_everything(cfg.train.seed)
     model = make_model(cfg, train_ds.channels)
     loss_module = make_loss(cfg, class_counts)
@@ -247,10 +269,15 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
                                       "train": [t.id for t in train_tiles], "val": [t.id for t in val_tiles],
                                       "test": [t.id for t in test_tiles],
                                       "class_counts": class_counts.tolist()})
+        if d.context == "block":
+            run.write_json("blocks.json", {split: [{"path": b.path, "block": b.block, "tiles": list(b.tiles),
+                                                    "picked": len(b.picked)} for b in src]
+                                           for split, src in (("train", train_src), ("val", val_src),
+                                                              ("test", test_src))})
     try:
         summary = trainer.fit()
         if trainer.is_main:
-            summary = _after_fit(trainer, cfg, stats, val_ds, test_tiles, summary, verbose)
+            summary = _after_fit(trainer, cfg, stats, val_ds, test_tiles, summary, verbose, test_src)
             summary["total_time_s"] = round(time.perf_counter() - t_start, 1)
             run.update_summary(total_time_s=summary["total_time_s"], threshold=summary.get("threshold"),
                                test=summary.get("test_short"))
@@ -262,7 +289,8 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     return summary
 
 
-def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summary: dict, verbose: bool) -> dict:
+def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summary: dict, verbose: bool,
+               test_src=None) -> dict:
     from workbench.train.checkpoint import load_weights
 
     from . import report
@@ -292,7 +320,7 @@ def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summ
         log.warning("no %s tiles with masks: the run has no test metrics", cfg.data.test_split)
         run.write_json("metrics.json", {"split": cfg.data.test_split, "tiles": 0, "threshold": out["threshold"]})
         return out
-    test_ds = eval_dataset(test_tiles, cfg, stats)
+    test_ds = eval_dataset(test_src or test_tiles, cfg, stats)
     metrics, examples = score_dataset(model, test_ds, cfg, device, bs, threshold, keep_examples=6)
     metrics = {"split": cfg.data.test_split, "tiles": len(test_tiles), "threshold": out["threshold"],
                "checkpoint": "best", **metrics}

@@ -159,12 +159,16 @@ def same_grid(a: RasterInfo, b: RasterInfo) -> str | None:
     """Why two rasters do not share a pixel grid, or None if they do."""
     if (a.width, a.height) != (b.width, b.height):
         return f"size {a.width}x{a.height} vs {b.width}x{b.height}"
-    if a.crs != b.crs and not (a.crs and b.crs and rasterio.crs.CRS.from_user_input(a.crs)
-                               == rasterio.crs.CRS.from_user_input(b.crs)):
+    if not same_crs(a.crs, b.crs):
         return f"CRS {a.crs} vs {b.crs}"
     if not all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x, y in zip(a.transform, b.transform)):
         return "different geotransforms"
     return None
+
+
+def same_crs(a: str | None, b: str | None) -> bool:
+    """The same CRS, however it is spelled (``EPSG:4326`` or its WKT)."""
+    return a == b or bool(a and b and rasterio.crs.CRS.from_user_input(a) == rasterio.crs.CRS.from_user_input(b))
 
 
 def require_same_grid(image: RasterInfo, mask: RasterInfo) -> None:

@@ -232,7 +232,10 @@ class _WindowSampler:
 class RandomWindows(_WindowSampler):
     """``per_tile`` random square windows of ``size`` px per tile per epoch.
 
-    Index ``i`` belongs to tile ``i // per_tile``; its window is drawn from
+    ``per_tile`` is one count for every tile, or a sequence of counts, one per tile (in
+    the order the sampler is bound to), e.g. more windows for a larger image.
+    Index ``i`` belongs to tile ``i // per_tile`` (with counts: the tile whose stretch of
+    ``cumsum(per_tile)`` holds ``i``); its window is drawn from
     ``hash(seed, epoch, attempt, i)``. With ``water_min``/``water_max`` set, candidates
     are drawn for attempt 0, 1, ... and the first whose mask water fraction (non-zero
     mask pixels over valid mask pixels) lies in ``[water_min, water_max]`` is kept.
@@ -244,12 +247,13 @@ class RandomWindows(_WindowSampler):
     (``water_min``/``water_max`` on the tile's ``water_fraction``) if fallbacks matter.
     """
 
-    def __init__(self, size: int, per_tile: int = 1, water_min: float | None = None,
+    def __init__(self, size: int, per_tile: int | Sequence[int] = 1, water_min: float | None = None,
                  water_max: float | None = None, max_tries: int = 32):
         if int(size) < 1:
             raise WorkbenchError(f"window size must be a positive number of pixels, got {size}")
-        if int(per_tile) < 1:
-            raise WorkbenchError(f"per_tile must be at least 1, got {per_tile}")
+        counts = np.atleast_1d(np.asarray(per_tile, dtype=np.int64))
+        if counts.size == 0 or counts.min() < 1:
+            raise WorkbenchError(f"per_tile must be at least 1 (for every tile), got {per_tile}")
         for name, v in (("water_min", water_min), ("water_max", water_max)):
             if v is not None and not 0.0 <= float(v) <= 1.0:
                 raise WorkbenchError(f"{name} must lie in [0, 1], got {v}")
@@ -258,7 +262,7 @@ class RandomWindows(_WindowSampler):
         if int(max_tries) < 1:
             raise WorkbenchError(f"max_tries must be at least 1, got {max_tries}")
         self.size = int(size)
-        self.per_tile = int(per_tile)
+        self.per_tile: int | tuple[int, ...] = int(per_tile) if np.ndim(per_tile) == 0 else tuple(counts.tolist())
         self.water_min = None if water_min is None else float(water_min)
         self.water_max = None if water_max is None else float(water_max)
         self.max_tries = int(max_tries)
@@ -271,20 +275,30 @@ class RandomWindows(_WindowSampler):
     def filters(self) -> bool:
         return self.water_min is not None or self.water_max is not None
 
+    def _prepare(self) -> None:
+        if isinstance(self.per_tile, tuple):
+            if len(self.per_tile) != len(self._shapes):
+                raise WorkbenchError(f"per_tile has {len(self.per_tile)} counts for {len(self._shapes)} tiles")
+            self._starts = np.concatenate([[0], np.cumsum(self.per_tile)])
+
     def __len__(self) -> int:
-        return len(self._require_bound()) * self.per_tile
+        shapes = self._require_bound()
+        if isinstance(self.per_tile, tuple):
+            return int(self._starts[-1])
+        return len(shapes) * self.per_tile
 
     def tiles_of(self, indices) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         self._check(idx)
+        if isinstance(self.per_tile, tuple):
+            return np.searchsorted(self._starts, idx, side="right") - 1
         return idx // self.per_tile
 
     def candidates(self, indices, seed: int = 0, epoch=0, attempt=0) -> Windows:
         """Candidate windows for ``attempt`` (no filtering): pure function of the keys."""
         shapes = self._require_bound()
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        self._check(idx)
-        tile = idx // self.per_tile
+        tile = self.tiles_of(idx)
         h, w = shapes[tile, 0], shapes[tile, 1]
         row = randint(h - self.size + 1, STREAM_ROW, seed, epoch, attempt, idx)
         col = randint(w - self.size + 1, STREAM_COL, seed, epoch, attempt, idx)
