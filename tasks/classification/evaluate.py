@@ -108,14 +108,11 @@ def score_tiles(model, tiles: Sequence, cfg, stats, classes: list[str], device, 
 def write_report(run, result: dict, classes: list[str], title: str, verbose: bool = True) -> None:
     """confusion_matrix.png, examples.png (right and wrong tiles), and the printed report."""
     from workbench.metrics import format_report, plot_confusion
+    from workbench.train.plots import draw_plots
 
     m = result["metrics"]
-    for name, fn in (("confusion_matrix.png", lambda p: plot_confusion(m["matrix"], classes, p, title=title)),
-                     ("examples.png", lambda p: plot_examples(result, classes, p, title=title))):
-        try:
-            fn(run.plot_path(name))
-        except Exception as exc:  # a plot never fails a finished run
-            log.warning("could not draw %s: %s", name, exc)
+    draw_plots(run, {"confusion_matrix.png": lambda p: plot_confusion(m["matrix"], classes, p, title=title),
+                     "examples.png": lambda p: plot_examples(result, classes, p, title=title)})
     if verbose:
         print(f"\n{title}: {m['tiles']} tiles")
         print(format_report(m, classes))

@@ -292,6 +292,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
 def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summary: dict, verbose: bool,
                test_src=None) -> dict:
     from workbench.train.checkpoint import load_weights
+    from workbench.train.plots import draw_plots
 
     from . import report
     from .evaluate import scan_thresholds, score_dataset
@@ -325,13 +326,9 @@ def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summ
     metrics = {"split": cfg.data.test_split, "tiles": len(test_tiles), "threshold": out["threshold"],
                "checkpoint": "best", **metrics}
     run.write_json("metrics.json", metrics)
-    for name, fn in (("confusion_matrix.png", lambda p: report.plot_confusion_png(metrics, cfg, p)),
-                     ("test_panel.png", lambda p: report.plot_panel(examples, p, title=f"{run.name} test")),
-                     ("iou_curve.png", lambda p: report.plot_iou_curve(run.read_metrics(), p, title=run.name))):
-        try:
-            fn(run.plot_path(name))
-        except Exception as exc:  # a plot never fails a finished run
-            log.warning("could not draw %s: %s", name, exc)
+    draw_plots(run, {"confusion_matrix.png": lambda p: report.plot_confusion_png(metrics, cfg, p),
+                     "test_panel.png": lambda p: report.plot_panel(examples, p, title=f"{run.name} test"),
+                     "iou_curve.png": lambda p: report.plot_iou_curve(run.read_metrics(), p, title=run.name)})
     if verbose:
         print(f"\ntest split '{cfg.data.test_split}': {len(test_tiles)} tiles, threshold {threshold:g}")
         print(format_table(metrics, cfg.class_names))

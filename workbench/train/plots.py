@@ -67,3 +67,15 @@ def rgb(image: Any, low: float = 2.0, high: float = 98.0) -> Any:
         lo, hi = np.percentile(b, [low, high])
         out[i] = np.clip((b - lo) / (hi - lo), 0, 1) if hi > lo else 0.5
     return out.transpose(1, 2, 0)
+
+
+def draw_plots(run: Any, plots: dict[str, Any]) -> None:
+    """Draw each ``{file name: fn(path)}`` into the run's plots folder; a plot that fails is a
+    warning, never a failed run (the metrics are already written)."""
+    import logging
+
+    for name, fn in plots.items():
+        try:
+            fn(run.plot_path(name))
+        except Exception as exc:
+            logging.getLogger(__name__).warning("could not draw %s: %s", name, exc)
