@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from workbench.commands import add_command, add_verb
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
-PRESETS_DIR = Path(__file__).parent / "presets"
 
 EXAMPLES = """examples:
   workbench classify train                                  water / coast / land on Blue Marble (make classify)
@@ -63,7 +61,9 @@ predictions/ folder.
 
 
 def _presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    from .config import list_presets
+
+    return list_presets()
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:

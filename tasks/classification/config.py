@@ -155,3 +155,4 @@ class ClassificationConfig:
 PRESETS = Presets(ClassificationConfig, PRESETS_DIR, DEFAULT_PRESET)
 load_config = PRESETS.load
 config_from_dict = PRESETS.from_dict
+list_presets = PRESETS.names

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from pathlib import Path
 
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, query_from_args
 
-PRESETS_DIR = Path(__file__).parent / "presets"
 
 TRAIN_EXAMPLES = """examples:
   workbench generate train                                  preset 'bluemarble-small': the default model's recipe
@@ -40,7 +38,9 @@ Presets: {presets}
 
 
 def _presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    from .config import list_presets
+
+    return list_presets()
 
 
 def register(verbs, common: argparse.ArgumentParser) -> None:

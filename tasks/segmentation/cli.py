@@ -13,7 +13,6 @@ from workbench.commands import add_command, add_verb
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
-PRESETS_DIR = Path(__file__).parent / "presets"
 
 EXAMPLES = """examples:
   workbench segment train                                   the 'water' preset on Blue Marble tiles
@@ -50,7 +49,9 @@ segmentation run). Filters narrow the run's own tile query (--where replaces its
 
 
 def _presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    from .config import list_presets
+
+    return list_presets()
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:

@@ -14,28 +14,18 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from workbench.config import Presets
-from workbench.errors import WorkbenchError
+from workbench.config import check as _check
+from workbench.data.catalog import TileSelection
 from workbench.train.config import TrainConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "water"
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise WorkbenchError(message)
-
-
 @dataclass
-class DataConfig:
+class DataConfig(TileSelection):
     """Which tiles (a catalog query per split) and how they are cut into windows."""
 
-    catalog: Optional[str] = None            # catalog path (None = the workbench home's catalog)
-    source: Optional[str] = "bluemarble"     # catalog source filter (None = any source)
-    where: Optional[str] = None              # extra SQL filter on the catalog
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
     bands: Optional[list[int]] = None        # 1-based band indexes; None = all bands
     window: int = 64                         # training window size (pixels)
     per_tile: int = 4                        # random windows per tile per epoch

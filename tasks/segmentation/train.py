@@ -21,7 +21,6 @@ Run-dir contract (``runs/segmentation-<name>-<time>/``): ``config.yaml``, ``band
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -345,23 +344,10 @@ def short_metrics(m: dict) -> dict:
 
 
 def run_table(summary: dict) -> str:
+    from workbench.train.run_dir import fmt, summary_table
+
     t = summary.get("test_short") or {}
-    best = summary.get("best") or {}
-
-    def f(v, fmt="{:.4f}"):
-        return "-" if v is None else fmt.format(v)
-
-    rows = [("run", summary.get("run_dir", "-")), ("status", summary.get("status", "-")),
-            ("steps / epochs", f"{summary.get('steps', '-')} / {summary.get('epochs', '-')}"),
-            ("train time", f(summary.get("wall_time_s"), "{:.0f} s")),
-            ("total time", f(summary.get("total_time_s"), "{:.0f} s")),
-            ("best val", f"{f(best.get('value'))} at step {best.get('step', '-')}"),
-            ("threshold (val)", f(summary.get("threshold"), "{:g}")),
-            ("test mean IoU", f(t.get("mean_iou"))), ("test water IoU", f(t.get("water_iou"))),
-            ("test water F1", f(t.get("water_f1")))]
-    width = max(len(k) for k, _ in rows)
-    return "\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def summary_json(summary: dict) -> str:
-    return json.dumps({k: v for k, v in summary.items() if k != "test"}, default=str)
+    return summary_table(summary, [("threshold (val)", fmt(summary.get("threshold"), "{:g}")),
+                                   ("test mean IoU", fmt(t.get("mean_iou"))),
+                                   ("test water IoU", fmt(t.get("water_iou"))),
+                                   ("test water F1", fmt(t.get("water_f1")))])
