@@ -5,13 +5,15 @@ PY     := $(VENV)/bin/python
 WB     := $(VENV)/bin/workbench
 STAMP  := $(VENV)/.stamp-setup
 
-.PHONY: setup test test-fast data bench clean-data help segment classify
+.PHONY: setup test test-fast data bench clean-data help segment classify segment-generated generate
 
 help:
 	@echo "make setup    create .venv and install the workbench (once; later calls are instant)"
 	@echo "make test     run the test suite (make test-fast: without the end-to-end tests)"
 	@echo "make segment  default water-segmentation run on Blue Marble tiles (offline, ~10 min on 2 cores)"
 	@echo "make classify default water / coast / land tile classifier on Blue Marble (offline, <10 min)"
+	@echo "make segment-generated  water segmentation on real vs real + generated tiles (MODEL=DIR: the generator)"
+	@echo "make generate one generated tile for each of a few named places with the default model"
 	@echo "make data     build the Blue Marble default catalog under data/"
 	@echo "make bench    print throughput ratios against baselines measured in the same run"
 
@@ -66,3 +68,17 @@ classify: $(STAMP)
 	$(WB) data bluemarble
 	$(WB) classify train --preset water-coast-land
 	$(WB) classify predict --run latest --source bluemarble
+
+# A generated tile for each of a few named places (prompts/places.yaml) with the committed
+# default model, offline and on CPU in seconds: PNG + GeoTIFF under generated/places, catalog
+# rows with source 'generated'. Opens nothing: the table and the last line say where they are.
+generate: $(STAMP)
+	$(WB) generate --prompts prompts/places.yaml --out $(WBHOME)/generated/places --no-progress
+
+# Do generated tiles help segmentation? Train the 'water' preset on real Blue Marble tiles, generate
+# 1024 tiles at its train places with the default generator (MODEL=DIR or a generation run for
+# another), pseudo-label them with that run, train again on real + generated tiles for the same
+# number of steps, and print both runs' test IoU (experiment.json and panel.png under experiments/).
+segment-generated: $(STAMP)
+	$(WB) data bluemarble
+	$(WB) generate seg-experiment $(if $(MODEL),--model "$(MODEL)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.data.catalog import Catalog, Tile
+from workbench.data.catalog import Catalog, Tile, TileSelection, run_query
 from workbench.errors import WorkbenchError
 
 
@@ -72,6 +72,28 @@ def test_add_and_query_round_trip(cat, tmp_path):
 def test_each_filter(cat, filters, expected):
     assert names(cat.query(**filters)) == expected
     assert cat.count(**filters) == (len(expected) if "limit" not in filters else 5)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("bluemarble", "bluemarble"),
+    ("bluemarble,generated", ["bluemarble", "generated"]),
+    (" bluemarble , generated ,", ["bluemarble", "generated"]),
+    (["folder", "generated"], ["folder", "generated"]),
+    (None, None),
+    ("", None),
+])
+def test_run_query_reads_a_comma_list_of_sources(source, expected):
+    q = run_query(source, "lat > 0")
+    assert q.get("source") == expected and q["where"] == "lat > 0"
+    assert run_query(source, None, {"source": "folder", "where": None}) == {"source": "folder"}  # the CLI's wins
+
+
+def test_config_source_comma_list_selects_both_sources(cat):
+    query = TileSelection(source="bluemarble,generated").query()
+    assert query == {"source": ["bluemarble", "generated"]}
+    assert names(cat.query(**query)) == ["a", "b", "e"]
+    with pytest.raises(WorkbenchError, match="unknown source 'nope'"):
+        cat.query(**run_query("bluemarble,nope", None))
 
 
 def test_unknown_source_and_filter_are_user_errors(cat):

@@ -185,3 +185,21 @@ def test_real_entry_point_generates(home, model_dir):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and len(list((home / "cli").glob("*.tif"))) == 1
     assert "100%" in proc.stderr  # the progress bar over the denoising steps
+
+
+def test_the_model_date_is_the_default_date(home, cli, tmp_path, model_dir, one_torch_thread):
+    """A model trained on one date (Blue Marble 2004) generates at that date unless --date says."""
+    import shutil
+
+    dated = tmp_path / "dated"
+    shutil.copytree(model_dir, dated)
+    wb_json = dated / "workbench.json"
+    wb = json.loads(wb_json.read_text()) if wb_json.is_file() else {}
+    wb_json.write_text(json.dumps({**wb, "date": "2004-06-15"}))
+    code, _, err = _generate(cli, dated, "--lat", 10, "--lon", 20, "--seed", 1, "--out", tmp_path / "a")
+    assert code == 0, err
+    code, _, err = _generate(cli, dated, "--lat", 10, "--lon", 20, "--seed", 1, "--date", "2019-03-01",
+                             "--out", tmp_path / "b")
+    assert code == 0, err
+    with Catalog() as cat:
+        assert sorted(r.date for r in cat.query(source="generated")) == ["2004-06-15", "2019-03-01"]

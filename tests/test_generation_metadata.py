@@ -128,3 +128,15 @@ def test_committed_prompt_set_is_valid():
 
     jobs, opts = load_prompt_set(ROOT / "prompts" / "river-deltas.yaml", None, None, None, 1.0, 0.0)
     assert len(jobs) == 2 * 3 * 2 and opts["scheduler"] == "ddim"
+
+
+def test_places_set_takes_the_models_gsd_and_date():
+    """`make generate`'s set names places only: gsd and date come from the model (the fallbacks)."""
+    from conftest import ROOT
+
+    jobs, opts = load_prompt_set(ROOT / "prompts" / "places.yaml", None, None, None, 7421.3, 0.0, "2004-06-15")
+    assert len(jobs) == 8 and opts == {"seed": 0, "num_images": 1}
+    assert {j.metadata.gsd for j in jobs} == {7421.3} and {j.metadata.date.isoformat() for j in jobs} == {"2004-06-15"}
+    assert len({j.place for j in jobs}) == 8
+    jobs, _ = load_prompt_set(ROOT / "prompts" / "places.yaml", None, None, "2010-01-01", 7421.3, 0.0, "2004-06-15")
+    assert {j.metadata.date.isoformat() for j in jobs} == {"2010-01-01"}   # --date wins

@@ -143,6 +143,7 @@ def test_two_stage_recipe_writes_a_model_that_generate_loads(home, cli, one_torc
         json.loads((vae_runs[0] / "summary.json").read_text())["scaling_factor"])
     wb = json.loads((run / "model" / "workbench.json").read_text())
     assert wb["gsd"] == 7421.0 and wb["size"] == 32 and wb["training"]["steps"] == 3
+    assert wb["date"] == "2004-06-15"   # the tiles' date: `workbench generate` uses it when no --date
     assert wb["sampling"] == {"steps": 20, "guidance": 3.0, "scheduler": "ddim"} and wb["prompt"] == "a satellite image"
     assert wb["training"]["command"].startswith("workbench generate train --init tiny")
     assert "--export" in wb["training"]["command"] and wb["vae_stage"]["run"] == vae_runs[0].name

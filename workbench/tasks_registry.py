@@ -13,4 +13,5 @@ TASK_COMMANDS: dict[str, str] = {
 
 TASK_BENCHMARKS: list[str] = [
     "tasks.segmentation.bench:bench_scene",
+    "tasks.generation.bench:bench_generation",
 ]

@@ -26,10 +26,11 @@ EXAMPLES = """examples:
   workbench data list --source generated        the catalog rows they became
   workbench generate train --preset bluemarble-small      train the default model's recipe (see train --help)
   workbench generate eval --model latest                  location fidelity, water-fraction correlation
+  workbench generate seg-experiment --n 512               segmentation on real vs real + generated tiles
 
 Inputs are human units: degrees, metres per pixel (--gsd), a fraction (--cloud-cover), a
-calendar day (--date, default today); the workbench does DiffusionSat's metadata shift and
-scaling. The same --seed gives the same image (image k uses seed + k).
+calendar day (--date; default: the model's, else today); the workbench does DiffusionSat's
+metadata shift and scaling. The same --seed gives the same image (image k uses seed + k).
 --model is a DiffusionSat folder (unet/ vae/ text_encoder/ tokenizer/ scheduler/), e.g. a
 released 256 or 512 px checkpoint; default: tasks/generation/default_model.
 
@@ -41,10 +42,11 @@ released 256 or 512 px checkpoint; default: tasks/generation/default_model.
 Flags given on the command line override the file.
 """
 
-# Modules adding verbs to ``workbench generate`` (train, eval), each with ``register(verbs, common)``
-# that sets its own ``func``; listed explicitly like the task registry, and imported for --help,
-# so they too must import nothing heavy at module level.
-VERB_MODULES: tuple[str, ...] = ("tasks.generation.train_cli", "tasks.generation.eval_cli")
+# Modules adding verbs to ``workbench generate`` (train, eval, seg-experiment), each with
+# ``register(verbs, common)`` that sets its own ``func``; listed explicitly like the task registry,
+# and imported for --help, so they too must import nothing heavy at module level.
+VERB_MODULES: tuple[str, ...] = ("tasks.generation.train_cli", "tasks.generation.eval_cli",
+                                 "tasks.generation.seg_experiment_cli")
 
 SCHEDULER_CHOICES = ("ddim", "dpm", "euler", "pndm", "ddpm")
 DEFAULTS = {"gsd": 1.0, "cloud_cover": 0.0, "steps": 20, "guidance": 7.5, "scheduler": "ddim", "num_images": 1}
@@ -63,7 +65,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     what.add_argument("--prompt", help="text prompt, e.g. 'a satellite image of a river delta'")
     what.add_argument("--lat", type=float, metavar="DEG", help="latitude of the tile centre, -90..90")
     what.add_argument("--lon", type=float, metavar="DEG", help="longitude of the tile centre, -180..180")
-    what.add_argument("--date", metavar="YYYY-MM-DD", help="acquisition date (default: today)")
+    what.add_argument("--date", metavar="YYYY-MM-DD",
+                      help="acquisition date (default: the model's, else today)")
     what.add_argument("--gsd", type=float, metavar="METRES",
                       help="ground sample distance, metres per pixel (default: the model's, else 1.0)")
     what.add_argument("--cloud-cover", type=float, metavar="0..1", help="cloud cover fraction (default 0)")
@@ -110,15 +113,19 @@ def _jobs(args: argparse.Namespace, model_defaults: dict):
 
     gsd_default = float(model_defaults.get("gsd", DEFAULTS["gsd"]))
     cloud_default = float(model_defaults.get("cloud_cover", DEFAULTS["cloud_cover"]))
+    # A model trained on one acquisition date (Blue Marble: a 2004 composite) has never seen
+    # another, so its own date is a better default than today.
+    date_default = model_defaults.get("date")
     if args.prompts:
         if args.prompt or args.lat is not None or args.lon is not None:
             raise WorkbenchError("--prompts FILE.yaml replaces --prompt/--lat/--lon: give one or the other")
-        return load_prompt_set(args.prompts, args.gsd, args.cloud_cover, args.date, gsd_default, cloud_default)
+        return load_prompt_set(args.prompts, args.gsd, args.cloud_cover, args.date, gsd_default, cloud_default,
+                               date_default)
     for flag, value in (("--prompt", args.prompt), ("--lat", args.lat), ("--lon", args.lon)):
         if value is None:
             raise WorkbenchError(f"{flag} is required (or --prompts FILE.yaml)")
     job = single_job(args.prompt, args.lat, args.lon, gsd_default if args.gsd is None else args.gsd,
-                     cloud_default if args.cloud_cover is None else args.cloud_cover, args.date)
+                     cloud_default if args.cloud_cover is None else args.cloud_cover, args.date or date_default)
     return [job], {}
 
 

@@ -168,28 +168,41 @@ def write_generated(images: dict[str, np.ndarray], tiles: Sequence, prompts: Seq
     """Every generated tile as PNG + GeoTIFF at its place, one catalog row each; ids per variant."""
     from workbench.data.catalog import Catalog
 
-    from .generate import Options, catalog_tile, write_image
-    from .jobs import Job, place_name
     from .metadata import unconditional
 
-    model_id = folder.model_id()
-    gen_opts = Options(steps=opts.steps, guidance=opts.guidance, scheduler=opts.scheduler, seed=opts.seed)
     ids: dict[str, list[int]] = {}
     with Catalog(catalog) as cat:
         for variant, imgs in images.items():
-            rows = []
-            for i, (img, tile, prompt, seed) in enumerate(zip(imgs, tiles, prompts, seeds)):
-                md = place_metadata(tile, folder)
-                job = Job(prompt=prompt, metadata=md, place=place_name(md.lat, md.lon))
-                given = unconditional() if variant == "zeroed" else None
-                o = write_image(img, out_dir / variant, i, job, seed, prompt, gen_opts, model_id,
-                                metadata_normalised=given)
-                row = catalog_tile(o, model_id)
-                row.parent_id = tile.id
-                row.extra = {**row.extra, "eval_batch": batch_id, "variant": variant}
-                rows.append(row)
+            rows = generated_rows(imgs, tiles, prompts, seeds, folder, opts, out_dir / variant,
+                                  extra={"eval_batch": batch_id, "variant": variant},
+                                  metadata_normalised=unconditional() if variant == "zeroed" else None)
             ids[variant] = cat.add_tiles(rows, replace=True)
     return ids
+
+
+def generated_rows(images: np.ndarray, tiles: Sequence, prompts: Sequence[str], seeds: Sequence[int],
+                   folder: ModelFolder, opts: EvalOptions, out_dir: Path, extra: dict | None = None,
+                   split: str | None = None, metadata_normalised: list[float] | None = None) -> list:
+    """Write image i as PNG + GeoTIFF at the place of real tile i (``out_dir``) and return its catalog
+    row (source ``generated``, ``parent_id`` = the real tile, ``extra`` added, ``split`` set), not yet added.
+    ``metadata_normalised``: what the model was given when not the place's own metadata."""
+    from .generate import Options, catalog_tile, write_image
+    from .jobs import Job, place_name
+
+    model_id = folder.model_id()
+    gen_opts = Options(steps=opts.steps, guidance=opts.guidance, scheduler=opts.scheduler, seed=opts.seed)
+    rows = []
+    for i, (img, tile, prompt, seed) in enumerate(zip(images, tiles, prompts, seeds)):
+        md = place_metadata(tile, folder)
+        job = Job(prompt=prompt, metadata=md, place=place_name(md.lat, md.lon))
+        o = write_image(img, out_dir, i, job, seed, prompt, gen_opts, model_id,
+                        metadata_normalised=metadata_normalised)
+        row = catalog_tile(o, model_id)
+        row.parent_id = tile.id
+        row.split = split
+        row.extra = {**row.extra, **(extra or {})}
+        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------------------ segmentation
@@ -258,9 +271,10 @@ def write_mosaic(path: Path, real: np.ndarray, generated: dict[str, np.ndarray],
 
 # ------------------------------------------------------------------------------ the whole evaluation
 
-def default_out_dir() -> Path:
+def default_out_dir(folder: str = "generated", prefix: str = "eval") -> Path:
+    """A new ``$WORKBENCH_HOME/<folder>/<prefix>-<time>`` (``-2``, ``-3``... when taken)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = paths.home() / "generated" / f"eval-{stamp}"
+    base = paths.home() / folder / f"{prefix}-{stamp}"
     out, k = base, 1
     while out.exists():
         k += 1

@@ -66,11 +66,12 @@ def single_job(prompt: str, lat: float, lon: float, gsd: float, cloud_cover: flo
 
 
 def load_prompt_set(path: str | Path, gsd: float | None, cloud_cover: float | None,
-                    when: str | None, fallback_gsd: float, fallback_cloud: float) -> tuple[list[Job], dict]:
+                    when: str | None, fallback_gsd: float, fallback_cloud: float,
+                    fallback_date: str | None = None) -> tuple[list[Job], dict]:
     """Jobs (prompts x places x dates) and the set's sampling options (seed, steps, ...).
 
     ``gsd``/``cloud_cover``/``when`` are the command-line values (None when not given): they
-    override the file; the fallbacks apply when neither says.
+    override the file; the fallbacks (the model's defaults) apply when neither says.
     """
     from workbench.config import read_yaml
 
@@ -84,7 +85,7 @@ def load_prompt_set(path: str | Path, gsd: float | None, cloud_cover: float | No
         raise WorkbenchError(f"{src}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(TOP_KEYS))})")
     prompts = _prompts(src, data.get("prompts"))
     places = _list(src, data, "places")
-    dates = _list(src, data, "dates", required=False) or [when]
+    dates = _list(src, data, "dates", required=False) or [fallback_date]
     if when is not None:
         dates = [when]
     jobs = []

@@ -644,8 +644,10 @@ def train_unet(cfg: GenerationConfig, sel: Selection, base: Path | None, resume=
             save_component(trainer.unwrapped, model_dir / "unet")
         pipe.save_config(model_dir)   # model_index.json: the component classes
         gsds = sorted(float(t.gsd) for t in sel.train if t.gsd)
+        dates = sorted(str(t.date)[:10] for t in sel.train if t.date)
         update_workbench_json(
             model_dir, gsd=gsds[len(gsds) // 2] if gsds else None, cloud_cover=0.0, size=d.size,
+            date=dates[len(dates) // 2] if dates else None,
             sampling=dataclasses.asdict(cfg.sample), prompt=train_caps[0] if len(unique) == 1 else None,
             training={"run": run.name, "vae_run": vae_run, "command": command, "steps": summary.get("steps"),
                       "ema": trainer.ema is not None, "wall_time_s": summary.get("wall_time_s"),

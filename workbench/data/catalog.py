@@ -367,17 +367,29 @@ def open_existing(path: str | Path | None = None) -> Catalog:
     return Catalog(path)
 
 
-def run_query(source: str | None, where: str | None, override: dict | None = None) -> dict:
-    """A run's tile filters: its config's ``source`` / ``where``, replaced key by key by the CLI's."""
+def run_query(source: str | Sequence[str] | None, where: str | None, override: dict | None = None) -> dict:
+    """A run's tile filters: its config's ``source`` / ``where``, replaced key by key by the CLI's.
+
+    ``source`` may name several sources as a comma list (``"bluemarble,generated"``, what a
+    config or ``--set data.source=...`` can hold): it becomes a list, like ``--source a,b``."""
     q: dict[str, Any] = {}
-    if source:
-        q["source"] = source
+    sources = _source_list(source)
+    if sources:
+        q["source"] = sources[0] if len(sources) == 1 else sources
     if where:
         q["where"] = where
     for key, value in (override or {}).items():
         if value is not None:
             q[key] = value
     return q
+
+
+def _source_list(source: str | Sequence[str] | None) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (blanks dropped); None -> []."""
+    if source is None:
+        return []
+    items = source.split(",") if isinstance(source, str) else [str(s) for s in source]
+    return [s.strip() for s in items if s and s.strip()]
 
 
 @dataclass
@@ -387,7 +399,7 @@ class TileSelection:
     Task schemas subclass it (``class DataConfig(TileSelection)``) and add their own keys."""
 
     catalog: str | None = None               # catalog path (None = the workbench home's catalog)
-    source: str | None = "bluemarble"        # catalog source filter (None = any source)
+    source: str | None = "bluemarble"        # catalog source(s), a comma list for several (None = any source)
     where: str | None = None                 # extra SQL filter on the catalog
     train_split: str = "train"
     val_split: str = "val"
