@@ -338,14 +338,3 @@ def bench_generation(quick: bool = False) -> BenchResult:
     catalog = bluemarble_catalog()
     return measure(folder, catalog, n=N_PLACES_QUICK if quick else N_PLACES, single=SINGLE_QUICK if quick else SINGLE)
 
-
-if __name__ == "__main__":
-    import sys
-
-    from workbench.bench import format_table
-
-    res = bench_generation(quick="--quick" in sys.argv)
-    print(res.title)
-    print(format_table(res.rows))
-    for note in res.notes:
-        print(f"  - {note}")

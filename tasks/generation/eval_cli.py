@@ -32,6 +32,16 @@ eval.json and mosaic.png (real | generated | metadata zeroed) go to --out.
 """ + QUERY_HELP
 
 
+def add_sampler_args(group) -> None:
+    """``--steps --guidance --scheduler``, each defaulting to the model's own (``workbench.json``)."""
+    group.add_argument("--steps", type=int, default=None, metavar="N",
+                       help="denoising steps (default: the model's, else 20)")
+    group.add_argument("--guidance", type=float, default=None, metavar="G",
+                       help="classifier-free guidance scale (default: the model's, else 3)")
+    group.add_argument("--scheduler", default=None, choices=("ddim", "dpm", "euler", "pndm", "ddpm"),
+                       help="sampler (default: the model's, else ddim)")
+
+
 def register(verbs, common: argparse.ArgumentParser) -> None:
     v = verbs.add_parser("eval", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                          help="score a model: location fidelity, water-fraction correlation",
@@ -40,11 +50,7 @@ def register(verbs, common: argparse.ArgumentParser) -> None:
                          epilog=EVAL_EXAMPLES)
     v.add_argument("--model", metavar="DIR", help="DiffusionSat folder or generation run (default: the workbench's)")
     v.add_argument("--n", type=int, default=128, metavar="N", help="number of test places (default 128)")
-    v.add_argument("--steps", type=int, default=None, metavar="N", help="denoising steps (default: the model's, else 20)")
-    v.add_argument("--guidance", type=float, default=None, metavar="G",
-                   help="classifier-free guidance scale (default: the model's, else 3)")
-    v.add_argument("--scheduler", default=None, choices=("ddim", "dpm", "euler", "pndm", "ddpm"),
-                   help="sampler (default: the model's, else ddim)")
+    add_sampler_args(v)
     v.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of place k's noise (seed + k) and of the random other places (default 0)")
     v.add_argument("--seg-run", default="latest", metavar="RUN",

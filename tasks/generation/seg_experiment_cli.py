@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from .eval_cli import add_sampler_args
+
 SEG_EXPERIMENT_EXAMPLES = """examples:
   workbench generate seg-experiment                          water preset, 1024 generated tiles, default model
   workbench generate seg-experiment --set train.epochs=4 --n 256      a quick run (--set goes to both trainings)
@@ -57,12 +59,7 @@ def register(verbs, common: argparse.ArgumentParser) -> None:
     gen = v.add_argument_group("generation")
     gen.add_argument("--model", metavar="DIR", help="DiffusionSat folder or generation run (default: the workbench's)")
     gen.add_argument("--n", type=int, default=1024, metavar="N", help="generated tiles (default 1024)")
-    gen.add_argument("--steps", type=int, default=None, metavar="N",
-                     help="denoising steps (default: the model's, else 20)")
-    gen.add_argument("--guidance", type=float, default=None, metavar="G",
-                     help="classifier-free guidance scale (default: the model's, else 3)")
-    gen.add_argument("--scheduler", default=None, choices=("ddim", "dpm", "euler", "pndm", "ddpm"),
-                     help="sampler (default: the model's, else ddim)")
+    add_sampler_args(gen)
     gen.add_argument("--seed", type=int, default=10_000, metavar="S",
                      help="tile k uses seed S + k (default 10000, apart from generate eval's)")
     gen.add_argument("--size", type=int, default=None, metavar="PX", help="tile side in pixels (default: the model's)")

@@ -290,14 +290,3 @@ def bench_scene(quick: bool = False):
     return BenchResult("Segmentation: scene prediction and trainer overhead (higher value is better unless unit s)",
                        rows, notes)
 
-
-if __name__ == "__main__":
-    import sys
-
-    from workbench.bench import format_table
-
-    res = bench_scene(quick="--quick" in sys.argv)
-    print(res.title)
-    print(format_table(res.rows))
-    for note in res.notes:
-        print(f"  - {note}")
