@@ -203,3 +203,35 @@ def test_the_model_date_is_the_default_date(home, cli, tmp_path, model_dir, one_
     assert code == 0, err
     with Catalog() as cat:
         assert sorted(r.date for r in cat.query(source="generated")) == ["2004-06-15", "2019-03-01"]
+
+
+def test_the_committed_default_model(home, cli, one_torch_thread):
+    """The default model is a complete DiffusionSat folder within the 25 MB budget, says how it was
+    made, and `workbench generate` uses it when no --model is given (at its own gsd and date)."""
+    from safetensors import safe_open
+
+    from tasks.generation.generate import DEFAULT_MODEL_DIR
+
+    files = [p for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 25 * 2 ** 20
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".ckpt")]      # safetensors only
+    unet = json.loads((DEFAULT_MODEL_DIR / "unet" / "config.json").read_text())
+    assert unet["_class_name"] == "SatUNet" and unet["use_metadata"] and unet["num_metadata"] == 7
+    with safe_open(DEFAULT_MODEL_DIR / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert {f"metadata_embedding.{i}.linear_{j}.weight" for i in range(7) for j in (1, 2)} <= keys
+    wb = json.loads((DEFAULT_MODEL_DIR / "workbench.json").read_text())
+    assert wb["training"]["command"].startswith("workbench generate train --preset bluemarble-small")
+    assert wb["date"] == "2004-06-15" and wb["size"] == 64
+
+    out = home / "default"
+    code, stdout, err = cli("generate", "--lat", 21.01, "--lon", 105.81, "--prompt", "a satellite image",
+                            "--steps", 2, "--seed", 3, "--out", out, "--no-progress")
+    assert code == 0, err
+    (tif,) = out.glob("*.tif")
+    info = geotiff.read_info(tif)
+    assert (info.width, info.height, info.count) == (64, 64, 3)
+    assert info.gsd_metres() == pytest.approx(wb["gsd"], rel=1e-6)
+    with Catalog() as cat:
+        (row,) = cat.query(source="generated")
+    assert row.date == "2004-06-15" and row.model_id.startswith("diffusionsat:default_model@")
