@@ -41,7 +41,7 @@ import torch
 from workbench.errors import WorkbenchError
 
 from .evaluate import (EvalOptions, caption_template, captions_of, generate_all, location_fidelity, mean_colours,
-                       other_places, select_places, training_record)
+                       other_places, real_images, sampler_settings, select_places)
 from .folder import ModelFolder
 
 if TYPE_CHECKING:
@@ -102,12 +102,7 @@ class Timed:
 
 def default_sampling(folder: ModelFolder) -> Sampling:
     """The model folder's own sampling defaults, else the eval's (as ``workbench generate eval`` picks them)."""
-    sampling = folder.defaults.get("sampling") or {}
-
-    def pick(key: str) -> Any:
-        return sampling.get(key, getattr(EvalOptions, key))
-
-    return Sampling(steps=int(pick("steps")), guidance=float(pick("guidance")), scheduler=str(pick("scheduler")))
+    return Sampling(**sampler_settings(folder))
 
 
 def default_model() -> ModelFolder:
@@ -140,17 +135,15 @@ def bluemarble_catalog() -> Path:
 def load_places(folder: ModelFolder, catalog: str | Path | None, n: int, size: int, seed: int,
                 uses_metadata: bool) -> Places:
     """The eval's places (test split, evenly spread), captions and metadata; place k gets seed ``seed + k``."""
-    from .data import TileImages, metadata_vector
+    from .data import metadata_vector
 
     _, tiles = select_places(folder, {}, n, catalog, size)
     if len(tiles) < 2:
         raise WorkbenchError(f"generation bench: only {len(tiles)} test place(s) in the catalog, need at least 2")
-    data = training_record(folder).get("data") or {}
-    images = TileImages(tiles, size, data.get("bands"), data.get("value_max"))
     return Places(tiles=tiles, prompts=captions_of(tiles, caption_template(folder)),
                   metadata=[metadata_vector(t) for t in tiles] if uses_metadata else None,
                   seeds=[seed + i for i in range(len(tiles))],
-                  real=np.stack([images.uint8(i) for i in range(len(tiles))]), size=size)
+                  real=real_images(folder, tiles, size), size=size)
 
 
 def use_scheduler(pipe, folder: ModelFolder, name: str) -> None:

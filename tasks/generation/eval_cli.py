@@ -69,7 +69,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from workbench.errors import WorkbenchError
 
-    from .evaluate import EvalOptions, evaluate, report
+    from .evaluate import EvalOptions, evaluate, report, sampler_settings
     from .generate import resolve_model
 
     query = query_from_args(args)
@@ -77,13 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if value is not None and value < low:
             raise WorkbenchError(f"{flag} {value}: must be at least {low}")
     folder = resolve_model(args.model)
-    sampling = folder.defaults.get("sampling") or {}
-
-    def pick(value, key):
-        return value if value is not None else sampling.get(key, getattr(EvalOptions, key))
-
-    opts = EvalOptions(n=args.n, steps=int(pick(args.steps, "steps")), guidance=float(pick(args.guidance, "guidance")),
-                       scheduler=str(pick(args.scheduler, "scheduler")), seed=args.seed,
+    opts = EvalOptions(n=args.n, **sampler_settings(folder, args.steps, args.guidance, args.scheduler), seed=args.seed,
                        batch_size=args.batch_size, device=args.device, seg_run=args.seg_run,
                        progress=not (args.no_progress or args.json))
     result = evaluate(folder, opts, query, catalog=args.catalog, out_dir=Path(args.out) if args.out else None,

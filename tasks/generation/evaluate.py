@@ -93,6 +93,19 @@ def mean_colours(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float64).reshape(len(images), -1, 3).mean(axis=1)
 
 
+def sampler_settings(folder: ModelFolder, steps: int | None = None, guidance: float | None = None,
+                     scheduler: str | None = None) -> dict[str, Any]:
+    """Each sampler setting as given, else the model's own default (``workbench.json`` ``sampling``),
+    else the eval's: how every command that samples for a measurement picks them."""
+    sampling = folder.defaults.get("sampling") or {}
+
+    def pick(value, key):
+        return value if value is not None else sampling.get(key, getattr(EvalOptions, key))
+
+    return {"steps": int(pick(steps, "steps")), "guidance": float(pick(guidance, "guidance")),
+            "scheduler": str(pick(scheduler, "scheduler"))}
+
+
 # ------------------------------------------------------------------------------ the places
 
 def training_record(folder: ModelFolder) -> dict:
@@ -112,6 +125,15 @@ def select_places(folder: ModelFolder, query_override: dict, n: int, catalog, si
     with open_existing(catalog) as cat:
         tiles = select_tiles(cat, query, None, size)
     return query, spread(tiles, min(n, limit) if limit else n)
+
+
+def real_images(folder: ModelFolder, tiles: Sequence, size: int) -> np.ndarray:
+    """(n, size, size, 3) uint8: the real tiles as the model was trained to see them (its bands and scaling)."""
+    from .data import TileImages
+
+    data = training_record(folder).get("data") or {}
+    images = TileImages(tiles, size, data.get("bands"), data.get("value_max"))
+    return np.stack([images.uint8(i) for i in range(len(tiles))])
 
 
 def caption_template(folder: ModelFolder):
@@ -286,7 +308,7 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
              out_dir: Path | None = None, log: Callable[[str], None] | None = None) -> dict:
     from workbench.data.catalog import open_existing
 
-    from .data import TileImages, metadata_vector, spread
+    from .data import metadata_vector, spread
     from .generate import Options, check_options, load_pipeline
 
     t0 = time.perf_counter()
@@ -309,9 +331,7 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
     prompts = captions_of(tiles, template)
     seeds = [opts.seed + i for i in range(len(tiles))]
     metadata = [metadata_vector(t) for t in tiles]
-    data = training_record(folder).get("data") or {}
-    images = TileImages(tiles, size, data.get("bands"), data.get("value_max"))
-    real = np.stack([images.uint8(i) for i in range(len(tiles))])
+    real = real_images(folder, tiles, size)
 
     pipe = load_pipeline(folder, Options(scheduler=opts.scheduler, device=opts.device))
     say(f"evaluating {folder.root} on {len(tiles)} places ({query}) on {pipe.device}: {opts.scheduler}, "

@@ -277,7 +277,7 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
     """The five steps (module docstring); returns what ``experiment.json`` holds, plus ``out_dir``."""
     from workbench.data.catalog import Catalog, open_existing
 
-    from .evaluate import EvalOptions
+    from .evaluate import EvalOptions, sampler_settings
     from .generate import Options, check_options, resolve_model
 
     t0 = time.perf_counter()
@@ -297,12 +297,8 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
             raise WorkbenchError(f"--baseline {opts.baseline} was trained on the catalog {used}, this experiment "
                                  f"uses {catalog_path}: pass --catalog {used}")
     folder = resolve_model(opts.model)
-    sampling = folder.defaults.get("sampling") or {}
     gen = EvalOptions(n=opts.n, seed=opts.seed, batch_size=opts.batch_size, device=opts.device, seg_run=None,
-                      progress=opts.progress)
-    gen.steps = int(opts.steps if opts.steps is not None else sampling.get("steps", gen.steps))
-    gen.guidance = float(opts.guidance if opts.guidance is not None else sampling.get("guidance", gen.guidance))
-    gen.scheduler = str(opts.scheduler if opts.scheduler is not None else sampling.get("scheduler", gen.scheduler))
+                      progress=opts.progress, **sampler_settings(folder, opts.steps, opts.guidance, opts.scheduler))
     size = check_options(Options(steps=gen.steps, guidance=gen.guidance, scheduler=gen.scheduler, seed=opts.seed,
                                  size=opts.size), folder)
     out_dir = Path(out_dir) if out_dir else default_out_dir()
