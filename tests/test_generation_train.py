@@ -118,6 +118,49 @@ def test_one_training_step_gives_a_finite_loss_and_trains_the_metadata_mlps(one_
     assert all(p.grad is None for p in pipe.vae.parameters())
 
 
+ZERO_SNR = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+
+
+def test_zero_terminal_snr_model_trains_on_v_and_samples_from_pure_noise(one_torch_thread):
+    """The default model's schedule (model.build.scheduler): the last training step keeps none of the
+    image, sampling starts there, and the v loss is finite there (min-SNR off, as in the preset)."""
+    from tasks.generation.build import build_pipeline
+    from tasks.generation.config import load_config
+    from tasks.generation.train import Examples, Objective, TextBank
+
+    pipe, resolved = build_pipeline({"preset": "tiny", "scheduler": ZERO_SNR})
+    assert resolved["scheduler"]["beta_schedule"] == "scaled_linear"          # the rest kept from SD's
+    sched = pipe.scheduler
+    assert sched.config.prediction_type == "v_prediction" and float(sched.alphas_cumprod[-1]) == 0.0
+    sched.set_timesteps(20)
+    assert int(sched.timesteps[0]) == 999 and int(sched.timesteps[-1]) == 49   # trailing: starts at T
+    cfg = load_config("bluemarble-small")
+    assert cfg.model.min_snr_gamma is None and cfg.model.build["scheduler"] == ZERO_SNR
+    text = TextBank(["a satellite image"], pipe.tokenizer, pipe.text_encoder, torch.device("cpu"))
+    obj = Objective(cfg, dict(sched.config), pipe.vae, text, torch.float32)
+    g = torch.Generator().manual_seed(0)
+    obj.train = Examples(caption_ids=torch.zeros(4, dtype=torch.long), metadata=torch.rand(4, 7, generator=g) * 1000,
+                         mean=torch.randn(4, 1, 4, 16, 16, generator=g), std=torch.full((4, 1, 4, 16, 16), 0.01))
+    z, noise, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([999, 999])
+    assert torch.allclose(obj.noise.add_noise(z, noise, t), noise)          # nothing of z is left at T
+    assert torch.allclose(obj._target(z, noise, t), -z, atol=1e-6)          # so v at T is minus the image
+    torch.manual_seed(0)
+    loss, _ = obj.loss(pipe.unet.train(), {"index": torch.arange(4)})
+    assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_epsilon_with_zero_terminal_snr_is_refused():
+    from tasks.generation.build import build_pipeline
+    from tasks.generation.config import load_config
+    from tasks.generation.train import Objective, TextBank
+    from workbench.errors import WorkbenchError
+
+    pipe, _ = build_pipeline({"preset": "tiny", "scheduler": {"rescale_betas_zero_snr": True}})
+    text = TextBank(["a"], pipe.tokenizer, pipe.text_encoder, torch.device("cpu"))
+    with pytest.raises(WorkbenchError, match="needs prediction_type v_prediction"):
+        Objective(load_config("bluemarble-small"), dict(pipe.scheduler.config), pipe.vae, text, torch.float32)
+
+
 # ------------------------------------------------------------------------------ end to end
 
 @pytest.mark.slow

@@ -65,6 +65,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# SD's schedule (what the released checkpoints use); ``model.build.scheduler`` overrides any key,
+# e.g. {prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}.
 SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
              "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "clip_sample": False,
              "set_alpha_to_one": False, "steps_offset": 1}
@@ -79,7 +81,8 @@ def resolve_config(cfg: str | Mapping[str, Any]) -> dict[str, Any]:
     if name not in PRESETS:
         raise WorkbenchError(f"unknown model preset {name!r} (known: {', '.join(PRESETS)})")
     out = copy.deepcopy(PRESETS[name])
-    out.update(preset=name, use_metadata=True, num_metadata=NUM_METADATA, seed=0, defaults={})
+    out.update(preset=name, use_metadata=True, num_metadata=NUM_METADATA, seed=0, defaults={},
+               scheduler=dict(SCHEDULER))
     for key, value in cfg.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
@@ -117,7 +120,7 @@ def build_pipeline(cfg: str | Mapping[str, Any] = "tiny", folder: str | Path | N
         unet = SatUNet(use_metadata=c["use_metadata"], num_metadata=c["num_metadata"],
                        in_channels=c["vae"]["latent_channels"], out_channels=c["vae"]["latent_channels"],
                        cross_attention_dim=c["text"]["hidden_size"], use_linear_projection=True, **c["unet"])
-    scheduler = DDIMScheduler(**SCHEDULER)
+    scheduler = DDIMScheduler(**c["scheduler"])
     return DiffusionSatPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer,
                                 unet=unet.eval(), scheduler=scheduler), c
 

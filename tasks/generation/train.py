@@ -6,7 +6,8 @@
     # -> runs/generation-bluemarble-small-<time>/model/  (a complete DiffusionSat folder)
 
 The recipe (DIFFUSIONSAT.md): the VAE and the CLIP text encoder are frozen; only the SatUNet
-trains, with the epsilon objective (or v, if the model's scheduler says so), min-SNR loss
+trains, with the epsilon objective (or v, if the model's scheduler says so: a fresh model's
+scheduler comes from ``model.build.scheduler``, and zero terminal SNR needs v), min-SNR loss
 weights ``min(snr, gamma) / snr`` (gamma 5), EMA of its weights, metadata dropout (each of
 the 7 values set to 0 with p 0.1, which is what makes all-zero metadata the unconditional
 input) and caption dropout to the empty prompt, gradient checkpointing on a GPU and mixed
@@ -182,6 +183,10 @@ class Objective:
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise WorkbenchError(f"scheduler prediction_type {self.prediction_type!r}: training supports "
                                  "epsilon and v_prediction")
+        if self.prediction_type == "epsilon" and float(self.noise.alphas_cumprod[-1]) == 0.0:
+            # At zero terminal SNR the last step's noise is the input itself: nothing to learn, and
+            # min-SNR's 1 / snr is infinite there. Lin et al. (2023) pair the schedule with v.
+            raise WorkbenchError("scheduler rescale_betas_zero_snr: true needs prediction_type v_prediction")
         self.vae, self.text, self.weight_dtype = vae, text, weight_dtype
         self.scaling = float(vae.config.scaling_factor)
         self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
