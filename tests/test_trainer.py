@@ -49,6 +49,35 @@ def sched(total: int = 14, **kw) -> LRSchedule:
     return LRSchedule(ScheduleConfig(**kw), total_steps=total)
 
 
+
+def test_auto_mixed_precision_follows_native_bf16(monkeypatch):
+    """auto must never pick emulated bf16 (slower than fp32 on a CPU without bf16 units)."""
+    from workbench.train import environment as env
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(env, "cpu_has_native_bf16", lambda: True)
+    assert env.resolve_mixed_precision(TrainConfig()) == "bf16"
+    assert env.resolve_mixed_precision(TrainConfig(mixed_precision="no")) == "no"
+    monkeypatch.setattr(env, "cpu_has_native_bf16", lambda: False)
+    assert env.resolve_mixed_precision(TrainConfig()) == "no"
+    assert env.resolve_mixed_precision(TrainConfig(mixed_precision="bf16")) == "bf16"
+
+
+def test_cpu_bf16_probe_reads_torch_checks(monkeypatch):
+    from workbench.train.environment import cpu_has_native_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert cpu_has_native_bf16()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not cpu_has_native_bf16()
+
+    def broken():
+        raise RuntimeError("no cpuinfo")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    assert not cpu_has_native_bf16()
+
+
 def test_warmup_then_cosine_values():
     s = sched(14, name="cosine", warmup_steps=4, min_lr_ratio=0.0)
     assert [s.factor(i) for i in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
