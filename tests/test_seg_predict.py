@@ -105,6 +105,32 @@ def test_batched_matches_naive_and_blends(home, run_dir):
     assert s.probs.shape == (1, 37, 50) and s.plan.windows == 1
 
 
+def test_tta_makes_prediction_equivariant_under_its_symmetries(home, run_dir):
+    """Averaging over the D4 views must give the same answer for a rotated or flipped scene,
+    rotated or flipped back; a random model without TTA does not."""
+    from tasks.segmentation.predict import predict_probabilities
+    from tasks.segmentation.run_io import load_run
+    from workbench.data.augment import dihedral
+
+    run = load_run(run_dir)
+    img = geotiff.read(make_scene(home / "scene.tif", width=64, height=64, nodata=None))
+    transform = from_origin(500_000, 4_650_000, 10, 10)
+
+    def probs(t: int, tta: str) -> np.ndarray:
+        path = geotiff.write(home / f"t{t}.tif", np.ascontiguousarray(dihedral(img, t)), transform, "EPSG:32633")
+        return predict_probabilities(run, path, window=64, overlap=16, progress=False, tta=tta).probs
+
+    base = {tta: probs(0, tta) for tta in ("none", "flips", "d4")}
+    for t in range(1, 8):
+        np.testing.assert_allclose(probs(t, "d4"), dihedral(base["d4"], t), atol=1e-5)
+    for t in (4, 6, 2):                                        # left-right, up-down, both
+        np.testing.assert_allclose(probs(t, "flips"), dihedral(base["flips"], t), atol=1e-5)
+    assert np.abs(probs(1, "none") - dihedral(base["none"], 1)).max() > 1e-3
+    assert np.abs(base["d4"] - base["none"]).max() > 1e-3
+    with pytest.raises(WorkbenchError, match="tta 'rot'"):
+        predict_probabilities(run, home / "t0.tif", progress=False, tta="rot")
+
+
 def test_window_must_fit_output_stride(home, run_dir):
     from tasks.segmentation.predict import predict_scene
     from tasks.segmentation.run_io import load_run

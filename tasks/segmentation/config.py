@@ -98,6 +98,9 @@ class PredictConfig:
     overlap: int = 32
     batch_size: int = 16
     blend: Literal["gaussian", "mean"] = "gaussian"
+    # test-time augmentation: average the probabilities of each window under these symmetries
+    # (flips: 4 passes, d4: all 8 of the square); valid for models trained with dihedral augment
+    tta: Literal["none", "flips", "d4"] = "none"
 
     def validate(self) -> None:
         _check(self.window >= 8, "predict.window: must be >= 8 pixels")

@@ -47,9 +47,12 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from workbench.data import geotiff
+from workbench.data.augment import dihedral, inverse_transform
 from workbench.errors import WorkbenchError
 
 BLENDS = ("gaussian", "mean")
+# test-time augmentation: the D4 transforms (workbench.data.augment numbering) each window is seen under
+TTA = {"none": (0,), "flips": (0, 4, 6, 2), "d4": tuple(range(8))}
 NODATA = 255
 
 
@@ -204,11 +207,17 @@ def _probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 class _Runner:
-    """Runs batches through the model: channels_last + inference_mode (+ bf16 autocast on CUDA)."""
+    """Runs batches through the model: channels_last + inference_mode (+ bf16 autocast on CUDA).
 
-    def __init__(self, model: torch.nn.Module, channels_last: bool):
+    With several ``transforms`` (test-time augmentation) each batch is run once per transform
+    and the probabilities, transformed back, are averaged: a model trained with dihedral
+    augmentation has no preferred orientation, so its errors under the 4 or 8 views partly cancel.
+    """
+
+    def __init__(self, model: torch.nn.Module, channels_last: bool, transforms: Sequence[int] = (0,)):
         self.model, self.device = model, _device_of(model)
         self.channels_last = channels_last
+        self.transforms = tuple(transforms)
         model.eval()
         if channels_last:
             model.to(memory_format=torch.channels_last)
@@ -216,6 +225,15 @@ class _Runner:
             model.to(memory_format=torch.contiguous_format)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.transforms == (0,):
+            return self._run(x)
+        total = None
+        for t in self.transforms:
+            p = dihedral(self._run(np.ascontiguousarray(dihedral(x, t))), inverse_transform(t))
+            total = p.copy() if total is None else total + p
+        return total / len(self.transforms)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(x)
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
@@ -243,10 +261,14 @@ class Prediction:
     seconds: float
     batch_size: int
     blend: str
+    tta: str = "none"
 
 
-def _settings(run: Any, window, overlap, batch_size, blend) -> tuple[int, int, int, str]:
+def _settings(run: Any, window, overlap, batch_size, blend, tta) -> tuple[int, int, int, str, str]:
     d = run.predict_defaults() if hasattr(run, "predict_defaults") else {}
+    tta = str(tta if tta is not None else d.get("tta", "none"))
+    if tta not in TTA:
+        raise WorkbenchError(f"tta {tta!r}: expected one of {', '.join(TTA)}")
     window = int(window if window is not None else d.get("window", 256))
     overlap = int(overlap if overlap is not None else d.get("overlap", 32))
     batch_size = int(batch_size if batch_size is not None else d.get("batch_size", 16))
@@ -255,7 +277,7 @@ def _settings(run: Any, window, overlap, batch_size, blend) -> tuple[int, int, i
         raise WorkbenchError(f"batch size must be >= 1, got {batch_size}")
     if blend not in BLENDS:
         raise WorkbenchError(f"blend {blend!r}: expected one of {', '.join(BLENDS)}")
-    return window, overlap, batch_size, blend
+    return window, overlap, batch_size, blend, tta
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -266,19 +288,19 @@ def _progress(total: int, enabled: bool, desc: str):
 
 def predict_probabilities(run: Any, input_path: str | Path, window: int | None = None, overlap: int | None = None,
                           batch_size: int | None = None, blend: str | None = None, progress: bool = True,
-                          naive: bool = False) -> Prediction:
+                          naive: bool = False, tta: str | None = None) -> Prediction:
     """Blended probabilities over a whole scene (no file written); see the module docstring."""
-    window, overlap, batch_size, blend = _settings(run, window, overlap, batch_size, blend)
+    window, overlap, batch_size, blend, tta = _settings(run, window, overlap, batch_size, blend, tta)
     if naive:
         batch_size = 1
     scene = _Scene(run, input_path)
     try:
-        return _predict(run, scene, window, overlap, batch_size, blend, progress, naive)
+        return _predict(run, scene, window, overlap, batch_size, blend, progress, naive, tta)
     finally:
         scene.close()
 
 
-def _predict(run, scene: _Scene, window, overlap, batch_size, blend, progress, naive) -> Prediction:
+def _predict(run, scene: _Scene, window, overlap, batch_size, blend, progress, naive, tta="none") -> Prediction:
     t0 = time.perf_counter()
     info = scene.info
     H, W = info.height, info.width
@@ -289,7 +311,7 @@ def _predict(run, scene: _Scene, window, overlap, batch_size, blend, progress, n
     acc = np.zeros((classes, H, W), np.float32)
     wsum = np.zeros((H, W), np.float32)
     valid = np.zeros((H, W), bool)
-    runner = _Runner(run.model, channels_last=not naive)
+    runner = _Runner(run.model, channels_last=not naive, transforms=TTA[tta])
 
     def add(batch_probs: np.ndarray, where: Sequence[tuple[int, int]]) -> None:
         for p, (r, c) in zip(batch_probs, where):
@@ -326,7 +348,7 @@ def _predict(run, scene: _Scene, window, overlap, batch_size, blend, progress, n
     finally:
         bar.close()
     np.divide(acc, np.maximum(wsum, 1e-12), out=acc)
-    return Prediction(acc, valid, info, plan, time.perf_counter() - t0, batch_size, blend)
+    return Prediction(acc, valid, info, plan, time.perf_counter() - t0, batch_size, blend, tta)
 
 
 def _strips(scene: _Scene, plan: Plan) -> Iterator[tuple[int, np.ndarray]]:
@@ -366,7 +388,7 @@ def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict
     info = pred.info
     labels = labels_of(pred, run.threshold)
     tags = {"run": str(getattr(run, "path", "")), "window": pred.plan.window, "overlap": pred.plan.overlap,
-            "blend": pred.blend, "threshold": run.threshold}
+            "blend": pred.blend, "tta": pred.tta, "threshold": run.threshold}
     names = ["water"] if pred.probs.shape[0] == 1 else ["class"]
     out = geotiff.write(out_path, labels, info.affine, info.crs, nodata=NODATA, band_names=names, tags=tags)
     prob_out = None
@@ -381,7 +403,7 @@ def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict
         "input": info.path, "out": str(out), "probabilities": str(prob_out) if prob_out else None,
         "width": info.width, "height": info.height, "crs": info.crs,
         "window": pred.plan.window, "window_used": [pred.plan.win_h, pred.plan.win_w], "overlap": pred.plan.overlap,
-        "batch_size": pred.batch_size, "blend": pred.blend, "windows": pred.plan.windows,
+        "batch_size": pred.batch_size, "blend": pred.blend, "tta": pred.tta, "windows": pred.plan.windows,
         "seconds": pred.seconds, "windows_per_s": pred.plan.windows / max(pred.seconds, 1e-9),
         "valid_pixels": valid_px, "nodata_pixels": int(info.width * info.height - valid_px),
         "threshold": run.threshold, "naive": naive, "device": str(_device_of(run.model)),
@@ -393,12 +415,12 @@ def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict
 
 def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,
                   window: int | None = None, overlap: int | None = None, batch_size: int | None = None,
-                  blend: str | None = None, progress: bool = True) -> dict:
+                  blend: str | None = None, progress: bool = True, tta: str | None = None) -> dict:
     """Predict a whole GeoTIFF scene and write the mask (and optionally probabilities); returns a summary.
 
-    ``window``/``overlap``/``batch_size``/``blend`` default to the run's ``predict`` config
-    (256 / 32 / 16 / gaussian)."""
-    pred = predict_probabilities(run, input_path, window, overlap, batch_size, blend, progress)
+    ``window``/``overlap``/``batch_size``/``blend``/``tta`` default to the run's ``predict`` config
+    (256 / 32 / 16 / gaussian / none)."""
+    pred = predict_probabilities(run, input_path, window, overlap, batch_size, blend, progress, tta=tta)
     return _write(run, pred, out_path, prob_path, naive=False)
 
 

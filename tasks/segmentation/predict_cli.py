@@ -19,6 +19,7 @@ PREDICT_EXAMPLES = """examples:
   workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif
   workbench segment predict --run segmentation-water-20250101-120000 --input scene.tif --out mask.tif \\
       --probabilities prob.tif --window 512 --overlap 64 --batch-size 8
+  workbench segment predict --run latest --input scene.tif --out mask.tif --tta d4    8 views averaged
   workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif \\
       --truth data/bluemarble/mosaic_mask.tif                 also score: test tiles with 5-95 % water
   workbench segment predict --run latest --where "source = 'generated'" --write-masks --min-confidence 0.9
@@ -55,6 +56,8 @@ def register(verbs, common: argparse.ArgumentParser) -> None:
     v.add_argument("--overlap", type=int, metavar="N", help="overlap between windows in px")
     v.add_argument("--batch-size", type=int, metavar="N", help="windows per forward pass")
     v.add_argument("--blend", choices=("gaussian", "mean"), help="weighting of overlapping windows")
+    v.add_argument("--tta", choices=("none", "flips", "d4"),
+                   help="test-time augmentation: average over 4 flips or all 8 symmetries (4x / 8x the time)")
     v.add_argument("--truth", metavar="MASK.tif", help="score the prediction against this mask (same grid)")
     v.add_argument("--all-pixels", action="store_true", help="with --truth: score every pixel, not catalog tiles")
     v.add_argument("--write-masks", action="store_true", help="tile mode: write pseudo-masks for catalog tiles")
@@ -103,7 +106,7 @@ def _run_scene(args, query: dict) -> int:
     run = load_run(args.run, device=_device(args.device))
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
                         overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, tta=args.tta)
     res["run"] = str(run.path)
     metrics = None
     if args.truth:
@@ -128,7 +131,8 @@ def _run_scene(args, query: dict) -> int:
     print(f"run          {run.path} ({run.weights} weights, threshold {run.threshold:g})")
     print(f"input        {res['input']}  {res['width']}x{res['height']}  {res['crs']}")
     print(f"windows      {res['windows']} of {res['window_used'][0]}x{res['window_used'][1]} px, overlap "
-          f"{res['overlap']}, batch {res['batch_size']}, {res['blend']} blend, {res['device']}: "
+          f"{res['overlap']}, batch {res['batch_size']}, {res['blend']} blend"
+          f"{'' if res['tta'] == 'none' else ', tta ' + res['tta']}, {res['device']}: "
           f"{res['seconds']:.1f} s ({res['windows_per_s']:.1f} windows/s)")
     if res.get("water_fraction") is not None:
         print(f"water        {100 * res['water_fraction']:.1f} % of {res['valid_pixels']} valid pixels "
