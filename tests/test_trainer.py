@@ -321,6 +321,37 @@ def test_trainer_without_val_set_monitors_train_loss_and_logs_to_tensorboard(hom
     assert list((Path(summary["run_dir"]) / "logs").rglob("events.out.tfevents*"))
 
 
+def test_trainers_of_different_precision_run_in_turn_in_one_process(home):
+    """A bf16 stage then a fp32 stage (two-stage recipes, notebooks, one pytest session)."""
+    from workbench.train import Trainer
+
+    for precision in ("bf16", "no", "bf16"):
+        cfg = build(TrainConfig, {"epochs": 1, "batch_size": 8, "cpu": True, "trackers": ["none"],
+                                  "mixed_precision": precision})
+        trainer = Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, task="lin", name=f"mp-{precision}")
+        assert trainer.accelerator.mixed_precision == precision
+        assert trainer.fit()["status"] == "finished"
+        trainer.close()
+
+
+def test_inference_model_scores_without_the_autocast_wrapper(home):
+    """Post-fit test metrics must be what ``eval`` computes from the saved fp32 weights."""
+    from workbench.train import Trainer
+
+    cfg = build(TrainConfig, {"epochs": 1, "batch_size": 8, "cpu": True, "trackers": ["none"],
+                              "mixed_precision": "bf16"})
+    trainer = Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, task="lin", name="infer")
+    trainer.fit()
+    x = torch.randn(5, 4, dtype=torch.float64).float()
+    assert trainer.unwrapped(x).dtype == torch.float32  # outputs converted back, but computed in bf16
+    wrapped = trainer.unwrapped(x)
+    model = trainer.inference_model()
+    plain = torch.nn.functional.linear(x, model.weight, model.bias)
+    assert torch.equal(model(x), plain)
+    assert not torch.equal(wrapped, plain)  # bf16 rounding shows: the wrapper really was there
+    trainer.close()
+
+
 def test_resume_unknown_run_is_a_user_error(home):
     from workbench.train import Trainer
 

@@ -192,7 +192,7 @@ def _after_fit(trainer, cfg: ClassificationConfig, stats, classes, test_tiles, s
     from .evaluate import score_tiles, write_report
 
     run = trainer.run
-    model = trainer.unwrapped
+    model = trainer.inference_model()
     if run.best_checkpoint.is_file():
         load_weights(run.best_checkpoint, model, prefer_ema=True)
     out = dict(summary)

@@ -298,7 +298,7 @@ def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summ
     from .metrics import format_table
 
     run = trainer.run
-    model = trainer.unwrapped
+    model = trainer.inference_model()
     device = trainer.accelerator.device
     if run.best_checkpoint.is_file():
         load_weights(run.best_checkpoint, model, prefer_ema=True)

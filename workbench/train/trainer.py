@@ -107,6 +107,21 @@ def mean_loss_evaluator(loss_fn: LossFn) -> EvaluateFn:
     return evaluate
 
 
+def _release_accelerator_state(mixed_precision: str) -> None:
+    """Let one process build trainers of different precisions one after another.
+
+    accelerate keeps one process-wide ``AcceleratorState`` and refuses a second
+    ``Accelerator`` whose mixed precision differs, yet a two-stage recipe (a fp32 VAE, then a
+    bf16 UNet), a notebook or a test session legitimately trains several models in turn. The
+    process group (``PartialState``) is kept; only the per-accelerator settings are dropped.
+    """
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") not in (None, mixed_precision):
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 class Trainer:
     """Train ``model`` on ``train_data`` under ``cfg``; ``fit()`` returns the run summary.
 
@@ -145,8 +160,10 @@ class Trainer:
 
         PartialState(cpu=cfg.cpu)  # the process group exists before we pick the run folder
         self.run = self._open_run(resume, runs_root)
+        precision = resolve_mixed_precision(cfg)
+        _release_accelerator_state(precision)
         self.accelerator = Accelerator(
-            cpu=cfg.cpu, mixed_precision=resolve_mixed_precision(cfg),
+            cpu=cfg.cpu, mixed_precision=precision,
             gradient_accumulation_steps=cfg.grad_accum, log_with=resolve_trackers(cfg.trackers) or None,
             project_config=ProjectConfiguration(project_dir=str(self.run.path),
                                                 logging_dir=str(self.run.path / "logs")))
@@ -264,6 +281,15 @@ class Trainer:
                 return group
         known = ", ".join(str(g.get("name")) for g in self.optimizer.param_groups)
         raise WorkbenchError(f"no optimizer param group named {name!r} (groups: {known})")
+
+    def inference_model(self) -> nn.Module:
+        """The trained module as a checkpoint loader gets it: no autocast wrapper on forward.
+
+        Under bf16/fp16 accelerate wraps ``forward`` in autocast; scoring through that wrapper
+        after ``fit`` would give test metrics that ``eval`` on the saved weights cannot
+        reproduce. Call it once training is over: it strips the wrapper in place.
+        """
+        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
 
     def close(self) -> None:
         """Leave the process group cleanly once the run's files are written.
