@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tasks.generation.build import build_model
-from tasks.generation.evaluate import location_fidelity, other_places, pearson
+from tasks.generation.evaluate import location_fidelity, nearest, nearest_reference, other_places, pearson
+from tasks.generation.folder import inspect_folder
 from workbench.data.catalog import Catalog
 
 from test_generation_train import make_catalog
@@ -70,6 +71,40 @@ def test_pearson():
     assert pearson([0, 1, 2, 3], [3, 2, 1, 0]) == pytest.approx(-1.0)
     assert pearson([0, 1, None, 3, 4], [0, 1, 5, 3, 4]) == pytest.approx(1.0)   # unknown pairs skipped
     assert pearson([1, 1, 1], [0, 1, 2]) is None and pearson([0, 1], [0, 1]) is None
+
+
+def test_nearest_is_on_the_sphere():
+    points = [[170.0, 0.0], [-100.0, 0.0], [0.0, 80.0], [0.0, 60.0]]
+    # 179 W is 11 degrees from 170 E across the dateline, 79 from 100 W
+    assert nearest([[179.0, 0.0], [-179.0, 0.0]], points).tolist() == [0, 0]
+    # (180, 85) is 15 degrees from (0, 80) over the pole (on a lon/lat plane it would be 180 away)
+    assert nearest([[180.0, 85.0], [0.0, 65.0], [-99.0, 1.0]], points).tolist() == [2, 3, 1]
+
+
+def test_nearest_reference_answers_each_place_with_its_nearest_training_tile(home, model_dir):
+    make_catalog(home)
+    with Catalog() as cat:
+        test = cat.query(source="bluemarble", split="test")
+        train = cat.query(source="bluemarble", split=["train", "val"])
+    folder = inspect_folder(model_dir)
+    folder.defaults["training"] = {"data": {"source": "bluemarble", "train_split": "train,val"}}
+    real = np.array([[float(i), 0.0, 0.0] for i in range(len(test))])
+    ref = nearest_reference(folder, test, None, 32, real, other_places(len(test), 0))
+    assert ref["training_places"] == len(train)
+    by_id = {t.id: t for t in train}
+
+    def unit(t):                                                       # nearest = largest dot product
+        lon, lat = np.radians([t.lon, t.lat])
+        return np.array([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+
+    for place, picked in zip(test, ref["tile_ids"]):
+        dots = {t.id: float(unit(t) @ unit(place)) for t in train}
+        assert picked in by_id and dots[picked] == pytest.approx(max(dots.values()))
+    water = [by_id[i].water_fraction for i in ref["tile_ids"]]
+    assert ref["water_fraction_correlation"] == pytest.approx(pearson(water, [t.water_fraction for t in test]))
+    assert 0.0 <= ref["location_fidelity"] <= 1.0
+    folder.defaults["training"] = {}                                   # no record (an official checkpoint)
+    assert nearest_reference(folder, test, None, 32, real, other_places(len(test), 0)) is None
 
 
 # ------------------------------------------------------------------------------ end to end

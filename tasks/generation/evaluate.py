@@ -8,6 +8,12 @@ between the two columns is what conditioning on place and time adds.
 * **Location fidelity**: the share of places whose generated tile's mean colour is nearer
   the real tile at that place than the real tile of another test place drawn at random
   (a fixed seed; the same draw for both columns). 0.5 is chance.
+* **The nearest-training-place reference**: the same two measures for a lookup that answers
+  each place with the real tile of the nearest place the model trained on (its recorded
+  training source / where / splits; great-circle distance), water from the catalog's (GSHHS)
+  fractions. A place-conditioned model can hardly know more of an unseen geographic block
+  than its neighbours show, so this column says how much of the gap to 1.0 the split itself
+  leaves. Absent for a model without a training record (e.g. an official checkpoint).
 * **Water-fraction correlation**: generated tiles are written as GeoTIFFs into the catalog
   (source ``generated``, ``parent_id`` = the real tile, ``extra.eval_batch`` naming this
   evaluation); a segmentation run scores them through the catalog -- ``workbench segment
@@ -106,6 +112,16 @@ def sampler_settings(folder: ModelFolder, steps: int | None = None, guidance: fl
             "scheduler": str(pick(scheduler, "scheduler"))}
 
 
+def nearest(query_lonlat: np.ndarray, lonlat: np.ndarray) -> np.ndarray:
+    """Index into ``lonlat`` of the point nearest to each query point on the sphere (haversine), so
+    that 179 E is next to 179 W and a degree of longitude near a pole counts for little."""
+    q, p = np.radians(np.asarray(query_lonlat, np.float64)), np.radians(np.asarray(lonlat, np.float64))
+    dlon = q[:, None, 0] - p[None, :, 0]
+    dlat = q[:, None, 1] - p[None, :, 1]
+    h = np.sin(dlat / 2) ** 2 + np.cos(q[:, None, 1]) * np.cos(p[None, :, 1]) * np.sin(dlon / 2) ** 2
+    return np.argmin(h, axis=1)
+
+
 # ------------------------------------------------------------------------------ the places
 
 def training_record(folder: ModelFolder) -> dict:
@@ -125,6 +141,41 @@ def select_places(folder: ModelFolder, query_override: dict, n: int, catalog, si
     with open_existing(catalog) as cat:
         tiles = select_tiles(cat, query, None, size)
     return query, spread(tiles, min(n, limit) if limit else n)
+
+
+def training_places(folder: ModelFolder, catalog, size: int) -> list:
+    """The tiles the model was trained on, as its record names them (empty without a record)."""
+    from workbench.data.catalog import open_existing, run_query
+
+    from .config import DataConfig
+    from .data import select_tiles, spread
+
+    data = training_record(folder).get("data") or {}
+    splits = DataConfig.splits(data.get("train_split"))
+    if not splits:
+        return []
+    with open_existing(catalog) as cat:
+        try:
+            tiles = spread(select_tiles(cat, run_query(data.get("source"), data.get("where")), splits, size),
+                           data.get("max_tiles"))
+        except WorkbenchError:                  # that catalog no longer holds them: no reference
+            return []
+    return [t for t in tiles if t.lon is not None and t.lat is not None]
+
+
+def nearest_reference(folder: ModelFolder, tiles: Sequence, catalog, size: int, real_means: np.ndarray,
+                      others: np.ndarray) -> dict | None:
+    """Fidelity and water r of answering each place with its nearest training place's real tile."""
+    train = training_places(folder, catalog, size)
+    if not train:
+        return None
+    idx = nearest([[t.lon, t.lat] for t in tiles], [[t.lon, t.lat] for t in train])
+    picked = [train[i] for i in idx]
+    means = mean_colours(real_images(folder, picked, size))
+    return {"location_fidelity": location_fidelity(means, real_means, others),
+            "water_fraction_correlation": pearson([t.water_fraction for t in picked],
+                                                  [t.water_fraction for t in tiles]),
+            "training_places": len(train), "tile_ids": [t.id for t in picked]}
 
 
 def real_images(folder: ModelFolder, tiles: Sequence, size: int) -> np.ndarray:
@@ -348,6 +399,7 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
     real_means = mean_colours(real)
     means = {v: mean_colours(generated[v]) for v in VARIANTS}
     fidelity = {v: location_fidelity(means[v], real_means, others) for v in VARIANTS}
+    reference = nearest_reference(folder, tiles, catalog_path, size, real_means, others)
 
     out_dir = Path(out_dir) if out_dir else default_out_dir()
     batch_id = out_dir.name
@@ -372,6 +424,8 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
         "caption_template": None if template is None else template.name,
         "location_fidelity": fidelity,
         "water_fraction_correlation": water,
+        "nearest_training_place": None if reference is None else
+        {k: v for k, v in reference.items() if k != "tile_ids"},
         "note": (f"only {len(tiles)} places (the acceptance figures use >= {opts.min_n})"
                  if len(tiles) < opts.min_n else None),
         "seconds": {"generation": round(gen_s, 1), "total": round(time.perf_counter() - t0, 1)},
@@ -382,7 +436,8 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
                        "zeroed_mean_rgb": _round(means["zeroed"][i]), "real_water_fraction": real_wf[i],
                        "generated_water_fraction": gen_wf["metadata"][i],
                        "zeroed_water_fraction": gen_wf["zeroed"][i],
-                       "generated_ids": {v: ids[v][i] for v in VARIANTS}}
+                       "generated_ids": {v: ids[v][i] for v in VARIANTS},
+                       "nearest_training_tile": None if reference is None else reference["tile_ids"][i]}
                       for i, (t, p, s) in enumerate(zip(tiles, prompts, seeds))],
     }
     result["seconds"]["total"] = round(time.perf_counter() - t0, 1)
@@ -405,10 +460,14 @@ def report(result: dict) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     lf, wf = result["location_fidelity"], result["water_fraction_correlation"]
+    ref = result.get("nearest_training_place")
     rows = [("", "metadata", "zeroed"),
             ("location fidelity", f(lf["metadata"]), f(lf["zeroed"])),
             ("water-fraction r", f(wf.get("metadata")), f(wf.get("zeroed")))]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    if ref is not None:
+        rows = [r + (c,) for r, c in zip(rows, ("nearest train place", f(ref["location_fidelity"]),
+                                                 f(ref["water_fraction_correlation"])))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"model    {result['model']}",
              f"places   {result['places']} ({', '.join(f'{k}={v}' for k, v in result['query'].items())}); "
              f"{result['scheduler']} {result['steps']} steps, guidance {result['guidance']:g}, seed {result['seed']}",
@@ -418,6 +477,9 @@ def report(result: dict) -> str:
         lines.append(f"\nwater-fraction correlation {wf.get('note')}")
     elif wf.get("seg_run"):
         lines.append(f"\nwater scored by segmentation run {Path(wf['seg_run']).name}")
+    if ref is not None:
+        lines.append(f"nearest train place: each place answered by the real tile of the nearest of the "
+                     f"{ref['training_places']} training places (water: catalog fractions), the reference")
     if result.get("note"):
         lines.append(f"note: {result['note']}")
     lines.append(f"chance level of location fidelity: 0.5; time {result['seconds']['total']:.0f} s")
