@@ -144,22 +144,21 @@ def select_places(folder: ModelFolder, query_override: dict, n: int, catalog, si
 
 
 def training_places(folder: ModelFolder, catalog, size: int) -> list:
-    """The tiles the model was trained on, as its record names them (empty without a record)."""
-    from workbench.data.catalog import open_existing, run_query
+    """The tiles the model was trained on: ``generate train``'s own selection (``train.select``)
+    over its recorded data config, in this catalog; empty without a record."""
+    from workbench.config import build
 
-    from .config import DataConfig
-    from .data import select_tiles, spread
+    from .config import DataConfig, GenerationConfig
+    from .train import select
 
-    data = training_record(folder).get("data") or {}
-    splits = DataConfig.splits(data.get("train_split"))
-    if not splits:
+    data = training_record(folder).get("data")
+    if not data:
         return []
-    with open_existing(catalog) as cat:
-        try:
-            tiles = spread(select_tiles(cat, run_query(data.get("source"), data.get("where")), splits, size),
-                           data.get("max_tiles"))
-        except WorkbenchError:                  # that catalog no longer holds them: no reference
-            return []
+    try:
+        d = build(DataConfig, {**data, "catalog": None, "size": size, "val_split": None}, "training.data.")
+        tiles = select(GenerationConfig(data=d), catalog, None).train
+    except WorkbenchError:             # an older record, or a catalog that no longer holds them: no reference
+        return []
     return [t for t in tiles if t.lon is not None and t.lat is not None]
 
 
