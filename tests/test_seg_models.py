@@ -332,3 +332,51 @@ def test_describe():
     assert info["size_mb"] > 0
     assert "dict" in describe(build_model("unet3plus", None, filters=TINY, cat_channels=4))["outputs"]
     assert describe(build_model("linknet", "resnet18"))["encoder"] == "resnet18"
+
+
+# --------------------------------------------------------------------------- refinement head
+
+
+def test_refine_head_starts_as_the_model_and_keeps_its_encoder():
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", in_channels=4, classes=2, refine=8).eval()
+    x = torch.randn(2, 4, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), model.base(x))     # zero-initialised last conv: no change yet
+    assert model.encoder is model.base.encoder
+    assert model.workbench_spec["refine"] == 8
+    assert describe(model)["encoder_params"] == sum(p.numel() for p in model.base.encoder.parameters())
+
+
+def test_refine_head_learns_a_per_pixel_rule_the_frozen_model_cannot_see():
+    """The head reads each pixel at full resolution: with the model frozen, it alone learns
+    'water where band 2 > band 0' on salt-and-pepper images, pixel by pixel."""
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", in_channels=3, classes=1, refine=16)
+    for p in model.base.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(model.refine.parameters(), lr=0.02)
+    for _ in range(120):
+        x = torch.randn(8, 3, 32, 32)
+        y = (x[:, 2:3] > x[:, 0:1]).float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        acc = ((model(x) > 0).float() == (x[:, 2:3] > x[:, 0:1]).float()).float().mean().item()
+        base_acc = ((model.base(x) > 0).float() == (x[:, 2:3] > x[:, 0:1]).float()).float().mean().item()
+    assert acc > 0.95 and base_acc < 0.7, (acc, base_acc)
+
+
+def test_refine_head_on_an_own_architecture_and_bad_widths():
+    model = build_model("attentionunet", None, in_channels=3, classes=1, filters=TINY, refine=4)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 1, 32, 32)
+    for bad in (-1, 2.5, "wide", True):
+        with pytest.raises(WorkbenchError, match="refine"):
+            build_model("unet", "resnet18", refine=bad)
+    with pytest.raises(WorkbenchError, match="UNet3Plus"):
+        build_model("unet3plus", None, filters=TINY, cat_channels=4, refine=8)
+    assert not hasattr(build_model("unet", "resnet18", refine=0), "base")

@@ -206,6 +206,38 @@ def test_score_scene_hand_computed(home):
         score_scene(pp, other)
 
 
+def test_score_scene_splits_errors_at_the_class_edges(home):
+    """Same masks as above: the band (1 px) is columns 4 and 5; the wrong pixels are column 4
+    (10, in the band) and one far from any edge."""
+    from tasks.segmentation.scene import class_edges, format_boundary, score_scene
+
+    t = from_origin(0.0, 10.0, 1.0, 1.0)
+    truth = np.zeros((10, 10), np.uint8)
+    truth[:, :5] = 1
+    pred = np.zeros((10, 10), np.uint8)
+    pred[:, :4] = 1
+    pred[0, 9] = 1
+    pred[9, 9] = 255
+    tp = _mask(home / "truth.tif", truth, t)
+    pp = _mask(home / "pred.tif", pred, t, nodata=255)
+    b = score_scene(pp, tp)["boundary"]
+    assert b["pixel_share"] == pytest.approx(20 / 99) and b["errors"] == 11 and b["errors_in_band"] == 10
+    assert b["error_share"] == pytest.approx(10 / 11)
+    assert b["mean_iou_outside"] == pytest.approx((40 / 41 + 38 / 39) / 2)
+    assert "20.2 % of pixels, 90.9 % of errors; mean IoU elsewhere 0.9750" in format_boundary(b)
+    # A tile holding only columns 0-4: its column 4 is still an edge (column 5 lies outside it).
+    tile = Tile(path="a.tif", source="folder", west=0.0, east=5.0, north=10.0, south=5.0, crs="EPSG:4326")
+    b = score_scene(pp, tp, tiles=[tile], water_max=None)["boundary"]
+    assert b["pixel_share"] == pytest.approx(5 / 25) and b["error_share"] == 1.0
+    assert b["mean_iou_outside"] == pytest.approx(1.0)  # 20 water pixels right; land absent: not averaged
+    # Wider bands, no wrap-around at the scene's edges, nodata never an edge.
+    edges = class_edges(truth, np.ones_like(truth, bool), 2)
+    assert edges[:, 3:7].all() and not edges[:, :3].any() and not edges[:, 7:].any()
+    hole = np.ones_like(truth, bool)
+    hole[:, 5] = False
+    assert not class_edges(truth, hole, 1)[:, 5:].any()
+
+
 def test_write_masks_updates_catalog_once(home, run_dir, monkeypatch):
     from tasks.segmentation.predict import write_masks
     from tasks.segmentation.run_io import load_run
@@ -245,6 +277,7 @@ def test_cli_predict_and_score(home, run_dir, cli):
                          "--truth", str(truth), "--all-pixels", "--no-progress")
     assert code == 0, err
     assert "pred.tif" in out and "IoU" in out and "pixels 60000" in out
+    assert "class edges (within 1 px): no errors" in out or "class edges (within 1 px): 0.0 % of pixels" in out
     assert geotiff.read_info(home / "pred.tif").width == 300
     code, out, err = cli("segment", "predict", "--run", run_dir.name, "--input", str(scene), "--out",
                          str(home / "p2.tif"), "--truth", str(truth))

@@ -130,13 +130,15 @@ def build_model(arch: str, encoder: str | None = "resnet34", in_channels: int = 
     ``encoder`` is an smp encoder name (``list_encoders()``) or ``tu-<timm model>``; for
     AttentionUNet / UNet3Plus also ``None``/``"plain"`` (their own conv blocks). ``kwargs`` go
     to the architecture's constructor (``encoder_depth``, ``decoder_channels``,
-    ``cat_channels``...). The model gets a ``workbench_spec`` dict (the arguments, enough to
-    rebuild it) that ``describe`` reports.
+    ``cat_channels``...), except ``refine``: the width of a full-resolution refinement head
+    (``refine.py``; 0 or absent: none). The model gets a ``workbench_spec`` dict (the
+    arguments, enough to rebuild it) that ``describe`` reports.
     """
     for label, value in (("in_channels", in_channels), ("classes", classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise WorkbenchError(f"{label} must be a positive integer, got {value!r}")
     key, cls = _arch_class(arch)
+    refine = _refine_width(kwargs.pop("refine", 0), cls)
     weights = kwargs.pop("encoder_weights", None)
     if weights not in (None, False, "none", "None"):
         raise WorkbenchError(f"encoder_weights={weights!r} would download weights; runs are offline: "
@@ -180,8 +182,25 @@ def build_model(arch: str, encoder: str | None = "resnet34", in_channels: int = 
             **{k: v for k, v in kwargs.items()}}
     if encoder_weights_path:
         spec["weights_report"] = load_encoder_weights(model, encoder_weights_path)
+    if refine:
+        from .refine import Refined
+
+        model = Refined(model, in_channels, classes, refine)
+        spec["refine"] = refine
     model.workbench_spec = spec
     return model
+
+
+def _refine_width(value, cls) -> int:
+    if value is None or value is False:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise WorkbenchError(f"model.kwargs.refine must be a whole number of channels >= 0 (0: no head), "
+                             f"got {value!r}")
+    if value and cls is UNet3Plus:
+        raise WorkbenchError("model.kwargs.refine is not available for UNet3Plus: its eval output is "
+                             "CGM-gated, which a residual head would undo")
+    return value
 
 
 # --------------------------------------------------------------------------- weights

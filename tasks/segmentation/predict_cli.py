@@ -124,7 +124,7 @@ def _run_scene(args, query: dict) -> int:
         else:
             metrics = score_scene(res["out"], args.truth, None)
         res["score"] = {k: metrics[k] for k in ("mean_iou", "iou_water", "iou_land", "overall_accuracy", "pixels",
-                                               "tiles_scored")}
+                                               "tiles_scored", "boundary")}
     if args.json:
         print(json.dumps({**res, "metrics": metrics}, default=str))
         return 0
@@ -144,8 +144,11 @@ def _run_scene(args, query: dict) -> int:
         from tasks.segmentation.metrics import format_table
 
         where = "every pixel" if args.all_pixels else f"{metrics['tiles_scored']} catalog tiles"
+        from tasks.segmentation.scene import format_boundary
+
         print(f"\nscore against {args.truth} over {where}:")
         print(format_table(metrics))
+        print(format_boundary(metrics["boundary"]))
     return 0
 
 
