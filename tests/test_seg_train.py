@@ -99,3 +99,19 @@ def test_resolved_config_roundtrips(tiny, cli):
     cfg = config_from_dict(read_yaml(run / "config.yaml"))
     assert cfg.train.lr == 0.003 and cfg.name == "cfgcheck" and cfg.data.window == SIZE
     assert "cfgcheck" in run.name
+
+
+def test_refinement_head_trains_saves_and_rescores(tiny, cli):
+    """A run with model.kwargs.refine is rebuilt from its config with the head, whose trained
+    weights load, and re-scoring the test split reproduces metrics.json."""
+    code, out, err = cli("segment", "train", *FAST, "--set", "model.kwargs.refine=8")
+    assert code == 0, err
+    run = run_dir_of(out)
+    from tasks.segmentation.run_io import load_run
+
+    model = load_run(run).model
+    assert model.workbench_spec["refine"] == 8 and hasattr(model, "refine")
+    assert any(p.abs().sum() > 0 for p in model.refine.body[-1].parameters())   # trained off zero
+    code, out, err = cli("segment", "eval", str(run), "--json")
+    assert code == 0, err
+    assert json.loads(out)["matrix"] == json.loads((run / "metrics.json").read_text())["matrix"]
