@@ -142,10 +142,9 @@ def _run_scene(args, query: dict) -> int:
         print(f"probabilities {res['probabilities']}")
     if metrics is not None:
         from tasks.segmentation.metrics import format_table
-
-        where = "every pixel" if args.all_pixels else f"{metrics['tiles_scored']} catalog tiles"
         from tasks.segmentation.scene import format_boundary
 
+        where = "every pixel" if args.all_pixels else f"{metrics['tiles_scored']} catalog tiles"
         print(f"\nscore against {args.truth} over {where}:")
         print(format_table(metrics))
         print(format_boundary(metrics["boundary"]))

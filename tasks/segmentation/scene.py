@@ -86,31 +86,31 @@ def boundary_breakdown(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray, b
     """How the ``valid`` (scored) pixels and their errors split between the class-edge band and
     the rest. ``known``: the pixels that count as neighbours (default ``valid``), so that a
     tile's edge pixel next to another class just outside the tile is still in the band."""
+    band = class_edges(truth, valid if known is None else known, band_px) & valid
+    wrong = (pred != truth) & valid
+    n, n_wrong = int(valid.sum()), int(wrong.sum())
+    return {"band_px": band_px, "pixel_share": float(band.sum() / n) if n else None,
+            "error_share": float((wrong & band).sum() / n_wrong) if n_wrong else None,
+            "errors": n_wrong, "errors_in_band": int((wrong & band).sum()),
+            "mean_iou_outside": _land_water_metrics(pred, truth, valid & ~band)["mean_iou"]}
+
+
+def _land_water_metrics(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
+    """``ConfusionMatrix(2).compute`` (land, water) over the pixels where ``mask`` is true."""
     import torch
 
     from tasks.segmentation.metrics import ConfusionMatrix
 
-    band = class_edges(truth, valid if known is None else known, band_px) & valid
-    wrong = (pred != truth) & valid
-    n, n_wrong = int(valid.sum()), int(wrong.sum())
-    outside = valid & ~band
     cm = ConfusionMatrix(2, device="cpu")
     cm.update(torch.from_numpy(pred.astype(np.int64))[None], torch.from_numpy(truth.astype(np.int64))[None],
-              torch.from_numpy(outside)[None])
-    return {"band_px": band_px, "pixel_share": float(band.sum() / n) if n else None,
-            "error_share": float((wrong & band).sum() / n_wrong) if n_wrong else None,
-            "errors": n_wrong, "errors_in_band": int((wrong & band).sum()),
-            "mean_iou_outside": cm.compute(list(CLASS_NAMES))["mean_iou"]}
+              torch.from_numpy(mask)[None])
+    return cm.compute(list(CLASS_NAMES))
 
 
 def score_scene(pred_path: str | Path, truth_path: str | Path, tiles: Sequence[Any] | None = None,
                 water_min: float | None = 0.05, water_max: float | None = 0.95, band_px: int = 1) -> dict:
     """Metrics (``ConfusionMatrix.compute`` with classes land/water) plus ``tiles_scored``,
     ``tiles_outside``, ``tiles_filtered`` and ``boundary``; see the module docstring."""
-    import torch
-
-    from tasks.segmentation.metrics import ConfusionMatrix
-
     pinfo = geotiff.read_info(pred_path)
     tinfo = geotiff.read_info(truth_path)
     geotiff.require_same_grid(tinfo, pinfo)
@@ -136,10 +136,7 @@ def score_scene(pred_path: str | Path, truth_path: str | Path, tiles: Sequence[A
             region[r0:r1, c0:c1] = True
             scored += 1
         valid = valid & region
-    cm = ConfusionMatrix(2, device="cpu")
-    cm.update(torch.from_numpy(pred.astype(np.int64))[None], torch.from_numpy(truth.astype(np.int64))[None],
-              torch.from_numpy(valid)[None])
-    metrics = cm.compute(list(CLASS_NAMES))
+    metrics = _land_water_metrics(pred, truth, valid)
     metrics.update(pred=str(pred_path), truth=str(truth_path), tiles_scored=scored if tiles is not None else None,
                    tiles_outside=outside, tiles_filtered=filtered,
                    iou_water=metrics["per_class"][1]["iou"], iou_land=metrics["per_class"][0]["iou"],
