@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,26 @@ def test_not_a_catalog_is_a_user_error(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(WorkbenchError, match="not a workbench catalog"):
         Catalog(bad)
+
+
+def test_opening_waits_for_a_writer_that_holds_the_lock(tmp_path):
+    """Another process mid-write makes SQLite refuse the switch to WAL at once, without its
+    busy timeout (two imports creating one catalog hit this): opening must wait, not fail."""
+    path = tmp_path / "catalog.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO other VALUES (1)")
+    probe = sqlite3.connect(path, timeout=5, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # the case, without the retry
+        probe.execute("PRAGMA journal_mode = WAL")
+    probe.close()
+    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    release.start()
+    try:
+        with Catalog(path) as cat:
+            assert cat.count() == 0
+            assert cat.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        release.join()
+        writer.close()

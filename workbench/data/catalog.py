@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from workbench import paths
 from workbench.errors import WorkbenchError
@@ -103,6 +103,22 @@ QUERY_KEYS = ("source", "split", "bbox", "label", "pred_label", "water_min", "wa
               "date_from", "date_to", "where", "ids", "model_id", "limit")
 
 
+def _retry_locked(action: Callable[[], Any], attempts: int = 50) -> Any:
+    """Run ``action`` again while SQLite answers "database is locked", about a minute in all.
+
+    The busy timeout covers most waits, but SQLite answers some at once to avoid a deadlock:
+    a reader upgrading to a write lock (BEGIN IMMEDIATE, or the switch to WAL of a catalog that
+    another process is creating) while a writer holds one. Those need a retry of our own.
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 class Catalog:
     """Open (creating if needed) the catalog at ``path`` or the default location."""
 
@@ -114,7 +130,7 @@ class Catalog:
             self.conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA busy_timeout = 120000")
-            self.conn.execute("PRAGMA journal_mode = WAL")
+            _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             with self.transaction():
@@ -137,14 +153,7 @@ class Catalog:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All or nothing: a write lock up front (IMMEDIATE) so concurrent writers queue."""
-        for attempt in range(50):
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+        _retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
         try:
             yield self.conn
         except BaseException:
