@@ -89,7 +89,7 @@ class TrainConfig:
     mode: Literal["min", "max"] = "min"
     ema_decay: Optional[float] = None
     seed: int = 0
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, no on CPU
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where native (GPU, AMX CPU)
     checkpoint_every_steps: Optional[int] = None  # None: at each epoch end only
     eval_every_epochs: int = 1
     num_workers: int = 0
