@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tasks.generation.build import build_model
-from tasks.generation.evaluate import location_fidelity, nearest, nearest_reference, other_places, pearson
+from tasks.generation.evaluate import (location_fidelity, nearest, nearest_reference, other_places, pearson, r_interval,
+                                       share_se)
 from tasks.generation.folder import inspect_folder
 from workbench.data.catalog import Catalog
 
@@ -73,6 +74,18 @@ def test_pearson():
     assert pearson([1, 1, 1], [0, 1, 2]) is None and pearson([0, 1], [0, 1]) is None
 
 
+def test_spread_of_a_share_and_of_r():
+    assert share_se(0.5, 100) == pytest.approx(0.05) and share_se(0.8, 128) == pytest.approx(0.0354, abs=1e-4)
+    assert share_se(1.0, 50) == 0.0
+    lo, hi = r_interval(0.0, 103)                       # Fisher z: atanh(0) +- 1.96 / sqrt(100)
+    assert lo == pytest.approx(-np.tanh(0.196)) and hi == pytest.approx(np.tanh(0.196))
+    lo, hi = r_interval(0.9, 28)                        # asymmetric near 1: tanh(atanh(0.9) +- 0.392)
+    assert lo == pytest.approx(0.7933, abs=1e-4) and hi == pytest.approx(0.9531, abs=1e-4)
+    assert hi - 0.9 < 0.9 - lo and hi < 1.0
+    assert r_interval(None, 100) is None and r_interval(0.5, 3) is None
+    assert r_interval(1.0, 10)[1] == pytest.approx(1.0)
+
+
 def test_nearest_is_on_the_sphere():
     points = [[170.0, 0.0], [-100.0, 0.0], [0.0, 80.0], [0.0, 60.0]]
     # 179 W is 11 degrees from 170 E across the dateline, 79 from 100 W
@@ -119,6 +132,14 @@ def test_eval_end_to_end_scores_water_through_the_catalog(home, cli, model_dir, 
     assert code == 0, err
     assert "location fidelity" in stdout and "water-fraction r" in stdout and str(out) in stdout
     result = json.loads((out / "eval.json").read_text())
+    se = result["location_fidelity_se"]["metadata"]
+    assert se == pytest.approx(share_se(result["location_fidelity"]["metadata"], 5))
+    water = result["water_fraction_correlation"]
+    assert water["pairs"] == {"metadata": 5, "zeroed": 5}
+    if water["metadata"] is not None:
+        assert water["ci95"]["metadata"] == pytest.approx(list(r_interval(water["metadata"], 5)))
+        assert "water r 95 % interval" in stdout
+    assert f"fidelity 1 s.e. {se:.3f} (5 places)" in stdout
     assert result["places"] == 5 and result["query"] == {"source": "bluemarble", "split": "test"}
     for v in ("metadata", "zeroed"):
         assert 0.0 <= result["location_fidelity"][v] <= 1.0

@@ -41,7 +41,7 @@ import torch
 from workbench.errors import WorkbenchError
 
 from .evaluate import (EvalOptions, caption_template, captions_of, generate_all, location_fidelity, mean_colours,
-                       other_places, real_images, sampler_settings, select_places)
+                       other_places, real_images, sampler_settings, select_places, share_se)
 from .folder import ModelFolder
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ def bench_settings(pipe, folder: ModelFolder, places: Places, defaults: Sampling
     rows.append(_row("(a) seed notebook call", seed_call, b_eff, b.images_per_s, None, fid_b, goal="baseline"))
     rows.append(_row("(a) model defaults", defaults, b_eff, d.images_per_s, speed, fid_d,
                      goal=f">= 2x: {'met' if speed >= 2 else 'not met'}"))
-    se = 0.5 / math.sqrt(len(places))   # a share's standard error is at most this
+    se = share_se(0.5, len(places))   # a share's standard error is at most this
     notes.append(f"(a) goal >= 2x images/s: {'met' if speed >= 2 else 'not met'} ({speed:.2f}x; "
                  f"{d.seconds:.2f} s vs {b.seconds:.2f} s for {len(places)} images)")
     notes.append(f"(a) location fidelity no worse: {'met' if fid_d >= fid_b else 'not met'} "

@@ -94,6 +94,21 @@ def pearson(a: Sequence[float | None], b: Sequence[float | None]) -> float | Non
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def share_se(p: float, n: int) -> float:
+    """Binomial standard error of a share of ``n`` places: how far another draw of noise and
+    partner places may move location fidelity (at 128 places and 0.8 about 0.035), so that two
+    models are not ranked by a difference of one or two places."""
+    return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n > 0 else float("nan")
+
+
+def r_interval(r: float | None, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95 % interval of Pearson's r over ``n`` pairs (Fisher's z): r is far from normal near +-1."""
+    if r is None or n < 4:
+        return None
+    centre, half = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12)), z / math.sqrt(n - 3)
+    return math.tanh(centre - half), math.tanh(centre + half)
+
+
 def mean_colours(images: np.ndarray) -> np.ndarray:
     """(n, H, W, 3) uint8 -> (n, 3) mean RGB."""
     return np.asarray(images, dtype=np.float64).reshape(len(images), -1, 3).mean(axis=1)
@@ -413,6 +428,9 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
             gen_wf = {v: [found.get(i) for i in ids[v]] for v in VARIANTS}
             water.update(available=True, **{v: pearson(gen_wf[v], real_wf) for v in VARIANTS})
             water["mean_abs_error"] = {v: _mae(gen_wf[v], real_wf) for v in VARIANTS}
+            water["pairs"] = {v: sum(x is not None and y is not None for x, y in zip(gen_wf[v], real_wf))
+                              for v in VARIANTS}
+            water["ci95"] = {v: r_interval(water[v], water["pairs"][v]) for v in VARIANTS}
 
     picks = spread(range(len(tiles)), MOSAIC_PLACES)
     mosaic = write_mosaic(out_dir / "mosaic.png", real, generated, picks)
@@ -422,6 +440,7 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
         "scheduler": opts.scheduler, "seed": opts.seed, "device": str(pipe.device),
         "caption_template": None if template is None else template.name,
         "location_fidelity": fidelity,
+        "location_fidelity_se": {v: share_se(fidelity[v], len(tiles)) for v in VARIANTS},
         "water_fraction_correlation": water,
         "nearest_training_place": None if reference is None else
         {k: v for k, v in reference.items() if k != "tile_ids"},
@@ -454,6 +473,17 @@ def _mae(a: Sequence, b: Sequence) -> float | None:
     return None if not pairs else float(np.mean([abs(x - y) for x, y in pairs]))
 
 
+def _uncertainty_line(result: dict) -> str:
+    """How much of the table a new draw could move: differences below these are noise."""
+    se = result.get("location_fidelity_se", {}).get("metadata")
+    parts = [] if se is None else [f"fidelity 1 s.e. {se:.3f} ({result['places']} places)"]
+    wf = result["water_fraction_correlation"]
+    ci = (wf.get("ci95") or {}).get("metadata")
+    if ci is not None:
+        parts.append(f"water r 95 % interval {ci[0]:.2f} to {ci[1]:.2f} ({wf['pairs']['metadata']} pairs)")
+    return "spread:  " + "; ".join(parts) if parts else "spread:  -"
+
+
 def report(result: dict) -> str:
     def f(v):
         return "-" if v is None else f"{v:.3f}"
@@ -472,6 +502,7 @@ def report(result: dict) -> str:
              f"{result['scheduler']} {result['steps']} steps, guidance {result['guidance']:g}, seed {result['seed']}",
              ""]
     lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.append(_uncertainty_line(result))
     if not wf.get("available"):
         lines.append(f"\nwater-fraction correlation {wf.get('note')}")
     elif wf.get("seg_run"):
