@@ -82,10 +82,15 @@ def location_fidelity(generated: np.ndarray, real: np.ndarray, others: np.ndarra
     return float(np.mean((own < other) + 0.5 * (own == other)))
 
 
+def known_pairs(a: Sequence[float | None], b: Sequence[float | None]) -> list[tuple[float, float]]:
+    """The (a_i, b_i) where both are known and finite: what r is computed over, and counted by."""
+    return [(float(x), float(y)) for x, y in zip(a, b) if x is not None and y is not None
+            and math.isfinite(float(x)) and math.isfinite(float(y))]
+
+
 def pearson(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
     """Pearson's r over the pairs where both are known; None when undefined (constant or < 3 pairs)."""
-    pairs = [(float(x), float(y)) for x, y in zip(a, b) if x is not None and y is not None
-             and math.isfinite(float(x)) and math.isfinite(float(y))]
+    pairs = known_pairs(a, b)
     if len(pairs) < 3:
         return None
     x, y = np.array(pairs).T
@@ -428,8 +433,7 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
             gen_wf = {v: [found.get(i) for i in ids[v]] for v in VARIANTS}
             water.update(available=True, **{v: pearson(gen_wf[v], real_wf) for v in VARIANTS})
             water["mean_abs_error"] = {v: _mae(gen_wf[v], real_wf) for v in VARIANTS}
-            water["pairs"] = {v: sum(x is not None and y is not None for x, y in zip(gen_wf[v], real_wf))
-                              for v in VARIANTS}
+            water["pairs"] = {v: len(known_pairs(gen_wf[v], real_wf)) for v in VARIANTS}
             water["ci95"] = {v: r_interval(water[v], water["pairs"][v]) for v in VARIANTS}
 
     picks = spread(range(len(tiles)), MOSAIC_PLACES)
