@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from tasks.generation.build import build_model
+from tasks.generation.config import load_config
+from workbench.config import to_dict
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
 
@@ -222,6 +224,8 @@ def test_the_committed_default_model(home, cli, one_torch_thread):
     assert {f"metadata_embedding.{i}.linear_{j}.weight" for i in range(7) for j in (1, 2)} <= keys
     wb = json.loads((DEFAULT_MODEL_DIR / "workbench.json").read_text())
     assert wb["training"]["command"].startswith("workbench generate train --preset bluemarble-small")
+    recorded = {**wb["training"]["config"], "name": "bluemarble-small"}   # --name only names the run
+    assert recorded == to_dict(load_config("bluemarble-small")), "the preset no longer retrains the default"
     assert wb["date"] == "2004-06-15" and wb["size"] == 64
 
     out = home / "default"
