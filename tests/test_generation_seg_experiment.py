@@ -220,6 +220,8 @@ def test_experiment_end_to_end(home, cli, model_dir, one_torch_thread):  # noqa:
     assert [c["step"] for c in result["commands"]] == ["baseline", "pseudo-masks", "real+generated"]
     assert (out / "panel.png").is_file() and result["panel"] == str(out / "panel.png")
     assert {p.name for p in (out / "logs").iterdir()} == {"baseline.log", "pseudo-masks.log", "real+generated.log"}
+    # the pseudo-labelled run is not what a later `--run latest` gets: the real-only baseline is
+    assert (home / "runs" / "latest-segmentation").read_text().strip() == str(base.resolve())
 
     # reusing the baseline: pseudo-masks that know no pixel (confidence 1) leave nothing to add, said in one line
     code, _, err = cli("generate", "seg-experiment", "--model", model_dir, "--baseline", base.name, "--n", 2,

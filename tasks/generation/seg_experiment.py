@@ -22,6 +22,8 @@ carries the tiles between them:
 5. **report**: both runs' train tiles, steps, test mIoU and water IoU on the same real test
    tiles and the difference; ``experiment.json``, ``panel.png`` (real | generated |
    pseudo-mask) and ``logs/`` (each subprocess's output) in the output folder.
+
+``runs/latest-segmentation`` is left at the real-only baseline.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from workbench.errors import WorkbenchError
+from workbench.train.run_dir import write_latest
 
 GENERATED = "generated"
 SEED_BASE = 10_000          # ``generate eval`` uses seed + k from 0: these tiles never repeat its noise
@@ -384,6 +387,9 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
         "baseline's tile filters and join its real tiles; "
         + ("the same epochs" if opts.equal_epochs else f"the baseline's {base_steps} optimizer steps"))
     mixed_path = run_dir_from(steps.run("real+generated", mixed_args), "real+generated")
+    # The real+generated run learnt from pseudo-labels: a measurement, not the model a later
+    # ``--run latest`` (predict, map, eval's water scoring) should pick up.
+    write_latest(base_path, "segmentation")
     mixed = read_run(mixed_path)
     seconds["real_generated"] = round(time.perf_counter() - t, 1)
 
