@@ -4,6 +4,7 @@ model, with a tiny segmentation run scoring water through the catalog (a subproc
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,10 @@ import pytest
 import torch
 
 from tasks.generation.build import build_model
-from tasks.generation.evaluate import (location_fidelity, nearest, nearest_reference, other_places, pearson, r_interval,
+from tasks.generation.evaluate import (by_distance, location_fidelity, nearest, nearest_reference, other_places, pearson, r_interval,
                                        share_se)
 from tasks.generation.folder import inspect_folder
+from tasks.generation.train import update_workbench_json
 from workbench.data.catalog import Catalog
 
 from test_generation_train import make_catalog
@@ -89,9 +91,28 @@ def test_spread_of_a_share_and_of_r():
 def test_nearest_is_on_the_sphere():
     points = [[170.0, 0.0], [-100.0, 0.0], [0.0, 80.0], [0.0, 60.0]]
     # 179 W is 11 degrees from 170 E across the dateline, 79 from 100 W
-    assert nearest([[179.0, 0.0], [-179.0, 0.0]], points).tolist() == [0, 0]
+    idx, km = nearest([[179.0, 0.0], [-179.0, 0.0]], points)
+    assert idx.tolist() == [0, 0]
+    degree = 2 * np.pi * 6371.0 / 360                                  # km per degree of a great circle
+    assert km == pytest.approx([9 * degree, 11 * degree])
     # (180, 85) is 15 degrees from (0, 80) over the pole (on a lon/lat plane it would be 180 away)
-    assert nearest([[180.0, 85.0], [0.0, 65.0], [-99.0, 1.0]], points).tolist() == [2, 3, 1]
+    idx, km = nearest([[180.0, 85.0], [0.0, 65.0], [-99.0, 1.0]], points)
+    assert idx.tolist() == [2, 3, 1] and km[0] == pytest.approx(15 * degree)
+    assert nearest([[0.0, 60.0]], points)[1] == pytest.approx([0.0])
+
+
+def test_by_distance_bins_places_by_their_distance_to_training_data():
+    km = [900.0, 10.0, 500.0, 20.0, 800.0, 30.0]
+    hits = {"model": np.array([0, 1, 0.5, 1, 0, 1]), "lookup": np.ones(6)}
+    water = {"model": [0.9, 0.1, 0.5, 0.3, 0.2, 0.6], "lookup": [None] * 6}
+    real = [0.1, 0.1, 0.5, 0.3, 0.9, 0.6]
+    near, far = by_distance(km, hits, water, real, bins=2)
+    assert near["km"] == [10.0, 30.0] and near["places"] == 3 and far["km"] == [500.0, 900.0]
+    assert near["model"]["location_fidelity"] == 1.0 and far["model"]["location_fidelity"] == pytest.approx(0.5 / 3)
+    assert near["model"]["water_fraction_correlation"] == pytest.approx(1.0)     # 0.1, 0.3, 0.6 exactly
+    assert far["model"]["water_fraction_correlation"] == pytest.approx(pearson([0.9, 0.5, 0.2], [0.1, 0.5, 0.9]))
+    assert far["model"]["water_fraction_correlation"] < 0 and near["lookup"]["water_fraction_correlation"] is None
+    assert len(by_distance(km[:2], hits, water, real, bins=4)) == 2               # never an empty bin
 
 
 def test_nearest_reference_answers_each_place_with_its_nearest_training_tile(home, model_dir):
@@ -115,7 +136,8 @@ def test_nearest_reference_answers_each_place_with_its_nearest_training_tile(hom
         assert picked in by_id and dots[picked] == pytest.approx(max(dots.values()))
     water = [by_id[i].water_fraction for i in ref["tile_ids"]]
     assert ref["water_fraction_correlation"] == pytest.approx(pearson(water, [t.water_fraction for t in test]))
-    assert 0.0 <= ref["location_fidelity"] <= 1.0
+    assert 0.0 <= ref["location_fidelity"] <= 1.0 and ref["location_fidelity"] == np.mean(ref["hits"])
+    assert len(ref["km"]) == len(test) and ref["median_km"] == pytest.approx(np.median(ref["km"]))
     folder.defaults["training"] = {}                                   # no record (an official checkpoint)
     assert nearest_reference(folder, test, None, 32, real, other_places(len(test), 0)) is None
 
@@ -127,7 +149,10 @@ def test_eval_end_to_end_scores_water_through_the_catalog(home, cli, model_dir, 
     make_catalog(home)
     seg = make_seg_run(home)
     out = home / "eval"
-    code, stdout, err = cli("generate", "eval", "--model", model_dir, "--n", 5, "--steps", 2, "--batch-size", 3,
+    model = home / "model"                                  # with a training record: the reference and by-distance
+    shutil.copytree(model_dir, model)
+    update_workbench_json(model, training={"data": {"source": "bluemarble", "train_split": "train,val"}})
+    code, stdout, err = cli("generate", "eval", "--model", model, "--n", 5, "--steps", 2, "--batch-size", 3,
                             "--seg-run", seg.name, "--out", out, "--no-progress")
     assert code == 0, err
     assert "location fidelity" in stdout and "water-fraction r" in stdout and str(out) in stdout
@@ -155,6 +180,11 @@ def test_eval_end_to_end_scores_water_through_the_catalog(home, cli, model_dir, 
     assert all(r.water_fraction is not None and r.mask_path for r in rows)      # scored by segment predict
     zeroed = [r for r in rows if r.extra["variant"] == "zeroed"]
     assert all(r.extra["metadata_normalised"] == [0.0] * 7 for r in zeroed)
+    bins = result["by_distance"]
+    assert sum(b["places"] for b in bins) == 5 and "by distance to the nearest training place" in stdout
+    assert [b["km"][0] for b in bins] == sorted(b["km"][0] for b in bins)
+    km = sorted(p["nearest_training_km"] for p in result["per_place"])
+    assert bins[0]["km"][0] == pytest.approx(km[0], abs=0.1) and bins[-1]["km"][1] == pytest.approx(km[-1], abs=0.1)
     for place in result["per_place"]:
         assert place["generated_water_fraction"] is not None
         assert place["real_water_fraction"] == real[place["tile_id"]].water_fraction

@@ -14,6 +14,9 @@ between the two columns is what conditioning on place and time adds.
   fractions. A place-conditioned model can hardly know more of an unseen geographic block
   than its neighbours show, so this column says how much of the gap to 1.0 the split itself
   leaves. Absent for a model without a training record (e.g. an official checkpoint).
+* **By distance**: both measures for the model and the reference in quartiles of the
+  distance from each place to its nearest training place, which shows how far from its
+  training data a model still tells places apart.
 * **Water-fraction correlation**: generated tiles are written as GeoTIFFs into the catalog
   (source ``generated``, ``parent_id`` = the real tile, ``extra.eval_batch`` naming this
   evaluation); a segmentation run scores them through the catalog -- ``workbench segment
@@ -76,10 +79,15 @@ def location_fidelity(generated: np.ndarray, real: np.ndarray, others: np.ndarra
     """Share of i with ||g_i - r_i|| < ||g_i - r_others[i]|| (ties count one half).
 
     ``generated`` and ``real`` are (n, k) features, here mean RGB colours."""
+    return float(np.mean(place_hits(generated, real, others)))
+
+
+def place_hits(generated: np.ndarray, real: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Each place's share of location fidelity: 1 if its tile is nearer its own place, 0.5 on a tie."""
     g, r = np.asarray(generated, dtype=np.float64), np.asarray(real, dtype=np.float64)
     own = np.linalg.norm(g - r, axis=1)
     other = np.linalg.norm(g - r[np.asarray(others)], axis=1)
-    return float(np.mean((own < other) + 0.5 * (own == other)))
+    return (own < other) + 0.5 * (own == other)
 
 
 def known_pairs(a: Sequence[float | None], b: Sequence[float | None]) -> list[tuple[float, float]]:
@@ -132,14 +140,43 @@ def sampler_settings(folder: ModelFolder, steps: int | None = None, guidance: fl
             "scheduler": str(pick(scheduler, "scheduler"))}
 
 
-def nearest(query_lonlat: np.ndarray, lonlat: np.ndarray) -> np.ndarray:
+EARTH_RADIUS_KM = 6371.0
+
+
+def nearest(query_lonlat: np.ndarray, lonlat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index into ``lonlat`` of the point nearest to each query point on the sphere (haversine), so
-    that 179 E is next to 179 W and a degree of longitude near a pole counts for little."""
+    that 179 E is next to 179 W and a degree of longitude near a pole counts for little; and the
+    great-circle distance to it in km."""
     q, p = np.radians(np.asarray(query_lonlat, np.float64)), np.radians(np.asarray(lonlat, np.float64))
     dlon = q[:, None, 0] - p[None, :, 0]
     dlat = q[:, None, 1] - p[None, :, 1]
     h = np.sin(dlat / 2) ** 2 + np.cos(q[:, None, 1]) * np.cos(p[None, :, 1]) * np.sin(dlon / 2) ** 2
-    return np.argmin(h, axis=1)
+    idx = np.argmin(h, axis=1)
+    h_min = np.clip(h[np.arange(len(idx)), idx], 0.0, 1.0)
+    return idx, 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(h_min))
+
+
+def by_distance(km: Sequence[float], hits: dict[str, np.ndarray], water: dict[str, Sequence[float | None]],
+                real_water: Sequence[float | None], bins: int = 4) -> list[dict]:
+    """Fidelity and water r in quantile bins of the distance to the nearest training place.
+
+    A place-conditioned model can only interpolate: the breakdown shows where the totals come
+    from (near the training places or far inside unseen blocks) and how far from its training
+    data a model still tells places apart. ``hits`` / ``water`` hold one sequence per column
+    (the model, the nearest-place reference, ...)."""
+    km = np.asarray(km, dtype=np.float64)
+    order = np.argsort(km, kind="stable")
+    rows = []
+    for part in np.array_split(order, min(bins, len(km))):
+        if not len(part):
+            continue
+        row = {"km": [float(km[part].min()), float(km[part].max())], "places": int(len(part))}
+        for name in hits:
+            row[name] = {"location_fidelity": float(np.mean(np.asarray(hits[name])[part])),
+                         "water_fraction_correlation": pearson([water[name][i] for i in part],
+                                                               [real_water[i] for i in part])}
+        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------------------ the places
@@ -188,13 +225,15 @@ def nearest_reference(folder: ModelFolder, tiles: Sequence, catalog, size: int, 
     train = training_places(folder, catalog, size)
     if not train:
         return None
-    idx = nearest([[t.lon, t.lat] for t in tiles], [[t.lon, t.lat] for t in train])
+    idx, km = nearest([[t.lon, t.lat] for t in tiles], [[t.lon, t.lat] for t in train])
     picked = [train[i] for i in idx]
-    means = mean_colours(real_images(folder, picked, size))
-    return {"location_fidelity": location_fidelity(means, real_means, others),
+    hits = place_hits(mean_colours(real_images(folder, picked, size)), real_means, others)
+    return {"location_fidelity": float(np.mean(hits)),
             "water_fraction_correlation": pearson([t.water_fraction for t in picked],
                                                   [t.water_fraction for t in tiles]),
-            "training_places": len(train), "tile_ids": [t.id for t in picked]}
+            "training_places": len(train), "median_km": float(np.median(km)),
+            "tile_ids": [t.id for t in picked], "km": km.tolist(), "hits": hits,
+            "water": [t.water_fraction for t in picked]}
 
 
 def real_images(folder: ModelFolder, tiles: Sequence, size: int) -> np.ndarray:
@@ -417,7 +456,8 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
     others = other_places(len(tiles), opts.seed)
     real_means = mean_colours(real)
     means = {v: mean_colours(generated[v]) for v in VARIANTS}
-    fidelity = {v: location_fidelity(means[v], real_means, others) for v in VARIANTS}
+    hits = {v: place_hits(means[v], real_means, others) for v in VARIANTS}
+    fidelity = {v: float(np.mean(hits[v])) for v in VARIANTS}
     reference = nearest_reference(folder, tiles, catalog_path, size, real_means, others)
 
     out_dir = Path(out_dir) if out_dir else default_out_dir()
@@ -436,6 +476,9 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
             water["pairs"] = {v: len(known_pairs(gen_wf[v], real_wf)) for v in VARIANTS}
             water["ci95"] = {v: r_interval(water[v], water["pairs"][v]) for v in VARIANTS}
 
+    distance = None if reference is None else by_distance(
+        reference["km"], {"metadata": hits["metadata"], "nearest_training_place": reference["hits"]},
+        {"metadata": gen_wf["metadata"], "nearest_training_place": reference["water"]}, real_wf)
     picks = spread(range(len(tiles)), MOSAIC_PLACES)
     mosaic = write_mosaic(out_dir / "mosaic.png", real, generated, picks)
     result = {
@@ -447,7 +490,8 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
         "location_fidelity_se": {v: share_se(fidelity[v], len(tiles)) for v in VARIANTS},
         "water_fraction_correlation": water,
         "nearest_training_place": None if reference is None else
-        {k: v for k, v in reference.items() if k != "tile_ids"},
+        {k: v for k, v in reference.items() if k not in ("tile_ids", "km", "hits", "water")},
+        "by_distance": distance,
         "note": (f"only {len(tiles)} places (the acceptance figures use >= {opts.min_n})"
                  if len(tiles) < opts.min_n else None),
         "seconds": {"generation": round(gen_s, 1), "total": round(time.perf_counter() - t0, 1)},
@@ -459,7 +503,8 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
                        "generated_water_fraction": gen_wf["metadata"][i],
                        "zeroed_water_fraction": gen_wf["zeroed"][i],
                        "generated_ids": {v: ids[v][i] for v in VARIANTS},
-                       "nearest_training_tile": None if reference is None else reference["tile_ids"][i]}
+                       "nearest_training_tile": None if reference is None else reference["tile_ids"][i],
+                       "nearest_training_km": None if reference is None else round(reference["km"][i], 1)}
                       for i, (t, p, s) in enumerate(zip(tiles, prompts, seeds))],
     }
     result["seconds"]["total"] = round(time.perf_counter() - t0, 1)
@@ -488,10 +533,29 @@ def _uncertainty_line(result: dict) -> str:
     return "spread:  " + "; ".join(parts) if parts else "spread:  -"
 
 
-def report(result: dict) -> str:
-    def f(v):
-        return "-" if v is None else f"{v:.3f}"
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
+
+def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as text columns: the first left-aligned, the rest right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
+
+
+def _distance_table(rows: Sequence[dict]) -> list[str]:
+    f = _f
+    table = [("km to nearest train place", "places", "fidelity", "water r", "ref. fidelity", "ref. water r")]
+    table += [(f"{r['km'][0]:,.0f} - {r['km'][1]:,.0f}", str(r["places"]),
+               f(r["metadata"]["location_fidelity"]), f(r["metadata"]["water_fraction_correlation"]),
+               f(r["nearest_training_place"]["location_fidelity"]),
+               f(r["nearest_training_place"]["water_fraction_correlation"])) for r in rows]
+    return ["by distance to the nearest training place (ref.: the nearest train place's own tile)", *_aligned(table)]
+
+
+def report(result: dict) -> str:
+    f = _f
     lf, wf = result["location_fidelity"], result["water_fraction_correlation"]
     ref = result.get("nearest_training_place")
     rows = [("", "metadata", "zeroed"),
@@ -500,12 +564,11 @@ def report(result: dict) -> str:
     if ref is not None:
         rows = [r + (c,) for r, c in zip(rows, ("nearest train place", f(ref["location_fidelity"]),
                                                  f(ref["water_fraction_correlation"])))]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"model    {result['model']}",
              f"places   {result['places']} ({', '.join(f'{k}={v}' for k, v in result['query'].items())}); "
              f"{result['scheduler']} {result['steps']} steps, guidance {result['guidance']:g}, seed {result['seed']}",
              ""]
-    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines += _aligned(rows)
     lines.append(_uncertainty_line(result))
     if not wf.get("available"):
         lines.append(f"\nwater-fraction correlation {wf.get('note')}")
@@ -514,6 +577,8 @@ def report(result: dict) -> str:
     if ref is not None:
         lines.append(f"nearest train place: each place answered by the real tile of the nearest of the "
                      f"{ref['training_places']} training places (water: catalog fractions), the reference")
+    if result.get("by_distance"):
+        lines += ["", *_distance_table(result["by_distance"])]
     if result.get("note"):
         lines.append(f"note: {result['note']}")
     lines.append(f"chance level of location fidelity: 0.5; time {result['seconds']['total']:.0f} s")
