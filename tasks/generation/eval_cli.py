@@ -28,6 +28,10 @@ metadata and one with the metadata zeroed (same caption, same seed). Reported fo
                      catalog), with the real tiles' water fraction
   spread             fidelity's binomial standard error (about 0.035 at 128 places) and r's 95 %
                      interval (Fisher z): differences smaller than these are the draw, not the model
+  nearest train place  the same for answering each place with the real tile of the nearest place
+                     the model trained on (needs its training record): what the split allows
+  by distance        both, for the model and that reference, in quartiles of the distance from
+                     each place to its nearest training place
 Generated tiles go into the catalog (source generated, parent_id = the real tile, extra.eval_batch);
 eval.json and mosaic.png (real | generated | metadata zeroed) go to --out.
 
