@@ -167,9 +167,7 @@ def by_distance(km: Sequence[float], hits: dict[str, np.ndarray], water: dict[st
     km = np.asarray(km, dtype=np.float64)
     order = np.argsort(km, kind="stable")
     rows = []
-    for part in np.array_split(order, min(bins, len(km))):
-        if not len(part):
-            continue
+    for part in np.array_split(order, min(bins, len(km))):     # never more bins than places: none empty
         row = {"km": [float(km[part].min()), float(km[part].max())], "places": int(len(part))}
         for name in hits:
             row[name] = {"location_fidelity": float(np.mean(np.asarray(hits[name])[part])),
@@ -232,8 +230,8 @@ def nearest_reference(folder: ModelFolder, tiles: Sequence, catalog, size: int, 
             "water_fraction_correlation": pearson([t.water_fraction for t in picked],
                                                   [t.water_fraction for t in tiles]),
             "training_places": len(train), "median_km": float(np.median(km)),
-            "tile_ids": [t.id for t in picked], "km": km.tolist(), "hits": hits,
-            "water": [t.water_fraction for t in picked]}
+            "per_place": {"tile_ids": [t.id for t in picked], "km": km.tolist(), "hits": hits,
+                          "water": [t.water_fraction for t in picked]}}
 
 
 def real_images(folder: ModelFolder, tiles: Sequence, size: int) -> np.ndarray:
@@ -476,9 +474,10 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
             water["pairs"] = {v: len(known_pairs(gen_wf[v], real_wf)) for v in VARIANTS}
             water["ci95"] = {v: r_interval(water[v], water["pairs"][v]) for v in VARIANTS}
 
-    distance = None if reference is None else by_distance(
-        reference["km"], {"metadata": hits["metadata"], "nearest_training_place": reference["hits"]},
-        {"metadata": gen_wf["metadata"], "nearest_training_place": reference["water"]}, real_wf)
+    near = None if reference is None else reference.pop("per_place")
+    distance = None if near is None else by_distance(
+        near["km"], {"metadata": hits["metadata"], "nearest_training_place": near["hits"]},
+        {"metadata": gen_wf["metadata"], "nearest_training_place": near["water"]}, real_wf)
     picks = spread(range(len(tiles)), MOSAIC_PLACES)
     mosaic = write_mosaic(out_dir / "mosaic.png", real, generated, picks)
     result = {
@@ -489,8 +488,7 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
         "location_fidelity": fidelity,
         "location_fidelity_se": {v: share_se(fidelity[v], len(tiles)) for v in VARIANTS},
         "water_fraction_correlation": water,
-        "nearest_training_place": None if reference is None else
-        {k: v for k, v in reference.items() if k not in ("tile_ids", "km", "hits", "water")},
+        "nearest_training_place": reference,
         "by_distance": distance,
         "note": (f"only {len(tiles)} places (the acceptance figures use >= {opts.min_n})"
                  if len(tiles) < opts.min_n else None),
@@ -503,8 +501,8 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
                        "generated_water_fraction": gen_wf["metadata"][i],
                        "zeroed_water_fraction": gen_wf["zeroed"][i],
                        "generated_ids": {v: ids[v][i] for v in VARIANTS},
-                       "nearest_training_tile": None if reference is None else reference["tile_ids"][i],
-                       "nearest_training_km": None if reference is None else round(reference["km"][i], 1)}
+                       "nearest_training_tile": None if near is None else near["tile_ids"][i],
+                       "nearest_training_km": None if near is None else round(near["km"][i], 1)}
                       for i, (t, p, s) in enumerate(zip(tiles, prompts, seeds))],
     }
     result["seconds"]["total"] = round(time.perf_counter() - t0, 1)
@@ -545,25 +543,23 @@ def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
 
 
 def _distance_table(rows: Sequence[dict]) -> list[str]:
-    f = _f
     table = [("km to nearest train place", "places", "fidelity", "water r", "ref. fidelity", "ref. water r")]
     table += [(f"{r['km'][0]:,.0f} - {r['km'][1]:,.0f}", str(r["places"]),
-               f(r["metadata"]["location_fidelity"]), f(r["metadata"]["water_fraction_correlation"]),
-               f(r["nearest_training_place"]["location_fidelity"]),
-               f(r["nearest_training_place"]["water_fraction_correlation"])) for r in rows]
+               _f(r["metadata"]["location_fidelity"]), _f(r["metadata"]["water_fraction_correlation"]),
+               _f(r["nearest_training_place"]["location_fidelity"]),
+               _f(r["nearest_training_place"]["water_fraction_correlation"])) for r in rows]
     return ["by distance to the nearest training place (ref.: the nearest train place's own tile)", *_aligned(table)]
 
 
 def report(result: dict) -> str:
-    f = _f
     lf, wf = result["location_fidelity"], result["water_fraction_correlation"]
     ref = result.get("nearest_training_place")
     rows = [("", "metadata", "zeroed"),
-            ("location fidelity", f(lf["metadata"]), f(lf["zeroed"])),
-            ("water-fraction r", f(wf.get("metadata")), f(wf.get("zeroed")))]
+            ("location fidelity", _f(lf["metadata"]), _f(lf["zeroed"])),
+            ("water-fraction r", _f(wf.get("metadata")), _f(wf.get("zeroed")))]
     if ref is not None:
-        rows = [r + (c,) for r, c in zip(rows, ("nearest train place", f(ref["location_fidelity"]),
-                                                 f(ref["water_fraction_correlation"])))]
+        rows = [r + (c,) for r, c in zip(rows, ("nearest train place", _f(ref["location_fidelity"]),
+                                                 _f(ref["water_fraction_correlation"])))]
     lines = [f"model    {result['model']}",
              f"places   {result['places']} ({', '.join(f'{k}={v}' for k, v in result['query'].items())}); "
              f"{result['scheduler']} {result['steps']} steps, guidance {result['guidance']:g}, seed {result['seed']}",
