@@ -11,7 +11,7 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from tests.conftest import write_pair
+from tests.support.rasters import write_pair
 from workbench.data import geotiff
 from workbench.data.augment import Augment, dihedral, dihedral_batch, inverse_transform
 from workbench.data.catalog import Tile

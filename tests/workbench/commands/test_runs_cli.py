@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, list[dict]]:
     """Two finished one-epoch runs that differ only in train.lr (trained once per module)."""
-    import tiny_train
+    from tests.support import tiny_train
 
     root = tmp_path_factory.mktemp("runs-home")
     with pytest.MonkeyPatch.context() as mp:

@@ -17,7 +17,7 @@ the network are replaced:
   request id as the server is;
 - ``get_persistent_credentials``: fake "earthengine authenticate" credentials.
 
-Run as a script (``python tests/ee_fakes.py ee export ...``) it installs itself and runs
+Run as a script (``python tests/support/ee_fakes.py ee export ...``) it installs itself and runs
 the workbench CLI: a real process that a test can kill with SIGKILL.
 """
 
@@ -336,7 +336,7 @@ def _raise_like_the_client(status: int, message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python tests/ee_fakes.py ARGS``: the workbench CLI with this fake installed
+    """``python tests/support/ee_fakes.py ARGS``: the workbench CLI with this fake installed
     ($EE_FAKE_DELAY seconds per computePixels call)."""
     fake = FakeEarthEngine().install()
     fake.delay = float(os.environ.get("EE_FAKE_DELAY", "0"))

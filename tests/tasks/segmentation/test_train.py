@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_pair
+from tests.support.segmentation import FAST, make_catalog, run_dir_of
 
 pytestmark = pytest.mark.slow  # end to end: real data build / real training runs
-
-SIZE = 32
-FAST = ["--source", "folder", "--set", f"data.window={SIZE}", "--set", "train.max_steps=2",
-        "--set", "train.epochs=1", "--set", "train.batch_size=4", "--set", "train.eval_batch_size=8",
-        "--set", "train.log_every_steps=1"]
 
 # Per preset: a smaller encoder where the preset's is big (architecture and loss unchanged).
 PRESETS = {
@@ -30,17 +25,6 @@ PRESETS = {
 }
 
 
-def make_catalog(home: Path, cli, counts=(6, 2, 2)) -> None:
-    for split, n in zip(("train", "val", "test"), counts):
-        folder = home / "in" / split
-        folder.mkdir(parents=True)
-        for i in range(n):
-            write_pair(folder, f"{split}{i}", size=SIZE, seed=hash((split, i)) % 1000,
-                       origin=(500_000.0 + 1000 * i, 4_650_000.0))
-        code, out, err = cli("data", "import", folder, "--split", split, "--no-progress")
-        assert code == 0, err
-
-
 @pytest.fixture
 def tiny(home, cli):
     make_catalog(home, cli)
@@ -49,10 +33,6 @@ def tiny(home, cli):
 
 def finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def run_dir_of(out: str) -> Path:
-    return Path(out.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -19,7 +19,7 @@ from workbench.config import to_dict
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
 
-from conftest import run_workbench
+from tests.support.runner import run_workbench
 
 PROMPT = "a satellite image of a river delta"
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import run_workbench
-from tests.test_seg_train import FAST, make_catalog, run_dir_of
+from tests.support.runner import run_workbench
+from tests.support.segmentation import FAST, make_catalog, run_dir_of
 
 
 @pytest.fixture

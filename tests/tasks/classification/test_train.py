@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 
-from tests.conftest import run_workbench
+from tests.support.runner import run_workbench
 from workbench.data import geotiff
 
 pytestmark = pytest.mark.slow  # real training runs

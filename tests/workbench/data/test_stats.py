@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 
-from tests.conftest import write_pair
+from tests.support.rasters import write_pair
 from workbench.data import geotiff
 from workbench.data.catalog import Tile
 from workbench.data.stats import BandStats, compute_band_stats, select_tiles

@@ -11,7 +11,7 @@ from tasks.generation.build import build_model
 from tasks.generation.folder import inspect_folder
 from workbench.errors import WorkbenchError
 
-from test_generation_train import make_catalog
+from tests.support.generation import make_catalog
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ def test_prompt_set_errors_name_the_entry(tmp_path, text, needle):
 
 
 def test_committed_prompt_set_is_valid():
-    from conftest import ROOT
+    from tests.support.runner import ROOT
 
     jobs, opts = load_prompt_set(ROOT / "prompts" / "river-deltas.yaml", None, None, None, 1.0, 0.0)
     assert len(jobs) == 2 * 3 * 2 and opts["scheduler"] == "ddim"
@@ -132,7 +132,7 @@ def test_committed_prompt_set_is_valid():
 
 def test_places_set_takes_the_models_gsd_and_date():
     """`make generate`'s set names places only: gsd and date come from the model (the fallbacks)."""
-    from conftest import ROOT
+    from tests.support.runner import ROOT
 
     jobs, opts = load_prompt_set(ROOT / "prompts" / "places.yaml", None, None, None, 7421.3, 0.0, "2004-06-15")
     assert len(jobs) == 8 and opts == {"seed": 0, "num_images": 1}

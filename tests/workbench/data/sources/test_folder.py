@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 
-from conftest import ROOT, write_pair
+from tests.support.rasters import write_pair
+from tests.support.runner import ROOT
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
 from workbench.data.sources import folder

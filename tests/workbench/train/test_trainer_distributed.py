@@ -19,7 +19,7 @@ import torch
 
 from workbench.train import checkpoint as ckpt
 
-TINY = Path(__file__).with_name("tiny_train.py")
+TINY = Path(__file__).resolve().parents[2] / "support" / "tiny_train.py"
 SIZE = 32  # 8 batches of 4 per epoch: 4 per rank, 2 optimizer steps per rank with grad_accum 2
 
 

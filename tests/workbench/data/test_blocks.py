@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import write_pair
+from tests.support.rasters import write_pair
 from workbench.data import geotiff
 from workbench.data.blocks import MASK_NODATA, block_mosaics
 from workbench.data.catalog import Catalog, Tile

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from workbench.config import build, deep_merge, parse_overrides  # noqa: E402
 from workbench.train.config import TrainConfig  # noqa: E402

@@ -25,7 +25,7 @@ from workbench.train.run_dir import RunDir, find_run
 from workbench.train.schedule import LRSchedule
 from workbench.train.seeding import capture_rng, restore_rng
 
-TINY = Path(__file__).with_name("tiny_train.py")
+TINY = Path(__file__).resolve().parents[2] / "support" / "tiny_train.py"
 
 
 # ---------------------------------------------------------------------- config
@@ -378,7 +378,7 @@ def assert_same_checkpoints(a: str | Path, b: str | Path) -> None:
 
 
 def test_exact_resume_after_max_steps_stop_in_process(tmp_path, monkeypatch):
-    import tiny_train
+    from tests.support import tiny_train
 
     horizon = ["--set", "train.schedule.total_steps=12", "--batched"]  # schedule independent of max_steps
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "ref"))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ee_fakes import COLLECTION, FakeEarthEngine, constant, function_names, graph_tree, invocations
+from tests.support.ee_fakes import COLLECTION, FakeEarthEngine, constant, function_names, graph_tree, invocations
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
 from workbench.data.splits import SPLITS
@@ -281,7 +281,7 @@ def test_dry_run_needs_no_credentials(cli, home):
 def test_transient_classification(offline):
     import ee
 
-    from ee_fakes import _raise_like_the_client
+    from tests.support.ee_fakes import _raise_like_the_client
     from workbench.data.sources.ee_transport import TransientError, transient_reason
 
     def caught(status):
@@ -493,7 +493,7 @@ def test_killed_halfway_then_rerun_gives_every_chip_once(fake, home):
 def test_sigkill_of_a_real_process_then_rerun(fake, home):
     out = home / "out"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "EE_FAKE_DELAY": "0.1"}
-    proc = subprocess.Popen([sys.executable, str(HERE / "ee_fakes.py"), *export_args(out, "--workers", "2")],
+    proc = subprocess.Popen([sys.executable, str(HERE.parents[2] / "support" / "ee_fakes.py"), *export_args(out, "--workers", "2")],
                             env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = home / "data" / "catalog.sqlite"
     deadline = time.time() + 40

@@ -18,12 +18,7 @@ from tasks.generation.folder import inspect_folder
 from tasks.generation.train import update_workbench_json
 from workbench.data.catalog import Catalog
 
-from test_generation_train import make_catalog
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_model("tiny", tmp_path_factory.mktemp("models") / "tiny")
+from tests.support.generation import make_catalog
 
 
 def make_seg_run(home: Path) -> Path:

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from tests.conftest import write_pair
+from tests.support.rasters import write_pair
 from workbench.data.catalog import Tile
 from workbench.data.dataset import WindowDataset
 from workbench.data.samplers import (EpochSampler, GridWindows, RandomWindows, epoch_permutation, grid_offsets,

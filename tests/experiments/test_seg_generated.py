@@ -18,8 +18,7 @@ from workbench.data import geotiff
 from workbench.data.catalog import Catalog, Tile
 from workbench.errors import WorkbenchError
 
-from test_generation_eval import model_dir  # noqa: F401 -- the tiny generator, a module fixture
-from test_generation_train import make_catalog
+from tests.support.generation import make_catalog
 
 # A segmentation run of two optimizer steps on 32 px windows (the 'water' preset's model, loss and where)
 TINY_SEG = ["--set", "data.window=32", "--set", "train.epochs=1", "--set", "train.max_steps=2",
