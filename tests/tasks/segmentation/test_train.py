@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.segmentation import FAST, make_catalog, run_dir_of
+from tests.support.segmentation import FAST, SIZE, make_catalog, run_dir_of
 
 pytestmark = pytest.mark.slow  # end to end: real data build / real training runs
 
