@@ -3,7 +3,7 @@
 A run's config is a tree of dataclasses. Presets are YAML files that override the
 schema's defaults; ``--set`` overrides win over the preset. Every key is checked
 against the schema so a typo is an error naming the key (with a suggestion), not
-a silently ignored setting: the seed notes lost runs to exactly that.
+a silently ignored setting that would lose a whole run.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_arg
 
 EXAMPLES = """examples:
   workbench classify train                                  water / coast / land on Blue Marble (make classify)
-  workbench classify train --preset vit-scratch             the seed notes' ViT (patch 8, width 100, 8 layers, 8 heads)
+  workbench classify train --preset vit-scratch             a ViT from scratch (patch 8, width 100, 8 layers, 8 heads)
   workbench classify predict --run latest --source bluemarble
   workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"
   workbench classify eval latest --split val

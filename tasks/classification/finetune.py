@@ -1,4 +1,4 @@
-"""The seed's fine-tuning recipe as optimizer groups plus one epoch hook.
+"""The fine-tuning recipe as optimizer groups plus one epoch hook.
 
 Groups: ``head`` at ``train.lr`` and ``backbone`` at ``train.lr * finetune.backbone_lr_scale``.
 Epochs ``0 .. linear_probe_epochs-1`` train the head alone (a linear probe); then one more

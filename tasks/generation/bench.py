@@ -9,14 +9,14 @@ clear line while there is none) on the test places of the Blue Marble catalog (b
 128 places (16 with ``quick``):
 
 (a) the model folder's sampling defaults (``workbench.json`` ``sampling``: e.g. ddim, 20 steps,
-    guidance 3) against the seed notebook's call (ddim, 50 steps, guidance 7.5), both through
+    guidance 3) against a common notebook call (ddim, 50 steps, guidance 7.5), both through
     :func:`generate_all` at the evaluation batch (64) with the same seeds, so the ratio is the
     sampler settings alone. Images per second of each, and the location fidelity of each
     against the real tiles (the eval's measure: generated mean colour nearer the own place's
     real tile than a random other place's), which must be no worse. Goal: >= 2x images/s.
 (b) classifier-free guidance as one UNet batch of 2N (cond + uncond, the pipeline's default)
     against two UNet calls of N per step (``batched_guidance=False``) with the defaults, the
-    same places and seeds, at batch 1 (one place at a time, as the seed notebook samples) on
+    same places and seeds, at batch 1 (one place at a time, as a sampling notebook does) on
     the first 16 places (4 with ``quick``) and at the evaluation batch on all of them; each
     batch is run both ways back to back so both see the same machine load. The images must
     agree: max |difference| of the uint8 images <= 1 (asserted in float32; only the last
@@ -65,7 +65,7 @@ class Sampling:
         return f"{self.scheduler} {self.steps} steps, guidance {self.guidance:g}"
 
 
-# the seed notebook: pipe(caption, num_inference_steps=50, guidance_scale=7.5), DDIM, one image a call
+# the baseline call: pipe(caption, num_inference_steps=50, guidance_scale=7.5), DDIM, one image a call
 SEED_CALL = Sampling(steps=50, guidance=7.5, scheduler="ddim")
 
 
@@ -205,7 +205,7 @@ def fidelity(images: np.ndarray, places: Places, seed: int) -> float:
 
 def bench_settings(pipe, folder: ModelFolder, places: Places, defaults: Sampling, seed_call: Sampling, batch: int,
                    seed: int, rows: list, notes: list) -> None:
-    """(a) The defaults against the seed notebook's call: images/s and location fidelity, same places and seeds."""
+    """(a) The defaults against the baseline call (50 steps, guidance 7.5): images/s and location fidelity, same places and seeds."""
     out: dict[str, tuple[Timed, float]] = {}
     for name, s in (("seed", seed_call), ("defaults", defaults)):
         use_scheduler(pipe, folder, s.scheduler)

@@ -8,11 +8,11 @@ On a crop of the Blue Marble mosaic (``data/bluemarble/mosaic.tif``, built with
 
 (a) batched + channels_last (:func:`predict_scene`'s engine, batch 64) against one
     window at a time (:func:`predict_scene_naive`'s engine: batch 1, contiguous, a
-    read per window) over the SAME windows, the seed recipe's own (64 px, stride 16,
+    read per window) over the SAME windows, those of the naive recipe (64 px, stride 16,
     averaged), on the 384 px centre of the crop; the two outputs must agree within
     1e-5 (asserted). Random weights.
 (b) the default settings (window 256, overlap 32, batch 16, gaussian) against the
-    seed notes' own ``predict_full`` recipe (window = the training tile, 64 px,
+    naive ``predict_full`` recipe (window = the training tile, 64 px,
     stride 16, batch 1, plain averaging) on the whole crop (a small sub-crop would
     mostly time 256 px windows hanging over its edges); with
     the newest ``runs/segmentation-*`` that has a checkpoint, both are also scored
@@ -122,7 +122,7 @@ def bench_predict(folder: Path, quick: bool, rows: list, notes: list) -> None:
                  f"cols {c0}-{c0 + size}; Europe/Mediterranean), resnet18 Unet, 3 bands, "
                  f"{torch.get_num_threads()} torch threads")
 
-    # (a) the seed recipe's own windows (training tile, stride 16, averaged), batched + channels_last
+    # (a) the naive recipe's windows (training tile, stride 16, averaged), batched + channels_last
     # versus one window at a time: per-window overhead is what batching removes, and it dominates
     # at small windows (at 256 px one window already keeps 2 cores busy).
     asize = 256 if quick else 384
@@ -139,7 +139,7 @@ def bench_predict(folder: Path, quick: bool, rows: list, notes: list) -> None:
     notes.append(f"(a) {asize}x{asize} px centre of the crop; max |difference| of probabilities {diff:.1e} "
                  f"(asserted <= 1e-5); {t_fast:.1f} s vs {t_slow:.1f} s")
 
-    # (b) defaults vs the seed notes' recipe, with a trained run when there is one, on the whole crop:
+    # (b) defaults vs the naive recipe, with a trained run when there is one, on the whole crop:
     # a small crop would mostly time 256 px windows hanging over its edges.
     run = _newest_run()
     model_run = run if run is not None and run.in_channels == 3 else rand

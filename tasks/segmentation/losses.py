@@ -34,7 +34,7 @@ Terms (``name`` and parameters; every term also takes ``weight``, default 1.0):
     Soft Dice, ``1 - (2 * sum(p * y) + smooth) / (sum(p) + sum(y) + smooth)`` per class, averaged
     over classes. Binary: the foreground only. Multi-class: every class, or ``classes=[...]``.
     ``smooth`` (default 1.0).
-``jaccard`` / ``iou`` (the seed notes' class-aware Jaccard)
+``jaccard`` / ``iou`` (class-aware Jaccard)
     Soft IoU ``I / (sum(p) + sum(y) - I)`` with ``I = sum(p * y)`` (``smooth`` added to both
     sides), of the foreground and of the background, combined with separate weights:
     ``pos_weight * (1 - IoU_fg) + neg_weight * (1 - IoU_bg)``. Binary: foreground uses
@@ -57,14 +57,14 @@ Terms (``name`` and parameters; every term also takes ``weight``, default 1.0):
     border) has a different label than p. Computed as window-max != window-min of the label
     map with ``max_pool2d`` (GPU friendly), nodata excluded from both. The band is
     ``2 * width`` pixels wide: ``width`` on each side of a class boundary (``width=1`` is the
-    seed notes' 2-pixel edge). Tile borders are not boundaries. ``lambda`` (alias ``lam``,
-    default 0.1; the seed notes found 0.1-0.2 best), ``width`` (default 1).
+    2-pixel edge). Tile borders are not boundaries. ``lambda`` (alias ``lam``,
+    default 0.1), ``width`` (default 1).
 
 Deep supervision: when the model output is a dict (``UNet3Plus`` in train mode:
 ``{"out", "aux", "cls"}``), the loss is
 ``sum_k ds_w[k] * L(outputs[k]) + cgm_weight * BCE(cls, tile has any foreground)`` with
 ``outputs = [out, *aux]`` and ``ds_w = deep_supervision_weights`` (default
-``[1.0, 0.25, 0.25, ...]``: the seed notes' UNet 3+ run gave the main output 50 % of the loss
+``[1.0, 0.25, 0.25, ...]``: with four auxiliaries that gives the main output 50 % of the loss
 and each of its 4 auxiliaries 12.5 %). "Any foreground" = some valid pixel whose target is
 not ``background_index`` (binary: target 1); tiles without valid pixels do not count.
 """

@@ -6,7 +6,7 @@ Layouts (``mode``), detected when not given:
   ``X.tif`` + ``X_mask.tif`` side by side, or ``images/X.tif`` + ``masks/X.tif``
   (``masks/X_mask.tif`` also works), or any ``--pattern "IMAGE,MASK"`` with a
   ``{name}`` placeholder, e.g. ``"scenes/{name}.tif,labels/{name}_water.tif"``.
-  The Earth Engine Drive export layout of the seed notebooks is a pairs variant:
+  The Earth Engine Drive export layout (an image and its masked copy) is a pairs variant:
   ``Original_Image_{i}.tif`` + ``Masked_Image_{i}.tif`` (anywhere under the folder),
   where the masked file is a copy of the image with WATER PIXELS SET TO 0 in all bands.
   A real mask is derived from it and written beside the image as
