@@ -1,7 +1,8 @@
 """``workbench <command> <verb>``: the one entry point.
 
 Command modules are listed explicitly below (platform commands, then the task
-registry) and only build argparse parsers at import time; anything heavy (torch,
+registry with the experiment verbs each task command carries) and only build argparse
+parsers at import time; anything heavy (torch,
 rasterio) is imported inside the verb that needs it, so ``workbench --help``
 answers at once.
 """
@@ -14,7 +15,7 @@ import sys
 from typing import Sequence
 
 from workbench.errors import EXIT_USER_ERROR, WorkbenchError
-from workbench.tasks_registry import TASK_COMMANDS
+from workbench.tasks_registry import EXPERIMENT_VERBS, TASK_COMMANDS
 
 PLATFORM_COMMANDS = (
     "workbench.commands.data",
@@ -60,8 +61,14 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     common = common_options()
-    for module in PLATFORM_COMMANDS + tuple(TASK_COMMANDS.values()):
+    for module in PLATFORM_COMMANDS:
         importlib.import_module(module).register(sub, common)
+    for command, module in TASK_COMMANDS.items():
+        verbs = importlib.import_module(module).register(sub, common)
+        for extra in EXPERIMENT_VERBS.get(command, ()):
+            if verbs is None:
+                raise RuntimeError(f"{module}.register returned no verbs for {extra} to add to")
+            importlib.import_module(extra).register(verbs, common)
     return parser
 
 

@@ -189,7 +189,7 @@ def sample(pipe, places: Places, index: Sequence[int], s: Sampling, batched: boo
 def sample_all(pipe, places: Places, s: Sampling, batch: int, seed: int) -> Timed:
     """Every place at ``s`` through the eval's own :func:`generate_all` (batches of ``batch``)."""
     opts = EvalOptions(n=len(places), steps=s.steps, guidance=s.guidance, scheduler=s.scheduler, seed=seed,
-                       batch_size=batch, seg_run=None, progress=False)
+                       batch_size=batch, progress=False)
     images, seconds = _timed(lambda: generate_all(pipe, places.prompts, places.metadata, places.seeds, opts,
                                                   places.size, s.label()))
     return Timed(images=images, latents=None, seconds=seconds)

@@ -1,7 +1,8 @@
 """``workbench generate``: DiffusionSat images at a place and time, into the catalog.
 
-``workbench generate --lat .. --lon .. --prompt ..`` generates with no verb; the verbs
-``train`` (``train_cli.py``) and ``eval`` (``eval_cli.py``) hang off the same parser. Stdlib only at import time:
+``workbench generate --lat .. --lon .. --prompt ..`` generates with no verb; the verb
+``train`` (``train_cli.py``) hangs off the same parser, and so do ``eval`` and ``seg-experiment``
+(``experiments/cli.py``, added by the CLI registry). Stdlib only at import time:
 torch loads only once every input has been checked.
 """
 
@@ -42,17 +43,17 @@ released 256 or 512 px checkpoint; default: tasks/generation/default_model.
 Flags given on the command line override the file.
 """
 
-# Modules adding verbs to ``workbench generate`` (train, eval, seg-experiment), each with
-# ``register(verbs, common)`` that sets its own ``func``; listed explicitly like the task registry,
-# and imported for --help, so they too must import nothing heavy at module level.
-VERB_MODULES: tuple[str, ...] = ("tasks.generation.train_cli", "tasks.generation.eval_cli",
-                                 "tasks.generation.seg_experiment_cli")
+# Modules adding verbs to ``workbench generate`` (train), each with ``register(verbs, common)`` that
+# sets its own ``func``; listed explicitly like the task registry, and imported for --help, so they
+# too must import nothing heavy at module level. ``eval`` and ``seg-experiment`` use a segmentation
+# model too: they are experiments' verbs, added by the CLI registry to the verbs ``register`` returns.
+VERB_MODULES: tuple[str, ...] = ("tasks.generation.train_cli",)
 
 SCHEDULER_CHOICES = ("ddim", "dpm", "euler", "pndm", "ddpm")
 DEFAULTS = {"gsd": 1.0, "cloud_cover": 0.0, "steps": 20, "guidance": 7.5, "scheduler": "ddim", "num_images": 1}
 
 
-def register(sub, common: argparse.ArgumentParser) -> None:
+def register(sub, common: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
     # allow_abbrev=False: the verbs' own options (eval --n) must not read as abbreviations of ours
     p = sub.add_parser("generate", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                        allow_abbrev=False,
@@ -89,6 +90,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
         for module in VERB_MODULES:
             importlib.import_module(module).register(verbs, common)
+        return verbs
+    return None
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -19,9 +19,11 @@ between the two columns is what conditioning on place and time adds.
   training data a model still tells places apart.
 * **Water-fraction correlation**: generated tiles are written as GeoTIFFs into the catalog
   (source ``generated``, ``parent_id`` = the real tile, ``extra.eval_batch`` naming this
-  evaluation); a segmentation run scores them through the catalog -- ``workbench segment
-  predict --write-masks`` in a subprocess, since one task never imports another -- and the
-  Pearson correlation of their water fractions with the real tiles' (GSHHS) ones is reported.
+  evaluation); a water scorer given by the caller gives each of them a water fraction, and the
+  Pearson correlation of those with the real tiles' (GSHHS) ones is reported. Generation has no
+  water model of its own and imports no other task, so the scorer is a plain callable argument
+  (``workbench generate eval`` passes one that runs a segmentation model, see
+  ``experiments/water_scoring.py``).
 
 Outputs in ``--out`` (default ``$WORKBENCH_HOME/generated/eval-<time>``): ``eval.json``,
 ``mosaic.png`` (real | generated | metadata zeroed, for 16 places), the generated tiles.
@@ -31,8 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -59,7 +59,6 @@ class EvalOptions:
     seed: int = 0
     batch_size: int = 64
     device: str = "auto"
-    seg_run: str | None = "latest"       # None: skip the water-fraction scoring
     min_n: int = 100                      # fewer places than this: a warning in the report
     progress: bool = True
 
@@ -334,40 +333,11 @@ def generated_rows(images: np.ndarray, tiles: Sequence, prompts: Sequence[str], 
     return rows
 
 
-# ------------------------------------------------------------------------------ segmentation
+# ------------------------------------------------------------------------------ water
 
-def find_seg_run(ref: str | None) -> tuple[Path | None, str | None]:
-    """(run folder, None) or (None, why not)."""
-    if ref is None or str(ref).lower() == "none":
-        return None, "skipped (--seg-run none)"
-    from workbench.train.run_dir import resolve_run
-
-    try:
-        return resolve_run(str(ref), "segmentation"), None
-    except WorkbenchError as exc:
-        return None, (f"unavailable: no segmentation run to score water with ({exc}); train one with "
-                      "`workbench segment train` (or `make segment`), or pass --seg-run RUN")
-
-
-def score_water(seg_run: Path, ids: Sequence[int], catalog_path: Path, log: Callable[[str], None] | None = None
-                ) -> tuple[dict[int, float | None] | None, str | None]:
-    """Run ``workbench segment predict --write-masks`` on the tiles ``ids`` (a subprocess: the catalog is
-    the bridge between tasks), then read their water fractions back."""
-    from workbench.data.catalog import Catalog
-
-    where = f"id IN ({', '.join(str(int(i)) for i in ids)})"
-    cmd = [sys.executable, "-m", "workbench", "segment", "predict", "--run", str(seg_run), "--write-masks",
-           "--min-confidence", "0", "--where", where, "--catalog", str(catalog_path), "--no-progress", "--json"]
-    if log:
-        log(f"scoring water with segmentation run {seg_run.name}: workbench segment predict --run {seg_run.name} "
-            f"--write-masks --min-confidence 0 --where \"id IN (...{len(ids)} ids)\"")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"unavailable: segment predict failed (exit {proc.returncode}): {last}"
-    with Catalog(catalog_path) as cat:
-        rows = cat.query(ids=list(ids))
-    return {r.id: r.water_fraction for r in rows}, None
+# Scores generated tiles' water: called with their catalog ids and the catalog path, it returns each
+# id's water fraction (None where unknown) or raises WorkbenchError when it cannot score at all.
+WaterScorer = Callable[[Sequence[int], Path], dict[int, float | None]]
 
 
 # ------------------------------------------------------------------------------ pictures
@@ -412,7 +382,15 @@ def default_out_dir(folder: str = "generated", prefix: str = "eval") -> Path:
 
 
 def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None = None, catalog=None,
-             out_dir: Path | None = None, log: Callable[[str], None] | None = None) -> dict:
+             out_dir: Path | None = None, log: Callable[[str], None] | None = None,
+             water_scorer: WaterScorer | None = None, water_record: dict[str, Any] | None = None) -> dict:
+    """The whole evaluation (module docstring): writes ``eval.json`` and ``mosaic.png``, returns the result.
+
+    ``water_scorer`` gives the generated tiles their water fractions (None: no water-fraction
+    correlation); a WorkbenchError from it becomes a note, since the other figures still stand.
+    ``water_record`` is what ``water_fraction_correlation`` records about the scorer (which model
+    scores, or a ``note`` why there is none); its note is said once the places are known, before
+    the long sampling, so that a missing water model is no surprise at the end."""
     from workbench.data.catalog import open_existing
 
     from .data import metadata_vector, spread
@@ -431,9 +409,9 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
     query, tiles = select_places(folder, dict(query_override or {}), opts.n, catalog_path, size)
     if len(tiles) < 2:
         raise WorkbenchError(f"only {len(tiles)} tile(s) match {query}: need at least 2 places")
-    seg_run, seg_note = find_seg_run(opts.seg_run)   # reported early: no surprise after the sampling
-    if seg_note and log:
-        say(f"water-fraction correlation {seg_note}")
+    water: dict[str, Any] = {"available": False, "note": None, **(water_record or {})}
+    if water["note"] and log:
+        say(f"water-fraction correlation {water['note']}")
     template = caption_template(folder)
     prompts = captions_of(tiles, template)
     seeds = [opts.seed + i for i in range(len(tiles))]
@@ -462,11 +440,12 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
     batch_id = out_dir.name
     ids = write_generated(generated, tiles, prompts, seeds, folder, opts, out_dir, batch_id, catalog_path)
     real_wf = [t.water_fraction for t in tiles]
-    water: dict[str, Any] = {"available": False, "note": seg_note, "seg_run": None}
     gen_wf: dict[str, list] = {v: [None] * len(tiles) for v in VARIANTS}
-    if seg_run is not None:
-        found, note = score_water(seg_run, ids["metadata"] + ids["zeroed"], catalog_path, say)
-        water.update(seg_run=str(seg_run), note=note)
+    if water_scorer is not None:
+        try:
+            found = water_scorer(ids["metadata"] + ids["zeroed"], catalog_path)
+        except WorkbenchError as exc:
+            found, water["note"] = None, f"unavailable: {exc}"
         if found is not None:
             gen_wf = {v: [found.get(i) for i in ids[v]] for v in VARIANTS}
             water.update(available=True, **{v: pearson(gen_wf[v], real_wf) for v in VARIANTS})

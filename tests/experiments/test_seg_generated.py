@@ -1,19 +1,21 @@
 """``workbench generate seg-experiment``: the second run's query (where / source composition, replayed
 filters) on a real catalog, the one-line errors, and the whole experiment end to end on a tiny
-catalog, a tiny generator and a segmentation run of a few steps (each segmentation step a subprocess)."""
+catalog, a tiny generator and a segmentation run of a few steps (each segmentation step a plain call
+into the segmentation task, in this process)."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from tasks.generation.seg_experiment import (experiment_where, last_line, places_for, replay_query, shell_quote,
-                                             sql_text, with_generated)
+from experiments.generated_tiles import (Steps, experiment_where, places_for, replay_filters, replay_query,
+                                         shell_quote, sql_text, with_generated)
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog, Tile
 from workbench.errors import WorkbenchError
@@ -112,9 +114,42 @@ def test_recorded_commands_quote_for_the_shell(arg):
     assert shell_quote("x = 'a'") == "\"x = 'a'\""
 
 
-def test_last_line_of_a_failed_step():
-    assert last_line("step 1/2\r step 2/2\r\nworkbench: error: unknown preset 'x'\n") == "unknown preset 'x'"
-    assert last_line("") == "no output"
+def test_replay_filters_are_what_the_command_line_gives():
+    import argparse
+
+    from workbench.data.query_args import add_query_args, query_from_args
+
+    query = {"source": "bluemarble", "where": "x", "bbox": [-10, -5.0, 10.0, 5], "water_min": 0.05,
+             "date_to": "2023-12-31", "label": ["coast"]}
+    flags, _ = replay_query(query)
+    parser = argparse.ArgumentParser()
+    add_query_args(parser)
+    assert replay_filters(query) == query_from_args(parser.parse_args(flags))
+    assert replay_filters({"source": "bluemarble", "where": "x"}) == {}
+
+
+def test_a_step_runs_in_process_into_its_log(tmp_path, capsys):
+    steps = Steps(tmp_path / "logs", echo=False)
+
+    def step():
+        print("the run table")
+        print("a progress bar", file=sys.stderr)
+        return 42
+
+    assert steps.run("baseline", ["segment", "train", "--where", "x = 'a'"], step) == 42
+    assert capsys.readouterr() == ("", "")                           # --no-progress: the log only
+    log = (tmp_path / "logs" / "baseline.log").read_text()
+    assert "the run table" in log and "a progress bar" in log
+    assert steps.commands == [{"step": "baseline", "command": "workbench segment train --where \"x = 'a'\""}]
+
+    def fails():
+        raise WorkbenchError("unknown preset 'x'")
+
+    loud = Steps(tmp_path / "logs", echo=True)
+    with pytest.raises(WorkbenchError, match=r"^step 'real\+generated' failed: unknown preset 'x' \(log: "):
+        loud.run("real+generated", ["segment", "train"], lambda: (print("live", file=sys.stderr), fails()))
+    assert capsys.readouterr().err == "live\n"                       # echo: stderr passes through as well
+    assert (tmp_path / "logs" / "real+generated.log").is_file()
 
 
 # ------------------------------------------------------------------------------ one-line errors
@@ -126,13 +161,13 @@ def _one_line_error(cli, *args) -> str:
     return err
 
 
-def test_bad_n_is_one_line(home, cli, model_dir):  # noqa: F811
+def test_bad_n_is_one_line(home, cli, model_dir):
     make_catalog(home, n=10)
     assert "--n 0: must be at least 1" in _one_line_error(cli, "--model", model_dir, "--n", 0)
     assert not (home / "experiments").exists() and not (home / "runs").exists()
 
 
-def test_unknown_baseline_is_one_line(home, cli, model_dir):  # noqa: F811
+def test_unknown_baseline_is_one_line(home, cli, model_dir):
     make_catalog(home, n=10)
     assert "--baseline nope" in _one_line_error(cli, "--model", model_dir, "--baseline", "nope")
     assert "no segmentation run" in _one_line_error(cli, "--model", model_dir, "--baseline", "latest")
@@ -140,7 +175,7 @@ def test_unknown_baseline_is_one_line(home, cli, model_dir):  # noqa: F811
     assert not (home / "experiments").exists()
 
 
-def test_missing_catalog_and_model_are_one_line(home, cli, model_dir):  # noqa: F811
+def test_missing_catalog_and_model_are_one_line(home, cli, model_dir):
     assert "no such catalog" in _one_line_error(cli, "--model", model_dir, "--catalog", home / "none.sqlite")
     make_catalog(home, n=10)
     assert "no such model folder" in _one_line_error(cli, "--model", home / "nowhere")
@@ -148,13 +183,13 @@ def test_missing_catalog_and_model_are_one_line(home, cli, model_dir):  # noqa: 
     assert not (home / "experiments").exists()
 
 
-def test_a_failing_step_is_named(home, cli, model_dir):  # noqa: F811
+def test_a_failing_step_is_named(home, cli, model_dir):
     make_catalog(home, n=10)
     code, _, err = cli("generate", "seg-experiment", "--model", str(model_dir), "--preset", "no-such-preset",
                        "--out", str(home / "x"), "--no-progress")
     assert code == 2 and "Traceback" not in err
     last = err.strip().splitlines()[-1]            # after the progress line, the error is one line
-    assert last.startswith("workbench: error: step 'baseline' failed (exit 2): unknown preset 'no-such-preset'")
+    assert last.startswith("workbench: error: step 'baseline' failed: unknown preset 'no-such-preset'")
     assert (home / "x" / "logs" / "baseline.log").is_file()
 
 
@@ -165,7 +200,7 @@ def _finite(v) -> bool:
 
 
 @pytest.mark.slow
-def test_experiment_end_to_end(home, cli, model_dir, one_torch_thread):  # noqa: F811
+def test_experiment_end_to_end(home, cli, model_dir, one_torch_thread):
     make_masked_catalog(home)
     out = home / "exp"
     # A where every generated tile passes (the preset's keeps tiles by water fraction, and an untrained

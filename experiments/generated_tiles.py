@@ -1,19 +1,18 @@
 """``workbench generate seg-experiment``: do generated tiles help a segmentation model?
 
-One command, five steps. Every segmentation step is a subprocess of the ``workbench`` CLI
-(``python -m workbench segment ...``), since one task never imports another; the catalog
-carries the tiles between them:
+One command, five steps, each a plain call into a task (``tasks.segmentation`` trains and
+predicts, ``tasks.generation`` generates); the catalog carries the tiles between them:
 
-1. **baseline** (real tiles only): ``segment train --preset P --name <exp>-real`` with the
-   user's ``--set`` overrides, or an existing run (``--baseline RUN``).
+1. **baseline** (real tiles only): what ``segment train --preset P --name <exp>-real`` runs,
+   with the user's ``--set`` overrides, or an existing run (``--baseline RUN``).
 2. **generate** N tiles at the places of the baseline's *train* tiles (evenly spread and
    deterministic; when N exceeds them, each place again with other seeds), from each place's
    caption and metadata. Each is a GeoTIFF in the catalog: source ``generated``, split = the
    baseline's train split, ``parent_id`` = the real tile, ``extra.experiment`` = the
    experiment id. Only train places are used, so nothing generated is derived from, or lands
    in, the geographic val/test blocks.
-3. **pseudo-masks**: ``segment predict --run <baseline> --write-masks --min-confidence C`` on
-   those tiles; pixels less confident than C are 255 (nodata, never trained on).
+3. **pseudo-masks**: what ``segment predict --run <baseline> --write-masks --min-confidence C``
+   runs, on those tiles; pixels less confident than C are 255 (nodata, never trained on).
 4. **real + generated**: ``segment train --preset <baseline>/config.yaml`` (the very same
    config) with ``data.source`` plus ``generated`` and ``data.where`` ANDed with "a real tile,
    or a tile of this experiment whose pseudo-mask has known pixels" (``experiment_where``).
@@ -21,26 +20,27 @@ carries the tiles between them:
    ``--equal-epochs`` keeps its epochs instead (more tiles, more steps).
 5. **report**: both runs' train tiles, steps, test mIoU and water IoU on the same real test
    tiles and the difference; ``experiment.json``, ``panel.png`` (real | generated |
-   pseudo-mask) and ``logs/`` (each subprocess's output) in the output folder.
+   pseudo-mask) and ``logs/`` (what each segmentation step printed) in the output folder.
+   ``experiment.json`` records each step as the ``workbench`` command that does the same, to
+   read and re-run by hand.
 
 ``runs/latest-segmentation`` is left at the real-only baseline.
 """
 
 from __future__ import annotations
 
-import codecs
+import io
 import json
 import math
-import os
 import re
 import shlex
-import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable, Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, TextIO, TypeVar
 
 from workbench.errors import WorkbenchError
 from workbench.train.run_dir import write_latest
@@ -75,7 +75,10 @@ class ExperimentOptions:
     min_confidence: float = 0.9             # pseudo-mask pixels below it are nodata
     equal_epochs: bool = False              # default: equal optimizer steps
     name: str | None = None                 # experiment id (default: the output folder's name)
-    progress: bool = True                   # progress bars, and the subprocesses' own output on stderr
+    progress: bool = True                   # progress bars, and the steps' own output on stderr
+
+
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------ the second run's query
@@ -134,10 +137,27 @@ def replay_query(query: dict) -> tuple[list[str], list[str]]:
     return flags, terms
 
 
+def replay_filters(query: dict) -> dict[str, Any]:
+    """The baseline's recorded CLI filters (``--bbox --water-min ...``) as the ``query_override``
+    ``segment train`` gets from them: the same keys and value types the command line gives."""
+    filters: dict[str, Any] = {}
+    for key in _REPLAY_FLAGS:
+        value = query.get(key)
+        if value is None:
+            continue
+        if key == "bbox":
+            filters[key] = tuple(float(v) for v in value)
+        elif key in ("water_min", "water_max"):
+            filters[key] = float(value)
+        else:
+            filters[key] = str(value)
+    return filters
+
+
 def places_for(tiles: Sequence, n: int) -> list:
     """``n`` places: evenly spread over ``tiles`` (deterministic); when ``n`` exceeds them, every tile
     in turn again (the seeds differ, so do the images)."""
-    from .data import spread
+    from tasks.generation.data import spread
 
     tiles = list(tiles)
     if n <= len(tiles):
@@ -145,7 +165,7 @@ def places_for(tiles: Sequence, n: int) -> list:
     return [tiles[k % len(tiles)] for k in range(n)]
 
 
-# ------------------------------------------------------------------------------ runs and subprocesses
+# ------------------------------------------------------------------------------ runs and steps
 
 def read_run(path: Path) -> dict:
     """A segmentation run's config.yaml, summary.json and tiles.json (plain dicts)."""
@@ -198,57 +218,49 @@ def splits_of(run: dict) -> dict[str, str]:
     return {s: recorded.get(s) or data.get(f"{s}_split") or s for s in ("train", "val", "test")}
 
 
-def run_dir_from(stdout: str, step: str) -> Path:
-    """The run folder a ``train`` verb prints as its last stdout line."""
-    lines = [line for line in stdout.strip().splitlines() if line.strip()]
-    path = Path(lines[-1].strip()) if lines else None
-    if path is None or not path.is_dir():
-        raise WorkbenchError(f"step '{step}': expected the run folder on the last line of its output, got "
-                             f"{lines[-1] if lines else 'nothing'!r}")
-    return path
-
-
 class Steps:
-    """Runs ``workbench ...`` subprocesses: stderr passed through live (``echo``), everything kept in
-    ``logs/<step>.log``; a failure is a one-line error naming the step and its last stderr line."""
+    """Runs the experiment's segmentation steps in this process: what a step prints (its stdout, and
+    its stderr with the progress bars) goes to ``logs/<step>.log``, its stderr also live when
+    ``echo``; a WorkbenchError from a step is one line naming the step and its log. Each step is
+    recorded as the ``workbench`` command that does the same."""
 
-    def __init__(self, catalog: Path, logs: Path, say: Callable[[str], None], echo: bool):
-        self.catalog, self.logs, self.say, self.echo = catalog, logs, say, echo
+    def __init__(self, logs: Path, echo: bool):
+        self.logs, self.echo = logs, echo
         self.commands: list[dict] = []
 
-    def run(self, step: str, args: Sequence[str]) -> str:
-        args = [str(a) for a in args]
-        cmd = [sys.executable, "-m", "workbench", *args, "--catalog", str(self.catalog)]
-        self.commands.append({"step": step, "command": "workbench " + " ".join(map(shell_quote, args))})
+    def run(self, step: str, command: Sequence[Any], call: Callable[[], T]) -> T:
+        self.commands.append({"step": step, "command": "workbench " + " ".join(shell_quote(str(a)) for a in command)})
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{re.sub(r'[^A-Za-z0-9_.+-]+', '_', step)}.log"
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out: list[bytes] = []
-        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
-        reader.start()
-        tail, decoder = "", codecs.getincrementaldecoder("utf-8")(errors="replace")
-        try:
-            with open(log_path, "wb") as log:
-                log.write(f"$ {shlex.join(cmd)}\n".encode())
-                fd = proc.stderr.fileno()
-                while chunk := os.read(fd, 65536):
-                    log.write(chunk)
-                    text = decoder.decode(chunk)
-                    tail = (tail + text)[-8192:]
-                    if self.echo:
-                        sys.stderr.write(text)
-                        sys.stderr.flush()
-                code = proc.wait()
-                reader.join()
-                stdout = b"".join(out)
-                log.write(b"\n--- stdout ---\n" + stdout)
-        finally:
-            if proc.poll() is None:          # interrupted: do not leave a training behind
-                proc.kill()
-                proc.wait()
-        if code != 0:
-            raise WorkbenchError(f"step '{step}' failed (exit {code}): {last_line(tail)} (log: {log_path})")
-        return stdout.decode(errors="replace")
+        with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+            log.write(f"# {step}: in-process, as $ {self.commands[-1]['command']}\n")
+            out, err = _Tee(log), _Tee(log, sys.stderr if self.echo else None)
+            try:
+                with redirect_stdout(out), redirect_stderr(err):
+                    return call()
+            except WorkbenchError as exc:
+                raise WorkbenchError(f"step '{step}' failed: {exc} (log: {log_path})") from exc
+
+
+class _Tee(io.TextIOBase):
+    """A text stream that writes to the step's log and, when given, to a live stream too."""
+
+    def __init__(self, log: TextIO, live: TextIO | None = None):
+        self.log, self.live = log, live
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        if self.live is not None:
+            self.live.write(text)
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self.log.flush()
+        if self.live is not None:
+            self.live.flush()
 
 
 def shell_quote(arg: str) -> str:
@@ -259,18 +271,10 @@ def shell_quote(arg: str) -> str:
     return '"' + re.sub(r'([\\"$`])', r"\\\1", arg) + '"'
 
 
-def last_line(text: str) -> str:
-    """The last non-empty line of a process's stderr (progress-bar redraws split on ``\\r``)."""
-    lines = [s.strip() for s in re.split(r"[\r\n]+", text) if s.strip()]
-    if not lines:
-        return "no output"
-    return re.sub(r"^workbench: error: ", "", lines[-1])
-
-
 # ------------------------------------------------------------------------------ the experiment
 
 def default_out_dir() -> Path:
-    from .evaluate import default_out_dir as fresh
+    from tasks.generation.evaluate import default_out_dir as fresh
 
     return fresh("experiments", "seg-generated")
 
@@ -278,10 +282,9 @@ def default_out_dir() -> Path:
 def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, out_dir: str | Path | None = None,
                    log: Callable[[str], None] | None = None) -> dict:
     """The five steps (module docstring); returns what ``experiment.json`` holds, plus ``out_dir``."""
+    from tasks.generation.evaluate import EvalOptions, sampler_settings
+    from tasks.generation.generate import Options, check_options, resolve_model
     from workbench.data.catalog import Catalog, open_existing
-
-    from .evaluate import EvalOptions, sampler_settings
-    from .generate import Options, check_options, resolve_model
 
     t0 = time.perf_counter()
     say = log or (lambda _m: None)
@@ -300,7 +303,7 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
             raise WorkbenchError(f"--baseline {opts.baseline} was trained on the catalog {used}, this experiment "
                                  f"uses {catalog_path}: pass --catalog {used}")
     folder = resolve_model(opts.model)
-    gen = EvalOptions(n=opts.n, seed=opts.seed, batch_size=opts.batch_size, device=opts.device, seg_run=None,
+    gen = EvalOptions(n=opts.n, seed=opts.seed, batch_size=opts.batch_size, device=opts.device,
                       progress=opts.progress, **sampler_settings(folder, opts.steps, opts.guidance, opts.scheduler))
     size = check_options(Options(steps=gen.steps, guidance=gen.guidance, scheduler=gen.scheduler, seed=opts.seed,
                                  size=opts.size), folder)
@@ -316,7 +319,7 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
         raise WorkbenchError(f"the catalog already holds {taken} generated tile(s) of an experiment named {exp!r}: "
                              "choose another --name (or --out)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps = Steps(catalog_path, out_dir / "logs", say, echo=opts.progress)
+    steps = Steps(out_dir / "logs", echo=opts.progress)
     seconds: dict[str, float] = {}
 
     # ---- 1. the baseline, real tiles only
@@ -325,8 +328,9 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
     if base_path is None:
         say(f"[1/5 baseline] training on real tiles only: segment train --preset {opts.preset} "
             f"--name {exp}-real{''.join(' ' + shell_quote(a) for a in sets)}")
-        base_path = run_dir_from(steps.run("baseline", ["segment", "train", "--preset", opts.preset, *sets,
-                                                        "--name", f"{exp}-real"]), "baseline")
+        base_path = steps.run("baseline", ["segment", "train", "--preset", opts.preset, *sets, "--name", f"{exp}-real"],
+                              lambda: train_segmentation(opts.preset, [*opts.overrides, f"name={exp}-real"],
+                                                         catalog_path))
     else:
         say(f"[1/5 baseline] reusing segmentation run {base_path}")
         if opts.overrides:
@@ -357,11 +361,10 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
     t = time.perf_counter()
     say(f"[3/5 pseudo-masks] segment predict --run {base_path.name} --write-masks --min-confidence "
         f"{opts.min_confidence:g} (pixels below: nodata 255)")
-    predicted = steps.run("pseudo-masks", ["segment", "predict", "--run", base_path, "--write-masks",
-                                           "--min-confidence", f"{opts.min_confidence:g}", "--source", GENERATED,
-                                           "--where", f"{EXPERIMENT_KEY} = {sql_text(exp)}", "--no-progress",
-                                           "--json"])
-    masked = _json_line(predicted, "pseudo-masks").get("tiles")
+    masked = steps.run("pseudo-masks", ["segment", "predict", "--run", base_path, "--write-masks",
+                                        "--min-confidence", f"{opts.min_confidence:g}", "--source", GENERATED,
+                                        "--where", f"{EXPERIMENT_KEY} = {sql_text(exp)}", "--no-progress", "--json"],
+                       lambda: pseudo_masks(base_path, catalog_path, exp, opts.min_confidence))
     with Catalog(catalog_path) as cat:
         rows = cat.query(source=GENERATED, where=f"{EXPERIMENT_KEY} = {sql_text(exp)}")
     usable = [r for r in rows if r.mask_path and r.water_fraction is not None]
@@ -378,15 +381,18 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
     if not joining:
         raise WorkbenchError(f"none of the {len(usable)} generated tiles with a pseudo-mask passes the baseline's "
                              f"tile filters ({query}), e.g. its water-fraction where: nothing to add to it")
-    fair = [] if opts.equal_epochs else ["--set", f"train.max_steps={base_steps}"]
-    # JSON-quoted values: ``--set`` reads YAML, and a where clause is not always a plain YAML scalar
+    # JSON-quoted values: an override reads YAML, and a where clause is not always a plain YAML scalar
+    mixed_sets = [f"data.source={json.dumps(source)}", f"data.where={json.dumps(where)}",
+                  *([] if opts.equal_epochs else [f"train.max_steps={base_steps}"])]
     mixed_args = ["segment", "train", "--preset", base_path / "config.yaml", *sets,
-                  "--set", f"data.source={json.dumps(source)}", "--set", f"data.where={json.dumps(where)}",
-                  *fair, *replay_flags, "--name", f"{exp}-real+generated"]
+                  *(a for o in mixed_sets for a in ("--set", o)), *replay_flags, "--name", f"{exp}-real+generated"]
     say(f"[4/5 real+generated] {joining} of the {len(usable)} generated tiles with a pseudo-mask pass the "
         "baseline's tile filters and join its real tiles; "
         + ("the same epochs" if opts.equal_epochs else f"the baseline's {base_steps} optimizer steps"))
-    mixed_path = run_dir_from(steps.run("real+generated", mixed_args), "real+generated")
+    mixed_path = steps.run("real+generated", mixed_args,
+                           lambda: train_segmentation(str(base_path / "config.yaml"),
+                                                      [*opts.overrides, *mixed_sets, f"name={exp}-real+generated"],
+                                                      catalog_path, replay_filters(query)))
     # The real+generated run learnt from pseudo-labels: a measurement, not the model a later
     # ``--run latest`` (predict, map, eval's water scoring) should pick up.
     write_latest(base_path, "segmentation")
@@ -427,6 +433,36 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
     return result
 
 
+def train_segmentation(preset: str, overrides: list[str], catalog_path: Path,
+                       query_override: dict | None = None) -> Path:
+    """What ``segment train --preset PRESET --set ... [filters]`` runs: the preset (a name or a run's
+    config.yaml) with the overrides, trained on this catalog; the run folder."""
+    from tasks.segmentation.config import load_config
+    from tasks.segmentation.train import train
+
+    summary = train(load_config(preset, overrides), catalog=str(catalog_path), query_override=query_override or {})
+    if not summary.get("run_dir"):
+        raise WorkbenchError(f"training {preset} ended without a run folder")
+    return Path(summary["run_dir"])
+
+
+def pseudo_masks(run_path: Path, catalog_path: Path, exp: str, min_confidence: float) -> int:
+    """What ``segment predict --run RUN --write-masks --min-confidence C`` runs on this experiment's
+    generated tiles: their pseudo-masks, ``mask_path`` and ``water_fraction`` set; how many."""
+    from experiments.water_scoring import predict_device
+    from tasks.segmentation.predict import write_masks
+    from tasks.segmentation.run_io import load_run
+    from workbench.data.catalog import Catalog
+
+    query = {"source": GENERATED, "where": f"{EXPERIMENT_KEY} = {sql_text(exp)}"}
+    run = load_run(str(run_path), device=predict_device())
+    with Catalog(catalog_path) as cat:
+        tiles = cat.query(**query)
+        if not tiles:
+            raise WorkbenchError(f"no catalog tiles match {query}")
+        return write_masks(run, cat, tiles, min_confidence=min_confidence, progress=False)
+
+
 def _train_places(catalog_path: Path, base: dict, query: dict, split: str, n: int) -> tuple[list, list]:
     """The baseline's real train tiles (its query and split; only the ids it trained on when
     tiles.json lists them) and ``n`` places spread over them."""
@@ -447,11 +483,15 @@ def _train_places(catalog_path: Path, base: dict, query: dict, split: str, n: in
 def _generate(folder, gen, places: Sequence, size: int, out_dir: Path, exp: str, split: str,
               catalog_path: Path) -> list[int]:
     """Generate one tile per place (seed + k) and add them to the catalog; their ids."""
+    from tasks.generation.data import metadata_vector
+    from tasks.generation.evaluate import (
+        caption_template,
+        captions_of,
+        generate_all,
+        generated_rows,
+    )
+    from tasks.generation.generate import Options, load_pipeline
     from workbench.data.catalog import Catalog
-
-    from .data import metadata_vector
-    from .evaluate import caption_template, captions_of, generate_all, generated_rows
-    from .generate import Options, load_pipeline
 
     prompts = captions_of(places, caption_template(folder))
     seeds = [gen.seed + k for k in range(len(places))]
@@ -471,14 +511,6 @@ def _count_joining(catalog_path: Path, query: dict, where: str, split: str) -> i
     q = {k: v for k, v in query.items() if k not in _REAL_ONLY}   # those are where-terms now
     with Catalog(catalog_path) as cat:
         return cat.count(**{**q, "source": GENERATED, "where": where, "split": split})
-
-
-def _json_line(stdout: str, step: str) -> dict:
-    lines = [line for line in stdout.strip().splitlines() if line.strip()]
-    try:
-        return json.loads(lines[-1])
-    except (IndexError, ValueError):
-        raise WorkbenchError(f"step '{step}': expected one JSON line on stdout, got {stdout[-200:]!r}") from None
 
 
 def _check_runs(catalog_path: Path, base: dict, mixed: dict, splits: dict) -> tuple[dict, dict[int, str]]:
@@ -530,16 +562,15 @@ def _mean(values) -> float | None:
 def _panel(path: Path, catalog_path: Path, usable: Sequence, exp: str, say) -> Path | None:
     """``panel.png``: a few generated tiles (evenly spread) between their real place and their pseudo-mask.
     A panel that cannot be drawn is a note, never a failed experiment (the numbers are written)."""
+    from tasks.generation.data import spread
     from workbench.data.catalog import Catalog
-
-    from .data import spread
 
     picks = spread(list(usable), PANEL_TILES)
     try:
         with Catalog(catalog_path) as cat:
             parents = {t.id: t for t in cat.query(ids=[p.parent_id for p in picks if p.parent_id is not None])}
         return write_panel(path, [(parents.get(p.parent_id), p) for p in picks], title=f"experiment {exp}")
-    except Exception as exc:  # noqa: BLE001 -- a plot is never worth the run
+    except Exception as exc:
         say(f"could not draw {path.name}: {exc}")
         return None
 
