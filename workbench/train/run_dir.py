@@ -42,12 +42,14 @@ _FORBIDDEN = '/\\<>:"|?*'
 _STAMPED = re.compile(r"^(?P<head>.+)-(?P<stamp>\d{8}-\d{6})(?:-\d+)?$")
 
 
-def check_run_name(name: str, what: str = "name") -> str:
+def check_run_name(name: str, what: str = "name", max_bytes: int = MAX_NAME_BYTES) -> str:
     """``name`` itself when it can be part of a folder name on Linux, macOS and Windows; else a
     one-line ``WorkbenchError`` naming the value and what is wrong (``what`` names the option).
 
     The name is kept exactly as given, so later commands find the run by what the user typed;
-    only what would break the folder (or a shell reading it) is refused."""
+    only what would break the folder (or a shell reading it) is refused. ``max_bytes`` (UTF-8)
+    keeps the folder name under the 255 bytes file systems allow, with room for what a task
+    appends (generation's ``<name>-vae`` run)."""
     text = str(name)
     shown = f"{what} {text if len(text) <= 60 else text[:40] + '...'!r}"
 
@@ -71,8 +73,8 @@ def check_run_name(name: str, what: str = "name") -> str:
     if text.endswith("."):
         raise refuse("a run name cannot end with '.' (Windows drops it)")
     size = len(text.encode("utf-8"))
-    if size > MAX_NAME_BYTES:
-        raise refuse(f"too long ({size} bytes; a run name has at most {MAX_NAME_BYTES})")
+    if size > max_bytes:
+        raise refuse(f"too long ({size} bytes; a run name has at most {max_bytes})")
     return text
 
 
@@ -102,7 +104,8 @@ class RunDir:
         root = Path(root) if root is not None else paths.runs_dir()
         root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
-        base = f"{check_run_name(task, 'task')}-{check_run_name(name)}-{stamp}"
+        room = 255 - len(f"{task}--{stamp}-9999".encode())  # the longest folder name this can make
+        base = f"{check_run_name(task, 'task', room)}-{check_run_name(name, max_bytes=room)}-{stamp}"
         for i in range(1, 10_000):
             path = root / (base if i == 1 else f"{base}-{i}")
             try:
