@@ -118,8 +118,9 @@ class RunDir:
         raise WorkbenchError(f"{root}: could not find a free run name for {base}")
 
     @classmethod
-    def open(cls, ref: str | Path, root: str | Path | None = None) -> RunDir:
-        return cls(find_run(ref, root))
+    def open(cls, ref: str | Path, root: str | Path | None = None, task: str | None = None) -> RunDir:
+        """The run ``ref`` names (see ``find_run``; with ``task``, ``latest`` is that task's last run)."""
+        return cls(find_run(ref, root, task=task))
 
     # -- layout -----------------------------------------------------------------------
     @property

@@ -128,6 +128,7 @@ def test_find_run_takes_a_folder_a_name_a_prefix_or_latest(runs, home):
     assert resolve_run("water-lr3e-4", "classification") == cls
     assert resolve_run(cls.name, "segmentation") == cls                 # an explicit folder is taken as is
     assert find_run("latest") == cls                                    # the last run to start, any task
+    assert RunDir.open("latest", task="segmentation").path == lr1 and RunDir.open("unet3plus").path == unet
     assert resolve_run("latest", "segmentation") == lr1                 # newest checkpoint of the task
     write_latest(lr3, "segmentation")
     assert resolve_run("latest", "segmentation") == lr3 == latest_run("segmentation")  # the recorded one
