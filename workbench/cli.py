@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -73,6 +74,21 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; a user error is one line and exit 2, and a reader that stops reading
+    (``workbench data list --json | head -1``) ends the command quietly with exit 0."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        # The reader has what it wanted. Point stdout at /dev/null so the exit-time flush of
+        # whatever is still buffered cannot raise again (the recipe in Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

@@ -13,9 +13,10 @@ import sys
 from workbench.commands import add_command, add_verb
 
 EXAMPLES = """examples:
-  workbench runs list                               every run under runs/, oldest first
+  workbench runs list                               every run under runs/, in the order they started
   workbench runs list --task segmentation --json    one task's runs, machine-readable
-  workbench runs compare segmentation-water segmentation-unet3plus  best/final metrics side by side + config keys that differ
+  workbench runs compare water-lr3e-4 water-lr1e-3  runs by the --name they were given: metrics + config keys that differ
+  workbench runs compare segmentation-water segmentation-unet3plus  unique prefixes of run folders work too
   workbench runs compare runs/segmentation-water-20261121-101500 runs/segmentation-unet3plus-20261121-113000
 """
 
@@ -39,8 +40,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                            epilog=EXAMPLES)
 
     v = add_verb(verbs, "list", common, help="one line per run",
-                 description="One line per run: name, task, status, steps, best monitored metric, "
-                             "start time.",
+                 description="One line per run, oldest start first (the start time summary.json "
+                             "records): folder, task, status, steps, best monitored metric, the first "
+                             "metric of the run's test block (segmentation: mean IoU; classification: "
+                             "macro F1), start time.",
                  epilog=LIST_EXAMPLES)
     v.add_argument("--task", metavar="TASK", help="only runs of this task")
     v.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
@@ -48,40 +51,43 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     v = add_verb(verbs, "compare", common, help="metrics side by side and the config keys that differ",
                  description="Best and final metrics of each run side by side, then only the config "
-                             "keys whose values differ. RUN is a run folder, a name under runs/, or a "
-                             "unique prefix of one.",
+                             "keys whose values differ (the tile query is data.source / data.where). "
+                             "RUN is a run folder, a folder name under runs/, the name a run was given "
+                             "(--name), a unique prefix of a folder name, or latest.",
                  epilog=COMPARE_EXAMPLES)
-    v.add_argument("runs", nargs="+", metavar="RUN", help="run folder, name or unique name prefix")
+    v.add_argument("runs", nargs="+", metavar="RUN", help="run folder, run name, unique prefix, or latest")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.set_defaults(func=run_compare)
 
 
 # ---------------------------------------------------------------------- verbs
 def run_list(args: argparse.Namespace) -> int:
-    from workbench.train.run_dir import RunDir, list_runs
+    from workbench.train.run_dir import RunDir, list_runs, run_task
 
     rows = []
-    for path in list_runs():
+    for path in list_runs():               # oldest start first
         run = RunDir(path)
         summary = run.read_summary()
-        task = summary.get("task") or _task_from_name(run.name)
+        task = run_task(path, summary)
         if args.task and task != args.task:
             continue
         best = summary.get("best") or {}
+        test = _test_block(summary)
         rows.append({"run": run.name, "task": task, "status": summary.get("status", "unknown"),
                      "steps": summary.get("steps"), "monitor": summary.get("monitor"),
                      "best": best.get("value"), "best_step": best.get("step"),
-                     "started": summary.get("started"), "path": str(run.path)})
+                     "test": test or None, "started": summary.get("started"), "path": str(run.path)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print("no runs" + (f" of task {args.task}" if args.task else "") + " under runs/", file=sys.stderr)
         return 0
-    table = [["RUN", "TASK", "STATUS", "STEPS", "BEST", "STARTED"]]
+    table = [["RUN", "TASK", "STATUS", "STEPS", "BEST", "TEST", "STARTED (oldest first)"]]
     for r in rows:
         best = "-" if r["best"] is None else f"{r['monitor']}={_fmt(r['best'])}"
-        table.append([r["run"], r["task"], r["status"], _fmt(r["steps"]), best, r["started"] or "-"])
+        table.append([r["run"], r["task"], r["status"], _fmt(r["steps"]), best, _headline(r["test"]),
+                      r["started"] or "-"])
     print(_table(table))
     return 0
 
@@ -128,8 +134,23 @@ def _config_value_key(cfg: dict, key: str) -> str:
     return json.dumps(cfg[key], sort_keys=True, default=str) if key in cfg else "\0absent"
 
 
-def _task_from_name(name: str) -> str:
-    return name.split("-", 1)[0]
+def _test_block(summary: dict) -> dict:
+    """The test metrics a task put in ``summary.json`` (``test``, else ``test_short``), numbers only.
+
+    Read generically: a task declares nothing, the block's first number is its headline (the
+    tasks put their main figure first: segmentation mean IoU, classification macro F1)."""
+    block = summary.get("test") or summary.get("test_short") or {}
+    if not isinstance(block, dict):
+        return {}
+    return {k: v for k, v in block.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _headline(test: dict | None) -> str:
+    """``key=value`` of the first float of a test block (a count such as ``tiles`` is skipped)."""
+    for key, value in (test or {}).items():
+        if isinstance(value, float):
+            return f"{key}={_fmt(value)}"
+    return "-"
 
 
 def _metric_rows(runs: list) -> dict[str, list]:
@@ -147,6 +168,9 @@ def _metric_rows(runs: list) -> dict[str, list]:
         rows[f"best {metric}"] = [((s.get("best") or {}).get("metrics") or {}).get(metric) for _, s, _ in runs]
     for metric in names:
         rows[f"final {metric}"] = [(s.get("final") or {}).get(metric) for _, s, _ in runs]
+    tests = [_test_block(s) for _, s, _ in runs]
+    for metric in dict.fromkeys(k for t in tests for k in t):
+        rows[f"test {metric}"] = [t.get(metric) for t in tests]
     return rows
 
 

@@ -5,7 +5,9 @@
 ``query_from_args(args)`` turns them into keyword arguments for ``Catalog.query``,
 ``Catalog.count`` and ``Catalog.stats``. ``data list``, ``data stats`` and the task
 commands (``segment train --where ...``) all use these two, so a filter means the
-same thing everywhere. Stdlib only: importing it must not slow ``--help`` down.
+same thing everywhere. ``filters_as_sql(query)`` writes the keyword filters as the SQL
+condition the catalog runs for them, which is how a train run records them in its
+config's ``data.where``. Stdlib only: importing it must not slow ``--help`` down.
 """
 
 from __future__ import annotations
@@ -105,3 +107,43 @@ def query_from_args(args: argparse.Namespace, prefix: str = "") -> dict[str, Any
             raise WorkbenchError(f"{opt('limit')} {limit}: must be 0 or more")
         q["limit"] = limit
     return q
+
+
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        raise TypeError(f"not a filter value: {value!r}")
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _sql_in(column: str, value: str | list[str]) -> str:
+    values = [value] if isinstance(value, str) else list(value)
+    if len(values) == 1:
+        return f"{column} = {_sql_literal(values[0])}"
+    return f"{column} IN ({', '.join(_sql_literal(v) for v in values)})"
+
+
+def filters_as_sql(query: dict[str, Any]) -> str | None:
+    """The keyword filters of ``query`` (``label pred_label bbox water_min water_max date_from
+    date_to``) as one SQL condition over the catalog's columns, the same condition
+    ``Catalog.query`` builds for them with bound parameters; None when there are none.
+
+    A run records it in ``data.where`` (see ``workbench.commands.train_verb.fold_query``), so its
+    ``config.yaml`` selects the tiles the command line selected without the command line."""
+    parts: list[str] = []
+    for key, value in query.items():
+        if value is None:
+            continue
+        if key in ("label", "pred_label"):
+            parts.append(_sql_in(key, value))
+        elif key == "bbox":
+            w, s, e, n = (_sql_literal(v) for v in value)
+            parts.append(f"lon BETWEEN {w} AND {e} AND lat BETWEEN {s} AND {n}")
+        elif key in ("water_min", "water_max"):
+            parts.append(f"water_fraction {'>=' if key == 'water_min' else '<='} {_sql_literal(value)}")
+        elif key in ("date_from", "date_to"):
+            parts.append(f"date {'>=' if key == 'date_from' else '<='} {_sql_literal(str(value))}")
+        else:
+            raise ValueError(f"filters_as_sql: {key!r} is not a keyword filter it can write as SQL")
+    return " AND ".join(parts) or None

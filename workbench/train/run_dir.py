@@ -10,11 +10,19 @@ predict commands can find things without asking the task:
     plots/*.png                  loss curves and whatever the task draws
     predictions/                 task outputs
 
+A run keeps the name the user gave (``--name water-lr3e-4`` makes
+``segmentation-water-lr3e-4-<time>``), so the name a user types later finds it; a name
+that cannot be a folder on Linux, macOS and Windows is refused (``check_run_name``).
+``find_run`` is the one way to name a run: a folder, a run name, a unique prefix, or
+``latest``; a miss suggests the nearest names.
+
 No torch here: the CLI lists runs at ``--help`` speed.
 """
 
 from __future__ import annotations
 
+import datetime
+import difflib
 import json
 import os
 import re
@@ -28,9 +36,46 @@ from workbench.errors import WorkbenchError
 STATUSES = ("running", "finished", "stopped_early", "failed")
 
 
-def _slug(text: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.]+", "_", str(text)).strip("_.")
-    return slug or "run"
+MAX_NAME_BYTES = 100
+# Characters Windows forbids in a file name; "/" and "\\" separate folders everywhere.
+_FORBIDDEN = '/\\<>:"|?*'
+_STAMPED = re.compile(r"^(?P<head>.+)-(?P<stamp>\d{8}-\d{6})(?:-\d+)?$")
+
+
+def check_run_name(name: str, what: str = "name", max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``name`` itself when it can be part of a folder name on Linux, macOS and Windows; else a
+    one-line ``WorkbenchError`` naming the value and what is wrong (``what`` names the option).
+
+    The name is kept exactly as given, so later commands find the run by what the user typed;
+    only what would break the folder (or a shell reading it) is refused. ``max_bytes`` (UTF-8)
+    keeps the folder name under the 255 bytes file systems allow, with room for what a task
+    appends (generation's ``<name>-vae`` run)."""
+    text = str(name)
+    shown = f"{what} {text if len(text) <= 60 else text[:40] + '...'!r}"
+
+    def refuse(why: str) -> WorkbenchError:
+        return WorkbenchError(f"{shown}: {why}")
+
+    if not text:
+        raise refuse("a run name cannot be empty")
+    bad = sorted({ch for ch in text if ch in _FORBIDDEN}, key=text.index)
+    if bad:
+        raise refuse(f"a run name cannot contain {' '.join(repr(c) for c in bad)} (it names a folder)")
+    if any(ord(ch) < 32 or ord(ch) == 127 or (ch.isspace() and ch != " ") or 0x80 <= ord(ch) < 0xA0
+           for ch in text):
+        raise refuse("a run name cannot contain control characters, tabs or line breaks")
+    if ".." in text:
+        raise refuse("a run name cannot contain '..'")
+    if text[0] in "-.":
+        raise refuse(f"a run name cannot start with {text[0]!r}")
+    if text != text.strip():
+        raise refuse("a run name cannot start or end with a space")
+    if text.endswith("."):
+        raise refuse("a run name cannot end with '.' (Windows drops it)")
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise refuse(f"too long ({size} bytes; a run name has at most {max_bytes})")
+    return text
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -49,16 +94,18 @@ class RunDir:
     # -- creating and finding ---------------------------------------------------------
     @classmethod
     def create(cls, task: str, name: str = "run", root: str | Path | None = None,
-               when: float | None = None) -> "RunDir":
+               when: float | None = None) -> RunDir:
         """Make a new, unique run folder (``-2``, ``-3``... when two runs start in the same second).
 
-        Call it on one process only (the trainer does it on the main process and
+        ``task`` and ``name`` are kept as given (``check_run_name`` refuses what cannot name a
+        folder). Call it on one process only (the trainer does it on the main process and
         broadcasts the path): ``mkdir(exist_ok=False)`` makes the claim atomic.
         """
         root = Path(root) if root is not None else paths.runs_dir()
         root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
-        base = f"{_slug(task)}-{_slug(name)}-{stamp}"
+        room = 255 - len(f"{task}--{stamp}-9999".encode())  # the longest folder name this can make
+        base = f"{check_run_name(task, 'task', room)}-{check_run_name(name, max_bytes=room)}-{stamp}"
         for i in range(1, 10_000):
             path = root / (base if i == 1 else f"{base}-{i}")
             try:
@@ -71,8 +118,9 @@ class RunDir:
         raise WorkbenchError(f"{root}: could not find a free run name for {base}")
 
     @classmethod
-    def open(cls, ref: str | Path, root: str | Path | None = None) -> "RunDir":
-        return cls(find_run(ref, root))
+    def open(cls, ref: str | Path, root: str | Path | None = None, task: str | None = None) -> RunDir:
+        """The run ``ref`` names (see ``find_run``; with ``task``, ``latest`` is that task's last run)."""
+        return cls(find_run(ref, root, task=task))
 
     # -- layout -----------------------------------------------------------------------
     @property
@@ -177,29 +225,124 @@ def _is_run(path: Path) -> bool:
     return path.is_dir() and ((path / "summary.json").is_file() or (path / "config.yaml").is_file())
 
 
-def list_runs(root: str | Path | None = None) -> list[Path]:
-    """Run folders under ``runs/``, oldest name first."""
+def run_task(path: str | Path, summary: dict | None = None) -> str:
+    """The task a run belongs to: ``summary.json``'s ``task``, else the folder name up to its first ``-``."""
+    path = Path(path)
+    summary = RunDir(path).read_summary() if summary is None else summary
+    return str(summary.get("task") or path.name.split("-", 1)[0])
+
+
+def run_name(path: str | Path, summary: dict | None = None) -> str:
+    """The name the run was given (``water-lr3e-4`` of ``segmentation-water-lr3e-4-20261121-101500``):
+    ``summary.json``'s ``name``, else read from the folder name."""
+    path = Path(path)
+    summary = RunDir(path).read_summary() if summary is None else summary
+    if summary.get("name"):
+        return str(summary["name"])
+    stamped = _STAMPED.match(path.name)
+    head = stamped.group("head") if stamped else path.name
+    task = run_task(path, summary)
+    return head[len(task) + 1:] if head.startswith(f"{task}-") else head
+
+
+def run_started(path: str | Path, summary: dict | None = None) -> float:
+    """When the run started, as a Unix time: ``summary.json``'s ``started`` (what the trainer
+    records), else when its ``config.yaml`` (or the folder) was written. The folder name's stamp
+    is not used: it is the start in local time, to the second, and ``-2`` folders share it."""
+    path = Path(path)
+    summary = RunDir(path).read_summary() if summary is None else summary
+    started = summary.get("started")
+    if started:
+        try:
+            return datetime.datetime.fromisoformat(str(started)).timestamp()
+        except ValueError:
+            pass
+    for candidate in (path / "config.yaml", path / "summary.json", path):
+        try:
+            return candidate.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def list_runs(root: str | Path | None = None, task: str | None = None) -> list[Path]:
+    """Run folders under ``runs/`` (only ``task``'s when given), oldest start first (``run_started``;
+    the folder name breaks ties)."""
     root = Path(root) if root is not None else paths.runs_dir()
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if _is_run(p))
+    runs = []
+    for path in root.iterdir():
+        if not _is_run(path):
+            continue
+        summary = RunDir(path).read_summary()
+        if task is not None and run_task(path, summary) != task:
+            continue
+        runs.append((run_started(path, summary), path.name, path))
+    return [path for _, _, path in sorted(runs)]
 
 
-def find_run(ref: str | Path, root: str | Path | None = None) -> Path:
-    """A run given as a path, a folder name under ``runs/`` or a unique prefix of one."""
+def find_run(ref: str | Path, root: str | Path | None = None, task: str | None = None) -> Path:
+    """The one way to name a run: a run folder (path), a folder name under ``runs/``, the name the
+    run was given (``--name``), a unique prefix of a folder name, or ``latest``.
+
+    With ``task``, names, prefixes and ``latest`` look at that task's runs only, and a prefix may
+    leave out the task (``water`` for ``segmentation-water-...``). Several runs matching is an
+    error listing them; no run matching is an error suggesting the nearest names."""
     root = Path(root) if root is not None else paths.runs_dir()
+    text = str(ref)
+    if text == "latest":
+        if task is not None:
+            return latest_run(task, root)
+        runs = list_runs(root)
+        if not runs:
+            raise WorkbenchError("latest: no run under runs/ yet")
+        return runs[-1]
     path = Path(ref)
-    if _is_run(path):
-        return path
-    if _is_run(root / path):
-        return root / path
-    matches = [p for p in list_runs(root) if p.name.startswith(str(ref))]
+    for candidate in (path, root / path):
+        if _is_run(candidate):
+            return candidate
+    runs = list_runs(root, task)
+    named = [p for p in runs if run_name(p) == text]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise WorkbenchError(f"{text}: ambiguous run name, {len(named)} runs have it: {_names(named)} "
+                             "(give the folder name)")
+    prefixes = [text] + ([f"{task}-{text}"] if task is not None and not text.startswith(f"{task}-") else [])
+    matches = [p for p in runs if any(p.name.startswith(prefix) for prefix in prefixes)]
     if len(matches) == 1:
         return matches[0]
-    if len(matches) > 1:
-        names = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
-        raise WorkbenchError(f"{ref}: ambiguous run prefix, matches {names}")
-    raise WorkbenchError(f"{ref}: no such run under runs/")
+    if matches:
+        raise WorkbenchError(f"{text}: ambiguous run prefix, matches {_names(matches)}")
+    if path.is_dir() and path.name:
+        raise WorkbenchError(f"{text}: a folder but not a run (it has no summary.json or config.yaml)")
+    among = f" (looked at the {task} runs)" if task is not None else ""
+    close = nearest_runs(text, runs)
+    hint = f"; did you mean: {', '.join(p.name for p in close)}?" if close else ""
+    raise WorkbenchError(f"{text}: no such run under runs/{among}{hint}")
+
+
+def nearest_runs(ref: str, runs: list[Path], n: int = 3) -> list[Path]:
+    """The runs whose folder name or run name is closest to ``ref`` (``difflib``), newest first
+    among runs that share a name."""
+    key = Path(ref).name or str(ref)
+    by_key: dict[str, list[Path]] = {}
+    for path in reversed(runs):            # newest first
+        for label in (path.name, run_name(path)):
+            by_key.setdefault(label, [])
+            if path not in by_key[label]:
+                by_key[label].append(path)
+    found: list[Path] = []
+    for label in difflib.get_close_matches(key, list(by_key), n=2 * n, cutoff=0.6):
+        for path in by_key[label]:
+            if path not in found:
+                found.append(path)
+    return found[:n]
+
+
+def _names(runs: list[Path], most: int = 5) -> str:
+    return ", ".join(p.name for p in runs[:most]) + (", ..." if len(runs) > most else "")
 
 
 def write_latest(path: str | Path, task: str) -> Path:
@@ -224,16 +367,17 @@ def latest_run(task: str, root: str | Path | None = None) -> Path:
         recorded = Path(marker.read_text().strip())
         if _is_run(recorded):
             return recorded
-    runs = [p for p in list_runs(root) if p.name.startswith(f"{task}-")
-            and any((p / "checkpoints" / n).is_file() for n in ("best.safetensors", "last.safetensors"))]
+    runs = [p for p in list_runs(root, task)
+            if any((p / "checkpoints" / n).is_file() for n in ("best.safetensors", "last.safetensors"))]
     if not runs:
         raise WorkbenchError(f"latest: no {task} run with a checkpoint under {root}")
     return max(runs, key=lambda p: ((p / "checkpoints").stat().st_mtime, p.name))
 
 
 def resolve_run(ref: str | Path, task: str, root: str | Path | None = None) -> Path:
-    """``find_run``, plus ``latest`` for the last run of ``task``."""
-    return latest_run(task, root) if str(ref) == "latest" else find_run(ref, root)
+    """``find_run`` for a command of ``task``: ``latest`` is its last finished run, and names and
+    prefixes are looked up among its runs."""
+    return find_run(ref, root, task=task)
 
 
 def summary_table(summary: dict, rows: list[tuple[str, str]]) -> str:
