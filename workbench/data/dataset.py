@@ -35,7 +35,7 @@ import math
 import os
 import sys
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -44,9 +44,12 @@ from rasterio.windows import Window
 
 from workbench.data import geotiff
 from workbench.data.augment import Augment, dihedral_batch
+from workbench.data.collate import passthrough_collate
 from workbench.data.samplers import GridWindows, RandomWindows, Windows
 from workbench.data.stats import BandStats
 from workbench.errors import WorkbenchError
+
+__all__ = ["DEFAULT_IGNORE_INDEX", "WindowDataset", "passthrough_collate"]  # the collate_fn to use with it
 
 DEFAULT_IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default
 _CHUNK_BYTES = 1 << 19  # float output per processing chunk (see __getitems__)
@@ -120,18 +123,6 @@ class _TileReader:
                     ds.close()
                 except Exception:
                     pass
-
-
-def passthrough_collate(batch: Any) -> Any:
-    """``collate_fn`` for :class:`WindowDataset`: its ``__getitems__`` already returns a
-    collated batch dict, which passes through; a list of sample dicts (e.g. from a
-    wrapper dataset without ``__getitems__``) is stacked."""
-    if isinstance(batch, dict):
-        return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], dict):
-        return {k: torch.stack([b[k] for b in batch]) if isinstance(batch[0][k], torch.Tensor)
-                else torch.as_tensor([b[k] for b in batch]) for k in batch[0]}
-    return batch
 
 
 class WindowDataset(torch.utils.data.Dataset):
