@@ -410,10 +410,10 @@ class Trainer:
                                      "time": round(self._elapsed(), 3), **values})
 
     def _progress_bar(self) -> Any:
-        from tqdm.auto import tqdm
+        from workbench.progress import progress
 
-        return tqdm(total=self.total_steps, initial=min(self.state.step, self.total_steps), unit="step",
-                    desc=f"{self.task}/{self.name}", disable=not self.is_main, dynamic_ncols=True)
+        return progress(total=self.total_steps, initial=min(self.state.step, self.total_steps), unit="step",
+                        desc=f"{self.task}/{self.name}", enabled=self.is_main, leave=True)
 
     def _elapsed(self) -> float:
         return self._elapsed0 + time.perf_counter() - self._t0

@@ -526,11 +526,11 @@ def _run_pool(spec: ExportSpec, todo: list[ChipJob], graphs: dict, catalog: Cata
               policy: RetryPolicy, log: ExportLog, progress: bool, result: ExportResult, out: Path) -> None:
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from workbench.data.sources.bluemarble import progress_bar
+    from workbench.progress import progress as progress_bar
 
     if not todo:
         return
-    bar = progress_bar(len(todo), progress, "chips")
+    bar = progress_bar(total=len(todo), desc="chips", unit="tile", enabled=progress)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ee-chip")
     in_a_row = 0
     queue = iter(todo)
