@@ -108,10 +108,9 @@ def tile_logits(model, dataset, device, batch_size: int, progress: bool = False)
                                          collate_fn=passthrough_collate)
     sums: torch.Tensor | None = None
     counts = torch.zeros(len(dataset.tiles), dtype=torch.float64)
-    it: Any = loader
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(loader, desc="classify", unit="batch", dynamic_ncols=True)
+    from workbench.progress import progress as progress_bar
+
+    it: Any = progress_bar(loader, desc="classify", unit="batch", enabled=progress, leave=True)
     model.eval()
     for batch in it:
         out = model(batch["image"].to(device)).float().cpu().double()

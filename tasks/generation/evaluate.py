@@ -279,11 +279,11 @@ def place_metadata(tile, folder: ModelFolder):
 
 def generate_all(pipe, prompts: Sequence[str], metadata: Sequence[Sequence[float]] | None, seeds: Sequence[int],
                  opts: EvalOptions, size: int, desc: str) -> np.ndarray:
-    from tqdm.auto import tqdm
+    from workbench.progress import progress
 
     out = []
     chunks = range(0, len(prompts), opts.batch_size)
-    for start in tqdm(chunks, disable=not opts.progress, desc=desc, unit="batch", leave=False):
+    for start in progress(chunks, desc=desc, unit="batch", enabled=opts.progress):
         stop = min(start + opts.batch_size, len(prompts))
         out.append(pipe.generate_batch(prompts[start:stop], None if metadata is None else metadata[start:stop],
                                        seeds[start:stop], steps=opts.steps, guidance=opts.guidance, size=size,

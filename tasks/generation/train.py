@@ -140,12 +140,12 @@ def encode_posteriors(vae, images, device, dtype, flips: bool, batch: int = 64, 
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE posterior (mean, std) of every image and, with ``flips``, of each of its flips:
     (N, V, C, h, w) float32 on ``device`` (exact: a conv encoder does not commute with flips)."""
-    from tqdm.auto import tqdm
+    from workbench.progress import progress as progress_bar
 
     variants = FLIPS if flips else FLIPS[:1]
     means, stds = [], []
     chunks = range(0, len(images), batch)
-    for start in tqdm(chunks, disable=not progress, desc="encoding tiles", unit="batch", leave=False):
+    for start in progress_bar(chunks, desc="encoding tiles", unit="batch", enabled=progress):
         x = images.batch(range(start, min(start + batch, len(images)))).to(device, dtype)
         m_v, s_v = [], []
         for dims in variants:

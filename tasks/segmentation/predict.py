@@ -280,12 +280,6 @@ def _settings(run: Any, window, overlap, batch_size, blend, tta) -> tuple[int, i
     return window, overlap, batch_size, blend, tta
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="win", desc=desc, dynamic_ncols=True, leave=False)
-
-
 def predict_probabilities(run: Any, input_path: str | Path, window: int | None = None, overlap: int | None = None,
                           batch_size: int | None = None, blend: str | None = None, progress: bool = True,
                           naive: bool = False, tta: str | None = None) -> Prediction:
@@ -319,7 +313,10 @@ def _predict(run, scene: _Scene, window, overlap, batch_size, blend, progress, n
             acc[:, r:r + h, c:c + w] += p[:, :h, :w] * weight[:h, :w]
             wsum[r:r + h, c:c + w] += weight[:h, :w]
 
-    bar = _progress(plan.windows, progress, "predict (naive)" if naive else "predict")
+    from workbench.progress import progress as progress_bar
+
+    bar = progress_bar(total=plan.windows, desc="predict (naive)" if naive else "predict", unit="win",
+                       enabled=progress)
     try:
         if naive:
             for r in plan.rows:
@@ -449,10 +446,10 @@ def write_masks(run: Any, catalog: Any, tiles: Sequence[Any], min_confidence: fl
     transaction. Returns the number of tiles updated."""
     if not 0.0 <= float(min_confidence) <= 1.0:
         raise WorkbenchError(f"min confidence {min_confidence}: expected a number between 0 and 1")
-    from tqdm.auto import tqdm
+    from workbench.progress import progress as progress_bar
 
     changes = []
-    for tile in tqdm(list(tiles), disable=not progress, unit="tile", desc="pseudo-masks", leave=False):
+    for tile in progress_bar(list(tiles), desc="pseudo-masks", unit="tile", enabled=progress):
         if tile.id is None:
             raise WorkbenchError(f"{tile.path}: tile has no catalog id")
         pred = predict_probabilities(run, tile.path, progress=False)

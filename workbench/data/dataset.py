@@ -33,49 +33,31 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from workbench import fastpaths
 from workbench.data import geotiff
 from workbench.data.augment import Augment, dihedral_batch
+from workbench.data.collate import passthrough_collate
 from workbench.data.samplers import GridWindows, RandomWindows, Windows
 from workbench.data.stats import BandStats
 from workbench.errors import WorkbenchError
 
+__all__ = ["DEFAULT_IGNORE_INDEX", "WindowDataset", "passthrough_collate"]  # the collate_fn to use with it
+
 DEFAULT_IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default
 _CHUNK_BYTES = 1 << 19  # float output per processing chunk (see __getitems__)
 
-# rasterio's public ``DatasetReader.read`` spends ~2/3 of a small window read in Python-level
-# argument checks (enums, dtype helpers, window cropping). Our windows are validated in bounds
-# by the sampler, so we call the reader's internal ``_read`` (same GDAL call, same result);
-# it is checked against ``read`` on first use in each process and abandoned on any
-# difference or error. WORKBENCH_SAFE_READ=1 forces the public path.
-_FAST_READ: bool | None = None if os.environ.get("WORKBENCH_SAFE_READ", "") in ("", "0") else False
-
-
 def _read_window(ds, indexes: list[int], out: np.ndarray, row: int, col: int, size: int) -> None:
     """Read bands ``indexes`` (1-based) of a square window into ``out`` (bands, size, size)."""
-    global _FAST_READ
-    window = Window(col, row, size, size)
     try:
-        if _FAST_READ:
-            ds._read(indexes, out, window, out.dtype)
-        elif _FAST_READ is None:  # first read in this process: does the fast path give the same pixels?
-            ds.read(indexes, window=window, out=out)
-            try:
-                probe = np.empty_like(out)
-                ds._read(indexes, probe, window, probe.dtype)
-                _FAST_READ = bool(np.array_equal(probe, out, equal_nan=np.issubdtype(out.dtype, np.floating)))
-            except Exception:
-                _FAST_READ = False
-        else:
-            ds.read(indexes, window=window, out=out)
+        fastpaths.read_window(ds, indexes, out, Window(col, row, size, size))
     except RasterioError as exc:
         raise WorkbenchError(f"{ds.name}: truncated or corrupt GeoTIFF (reading rows {row}-{row + size}, "
                              f"columns {col}-{col + size}: {str(exc).strip()[:160]})") from None
@@ -120,18 +102,6 @@ class _TileReader:
                     ds.close()
                 except Exception:
                     pass
-
-
-def passthrough_collate(batch: Any) -> Any:
-    """``collate_fn`` for :class:`WindowDataset`: its ``__getitems__`` already returns a
-    collated batch dict, which passes through; a list of sample dicts (e.g. from a
-    wrapper dataset without ``__getitems__``) is stacked."""
-    if isinstance(batch, dict):
-        return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], dict):
-        return {k: torch.stack([b[k] for b in batch]) if isinstance(batch[0][k], torch.Tensor)
-                else torch.as_tensor([b[k] for b in batch]) for k in batch[0]}
-    return batch
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -289,12 +259,13 @@ class WindowDataset(torch.utils.data.Dataset):
         another process, where nobody here can see their references: never recycled.
         """
         nbytes = _outputs_nbytes(specs)
-        if torch.utils.data.get_worker_info() is None and _use_count is not None:
+        recycle = torch.utils.data.get_worker_info() is None and fastpaths.counts_storage_references()
+        if recycle:
             for st in self._pool:
-                if st.nbytes() == nbytes and _use_count(st) == 1:
+                if st.nbytes() == nbytes and fastpaths.sole_reference(st):
                     return _new_outputs(specs, st)
         outs = _new_outputs(specs)
-        if torch.utils.data.get_worker_info() is None and _use_count is not None:
+        if recycle:
             self._pool = ([outs[0].untyped_storage()] + self._pool)[:4]
         return outs
 
@@ -569,59 +540,11 @@ def _nodata_pixels(raw: np.ndarray, nodatas: list, check_nan: bool, bad: np.ndar
     return bad
 
 
-_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
-_madvise = None
-
-
-def _populate(addr: int, nbytes: int) -> None:
-    """Pre-fault a fresh batch (a new shared-memory segment in a worker, freshly mapped memory
-    for large batches otherwise) in one system call instead of one page fault per 4 KiB
-    page as it is written: about 40 % less time than faulting. Best effort: a no-op where
-    unsupported."""
-    global _madvise
-    if _madvise is None:
-        _madvise = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-                libc = ctypes.CDLL(None, use_errno=True)
-                libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                _madvise = libc.madvise
-            except Exception:
-                pass
-    if not _madvise or nbytes < (1 << 20):
-        return
-    start = addr & ~4095
-    if _madvise(start, (addr + nbytes - start + 4095) & ~4095, _MADV_POPULATE_WRITE) != 0:
-        _madvise = False  # EINVAL on older kernels: stop trying
-
-
 def _outputs_nbytes(specs) -> int:
     total = 0
     for shape, dtype in specs:
         total = -(-total // 64) * 64 + math.prod(shape) * dtype.itemsize
     return max(total, 1)
-
-
-def _storage_use_count():
-    """torch's reference count of a storage (private API; None if it is gone: no recycling)."""
-    fn = getattr(torch._C, "_storage_Use_Count", None)
-    if fn is None:
-        return None
-    try:
-        probe = torch.UntypedStorage(8)
-        if fn(probe._cdata) != 1:
-            return None
-        view = torch.empty(0, dtype=torch.uint8).set_(probe, 0, (8,), (1,))
-        if fn(probe._cdata) != 2:
-            return None
-        del view
-    except Exception:
-        return None
-    return lambda st: fn(st._cdata)
-
-
-_use_count = _storage_use_count()
 
 
 def _new_outputs(specs: list[tuple[tuple[int, ...], torch.dtype]], storage=None) -> list[torch.Tensor]:
@@ -640,13 +563,10 @@ def _new_outputs(specs: list[tuple[tuple[int, ...], torch.dtype]], storage=None)
     total = max(total, 1)
     if storage is None:
         if torch.utils.data.get_worker_info() is not None:
-            try:
-                storage = torch.UntypedStorage._new_shared(total)
-            except Exception:  # private API changed: share a normal storage instead (one copy)
-                storage = torch.empty(total, dtype=torch.uint8).share_memory_().untyped_storage()
+            storage = fastpaths.shared_storage(total)
         else:
             storage = torch.UntypedStorage(total)
-        _populate(storage.data_ptr(), total)
+        fastpaths.prefault(storage.data_ptr(), total)
     out = []
     for (shape, dtype), off in zip(specs, offsets):
         strides, step = [], 1

@@ -454,6 +454,19 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
+def torch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """``torch.randperm(n)`` from a local generator seeded with ``seed + epoch``: also a pure
+    function of (seed, epoch), and the order the trainer has always drawn (so runs, and
+    their figures, stay what they were). No global RNG is touched."""
+    import torch
+
+    rng = torch.Generator()
+    rng.manual_seed(int(seed) + int(epoch))
+    return torch.randperm(int(n), generator=rng).numpy()
+
+
+Permutation = Callable[[int, int, int], np.ndarray]
+
 try:  # torch is a dependency, but keep the hashing above importable without it
     from torch.utils.data import Sampler as _TorchSampler
 except Exception:  # pragma: no cover
@@ -463,23 +476,34 @@ except Exception:  # pragma: no cover
 class EpochSampler(_TorchSampler):
     """Index order for a DataLoader: a pure function of (seed, epoch), shardable, resumable.
 
-    * ``shuffle``: a hash-based permutation per epoch (else ``0..n-1``).
+    The one index sampler of the workbench: the trainer's loaders and the data layer's
+    benchmarks and tests all use it.
+
+    * ``shuffle``: ``permutation(n, seed, epoch)`` per epoch (else ``0..n-1``); the default
+      is the counter-hash :func:`epoch_permutation`, the trainer passes
+      :func:`torch_permutation`.
     * ``rank``/``world_size``: each rank takes every ``world_size``-th index of the
       epoch's order (padded by wrapping so ranks get equal counts, unless ``drop_last``).
+      Under accelerate the trainer leaves this at one rank: accelerate's
+      ``BatchSamplerShard`` hands batch ``i`` of the global order to process ``i % world_size``.
     * ``start``: skip the first ``start`` indices of this rank's epoch (exact resume
       mid-epoch); it applies to the next ``__iter__`` only.
     * ``with_epoch``: yield ``(epoch, index)`` pairs, which :class:`WindowDataset`
       accepts, so persistent workers draw the right epoch's windows. Set False to
       yield plain ints for other datasets.
+
+    No attribute is named ``generator``: accelerate would otherwise try to synchronise it.
     """
 
     def __init__(self, length, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False, with_epoch: bool = True, start: int = 0):
+                 drop_last: bool = False, with_epoch: bool = True, start: int = 0,
+                 permutation: Permutation = epoch_permutation):
         self.n = int(length if isinstance(length, (int, np.integer)) else len(length))
         if world_size < 1 or not 0 <= rank < world_size:
             raise WorkbenchError(f"rank {rank} is not in [0, world_size={world_size})")
         self.shuffle, self.seed, self.rank, self.world_size = bool(shuffle), int(seed), int(rank), int(world_size)
         self.drop_last, self.with_epoch = bool(drop_last), bool(with_epoch)
+        self.permutation = permutation
         self.epoch = 0
         self.start = int(start)
 
@@ -498,7 +522,7 @@ class EpochSampler(_TorchSampler):
     def indices(self, epoch: int | None = None) -> np.ndarray:
         """This rank's full index order for ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else int(epoch)
-        order = epoch_permutation(self.n, self.seed, epoch) if self.shuffle else np.arange(self.n)
+        order = self.permutation(self.n, self.seed, epoch) if self.shuffle else np.arange(self.n)
         total = self._per_rank() * self.world_size
         if total > self.n and self.n:
             order = np.resize(order, total)  # wrap around to pad

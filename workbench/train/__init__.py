@@ -25,7 +25,7 @@ _EXPORTS = {
     "EMA": "workbench.train.ema",
     "LRSchedule": "workbench.train.schedule",
     "EarlyStopping": "workbench.train.monitor",
-    "EpochSampler": "workbench.train.data",
+    "EpochSampler": "workbench.data.samplers",
 }
 
 __all__ = sorted(_EXPORTS)

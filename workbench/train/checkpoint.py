@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from workbench import fastpaths
 from workbench.errors import WorkbenchError
 
 META_KEY = "workbench"
@@ -42,23 +43,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in checkpoint metadata")
 
 
-def _cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached contiguous CPU tensors, cloning only where storage is shared (safetensors refuses it)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for name, value in tensors.items():
-        t = value.detach()
-        t = t.cpu() if t.device.type != "cpu" else t
-        if t.numel():
-            storage = t.untyped_storage()
-            if (storage.data_ptr() in seen or not t.is_contiguous()
-                    or storage.nbytes() != t.numel() * t.element_size()):
-                t = t.clone()
-            seen.add(t.untyped_storage().data_ptr())
-        out[name] = t
-    return out
-
-
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
     """Write ``tensors`` plus JSON ``state`` to ``path`` atomically (temp file + os.replace)."""
     path = Path(path)
@@ -67,7 +51,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: d
     meta = {"format": "pt", "workbench_format": FORMAT,
             META_KEY: json.dumps(state, default=_json_default)}
     try:
-        safetensors.torch.save_file(_cpu_tensors(tensors), str(tmp), metadata=meta)
+        safetensors.torch.save_file(fastpaths.save_ready(tensors), str(tmp), metadata=meta)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -108,18 +108,11 @@ def mean_loss_evaluator(loss_fn: LossFn) -> EvaluateFn:
 
 
 def _release_accelerator_state(mixed_precision: str) -> None:
-    """Let one process build trainers of different precisions one after another.
+    """Let one process build trainers of different precisions one after another (two-stage
+    recipes, notebooks, a test session); see :func:`workbench.fastpaths.release_accelerator_state`."""
+    from workbench import fastpaths
 
-    accelerate keeps one process-wide ``AcceleratorState`` and refuses a second
-    ``Accelerator`` whose mixed precision differs, yet a two-stage recipe (a fp32 VAE, then a
-    bf16 UNet), a notebook or a test session legitimately trains several models in turn. The
-    process group (``PartialState``) is kept; only the per-accelerator settings are dropped.
-    """
-    from accelerate.state import AcceleratorState
-
-    shared = AcceleratorState._shared_state
-    if shared and shared.get("_mixed_precision") not in (None, mixed_precision):
-        AcceleratorState._reset_state(reset_partial_state=False)
+    fastpaths.release_accelerator_state(mixed_precision)
 
 
 class Trainer:
@@ -417,10 +410,10 @@ class Trainer:
                                      "time": round(self._elapsed(), 3), **values})
 
     def _progress_bar(self) -> Any:
-        from tqdm.auto import tqdm
+        from workbench.progress import progress
 
-        return tqdm(total=self.total_steps, initial=min(self.state.step, self.total_steps), unit="step",
-                    desc=f"{self.task}/{self.name}", disable=not self.is_main, dynamic_ncols=True)
+        return progress(total=self.total_steps, initial=min(self.state.step, self.total_steps), unit="step",
+                        desc=f"{self.task}/{self.name}", enabled=self.is_main, leave=True)
 
     def _elapsed(self) -> float:
         return self._elapsed0 + time.perf_counter() - self._t0

@@ -177,3 +177,25 @@ def test_water_fraction_counts_valid_mask_pixels_only(tmp_path):
         win = mask[r:r + s, c:c + s]
         ok = win != 255
         assert ok.any() and 0.4 <= (win[ok] == 1).mean() <= 0.6
+
+
+def test_the_trainer_order_is_torch_randperm_of_seed_plus_epoch():
+    """The trainer's loaders use the same EpochSampler with torch's permutation: the order runs
+    have always been trained in (randperm from a generator seeded with seed + epoch)."""
+    import torch
+
+    from workbench.data.samplers import torch_permutation
+    from workbench.train.data import make_loader
+
+    data = list(range(23))
+    loader, sampler = make_loader(data, 4, shuffle=True, seed=5)
+    assert isinstance(sampler, EpochSampler) and not hasattr(sampler, "generator")
+    for epoch in (0, 3):
+        sampler.set_epoch(epoch)
+        rng = torch.Generator()
+        rng.manual_seed(5 + epoch)
+        expected = torch.randperm(23, generator=rng).tolist()
+        assert list(sampler) == expected and all(type(i) is int for i in sampler)
+        assert torch.cat(list(loader)).tolist() == expected
+        assert torch_permutation(23, 5, epoch).tolist() == expected
+    assert len(sampler) == 23

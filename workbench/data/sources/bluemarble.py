@@ -49,6 +49,7 @@ from typing import Callable
 from workbench.data.catalog import Catalog, Tile
 from workbench.data.splits import DEFAULT_FRACTIONS, grid_block, grid_splits
 from workbench.errors import WorkbenchError
+from workbench.progress import progress as progress_bar
 
 SOURCE = "bluemarble"
 IMAGE_FILE = "bmng.jpg"
@@ -285,7 +286,7 @@ def build(catalog: Catalog, out_dir: str | Path, tile_size: int = DEFAULT_TILE_S
     splits = grid_splits(cells, block_tiles, fractions)
     gsd = gsd_metres()
     tiles: list[Tile] = []
-    bar = progress_bar(len(cells), progress, "cutting tiles")
+    bar = progress_bar(total=len(cells), desc="cutting tiles", unit="tile", enabled=progress)
     try:
         for (r, c), split in zip(cells, splits):
             y, x = r * tile_size, c * tile_size
@@ -345,21 +346,3 @@ def _tile_row(img_path: Path, msk_path: Path, img, msk, transform, size: int, gs
                    block=list(block), zone=zone, hemisphere=hemisphere, surface=surface, depth=depth,
                    mean_rgb=mean_rgb, land_fraction=round(1 - wf, 6), water_pixels=int(np.count_nonzero(msk))),
     )
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(total: int, enabled: bool, desc: str):
-    """A tqdm bar on a terminal (or an object with the same two methods that draws nothing)."""
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    # disable=None: drawn on a terminal, silent when stderr is a file or a pipe (logs stay clean)
-    return tqdm(total=total, desc=desc, unit="tile", leave=False, dynamic_ncols=True, disable=None)

@@ -19,7 +19,9 @@ Pieces:
 - :mod:`ee_graph` -- the expression graphs (:func:`build_export`): collection filters,
   SCL cloud mask, bands, median composite, the water mask of each source;
 - :mod:`ee_transport` -- retries with backoff (:class:`RetryPolicy`) and checked downloads;
-- this module -- credentials (:func:`initialize`), the scene list, and
+- :mod:`ee_export` -- what both export modes share: credentials (:func:`initialize`), the
+  scene list, the output folder (manifest, log, lock) and the chip plan;
+- this module -- the scripting API (every name above, imported from where it lives) and
   :func:`export_direct`: per-chip ``ee.data.computePixels`` downloads in a bounded thread
   pool, each chip's image and mask renamed into place after a full read-back, then its
   catalog row in its own transaction. A re-run skips chips that have a row, so a run killed
@@ -35,254 +37,45 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from workbench.data.catalog import Catalog, Tile
-from workbench.data.sources.ee_area import Area, Chip, ChipPlan, chips_in_footprint, plan_chips, utm_epsg
-from workbench.data.sources.ee_graph import ExportGraphs, build_export, scenes_query
+from workbench.data.sources.ee_area import Area, Chip, ChipPlan, plan_chips, utm_epsg
+from workbench.data.sources.ee_batch import export_batch, import_exported, task_status
+from workbench.data.sources.ee_export import (KEY_FILE_ENV, LOG_FILE, MANIFEST, NO_CREDENTIALS, NO_PROJECT,
+                                              PROJECT_ENVS, ChipJob, ExportLog, ExportResult, FolderLock, Scene,
+                                              export_units, initialize, list_scenes, one_line, open_manifest,
+                                              plan_jobs, read_manifest, resolve_project, start_export, unit_dir,
+                                              write_manifest)
+from workbench.data.sources.ee_graph import ExportGraphs, build_export
 from workbench.data.sources.ee_spec import (COLLECTION, DEFAULT_BANDS, DEFAULT_CLOUD_CLASSES, DYNAMIC_WORLD_ID,
                                             HANSEN_ID, HANSEN_SEED_ID, IMAGE_NODATA, JRC_ID, MASK_NODATA, S2_BANDS,
                                             WATER_SOURCES, ExportSpec)
 from workbench.data.sources.ee_transport import (RetriesExhausted, RetryPolicy, TransientError, call_with_retries,
                                                  download_geotiff, tmp_name, transient_reason)
 from workbench.errors import WorkbenchError
+from workbench.progress import progress as progress_bar
 
 __all__ = [
     "Area", "Chip", "ChipPlan", "ExportSpec", "ExportGraphs", "RetryPolicy", "Scene", "ExportResult",
-    "initialize", "plan_chips", "build_export", "list_scenes", "export_direct", "export_batch", "task_status",
-    "import_exported", "utm_epsg", "COLLECTION", "HANSEN_ID", "HANSEN_SEED_ID", "JRC_ID", "DYNAMIC_WORLD_ID",
-    "DEFAULT_BANDS", "DEFAULT_CLOUD_CLASSES", "S2_BANDS", "WATER_SOURCES", "KEY_FILE_ENV", "PROJECT_ENVS",
+    "initialize", "resolve_project", "plan_chips", "build_export", "list_scenes", "export_units", "plan_jobs",
+    "check_direct_size", "export_direct", "export_batch", "task_status", "import_exported", "utm_epsg",
+    "ChipJob", "ExportLog", "FolderLock", "open_manifest", "read_manifest", "write_manifest", "unit_dir",
+    "COLLECTION", "HANSEN_ID", "HANSEN_SEED_ID", "JRC_ID", "DYNAMIC_WORLD_ID", "DEFAULT_BANDS",
+    "DEFAULT_CLOUD_CLASSES", "S2_BANDS", "WATER_SOURCES", "KEY_FILE_ENV", "PROJECT_ENVS", "MANIFEST", "LOG_FILE",
+    "NO_CREDENTIALS", "NO_PROJECT", "ABORT_AFTER_FAILURES", "MAX_DIRECT_BYTES", "MAX_DIRECT_CHIPS",
 ]
 
-KEY_FILE_ENV = "WORKBENCH_EE_KEY_FILE"
-PROJECT_ENVS = ("WORKBENCH_EE_PROJECT", "EE_PROJECT")
-MANIFEST = "manifest.json"
-LOG_FILE = "export.log"
 SKIPPED_FILE = "skipped.jsonl"
 MAX_DIRECT_BYTES = 48 * 1024 * 1024        # computePixels answers at most 48 MiB
 MAX_DIRECT_CHIPS = 20_000
 ABORT_AFTER_FAILURES = 5                   # permanent errors in a row, nothing done: stop
 
-NO_CREDENTIALS = ("no Earth Engine credentials: run `earthengine authenticate` once (and give --project ID "
-                  f"or set {PROJECT_ENVS[0]}), or set {KEY_FILE_ENV} to a service-account JSON key file")
-NO_PROJECT = (f"no Earth Engine project: give --project ID or set {PROJECT_ENVS[0]} (a Google Cloud project "
-              "registered for Earth Engine)")
 
-
-# ---- credentials ----------------------------------------------------------------------------------
-
-def resolve_project(project: str | None = None) -> str | None:
-    """--project, else $WORKBENCH_EE_PROJECT, else $EE_PROJECT, else None (the credentials' own)."""
-    if project:
-        return project
-    for name in PROJECT_ENVS:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
-
-
-def initialize(project: str | None = None, key_file: str | Path | None = None) -> str:
-    """Initialise the ``ee`` client; returns how ('service account' or 'persistent credentials').
-
-    A service-account key file (``key_file`` or $WORKBENCH_EE_KEY_FILE) wins; otherwise the
-    credentials of ``earthengine authenticate``. Failure is one ``WorkbenchError`` line that
-    says how to authenticate; neither the key nor its contents appear in any message.
-    """
-    import ee
-
-    project = resolve_project(project)
-    key_file = key_file or os.environ.get(KEY_FILE_ENV, "").strip() or None
-    if key_file:
-        path = Path(key_file).expanduser()
-        if not path.is_file():
-            raise WorkbenchError(f"{KEY_FILE_ENV}={path}: no such file (a service-account JSON key)")
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-            email = info["client_email"]
-            key_project = info.get("project_id")
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-            raise WorkbenchError(f"{KEY_FILE_ENV}={path}: not a service-account JSON key file "
-                                 "(expected the key file downloaded from the Cloud console)") from None
-        try:
-            credentials = ee.ServiceAccountCredentials(email, key_file=str(path))
-        except Exception as exc:  # noqa: BLE001 -- whatever the parser says may quote the key: say less
-            raise WorkbenchError(f"{KEY_FILE_ENV}={path}: the key could not be read "
-                                 f"({type(exc).__name__}); download a new key") from None
-        how = "service account"
-        kwargs = dict(credentials=credentials, project=project or key_project)
-    else:
-        how = "persistent credentials"
-        kwargs = dict(project=project)
-    try:
-        ee.Initialize(**kwargs)
-    except ee.EEException as exc:
-        text = str(exc)
-        if "earthengine authenticate" in text or "authorize access" in text.lower():
-            raise WorkbenchError(NO_CREDENTIALS) from None
-        if "project" in text.lower() and ("no project" in text.lower() or "not found" in text.lower()
-                                          or "ee.Initialize(project" in text or "set a project" in text.lower()):
-            raise WorkbenchError(NO_PROJECT) from None
-        raise WorkbenchError(f"Earth Engine initialisation failed: {_one_line(text)}") from None
-    except Exception as exc:  # noqa: BLE001 -- google-auth refresh / transport errors
-        if type(exc).__module__.startswith("google.auth"):
-            raise WorkbenchError(f"Earth Engine credentials were refused ({type(exc).__name__}); "
-                                 f"run `earthengine authenticate` again or check {KEY_FILE_ENV}") from None
-        raise
-    return how
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())[:300]
-
-
-# ---- scenes ---------------------------------------------------------------------------------------
-
-@dataclass
-class Scene:
-    """One export unit: a Sentinel-2 scene, or the composite (``id`` None)."""
-
-    id: str | None
-    date: str
-    cloud: float | None                 # CLOUDY_PIXEL_PERCENTAGE, percent (mean for a composite)
-    footprint: dict | None = None
-    n_scenes: int = 1
-
-    @property
-    def key(self) -> str:
-        """Folder / file-name part: the scene's system:index, or 'median'."""
-        return self.id or "median"
-
-    def to_json(self) -> dict:
-        return {"id": self.id, "date": self.date, "cloud": self.cloud, "n_scenes": self.n_scenes}
-
-
-def list_scenes(spec: ExportSpec, policy: RetryPolicy | None = None,
-                log: Callable[[str], None] | None = None) -> list[Scene]:
-    """The scenes matching the request (one ``ee.data.computeValue`` call), oldest first."""
-    import ee
-
-    policy = policy or RetryPolicy()
-    query = scenes_query(spec)
-    rows = call_with_retries(lambda: ee.data.computeValue(query), policy, "listing scenes", log)
-    scenes = []
-    for row in rows or []:
-        try:
-            index, t_ms, cloud, footprint = (list(row) + [None] * 4)[:4]
-            day = datetime.fromtimestamp(float(t_ms) / 1000.0, tz=timezone.utc).date().isoformat()
-            scenes.append(Scene(id=str(index), date=day, cloud=None if cloud is None else float(cloud),
-                                footprint=footprint if isinstance(footprint, dict) else None))
-        except (TypeError, ValueError):
-            if log:
-                log(f"ignoring a scene row Earth Engine sent in an unexpected form: {str(row)[:120]}")
-    scenes.sort(key=lambda s: (s.date, s.id))
-    return scenes
-
-
-def export_units(spec: ExportSpec, scenes: Sequence[Scene]) -> list[Scene]:
-    """Per-scene: the scenes. Median: one composite dated mid-range with the mean scene cloud."""
-    if not scenes:
-        raise WorkbenchError(f"no {COLLECTION} scene over {spec.area.label} from {spec.start} to {spec.end} "
-                             f"with CLOUDY_PIXEL_PERCENTAGE <= {spec.max_cloud:g}: widen the dates or raise "
-                             "--max-cloud")
-    if spec.composite == "scene":
-        return list(scenes)
-    clouds = [s.cloud for s in scenes if s.cloud is not None]
-    return [Scene(id=None, date=spec.middle_date, cloud=sum(clouds) / len(clouds) if clouds else None,
-                  n_scenes=len(scenes))]
-
-
-# ---- output folder: manifest, lock, log -----------------------------------------------------------
-
-def unit_dir(out: Path, spec: ExportSpec, unit: Scene) -> Path:
-    return out / (unit.id if unit.id else f"median_{spec.start}_{spec.end}")
-
-
-def read_manifest(out: Path) -> dict | None:
-    path = Path(out) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise WorkbenchError(f"{path}: not a readable export manifest (JSON)") from None
-
-
-def write_manifest(out: Path, manifest: dict) -> Path:
-    """Atomically (temporary name, then rename)."""
-    path = Path(out) / MANIFEST
-    manifest["updated_at"] = _now()
-    tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def open_manifest(out: Path, spec: ExportSpec, mode: str) -> dict:
-    """This request's manifest in ``out``; a folder holding another request is an error."""
-    old = read_manifest(out)
-    if old is not None:
-        if old.get("fingerprint") != spec.fingerprint():
-            raise WorkbenchError(f"{out}: holds an export of another request ({MANIFEST}: "
-                                 f"{old.get('spec', {}).get('name', '?')}); use another --out")
-        if old.get("mode") != mode:
-            raise WorkbenchError(f"{out}: holds a --mode {old.get('mode')} export of this request; "
-                                 f"use another --out for --mode {mode}")
-        return old
-    return {"version": 1, "tool": "workbench ee export", "mode": mode, "fingerprint": spec.fingerprint(),
-            "spec": spec.to_json(), "created_at": _now()}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class ExportLog:
-    """Lines to ``out/export.log`` (appended, time-stamped) and to ``echo`` (e.g. stderr)."""
-
-    def __init__(self, out: Path | None, echo: Callable[[str], None] | None = None):
-        self.path = Path(out) / LOG_FILE if out is not None else None
-        self.echo = echo
-        self._lock = threading.Lock()
-
-    def __call__(self, message: str) -> None:
-        with self._lock:
-            if self.path is not None:
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(f"{_now()} {message}\n")
-            if self.echo is not None:
-                self.echo(message)
-
-
-class _FolderLock:
-    """One export at a time per folder (an advisory lock the OS drops when the process dies)."""
-
-    def __init__(self, out: Path):
-        self.path = Path(out) / ".lock"
-        self.fh = None
-
-    def __enter__(self) -> "_FolderLock":
-        self.fh = open(self.path, "a+")
-        try:
-            import fcntl
-        except ImportError:          # not POSIX: no lock
-            return self
-        try:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.close()
-            raise WorkbenchError(f"{self.path.parent}: another export is writing into this folder") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fh is not None:
-            self.fh.close()
-
+# ---- the direct export: the output folder's own files -------------------------------------------
 
 def _clean_stale_downloads(out: Path) -> int:
     """Temporary downloads left by a killed run (only called while holding the folder lock)."""
@@ -306,41 +99,6 @@ def _read_skipped(out: Path) -> set[str]:
             except (ValueError, KeyError, TypeError):
                 continue            # a line torn by a kill
     return found
-
-
-# ---- planning ----------------------------------------------------------------------------------------
-
-@dataclass
-class ChipJob:
-    unit: Scene
-    chip: Chip
-    image_path: Path
-    mask_path: Path
-    split: str
-    block: list[int]
-    block_deg: float
-
-
-def plan_jobs(spec: ExportSpec, plan: ChipPlan, units: Sequence[Scene], out: Path) -> list[ChipJob]:
-    """(unit, chip) pairs: per scene, the chips its footprint touches. Splits come from
-    geographic blocks of the chip *locations*, so one place is in one split in every scene."""
-    from workbench.data.splits import lonlat_block, lonlat_splits
-
-    spans = sorted(max(c.lonlat[2] - c.lonlat[0], c.lonlat[3] - c.lonlat[1]) for c in plan.chips)
-    span = spans[len(spans) // 2] if spans else None
-    centres = [c.centre for c in plan.chips]
-    splits, block_deg = lonlat_splits(centres, tile_span_deg=span)
-    where = {c.id: (s, list(lonlat_block(lon, lat, block_deg))) for c, s, (lon, lat) in
-             zip(plan.chips, splits, centres)}
-    jobs = []
-    for unit in units:
-        folder = unit_dir(out, spec, unit)
-        for chip in chips_in_footprint(plan.chips, unit.footprint):
-            split, block = where[chip.id]
-            jobs.append(ChipJob(unit=unit, chip=chip, image_path=folder / f"{chip.id}.tif",
-                                mask_path=folder / f"{chip.id}_mask.tif", split=split, block=block,
-                                block_deg=block_deg))
-    return jobs
 
 
 # ---- one chip ----------------------------------------------------------------------------------------
@@ -430,23 +188,6 @@ def _tile(spec: ExportSpec, outcome: ChipOutcome) -> Tile:
 
 # ---- the direct export ----------------------------------------------------------------------------
 
-@dataclass
-class ExportResult:
-    out: Path
-    mode: str
-    spec: ExportSpec
-    crs: str = ""
-    units: list[Scene] = field(default_factory=list)
-    planned: int = 0                   # (unit, chip) pairs
-    already: int = 0                   # had a catalog row (or were known empty) before this run
-    added: list[Tile] = field(default_factory=list)
-    empty: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    tasks: list[dict] = field(default_factory=list)       # batch mode: tasks started by this run
-    seconds: float = 0.0
-    catalog: str | None = None
-
-
 def check_direct_size(spec: ExportSpec) -> None:
     size = spec.chip_size * spec.chip_size * len(spec.bands) * 2
     if size > MAX_DIRECT_BYTES:
@@ -470,9 +211,9 @@ def export_direct(spec: ExportSpec, out: str | Path, catalog: Catalog, workers: 
     check_direct_size(spec)
     t0 = time.perf_counter()
     policy = policy or RetryPolicy()
-    out, plan = _start_export(spec, out, project)
+    out, plan = start_export(spec, out, project)
     result = ExportResult(out=out, mode="direct", spec=spec, crs=plan.crs, catalog=str(catalog.path))
-    with _FolderLock(out):
+    with FolderLock(out):
         log = ExportLog(out, echo)
         manifest = open_manifest(out, spec, "direct")
         stale = _clean_stale_downloads(out)
@@ -509,28 +250,13 @@ def export_direct(spec: ExportSpec, out: str | Path, catalog: Catalog, workers: 
     return result
 
 
-def _start_export(spec: ExportSpec, out: str | Path, project: str | None) -> tuple[Path, ChipPlan]:
-    """What both export modes do first: plan the chip grid, make sure the client is ready
-    (credentials are checked here, before any file is written), create the output folder."""
-    import ee
-
-    out = Path(out)
-    plan = plan_chips(spec.area, spec.chip_size, spec.scale)
-    if not ee.data.is_initialized():
-        initialize(project)
-    out.mkdir(parents=True, exist_ok=True)
-    return out, plan
-
-
 def _run_pool(spec: ExportSpec, todo: list[ChipJob], graphs: dict, catalog: Catalog, workers: int,
               policy: RetryPolicy, log: ExportLog, progress: bool, result: ExportResult, out: Path) -> None:
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from workbench.data.sources.bluemarble import progress_bar
-
     if not todo:
         return
-    bar = progress_bar(len(todo), progress, "chips")
+    bar = progress_bar(total=len(todo), desc="chips", unit="tile", enabled=progress)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ee-chip")
     in_a_row = 0
     queue = iter(todo)
@@ -560,7 +286,7 @@ def _run_pool(spec: ExportSpec, todo: list[ChipJob], graphs: dict, catalog: Cata
                 except Exception as exc:  # noqa: BLE001 -- an Earth Engine refusal (EEException, HttpError)
                     if not _is_ee_error(exc):
                         raise
-                    outcome = ChipOutcome(job, "failed", error=f"{what}: {_one_line(str(exc))}")
+                    outcome = ChipOutcome(job, "failed", error=f"{what}: {one_line(str(exc))}")
                 bar.update(1)
                 if outcome.status == "ok":
                     tile = _tile(spec, outcome)
@@ -604,26 +330,3 @@ def _mark_empty(out: Path, job: ChipJob, valid: float) -> None:
 def _rel(path: Path, out: Path) -> str:
     """``path`` relative to the export folder (the folder can be moved)."""
     return Path(path).relative_to(out).as_posix()
-
-
-# ---- batch (re-exported) ----------------------------------------------------------------------------
-
-def export_batch(*args: Any, **kwargs: Any):
-    """See :func:`workbench.data.sources.ee_batch.export_batch`."""
-    from workbench.data.sources.ee_batch import export_batch as run
-
-    return run(*args, **kwargs)
-
-
-def task_status(*args: Any, **kwargs: Any):
-    """See :func:`workbench.data.sources.ee_batch.task_status`."""
-    from workbench.data.sources.ee_batch import task_status as run
-
-    return run(*args, **kwargs)
-
-
-def import_exported(*args: Any, **kwargs: Any):
-    """See :func:`workbench.data.sources.ee_batch.import_exported`."""
-    from workbench.data.sources.ee_batch import import_exported as run
-
-    return run(*args, **kwargs)

@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.data.catalog import Catalog
-from workbench.data.sources.earthengine import (ExportLog, ExportResult, RetryPolicy, _FolderLock, _now,
-                                                _start_export,
-                                                export_units, list_scenes, open_manifest, plan_jobs,
-                                                read_manifest, write_manifest)
+from workbench.data.sources.ee_export import (ExportLog, ExportResult, FolderLock, export_units, list_scenes,
+                                              open_manifest, plan_jobs, read_manifest, start_export, utc_now,
+                                              write_manifest)
 from workbench.data.sources.ee_graph import build_export
 from workbench.data.sources.ee_spec import IMAGE_NODATA, MASK_NODATA, ExportSpec
-from workbench.data.sources.ee_transport import call_with_retries
+from workbench.data.sources.ee_transport import RetryPolicy, call_with_retries
 from workbench.errors import WorkbenchError
 
 DESTINATIONS = ("drive", "gcs")
@@ -58,9 +57,9 @@ def export_batch(spec: ExportSpec, out: str | Path, destination: str = "drive", 
         raise WorkbenchError("a Cloud Storage export needs --bucket NAME")
     t0 = time.perf_counter()
     policy = policy or RetryPolicy()
-    out, plan = _start_export(spec, out, project)
+    out, plan = start_export(spec, out, project)
     result = ExportResult(out=out, mode="batch", spec=spec, crs=plan.crs)
-    with _FolderLock(out):
+    with FolderLock(out):
         log = ExportLog(out, echo)
         manifest = open_manifest(out, spec, "batch")
         old_name = manifest.get("spec", {}).get("name")
@@ -109,7 +108,7 @@ def export_batch(spec: ExportSpec, out: str | Path, destination: str = "drive", 
                               else job.unit.cloud / 100.0, "split": job.split, "block": job.block,
                               "bands": list(spec.bands) if kind == "image" else ["water"],
                               "crs": job.chip.crs, "crs_transform": job.chip.transform,
-                              "lonlat": list(job.chip.lonlat), "state": "SUBMITTED", "started_at": _now()}
+                              "lonlat": list(job.chip.lonlat), "state": "SUBMITTED", "started_at": utc_now()}
                     tasks.append(record)
                     started.add(description)
                     result.tasks.append(record)
@@ -219,8 +218,8 @@ def task_status(out: str | Path | None = None, policy: RetryPolicy | None = None
             r["error"] = st.get("error")
             tasks.append({"id": r.get("id"), "description": r["description"], "state": r["state"],
                           "error": r["error"], "file": r.get("file")})
-        manifest["status_checked_at"] = _now()
-        with _FolderLock(out):
+        manifest["status_checked_at"] = utc_now()
+        with FolderLock(out):
             write_manifest(out, manifest)
         report = StatusReport(tasks=tasks, manifest=out / "manifest.json", destination=manifest.get("destination"))
     for t in report.tasks:

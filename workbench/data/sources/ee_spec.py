@@ -19,7 +19,7 @@ from workbench.errors import WorkbenchError
 
 COLLECTION = "COPERNICUS/S2_SR_HARMONIZED"
 HANSEN_ID = "UMD/hansen/global_forest_change_2023_v1_11"   # current GFC release
-HANSEN_SEED_ID = "UMD/hansen/global_forest_change_2015"     # the 2015 GFC release
+HANSEN_SEED_ID = "UMD/hansen/global_forest_change_2015"     # the 2015 release older exports were made from
 JRC_ID = "JRC/GSW1_4/GlobalSurfaceWater"
 DYNAMIC_WORLD_ID = "GOOGLE/DYNAMICWORLD/V1"
 

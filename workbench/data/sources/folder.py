@@ -6,7 +6,8 @@ Layouts (``mode``), detected when not given:
   ``X.tif`` + ``X_mask.tif`` side by side, or ``images/X.tif`` + ``masks/X.tif``
   (``masks/X_mask.tif`` also works), or any ``--pattern "IMAGE,MASK"`` with a
   ``{name}`` placeholder, e.g. ``"scenes/{name}.tif,labels/{name}_water.tif"``.
-  The Earth Engine Drive export layout (an image and its masked copy) is a pairs variant:
+  The layout of the older Earth Engine Drive exports (made outside the workbench) is a
+  pairs variant:
   ``Original_Image_{i}.tif`` + ``Masked_Image_{i}.tif`` (anywhere under the folder),
   where the masked file is a copy of the image with WATER PIXELS SET TO 0 in all bands.
   A real mask is derived from it and written beside the image as
@@ -383,9 +384,9 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
     if not todo:
         return result
 
-    from workbench.data.sources.bluemarble import progress_bar
+    from workbench.progress import progress as progress_bar
 
-    bar = progress_bar(len(todo), progress, "checking")
+    bar = progress_bar(total=len(todo), desc="checking", unit="tile", enabled=progress)
     checked = []
     try:
         for it in todo:                                  # phase 1: read everything, write nothing

@@ -709,3 +709,25 @@ def test_batch_status_then_import_of_the_downloaded_folder(fake, home, cli):
         assert t.source == "earthengine" and t.date == "2023-01-16" and t.cloud_cover == pytest.approx(mean_cloud)
         assert t.bands == ["B2", "B3", "B4", "B8"] and t.split == splits[t.extra["chip"]]
         assert t.crs == "EPSG:32648" and t.gsd == pytest.approx(10) and t.water_fraction is not None
+
+
+def test_the_export_modules_import_no_circle_and_reexport_the_real_functions():
+    """ee_batch and earthengine both build on ee_export; the scripting API's batch names are
+    ee_batch's own functions (real signatures), not wrappers."""
+    import ast
+    import inspect
+
+    from workbench.data.sources import ee_batch, ee_export
+
+    def imports(module) -> set[str]:
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+    assert "workbench.data.sources.earthengine" not in imports(ee_batch) | imports(ee_export)
+    assert "workbench.data.sources.ee_batch" not in imports(ee_export)
+    for name in ("export_batch", "task_status", "import_exported"):
+        assert getattr(eng, name) is getattr(ee_batch, name)
+        assert "args" not in inspect.signature(getattr(eng, name)).parameters
+    assert "spec" in inspect.signature(eng.export_batch).parameters
+    for name in ("initialize", "list_scenes", "plan_jobs", "FolderLock", "ExportLog", "ExportResult", "MANIFEST"):
+        assert getattr(eng, name) is getattr(ee_export, name)
