@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   workbench classify train --preset vit-scratch             a ViT from scratch (patch 8, width 100, 8 layers, 8 heads)
   workbench classify predict --run latest --source bluemarble
   workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"
-  workbench classify eval latest --split val
+  workbench classify eval --run latest --split val
 """
 
 TRAIN_EXAMPLES = """examples:
@@ -38,9 +38,9 @@ Presets: {presets}
 """ + QUERY_HELP
 
 EVAL_EXAMPLES = """examples:
-  workbench classify eval RUN                                   the test split of the run's tiles
-  workbench classify eval latest --split val --json
-  workbench classify eval latest --split test --bbox -30 30 60 75   one region
+  workbench classify eval --run RUN                             the test split of the run's tiles
+  workbench classify eval --run latest --split val --json
+  workbench classify eval --run latest --split test --bbox -30 30 60 75   one region
 
 RUN is a run folder, a name under runs/, a unique prefix, or 'latest'. Filters narrow the
 run's own tile query (--where replaces its where).
@@ -82,7 +82,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v = add_verb(verbs, "eval", common, help="score a run on a split or any labelled tile query",
                  description="Score a run's best weights on labelled catalog tiles and print the report.",
                  epilog=EVAL_EXAMPLES)
-    v.add_argument("run", metavar="RUN", help="run folder, name, unique prefix, or 'latest'")
+    v.add_argument("--run", metavar="RUN", help="trained run (folder, name, prefix or 'latest')")
+    v.add_argument("run_ref", nargs="?", metavar="RUN", help=argparse.SUPPRESS)   # the older positional form
     v.add_argument("--batch-size", type=int, default=256, metavar="N", help="crops per forward pass")
     v.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     add_query_args(v)
@@ -104,7 +105,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import resolve_resume_config, train
 
     cfg = train_config(args, PRESETS, resolve_resume_config)
-    return finish_train(args, train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args)))
+    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args))
+    return finish_train(args, summary)
 
 
 def _batch_size(n: int) -> int:
@@ -115,29 +117,33 @@ def _batch_size(n: int) -> int:
     return n
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    import torch
+def _run_ref(args: argparse.Namespace) -> str:
+    """``--run RUN``; ``eval RUN`` (positional, the older form) still works."""
+    from workbench.errors import WorkbenchError
 
-    from workbench.data.catalog import open_existing
+    if args.run and args.run_ref and args.run != args.run_ref:
+        raise WorkbenchError(f"two runs given ({args.run_ref} and --run {args.run}): give one --run RUN")
+    ref = args.run or args.run_ref
+    if not ref:
+        raise WorkbenchError("classify eval: which run? give --run RUN (a run folder, name, prefix or 'latest')")
+    return ref
+
+
+def run_eval(args: argparse.Namespace) -> int:
     from workbench.metrics import format_report
 
-    from .data import select_tiles
-    from .evaluate import check_bands, load_run, score_tiles
+    from .evaluate import evaluate_run
+    from .run import load_run
 
-    bs = _batch_size(args.batch_size)
-    run = load_run(args.run)
+    ref, bs = _run_ref(args), _batch_size(args.batch_size)
+    run = load_run(ref)
     query = query_from_args(args)
-    split = query.pop("split", None) or run.cfg.data.test_split
-    q = run.cfg.data.query(query)
-    with open_existing(args.catalog or run.cfg.data.catalog) as cat:
-        tiles = select_tiles(cat, q, split, run.cfg)
-    check_bands(tiles, run)
-    result = score_tiles(run.model, tiles, run.cfg, run.stats, run.classes, torch.device("cpu"), bs, progress=True)
-    m = {"run": str(run.path), "split": split, "query": q, **result["metrics"]}
+    split = query.pop("split", None)
+    m = evaluate_run(run, query, split=split, catalog=args.catalog, batch_size=bs, progress=True)
     if args.json:
         print(json.dumps(m))
         return 0
-    print(f"run {run.path}\nsplit {split}: {m['tiles']} tiles")
+    print(f"run {run.path}\nsplit {m['split']}: {m['tiles']} tiles")
     print(format_report(m, run.classes))
     return 0
 
@@ -147,8 +153,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from .predict import predict_catalog
 
-    out = predict_catalog(args.run, query_from_args(args), catalog=args.catalog, batch_size=_batch_size(args.batch_size),
-                          dry_run=args.dry_run, progress=not args.json)
+    out = predict_catalog(args.run, query_from_args(args), catalog=args.catalog,
+                          batch_size=_batch_size(args.batch_size), dry_run=args.dry_run, progress=not args.json)
     if args.json:
         print(json.dumps({k: v for k, v in out.items() if k != "metrics"} |
                          {"macro_f1": (out["metrics"] or {}).get("mean_f1")}, default=str))

@@ -56,9 +56,9 @@ class ViTConfig:
     """A ViT trained from scratch (``model.name: scratch_vit``), timm's VisionTransformer underneath.
 
     ``head_dim`` is the width of each attention head; ``null`` = embed_dim / num_heads (timm's
-    usual). Keras' MultiHeadAttention with key_dim = projection (100) and
-    8 heads is what ``head_dim: 100`` reproduces. ``head_hidden`` adds an MLP head on
-    the pooled token (rather than on all tokens flattened: pooling keeps the head small)."""
+    usual). ``head_dim: 100`` with 8 heads is Keras' MultiHeadAttention with key_dim = projection
+    (100). ``head_hidden`` adds an MLP head on the pooled token (pooling one token keeps the head
+    small; flattening all tokens into it would not)."""
 
     patch_size: int = 8
     embed_dim: int = 100
@@ -99,7 +99,7 @@ class ModelConfig:
 
 @dataclass
 class FinetuneConfig:
-    """The fine-tuning recipe: a linear probe with the backbone frozen, then staged unfreezing from the
+    """A fine-tuning recipe: a linear probe with the backbone frozen, then staged unfreezing from the
     top, the backbone at a lower learning rate that warms up after each stage opens.
 
     ``linear_probe_epochs: 0`` and ``stage_epochs: 0`` (the defaults) train everything from

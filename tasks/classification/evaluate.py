@@ -1,6 +1,6 @@
-"""Score and apply a classification run: tile-level metrics, the report PNGs, loading a run.
+"""Score a classifier on tiles: tile-level metrics, the report PNGs, a run on a split.
 
-    run = load_run("latest")                     # model (eval mode), cfg, band stats, classes
+    result = evaluate_run(load_run("latest"), {"bbox": [-30, 30, 60, 75]}, split="val")
     result = score_tiles(run.model, tiles, run.cfg, run.stats, run.classes, "cpu", 256)
 
 Predictions are per tile (the mean of its crops' logits, ``data.tile_logits``); the score
@@ -9,80 +9,34 @@ is the softmax probability of the predicted class.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from workbench.errors import WorkbenchError
-
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadedRun:
-    path: Path
-    cfg: Any                 # ClassificationConfig
-    model: Any               # Classifier in eval mode
-    stats: Any               # BandStats
-    classes: list[str]
-    in_chans: int
+def evaluate_run(run, query: dict, split: str | None = None, catalog: str | Path | None = None,
+                 batch_size: int = 256, device: str | torch.device = "cpu", progress: bool = False) -> dict:
+    """Score a loaded run (``run.load_run``) on the labelled tiles of ``split`` (default: the run's
+    test split) that its own query, narrowed by ``query``, selects. Returns the metrics with
+    ``run``, ``split`` and the ``query`` used."""
+    from workbench.data.catalog import open_existing
 
-    @property
-    def name(self) -> str:
-        return self.path.name
+    from .data import select_tiles
+    from .run import check_bands
 
-
-def load_run(ref: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """A run folder, a name under runs/, a unique prefix, or ``latest``; best weights (EMA if any)."""
-    from workbench.data.stats import BandStats
-    from workbench.train.checkpoint import load_weights, resolve_checkpoint
-    from workbench.train.run_dir import RunDir, resolve_run
-
-    from .config import config_from_dict
-    from .models import build_classifier
-
-    run = RunDir(resolve_run(ref, "classification"))
-    for name in ("config.yaml", "band_stats.json", "classes.json"):
-        if not (run.path / name).is_file():
-            raise WorkbenchError(f"{run.path}: not a classification run (no {name})")
-    cfg = config_from_dict(run.read_config())
-    info = json_file(run.path / "classes.json")
-    # The run's own weights replace any pretrained file it started from: do not require that file.
-    model = build_classifier(dataclasses.replace(cfg.model, weights_path=None), int(info["in_chans"]),
-                             len(info["classes"]), cfg.data.size)
-    load_weights(resolve_checkpoint(run.path), model, prefer_ema=True)
-    model.to(device).eval()
-    return LoadedRun(run.path, cfg, model, BandStats.load(run.path / "band_stats.json"), list(info["classes"]),
-                     int(info["in_chans"]))
-
-
-def json_file(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise WorkbenchError(f"{path}: unreadable ({exc.__class__.__name__})") from None
-
-
-def check_bands(tiles: Sequence, run: LoadedRun) -> None:
-    """Every tile must give the run's band count (a 4-band model cannot read 3-band tiles)."""
-    want = run.cfg.data.bands
-    for t in tiles:
-        have = len(t.bands or [])
-        if not have:
-            continue
-        if want is not None:
-            if max(want) > have:
-                raise WorkbenchError(f"{t.path}: has {have} bands, the run {run.name} reads bands {want}")
-        elif have != run.in_chans:
-            raise WorkbenchError(f"{t.path}: has {have} bands but the run {run.name} was trained on "
-                                 f"{run.in_chans}-band tiles")
+    split = split or run.cfg.data.test_split
+    q = run.cfg.data.query(query)
+    with open_existing(catalog or run.cfg.data.catalog) as cat:
+        tiles = select_tiles(cat, q, split, run.cfg)
+    check_bands(tiles, run)
+    result = score_tiles(run.model, tiles, run.cfg, run.stats, run.classes, torch.device(device), batch_size,
+                         progress=progress)
+    return {"run": str(run.path), "split": split, "query": q, **result["metrics"]}
 
 
 def score_tiles(model, tiles: Sequence, cfg, stats, classes: list[str], device, batch_size: int,

@@ -1,4 +1,4 @@
-"""The fine-tuning recipe as optimizer groups plus one epoch hook.
+"""Linear probe then staged unfreezing: optimizer groups plus one callback (``StagedUnfreezing``).
 
 Groups: ``head`` at ``train.lr`` and ``backbone`` at ``train.lr * finetune.backbone_lr_scale``.
 Epochs ``0 .. linear_probe_epochs-1`` train the head alone (a linear probe); then one more
@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 
 from torch import nn
+
+from workbench.train.task import Callback
 
 from .config import FinetuneConfig
 
@@ -60,21 +62,24 @@ def backbone_lr_factor(ft: FinetuneConfig, epoch: int) -> float:
     return min(1.0, (since + 1) / (ft.warmup_epochs + 1))
 
 
-def make_epoch_hook(model, ft: FinetuneConfig, base_backbone_lr: float):
-    """``on_epoch_start(trainer, epoch)``: set ``requires_grad`` and the backbone groups' ``base_lr``."""
-    layers = model.layer_groups()
+class StagedUnfreezing(Callback):
+    """At each epoch start: ``requires_grad`` per backbone layer group and the backbone groups'
+    ``base_lr`` (the trainer's schedule scales it), both functions of the epoch alone."""
 
-    def hook(trainer, epoch: int) -> None:
-        n_open = open_groups(ft, epoch, len(layers))
+    def __init__(self, model, ft: FinetuneConfig, base_backbone_lr: float):
+        self.model, self.ft, self.base_backbone_lr = model, ft, base_backbone_lr
+        self.layers = model.layer_groups()
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        layers, model = self.layers, self.model
+        n_open = open_groups(self.ft, epoch, len(layers))
         for i, params in enumerate(layers):
             trainable = i >= len(layers) - n_open
             for p in params:
                 p.requires_grad_(trainable)
-        lr = base_backbone_lr * backbone_lr_factor(ft, epoch)
+        lr = self.base_backbone_lr * backbone_lr_factor(self.ft, epoch)
         for group in trainer.optimizer.param_groups:
             if str(group.get("name", "")).startswith("backbone"):
                 group["base_lr"] = lr
         model.train(model.training)   # re-apply the frozen-norm rule for the new set
         log.info("epoch %d: %d/%d backbone layer groups train, backbone lr %.2e", epoch, n_open, len(layers), lr)
-
-    return hook

@@ -8,8 +8,8 @@ Nothing is downloaded. ``weights_path`` hands a local checkpoint to timm's own l
 re-made for any band count (timm's ``adapt_input_conv``), a ViT's position embedding is
 resampled to the input size, and a classifier of another class count is dropped.
 
-``Classifier`` resizes a crop to the model's input size when they differ (e.g.
-64-px tiles fed to a 224-px ViT-Tiny/16), exposes timm's coarse layer groups for staged
+``Classifier`` resizes a crop to the model's input size when they differ (64-px tiles
+fed to a 224-px ViT-Tiny/16), exposes timm's coarse layer groups for staged
 unfreezing, and keeps BatchNorm layers whose weights are frozen in eval mode so a
 linear probe does not drift the statistics of a frozen backbone.
 """
@@ -150,7 +150,7 @@ def _file_keys(path: Path) -> set[str]:
 
 def scratch_vit(v: ViTConfig, in_chans: int, num_classes: int, img_size: int, drop_rate: float = 0.0,
                 drop_path_rate: float = 0.0) -> nn.Module:
-    """timm's VisionTransformer in the shape ``v`` gives (the vit-scratch preset's: patch 8, width 100, 8 x 8 heads)."""
+    """timm's VisionTransformer in the shape ``v`` gives (``vit-scratch``: patch 8, width 100, 8 x 8 heads)."""
     from timm.layers import Attention
     from timm.models.vision_transformer import VisionTransformer
 

@@ -25,7 +25,8 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     the CSV path and, where tiles carry labels of the run's classes, the metrics against them."""
     from workbench.data.catalog import open_existing
 
-    from .evaluate import check_bands, load_run, score_tiles
+    from .evaluate import score_tiles
+    from .run import check_bands, load_run
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run = load_run(run_ref, dev)
@@ -53,7 +54,7 @@ def _unseen_metrics(run, tiles, result) -> dict | None:
     checkpoint with (its tiles.json train and val ids): a score on seen tiles would flatter it."""
     from workbench.metrics import ConfusionMatrix
 
-    from .evaluate import json_file
+    from .run import json_file
 
     seen_file = run.path / "tiles.json"
     seen = set()

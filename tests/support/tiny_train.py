@@ -1,14 +1,15 @@
 """A tiny end-to-end training run through the real ``Trainer``, for the trainer tests.
 
-    python tests/tiny_train.py [--resume RUN] [--set train.lr=0.01 ...] [--step-delay S]
-                               [--record-indices] [--dump-weights] [--batched]
-    python -m torch.distributed.run --nproc_per_node 2 --standalone tests/tiny_train.py ...
+    python tests/support/tiny_train.py [--resume RUN] [--set train.lr=0.01 ...] [--step-delay S]
+                                       [--record-indices] [--dump-weights] [--batched]
+    python -m torch.distributed.run --nproc_per_node 2 --standalone tests/support/tiny_train.py ...
 
 Runs under ``$WORKBENCH_HOME/runs``. Everything that can make a resume inexact is
 switched on: shuffling, a dataset with ``set_epoch`` and per-(seed, epoch, index)
 random noise, dropout, batch norm, gradient accumulation and clipping, EMA, a
-warm-up + cosine schedule, a checkpoint every step, and a hook that freezes the first
-conv in epoch 0 (staged unfreezing). Prints the summary as JSON on its last line.
+warm-up + cosine schedule, a checkpoint every step, and a callback that freezes the first
+conv in epoch 0 (staged unfreezing). The task module builds the model in ``setup``.
+Prints the summary as JSON on its last line.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from workbench.config import build, deep_merge, parse_overrides  # noqa: E402
 from workbench.train.config import TrainConfig  # noqa: E402
+from workbench.train.task import Callback, TaskModule  # noqa: E402
 
 DEFAULTS = {
     "size": 32,
@@ -88,36 +90,47 @@ class TinyNet(nn.Module):
         return self.conv2(self.drop(torch.relu(self.norm(self.conv1(x)))))
 
 
-def make_loss(record: dict | None, dataset: NoisyTiles, delay: float):
-    bce = nn.BCEWithLogitsLoss()
+class TinyTask(TaskModule):
+    """The tiny run as a task module: builds ``TinyNet`` on the trainer's device, BCE loss, IoU."""
 
-    def loss_fn(model: nn.Module, batch: dict):
-        if record is not None:
-            record.setdefault(str(dataset.epoch), []).extend(batch["index"].tolist())
-        if delay:
-            time.sleep(delay)
+    name = "tiny"
+
+    def __init__(self, dataset: NoisyTiles, record: dict | None = None, delay: float = 0.0, freeze: bool = True):
+        self.dataset, self.record, self.delay, self.freeze = dataset, record, delay, freeze
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def setup(self, accelerator) -> nn.Module:
+        return TinyNet().to(accelerator.device)
+
+    def loss(self, model: nn.Module, batch: dict):
+        if self.record is not None:
+            self.record.setdefault(str(self.dataset.epoch), []).extend(batch["index"].tolist())
+        if self.delay:
+            time.sleep(self.delay)
         logits = model(batch["image"])
-        loss = bce(logits, batch["mask"])
+        loss = self.bce(logits, batch["mask"])
         return loss, {"pos_rate": float(batch["mask"].mean())}
 
-    return loss_fn
+    def evaluate(self, model: nn.Module, loader, accelerator) -> dict:
+        losses, inter, union = [], 0.0, 0.0
+        for batch in loader:
+            logits = model(batch["image"])
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["mask"], reduction="none")
+            loss, pred, mask = accelerator.gather_for_metrics((loss.mean((1, 2, 3)), logits > 0, batch["mask"] > 0.5))
+            losses.append(loss)
+            inter += float((pred & mask).sum())
+            union += float((pred | mask).sum())
+        return {"val/loss": float(torch.cat(losses).mean()), "val/iou": inter / max(union, 1.0)}
+
+    def callbacks(self) -> list[Callback]:
+        return [FreezeFirstEpoch()] if self.freeze else []
 
 
-def evaluate(model: nn.Module, loader, accelerator) -> dict:
-    losses, inter, union = [], 0.0, 0.0
-    for batch in loader:
-        logits = model(batch["image"])
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["mask"], reduction="none")
-        loss, pred, mask = accelerator.gather_for_metrics((loss.mean((1, 2, 3)), logits > 0, batch["mask"] > 0.5))
-        losses.append(loss)
-        inter += float((pred & mask).sum())
-        union += float((pred | mask).sum())
-    return {"val/loss": float(torch.cat(losses).mean()), "val/iou": inter / max(union, 1.0)}
-
-
-def freeze_first_epoch(trainer, epoch: int) -> None:
+class FreezeFirstEpoch(Callback):
     """Staged unfreezing in miniature: conv1 is frozen during epoch 0 only."""
-    trainer.unwrapped.conv1.requires_grad_(epoch >= 1)
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        trainer.unwrapped.conv1.requires_grad_(epoch >= 1)
 
 
 def weight_digest(model: nn.Module) -> dict[str, str]:
@@ -126,7 +139,7 @@ def weight_digest(model: nn.Module) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from workbench.train import Trainer, seed_everything
+    from workbench.train import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resume", metavar="RUN")
@@ -140,14 +153,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     cfg = build(TinyConfig, deep_merge(DEFAULTS, parse_overrides(args.overrides)))
-    seed_everything(cfg.train.seed)
-    model = TinyNet()
     train_data = NoisyTiles(cfg.size, cfg.train.seed, batched=args.batched)
     val_data = NoisyTiles(cfg.val_size, cfg.train.seed + 1, batched=args.batched)
     record: dict | None = {} if args.record_indices else None
-    trainer = Trainer(model, cfg.train, train_data, val_data, loss_fn=make_loss(record, train_data, args.step_delay),
-                      evaluate_fn=evaluate, task="tiny", name=args.name, config=cfg, resume=args.resume,
-                      on_epoch_start=None if args.no_freeze else freeze_first_epoch)
+    task = TinyTask(train_data, record, args.step_delay, freeze=not args.no_freeze)
+    trainer = Trainer(task, cfg.train, train_data, val_data, name=args.name, config=cfg, resume=args.resume)
     summary = trainer.fit()
     rank = trainer.accelerator.process_index
     if record is not None:

@@ -1,4 +1,5 @@
-"""The shared trainer: ``Trainer``, ``TrainConfig``, ``RunDir``, ``load_weights``.
+"""The shared trainer: ``Trainer``, the ``TaskModule`` contract, ``TrainConfig``, ``RunDir``, ``load_weights``,
+and the run steps every task shares (``run_steps``).
 
 Names are imported lazily so that reading a config or listing runs never pulls in
 torch (``workbench --help`` must stay fast).
@@ -17,9 +18,10 @@ _EXPORTS = {
     "find_run": "workbench.train.run_dir",
     "list_runs": "workbench.train.run_dir",
     "Trainer": "workbench.train.trainer",
-    "Callback": "workbench.train.trainer",
     "TrainState": "workbench.train.trainer",
-    "mean_loss_evaluator": "workbench.train.trainer",
+    "TaskModule": "workbench.train.task",
+    "FunctionTask": "workbench.train.task",
+    "Callback": "workbench.train.task",
     "load_weights": "workbench.train.checkpoint",
     "seed_everything": "workbench.train.seeding",
     "EMA": "workbench.train.ema",

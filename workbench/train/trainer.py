@@ -1,8 +1,9 @@
 """The one trainer every task uses, driven by ``accelerate``.
 
-A task brings a model, datasets, ``loss_fn(model, batch) -> (loss, logs)`` and
-``evaluate_fn(model, loader, accelerator) -> metrics``; the trainer owns the loop
-and everything around it. The same code runs on CPU, one GPU, or many processes
+A task brings a ``TaskModule`` (``workbench.train.task``): the trainer creates the
+Accelerator, asks the task to build its model on that device (``setup``), then owns the
+loop and everything around it: optimizer, schedule, accumulation, clipping, EMA, early
+stopping, checkpoints, logging. The same code runs on CPU, one GPU, or many processes
 under ``accelerate launch`` / ``torchrun``.
 
 Exact resume: a checkpoint holds weights, EMA, optimizer, schedule, early-stop and
@@ -19,10 +20,11 @@ import dataclasses
 import datetime
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -32,7 +34,7 @@ from workbench.config import dump_yaml, flatten, to_dict
 from workbench.errors import WorkbenchError
 from workbench.train import checkpoint as ckpt
 from workbench.train.config import TrainConfig
-from workbench.train.data import batch_size_of, make_loader
+from workbench.train.data import make_loader
 from workbench.train.ema import EMA
 from workbench.train.environment import resolve_mixed_precision, resolve_trackers
 from workbench.train.monitor import EarlyStopping, is_better
@@ -41,35 +43,11 @@ from workbench.train.plots import plot_curves
 from workbench.train.run_dir import RunDir
 from workbench.train.schedule import LRSchedule
 from workbench.train.seeding import capture_rng, restore_rng, seed_everything
+from workbench.train.task import Callback, EpochStartHook, FunctionTask, TaskModule
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, dict[str, float]]"]
-EvaluateFn = Callable[[nn.Module, Any, Any], "dict[str, float]"]
-
-
-class Callback:
-    """Hooks into the loop; override the ones you need.
-
-    Hooks that change the model (``requires_grad`` for staged unfreezing, a group's
-    ``base_lr``) must depend only on ``epoch`` / ``trainer.state``: a resumed run
-    calls ``on_epoch_start`` again for the epoch it resumes in.
-    """
-
-    def on_fit_start(self, trainer: "Trainer") -> None: ...
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
-    def on_step_end(self, trainer: "Trainer") -> None: ...
-    def on_evaluate(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
-    def on_fit_end(self, trainer: "Trainer", summary: dict) -> None: ...
-
-
-class _EpochStartHook(Callback):
-    def __init__(self, fn: Callable[["Trainer", int], None]):
-        self.fn = fn
-
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
-        self.fn(trainer, epoch)
+__all__ = ["Callback", "FunctionTask", "TaskModule", "TrainState", "Trainer"]
 
 
 @dataclass
@@ -91,22 +69,6 @@ class TrainState:
     epoch_loss_count: int = 0
 
 
-def mean_loss_evaluator(loss_fn: LossFn) -> EvaluateFn:
-    """Default ``evaluate_fn``: the sample-weighted mean of ``loss_fn`` over the loader, as ``val/loss``."""
-
-    def evaluate(model: nn.Module, loader: Any, accelerator: Any) -> dict[str, float]:
-        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-        for batch in loader:
-            loss, _ = loss_fn(model, batch)
-            n = batch_size_of(batch) or 1
-            total += torch.stack([loss.detach().double() * n, torch.tensor(float(n), device=total.device,
-                                                                           dtype=torch.float64)])
-        total = accelerator.reduce(total, "sum")
-        return {"val/loss": (total[0] / total[1].clamp(min=1)).item()}
-
-    return evaluate
-
-
 def _release_accelerator_state(mixed_precision: str) -> None:
     """Let one process build trainers of different precisions one after another (two-stage
     recipes, notebooks, a test session); see :func:`workbench.fastpaths.release_accelerator_state`."""
@@ -116,38 +78,43 @@ def _release_accelerator_state(mixed_precision: str) -> None:
 
 
 class Trainer:
-    """Train ``model`` on ``train_data`` under ``cfg``; ``fit()`` returns the run summary.
+    """Train ``task``'s model on ``train_data`` under ``cfg``; ``fit()`` returns the run summary.
 
     Args:
-        model: the task's ``nn.Module`` (built after ``seed_everything(cfg.seed)``).
+        task: the ``TaskModule`` (``workbench.train.task``): builds the model on the
+            trainer's device (``setup``), gives the loss, the validation metrics, the
+            optimizer groups and its callbacks. Its ``name`` is the run folder prefix.
         cfg: the ``train:`` section.
         train_data / val_data: map-style datasets; items are collated by default, or a
             dataset's ``__getitems__`` may return a ready batch (a mapping).
             ``set_epoch(epoch)`` is called on a dataset that has it.
-        loss_fn: ``(model, batch) -> (loss tensor, {name: float})``.
-        evaluate_fn: ``(model, val_loader, accelerator) -> {"val/loss": ..., ...}``
-            (default: mean of ``loss_fn``). Gather with ``accelerator.gather_for_metrics``.
-        task / name: the run folder is ``runs/<task>-<name>-<time>``.
+        name: the run folder is ``runs/<task.name>-<name>-<time>``.
         config: the task's full config (dataclass or dict) written to ``config.yaml``.
-        param_groups: optimizer groups (``params`` plus optional ``name``, ``lr`` or
-            ``lr_scale``, ``weight_decay``); default: decay / no-decay groups.
-        callbacks / on_epoch_start: hooks (see ``Callback``).
+        collate_fn: how items become a batch (default: torch's collate).
         resume: a run folder or run name to continue exactly from its last checkpoint.
+        runs_root: where run folders go (default: ``$WORKBENCH_HOME/runs``).
+        callbacks: more hooks (see ``Callback``), fired after the task's own.
+
+    Transitional form, to be removed once segmentation and generation use ``TaskModule``:
+    ``Trainer(model, cfg, train_data, val_data, loss_fn=..., evaluate_fn=..., task="name",
+    param_groups=..., on_epoch_start=...)`` wraps the model and functions in a
+    ``FunctionTask`` and behaves exactly as the task form.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, train_data: Dataset, val_data: Dataset | None = None,
-                 *, loss_fn: LossFn, evaluate_fn: EvaluateFn | None = None, task: str = "task",
-                 name: str = "run", config: Any = None, param_groups: Iterable[dict] | None = None,
-                 callbacks: Sequence[Callback] = (), on_epoch_start: Callable[["Trainer", int], None] | None = None,
-                 collate_fn: Callable | None = None, resume: str | Path | None = None,
-                 runs_root: str | Path | None = None):
+    def __init__(self, task: TaskModule, /, cfg: TrainConfig, train_data: Dataset, val_data: Dataset | None = None,
+                 *, name: str = "run", config: Any = None, collate_fn: Callable | None = None,
+                 resume: str | Path | None = None, runs_root: str | Path | None = None,
+                 callbacks: Sequence[Callback] = (), **legacy: Any):
         from accelerate import Accelerator, PartialState
         from accelerate.utils import ProjectConfiguration
 
-        self.cfg, self.task, self.name = cfg, task, name
-        self.loss_fn = loss_fn
-        self.evaluate_fn = evaluate_fn or (mean_loss_evaluator(loss_fn) if val_data is not None else None)
-        self.callbacks = list(callbacks) + ([_EpochStartHook(on_epoch_start)] if on_epoch_start else [])
+        if isinstance(task, nn.Module):
+            task = _function_task(task, legacy)
+        elif legacy:
+            raise TypeError(f"Trainer(task, ...) got unexpected keyword argument(s) {', '.join(sorted(legacy))}: "
+                            "the task module gives the loss, evaluation, param groups and hooks")
+        self.task = task
+        self.cfg, self.task_name, self.name = cfg, task.name, name
         self.train_data, self.val_data = train_data, val_data
         self.state = TrainState()
 
@@ -162,6 +129,15 @@ class Trainer:
                                                 logging_dir=str(self.run.path / "logs")))
         self.is_main = self.accelerator.is_main_process
         seed_everything(cfg.seed)
+        try:
+            model = task.setup(self.accelerator)
+        except BaseException:
+            if resume is None:
+                self._discard_empty_run()
+            raise
+        # Seeded again: loaders and optimizer start from the state they had when a task seeded,
+        # built its model itself and then built the trainer, whatever setup() drew.
+        seed_everything(cfg.seed)
 
         # Data: one permutation per (seed, epoch), sharded by accelerate; see data.py.
         self._loader_rng = torch.Generator()
@@ -173,7 +149,8 @@ class Trainer:
             val_loader, _ = make_loader(val_data, cfg.eval_batch_size or cfg.batch_size, shuffle=False,
                                         seed=cfg.seed, num_workers=cfg.num_workers, collate_fn=collate_fn,
                                         generator=torch.Generator().manual_seed(cfg.seed))
-        optimizer = build_optimizer(cfg, model, param_groups)
+        optimizer = build_optimizer(cfg, model, task.param_groups(model))
+        self.callbacks: list[Callback] = [*task.callbacks(), *callbacks]
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, optimizer, train_loader)
         self.val_loader = self.accelerator.prepare(val_loader) if val_loader is not None else None
         self.unwrapped = self.accelerator.unwrap_model(self.model)
@@ -222,7 +199,7 @@ class Trainer:
         self.model.train()
         for batch in loader:
             with self.accelerator.accumulate(self.model):
-                loss, logs = self.loss_fn(self.model, batch)
+                loss, logs = self.task.loss(self.model, batch)
                 self.accelerator.backward(loss)
                 if self.accelerator.sync_gradients and self.cfg.clip_grad_norm:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
@@ -340,17 +317,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
-        """Run ``evaluate_fn`` (with EMA weights when enabled); identical result on every process."""
+        """Run the task's ``evaluate`` (with EMA weights when enabled); identical result on every process."""
         from accelerate.utils import broadcast_object_list
 
         self.model.eval()
         swap = self.ema.applied(self.unwrapped) if self.ema is not None else contextlib.nullcontext()
         with swap, torch.no_grad():
-            if self.evaluate_fn is not None and self.val_loader is not None:
+            if self.val_loader is not None:
                 # accelerate would pass its pass-count to val_data.set_epoch: pin it so every
                 # evaluation (also after a resume) sees the same validation windows.
                 self.val_loader.set_epoch(0)
-                metrics = self.evaluate_fn(self.model, self.val_loader, self.accelerator)
+                metrics = self.task.evaluate(self.model, self.val_loader, self.accelerator)
             else:  # no val set: monitor the epoch's mean training loss
                 total = torch.tensor([float(self._epoch_loss), self.state.epoch_loss_count],
                                      dtype=torch.float64, device=self.accelerator.device)
@@ -413,7 +390,7 @@ class Trainer:
         from workbench.progress import progress
 
         return progress(total=self.total_steps, initial=min(self.state.step, self.total_steps), unit="step",
-                        desc=f"{self.task}/{self.name}", enabled=self.is_main, leave=True)
+                        desc=f"{self.task_name}/{self.name}", enabled=self.is_main, leave=True)
 
     def _elapsed(self) -> float:
         return self._elapsed0 + time.perf_counter() - self._t0
@@ -436,7 +413,7 @@ class Trainer:
         s.epoch_loss_sum = float(self._epoch_loss)
         if hasattr(self, "_t0"):
             s.elapsed = self._elapsed()
-        return {"trainer": dataclasses.asdict(s), "task": self.task, "name": self.name,
+        return {"trainer": dataclasses.asdict(s), "task": self.task_name, "name": self.name,
                 "monitor": self.cfg.monitor, "mode": self.cfg.mode,
                 "ema_updates": self.ema.num_updates if self.ema is not None else 0,
                 "world_size": self.accelerator.num_processes, "batch_size": self.cfg.batch_size}
@@ -515,7 +492,7 @@ class Trainer:
         if state.is_main_process:
             try:
                 run = RunDir.open(resume, runs_root) if resume is not None else \
-                    RunDir.create(self.task, self.name, runs_root)
+                    RunDir.create(self.task_name, self.name, runs_root)
                 found = [str(run.path)]
             except WorkbenchError as exc:
                 found = [exc]
@@ -525,6 +502,12 @@ class Trainer:
             raise found[0]
         return RunDir(found[0])
 
+    def _discard_empty_run(self) -> None:
+        """A task whose ``setup`` failed (a bad model name, a missing weights file) leaves no
+        run behind: remove the folder just created for it while it holds no file yet."""
+        if self.is_main and not any(p.is_file() for p in self.run.path.rglob("*")):
+            shutil.rmtree(self.run.path, ignore_errors=True)
+
     def _write_start_files(self, config: Any) -> None:
         if not self.is_main:
             return
@@ -533,13 +516,13 @@ class Trainer:
             k: (to_dict(v) if dataclasses.is_dataclass(v) else v) for k, v in dict(tree).items()}
         dump_yaml(tree, self.run.config_path)
         started = self.run.read_summary().get("started") or _now()
-        self.run.update_summary(run=self.run.name, task=self.task, name=self.name, status="running",
+        self.run.update_summary(run=self.run.name, task=self.task_name, name=self.name, status="running",
                                 started=started, monitor=self.cfg.monitor, mode=self.cfg.mode,
                                 world_size=self.accelerator.num_processes, **self._progress_fields())
         if self.accelerator.log_with:
             hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                        for k, v in flatten(tree).items()}
-            self.accelerator.init_trackers(f"{self.task}", config=hparams)
+            self.accelerator.init_trackers(self.task_name, config=hparams)
         self._tree = tree
 
     def _progress_fields(self) -> dict:
@@ -577,6 +560,19 @@ class Trainer:
         summary = {**summary, "run_dir": str(self.run.path)}
         self._fire("on_fit_end", summary)
         return summary
+
+
+def _function_task(model: nn.Module, legacy: dict[str, Any]) -> FunctionTask:
+    """The transitional ``Trainer(model, ..., loss_fn=..., task="name")`` form as a ``FunctionTask``."""
+    known = {"loss_fn", "evaluate_fn", "task", "param_groups", "on_epoch_start"}
+    unknown = sorted(set(legacy) - known)
+    if unknown:
+        raise TypeError(f"Trainer() got unexpected keyword argument(s) {', '.join(unknown)}")
+    if legacy.get("loss_fn") is None:
+        raise TypeError("Trainer(model, ...) needs loss_fn=; or pass a TaskModule instead of the model")
+    hook = legacy.get("on_epoch_start")
+    return FunctionTask(model, legacy["loss_fn"], legacy.get("evaluate_fn"), legacy.get("param_groups"),
+                        name=legacy.get("task") or "task", callbacks=[EpochStartHook(hook)] if hook else [])
 
 
 def _now() -> str:

@@ -1,5 +1,5 @@
 """Classifier models: every family builds and takes a training step with 3 and 4 bands, local
-weights load through timm's adapter, the seed's ViT has the seed's shape, and the fine-tuning
+weights load through timm's adapter, the vit-scratch preset has its documented shape, and the fine-tuning
 schedule freezes and opens the right layers."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tasks.classification.config import FinetuneConfig, ModelConfig, ViTConfig, load_config
-from tasks.classification.finetune import backbone_lr_factor, make_epoch_hook, open_groups, param_groups
+from tasks.classification.finetune import StagedUnfreezing, backbone_lr_factor, open_groups, param_groups
 from tasks.classification.models import build_classifier
 from workbench.errors import WorkbenchError
 
@@ -56,7 +56,7 @@ def test_input_resize_feeds_the_vit_its_size(one_torch_thread):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
 
 
-def test_seed_vit_preset_has_the_seed_shape():
+def test_vit_scratch_preset_has_its_shape():
     cfg = load_config("vit-scratch")
     model = build_classifier(cfg.model, in_chans=3, num_classes=3, data_size=64)
     net = model.net
@@ -117,7 +117,7 @@ def test_epoch_hook_freezes_the_backbone_and_its_batchnorm(one_torch_thread):
     assert {g["name"] for g in groups} == {"head", "head_no_decay", "backbone", "backbone_no_decay"}
     opt = torch.optim.AdamW([{**g, "base_lr": 1e-3} for g in groups], lr=1e-3)
     trainer = SimpleNamespace(optimizer=opt)
-    hook = make_epoch_hook(model, ft, base_backbone_lr=1e-4)
+    hook = StagedUnfreezing(model, ft, base_backbone_lr=1e-4).on_epoch_start
     layers = model.layer_groups()
     head = model.head_parameters()
     assert len(layers) == 5       # stem, layer1..4

@@ -24,6 +24,7 @@ from workbench.train.monitor import EarlyStopping
 from workbench.train.run_dir import RunDir, find_run
 from workbench.train.schedule import LRSchedule
 from workbench.train.seeding import capture_rng, restore_rng
+from workbench.train.task import Callback, FunctionTask, TaskModule
 
 TINY = Path(__file__).resolve().parents[2] / "support" / "tiny_train.py"
 
@@ -286,14 +287,36 @@ def mse(model, batch):
     return nn.functional.mse_loss(model(x).squeeze(-1), y), {}
 
 
+class LinearTask(TaskModule):
+    """A linear regression as a task module: the model is built in ``setup``."""
+
+    name = "lin"
+
+    def __init__(self, evaluate_fn=None):
+        self.evaluate_fn = evaluate_fn
+        self.devices: list = []
+
+    def setup(self, accelerator) -> nn.Module:
+        self.devices.append(accelerator.device)
+        return nn.Linear(4, 1)
+
+    def loss(self, model, batch):
+        return mse(model, batch)
+
+    def evaluate(self, model, loader, accelerator):
+        if self.evaluate_fn is None:
+            return super().evaluate(model, loader, accelerator)
+        return self.evaluate_fn(model, loader, accelerator)
+
+
 def test_trainer_early_stops_on_scripted_metric(home):
     from workbench.train import Trainer
 
     scripted = iter([1.0, 0.8, 0.85, 0.81, 0.9, 0.1, 0.1])
     cfg = build(TrainConfig, {"epochs": 10, "batch_size": 8, "lr": 0.01, "cpu": True, "trackers": ["none"],
                               "early_stopping": {"patience": 3, "min_delta": 0.0}})
-    trainer = Trainer(nn.Linear(4, 1), cfg, Pairs(), Pairs(8), loss_fn=mse, task="lin", name="es",
-                      evaluate_fn=lambda model, loader, acc: {"val/loss": next(scripted)})
+    task = LinearTask(evaluate_fn=lambda model, loader, acc: {"val/loss": next(scripted)})
+    trainer = Trainer(task, cfg, Pairs(), Pairs(8), name="es")
     summary = trainer.fit()
     assert summary["status"] == "stopped_early"
     assert summary["epochs"] == 5 and summary["steps"] == 15  # 3 steps per epoch, stopped after epoch 5
@@ -313,7 +336,7 @@ def test_trainer_without_val_set_monitors_train_loss_and_logs_to_tensorboard(hom
     cfg = build(TrainConfig, {"epochs": 3, "batch_size": 6, "lr": 0.05, "cpu": True, "trackers": ["auto"],
                               "monitor": "train/loss", "optimizer": "sgd", "log_every_steps": 2,
                               "schedule": {"name": "step", "step_size": 4, "gamma": 0.5}})
-    summary = Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, task="lin", name="noval").fit()
+    summary = Trainer(LinearTask(), cfg, Pairs(), name="noval").fit()
     assert summary["status"] == "finished" and summary["steps"] == 12
     losses = [e["train/loss"] for e in RunDir(summary["run_dir"]).read_metrics() if e["event"] == "eval"]
     assert len(losses) == 3 and losses[-1] < losses[0]
@@ -328,7 +351,7 @@ def test_trainers_of_different_precision_run_in_turn_in_one_process(home):
     for precision in ("bf16", "no", "bf16"):
         cfg = build(TrainConfig, {"epochs": 1, "batch_size": 8, "cpu": True, "trackers": ["none"],
                                   "mixed_precision": precision})
-        trainer = Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, task="lin", name=f"mp-{precision}")
+        trainer = Trainer(LinearTask(), cfg, Pairs(), name=f"mp-{precision}")
         assert trainer.accelerator.mixed_precision == precision
         assert trainer.fit()["status"] == "finished"
         trainer.close()
@@ -340,7 +363,7 @@ def test_inference_model_scores_without_the_autocast_wrapper(home):
 
     cfg = build(TrainConfig, {"epochs": 1, "batch_size": 8, "cpu": True, "trackers": ["none"],
                               "mixed_precision": "bf16"})
-    trainer = Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, task="lin", name="infer")
+    trainer = Trainer(LinearTask(), cfg, Pairs(), name="infer")
     trainer.fit()
     x = torch.randn(5, 4, dtype=torch.float64).float()
     assert trainer.unwrapped(x).dtype == torch.float32  # outputs converted back, but computed in bf16
@@ -357,7 +380,95 @@ def test_resume_unknown_run_is_a_user_error(home):
 
     cfg = build(TrainConfig, {"cpu": True, "trackers": ["none"]})
     with pytest.raises(WorkbenchError, match="no such run"):
-        Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, resume="missing-run")
+        Trainer(FunctionTask(nn.Linear(4, 1), mse), cfg, Pairs(), resume="missing-run")
+
+
+def final_weights(summary: dict) -> dict[str, torch.Tensor]:
+    tensors, _ = ckpt.load_checkpoint(Path(summary["run_dir"]) / "checkpoints" / "last.safetensors")
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
+
+
+def test_setup_builds_after_the_accelerator_and_seed_and_is_reseeded_after(home):
+    """setup() gets the trainer's accelerator after seed_everything(seed); whatever it draws, the
+    loaders and optimizer start from the seed again, so a run equals one whose model was built first."""
+    from workbench.train import Trainer, seed_everything
+
+    cfg = build(TrainConfig, {"epochs": 2, "batch_size": 8, "lr": 0.05, "cpu": True, "trackers": ["none"],
+                              "seed": 5, "monitor": "train/loss"})
+
+    class Greedy(LinearTask):
+        def setup(self, accelerator):
+            model = super().setup(accelerator)
+            torch.rand(1000)  # random draws of its own (a noise table, a frozen module's init)
+            return model
+
+    task = Greedy()
+    trainer = Trainer(task, cfg, Pairs(), name="greedy")
+    assert task.devices == [trainer.accelerator.device]
+    seed_everything(5)
+    expected = nn.Linear(4, 1)
+    assert torch.equal(trainer.unwrapped.weight, expected.weight)
+    greedy = trainer.fit()
+    trainer.close()
+    seed_everything(5)
+    plain = Trainer(FunctionTask(nn.Linear(4, 1), mse, name="lin"), cfg, Pairs(), name="plain").fit()
+    a, b = final_weights(greedy), final_weights(plain)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert Path(greedy["run_dir"]).name.startswith("lin-greedy-")
+
+
+def test_failed_setup_leaves_no_run_folder(home):
+    from workbench.train import Trainer
+
+    class Broken(LinearTask):
+        def setup(self, accelerator):
+            raise WorkbenchError("model.name: not a model")
+
+    cfg = build(TrainConfig, {"cpu": True, "trackers": ["none"]})
+    with pytest.raises(WorkbenchError, match="not a model"):
+        Trainer(Broken(), cfg, Pairs(), name="broken")
+    assert not list((home / "runs").glob("lin-broken-*"))
+    with pytest.raises(TypeError, match="loss_fn"):
+        Trainer(LinearTask(), cfg, Pairs(), loss_fn=mse)  # the task form takes no functions
+
+
+def test_transitional_model_and_functions_form_matches_the_task_form(home):
+    """Trainer(model, ..., loss_fn=, task=, param_groups=, on_epoch_start=) until segmentation and
+    generation use TaskModule: the same run as FunctionTask with the same pieces."""
+    from workbench.train import Trainer, seed_everything
+
+    cfg = build(TrainConfig, {"epochs": 2, "batch_size": 8, "lr": 0.05, "cpu": True, "trackers": ["none"]})
+    epochs: list[int] = []
+
+    def hook(trainer, epoch):
+        epochs.append(epoch)
+        trainer.unwrapped.bias.requires_grad_(epoch >= 1)
+
+    class Hook(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            hook(trainer, epoch)
+
+    def groups(model):
+        return [{"name": "w", "params": [model.weight]}, {"name": "b", "params": [model.bias], "lr_scale": 0.5}]
+
+    seed_everything(cfg.seed)
+    model = nn.Linear(4, 1)
+    old = Trainer(model, cfg, Pairs(), Pairs(8), loss_fn=mse, task="legacy", name="old", param_groups=groups(model),
+                  on_epoch_start=hook)
+    assert old.param_group("b")["base_lr"] == pytest.approx(0.025)
+    old_summary = old.fit()
+    assert epochs == [0, 1] and Path(old_summary["run_dir"]).name.startswith("legacy-old-")
+    seed_everything(cfg.seed)
+    model = nn.Linear(4, 1)
+    new_summary = Trainer(FunctionTask(model, mse, param_groups=groups(model), name="legacy", callbacks=[Hook()]),
+                          cfg, Pairs(), Pairs(8), name="new").fit()
+    a, b = final_weights(old_summary), final_weights(new_summary)
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert old_summary["best"]["value"] == new_summary["best"]["value"]
+    with pytest.raises(TypeError, match="evaluate_every"):
+        Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, evaluate_every=3)
 
 
 def checkpoint_tensors(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -1,0 +1,114 @@
+"""The steps every task's ``train()`` takes around the ``Trainer``, written once.
+
+    refuse_split_filter(query_override, "classify train")       # before any tile is read
+    cfg = resume_config(args.resume, args.overrides, config_from_dict)
+    stats = band_stats_for(train_tiles, bands=..., max_tiles=..., seed=..., resume=resume)
+    trainer = Trainer(task, cfg.train, train_ds, val_ds, ...)
+    write_tiles_json(trainer.run, catalog=..., query=..., splits=..., tiles={"train": ..., ...})
+    summary = trainer.fit()
+    model = reload_best(trainer)                                 # score the test split with it
+    finish_run(trainer, summary, run_table, started=t0, test=...)
+
+A run's tiles come from the catalog's ``split`` column, its band statistics from its
+train tiles (or, on resume, from the file the run saved, so a resumed run normalises
+exactly as it started), and every finished run ends the same way: its summary updated,
+``runs/latest-<task>`` pointing at it, its table printed. Importing this module is cheap;
+torch is imported by the functions that need it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from workbench.data.stats import BandStats
+    from workbench.train.run_dir import RunDir
+
+
+def refuse_split_filter(query_override: Mapping[str, Any] | None, verb: str,
+                        splits: Sequence[str] = ("train", "val", "test")) -> None:
+    """A train verb takes each split's tiles from the catalog's ``split`` column: ``--split`` would
+    put one split's tiles everywhere, so it is refused in one line that says what to do instead."""
+    if query_override and query_override.get("split") is not None:
+        settings = " / ".join(f"data.{s}_split" for s in splits)
+        raise WorkbenchError(f"{verb} takes its {'/'.join(splits)} tiles from the split column: drop --split "
+                             f"(or set {settings})")
+
+
+def resume_config(resume: str | Path, overrides: Sequence[str] | None,
+                  config_from_dict: Callable[[dict], Any], runs_root: str | Path | None = None) -> Any:
+    """The config a resumed run continues with: its own ``config.yaml`` with ``--set`` on top
+    (a preset is not re-read: the run must go on with what it started with)."""
+    from workbench.config import deep_merge, parse_overrides
+    from workbench.train.run_dir import RunDir
+
+    run = RunDir.open(resume, runs_root)
+    return config_from_dict(deep_merge(run.read_config(), parse_overrides(list(overrides or []))))
+
+
+def band_stats_for(train_tiles: Sequence, *, bands: Sequence[int] | None, max_tiles: int | None, seed: int,
+                   resume: str | Path | None = None, runs_root: str | Path | None = None) -> "BandStats":
+    """Mean / std per band over the train tiles (0-based ``bands``, at most ``max_tiles`` of them,
+    picked with ``seed``); on resume, the run's own ``band_stats.json`` when it has one."""
+    from workbench.data.stats import BandStats, compute_band_stats
+    from workbench.train.run_dir import RunDir
+
+    if resume is not None:
+        saved = RunDir.open(resume, runs_root).path / "band_stats.json"
+        if saved.is_file():
+            return BandStats.load(saved)
+    return compute_band_stats(train_tiles, bands=None if bands is None else list(bands), max_tiles=max_tiles,
+                              seed=seed, split=None)
+
+
+def write_tiles_json(run: "RunDir", *, catalog: str | Path, query: Mapping[str, Any],
+                     splits: Mapping[str, str] | None = None, tiles: Mapping[str, Sequence], **extra: Any) -> Path:
+    """``tiles.json``: the catalog, the whole query, the split names (when given), the tile ids per
+    role (``{"train": tiles, ...}``) and any task extras; what ``predict`` reads to tell tiles a run
+    has seen from new ones."""
+    info: dict[str, Any] = {"catalog": str(catalog), "query": dict(query)}
+    if splits is not None:
+        info["splits"] = dict(splits)
+    info.update({role: [t.id for t in role_tiles] for role, role_tiles in tiles.items()})
+    info.update(extra)
+    return run.write_json("tiles.json", info)
+
+
+def reload_best(trainer: Any) -> "nn.Module":
+    """The trained model for scoring after ``fit``: no autocast wrapper (see
+    ``Trainer.inference_model``), the best checkpoint's weights (EMA ones first) when there
+    is one, in eval mode: what ``eval`` on the saved run computes."""
+    from workbench.train.checkpoint import load_weights
+
+    model = trainer.inference_model()
+    best = trainer.run.best_checkpoint
+    if best.is_file():
+        load_weights(best, model, prefer_ema=True)
+    model.eval()
+    return model
+
+
+def finish_run(trainer: Any, summary: dict, table: Callable[[dict], str] | None = None, *,
+               started: float | None = None, **fields: Any) -> dict:
+    """End a finished run on the main process: ``total_time_s`` (since ``started``, a
+    ``time.perf_counter()`` value) and ``fields`` into ``summary.json``, ``runs/latest-<task>``
+    pointed at it, and ``table(summary)`` printed when given. Returns ``summary``."""
+    from workbench.train.run_dir import write_latest
+
+    if not trainer.is_main:
+        return summary
+    if started is not None:
+        summary["total_time_s"] = round(time.perf_counter() - started, 1)
+    if "total_time_s" in summary:
+        fields = {"total_time_s": summary["total_time_s"], **fields}
+    trainer.run.update_summary(**fields)
+    write_latest(trainer.run.path, trainer.task_name)
+    if table is not None:
+        print(table(summary))
+    return summary
