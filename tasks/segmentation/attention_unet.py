@@ -12,7 +12,7 @@ attention coefficients ``alpha`` in [0, 1] computed from ``x`` and a coarser *ga
 
 The encoder is either this module's own plain conv blocks (``encoder=None``/``"plain"``,
 classic U-Net widths ``filters=(64, 128, 256, 512, 1024)``, first level at full resolution)
-or any segmentation-models-pytorch encoder by name (``"resnet50"`` as in the seed notes,
+or any segmentation-models-pytorch encoder by name (``"resnet50"`` as in the preset,
 ``"efficientnet-b0"``, ``"tu-convnext_tiny"``...), always built with random weights here:
 pretrained weights come from a local file through ``models.build_model``.
 

@@ -63,7 +63,7 @@ class ThresholdScan:
 def threshold_scan(probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
                    thresholds: Sequence[float] = (0.25, 0.5, 0.75), select: str = "iou",
                    skip_empty_tiles: bool = False) -> dict:
-    """Score a binary model at several probability thresholds (the seed notes' 25/50/75 %).
+    """Score a binary model at several probability thresholds (by default 25/50/75 %).
 
     Returns ``{"results": [{"threshold", "iou", "f1", "precision", "recall", "mean_iou",
     "overall_accuracy", "tp", "fp", "fn", "tn"}, ...], "select", "best_threshold",

@@ -192,7 +192,7 @@ def _check(spec, ref, batch, classes):
     loss = build_loss([spec], num_classes=classes)
     ours = loss(ours_x, y, valid)
     expected = ref(ref_x, y, valid)
-    torch.testing.assert_close(ours.double(), expected.detach(), rtol=1e-5, atol=1e-6, msg=lambda m: f"{spec}: {m}")
+    torch.testing.assert_close(ours.double(), expected.detach(), rtol=1e-5, atol=1e-6, msg=lambda m, spec=spec: f"{spec}: {m}")
     ours.backward()
     expected.backward()
     torch.testing.assert_close(ours_x.grad.double(), ref_x.grad, rtol=1e-4, atol=1e-6,
@@ -223,9 +223,9 @@ def test_garbage_under_nodata_and_an_all_nodata_batch():
         for spec, _ in cases:
             loss = build_loss([spec], num_classes=classes, ignore_index=255)
             torch.testing.assert_close(loss(x2, y2, valid), loss(x, y, valid), rtol=1e-5, atol=1e-6,
-                                       msg=lambda m: f"{spec}: {m}")
+                                       msg=lambda m, spec=spec: f"{spec}: {m}")
             torch.testing.assert_close(loss(x, y.masked_fill(~valid, 255)), loss(x, y, valid), rtol=1e-5, atol=1e-6,
-                                       msg=lambda m: f"{spec} ignore_index: {m}")
+                                       msg=lambda m, spec=spec: f"{spec} ignore_index: {m}")
             xg = x.clone().requires_grad_(True)
             zero = loss(xg, y, torch.zeros_like(valid))
             zero.backward()
