@@ -8,12 +8,12 @@ On a crop of the Blue Marble mosaic (``data/bluemarble/mosaic.tif``, built with
 
 (a) batched + channels_last (:func:`predict_scene`'s engine, batch 64) against one
     window at a time (:func:`predict_scene_naive`'s engine: batch 1, contiguous, a
-    read per window) over the SAME windows, those of the naive recipe (64 px, stride 16,
+    read per window) over the SAME windows, the tile-window recipe's (64 px, stride 16,
     averaged), on the 384 px centre of the crop; the two outputs must agree within
     1e-5 (asserted). Random weights.
 (b) the default settings (window 256, overlap 32, batch 16, gaussian) against the
-    naive ``predict_full`` recipe (window = the training tile, 64 px,
-    stride 16, batch 1, plain averaging) on the whole crop (a small sub-crop would
+    tile-window recipe (window = the training tile, 64 px, stride 16, batch 1, plain
+    averaging: predicting a scene one training-sized window at a time) on the whole crop (a small sub-crop would
     mostly time 256 px windows hanging over its edges); with
     the newest ``runs/segmentation-*`` that has a checkpoint, both are also scored
     (mean IoU, water IoU) against the GSHHS mask over the test tiles with 5-95 %
@@ -85,7 +85,7 @@ def _random_run(stats) -> Any:
 
 def _newest_run() -> Any | None:
     try:
-        from tasks.segmentation.run_io import load_run
+        from tasks.segmentation.run import load_run
 
         return load_run("latest")
     except WorkbenchError:
@@ -122,7 +122,7 @@ def bench_predict(folder: Path, quick: bool, rows: list, notes: list) -> None:
                  f"cols {c0}-{c0 + size}; Europe/Mediterranean), resnet18 Unet, 3 bands, "
                  f"{torch.get_num_threads()} torch threads")
 
-    # (a) the naive recipe's windows (training tile, stride 16, averaged), batched + channels_last
+    # (a) the tile-window recipe's windows (training tile, stride 16, averaged), batched + channels_last
     # versus one window at a time: per-window overhead is what batching removes, and it dominates
     # at small windows (at 256 px one window already keeps 2 cores busy).
     asize = 256 if quick else 384
@@ -139,7 +139,7 @@ def bench_predict(folder: Path, quick: bool, rows: list, notes: list) -> None:
     notes.append(f"(a) {asize}x{asize} px centre of the crop; max |difference| of probabilities {diff:.1e} "
                  f"(asserted <= 1e-5); {t_fast:.1f} s vs {t_slow:.1f} s")
 
-    # (b) defaults vs the naive recipe, with a trained run when there is one, on the whole crop:
+    # (b) defaults vs the tile-window recipe, with a trained run when there is one, on the whole crop:
     # a small crop would mostly time 256 px windows hanging over its edges.
     run = _newest_run()
     model_run = run if run is not None and run.in_channels == 3 else rand
@@ -150,25 +150,25 @@ def bench_predict(folder: Path, quick: bool, rows: list, notes: list) -> None:
     with Catalog() as cat:
         tiles = cat.query(split="test", water_min=0.05, water_max=0.95)
     default, t_def = _timed(predict_probabilities, model_run, crop, 256, 32, 16, "gaussian", progress=False)
-    seed_pred, t_seed = _timed(predict_probabilities, model_run, crop, tile, tile - 16, 1, "mean",
+    tiled_pred, t_tiled = _timed(predict_probabilities, model_run, crop, tile, tile - 16, 1, "mean",
                                progress=False, naive=True)
-    rows.append(_row(f"(b) defaults 256/32/b16 vs seed recipe {tile}/stride 16/b1 ({bsize} px, seconds)", t_def,
-                     t_seed, "s", ">= 20x", ratio=t_seed / t_def))
+    rows.append(_row(f"(b) defaults 256/32/b16 vs tile-window recipe {tile}/stride 16/b1 ({bsize} px, seconds)", t_def,
+                     t_tiled, "s", ">= 20x", ratio=t_tiled / t_def))
     notes.append(f"(b) the whole {bsize}x{bsize} px crop: {default.plan.windows} windows vs "
-                 f"{seed_pred.plan.windows} windows")
+                 f"{tiled_pred.plan.windows} windows")
     if run is None or model_run is rand:
-        rows.append(_row("(b) mean IoU vs GSHHS, defaults vs seed recipe", None, None, "", "n/a (no trained run)"))
+        rows.append(_row("(b) mean IoU vs GSHHS, defaults vs tile-window recipe", None, None, "", "n/a (no trained run)"))
         notes.append("(b) no runs/segmentation-* with a checkpoint (or not 3 bands): random weights, IoU n/a")
         return
     scores = []
-    for name, pred in (("defaults", default), ("seed", seed_pred)):
+    for name, pred in (("defaults", default), ("tile-window", tiled_pred)):
         out = folder / f"pred_{name}.tif"
         geotiff.write(out, labels_of(pred, run.threshold), pred.info.affine, pred.info.crs, nodata=255)
         scores.append(score_scene(out, truth, tiles))
     d, s = scores
-    rows.append(_row(f"(b) mean IoU vs GSHHS ({d['tiles_scored']} test tiles, 5-95 % water): defaults vs seed",
-                     d["mean_iou"], s["mean_iou"], "IoU", "defaults >= seed"))
-    rows.append(_row("(b) water IoU: defaults vs seed", d["iou_water"], s["iou_water"], "IoU", ""))
+    rows.append(_row(f"(b) mean IoU vs GSHHS ({d['tiles_scored']} test tiles, 5-95 % water): defaults vs tile-window",
+                     d["mean_iou"], s["mean_iou"], "IoU", "defaults >= tile-window"))
+    rows.append(_row("(b) water IoU: defaults vs tile-window", d["iou_water"], s["iou_water"], "IoU", ""))
     notes.append(f"(b) run {run.path.name} ({run.weights} weights, threshold {run.threshold:g}); tiles clipped "
                  "to the sub-crop count where they overlap it")
     if not quick:  # the quality goal's own scoring: defaults over the whole mosaic

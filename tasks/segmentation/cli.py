@@ -1,25 +1,30 @@
-"""``workbench segment``: train and evaluate segmentation runs (predict: see predict_cli).
+"""``workbench segment``: every verb of the segmentation task -- ``train``, ``eval`` and
+``predict`` (a trained run over a whole GeoTIFF scene, or pseudo-masks for catalog tiles).
 
-Stdlib only at import time; each verb imports torch and the task modules when it runs.
+Stdlib only at import time (``workbench --help`` stays instant); each verb imports torch,
+rasterio and the task modules when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from workbench.commands import add_command, add_verb
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
+from workbench.errors import WorkbenchError
 
 
 EXAMPLES = """examples:
   workbench segment train                                   the 'water' preset on Blue Marble tiles
   workbench segment train --preset unet3plus --set train.max_steps=50
   workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"
-  workbench segment eval runs/segmentation-water-20250101-120000 --water-min 0.05 --water-max 0.95
-  workbench segment eval latest --split val
+  workbench segment eval --run segmentation-water-20250101-120000 --water-min 0.05 --water-max 0.95
+  workbench segment eval --run latest --split val
+  workbench segment predict --run latest --input scene.tif --out mask.tif
 """
 
 TRAIN_EXAMPLES = """examples:
@@ -38,14 +43,41 @@ Presets: {presets}
 """ + QUERY_HELP
 
 EVAL_EXAMPLES = """examples:
-  workbench segment eval RUN                                     the test split of the run's tiles
-  workbench segment eval RUN --split test --water-min 0.05 --water-max 0.95   coastal tiles only
-  workbench segment eval latest --split val --threshold 0.4 --json
+  workbench segment eval --run RUN                               the test split of the run's tiles
+  workbench segment eval --run RUN --split test --water-min 0.05 --water-max 0.95   coastal tiles only
+  workbench segment eval --run latest --split val --threshold 0.4 --json
 
 RUN is a run folder, a name under runs/, a unique prefix, or 'latest' (the last finished
 segmentation run). Filters narrow the run's own tile query (--where replaces its where).
 
 """ + QUERY_HELP
+
+PREDICT_EXAMPLES = """examples:
+  workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif
+  workbench segment predict --run segmentation-water-20250101-120000 --input scene.tif --out mask.tif \\
+      --probabilities prob.tif --window 512 --overlap 64 --batch-size 8
+  workbench segment predict --run latest --input scene.tif --out mask.tif --tta d4    8 views averaged
+  workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif \\
+      --truth data/bluemarble/mosaic_mask.tif                 also score: test tiles with 5-95 % water
+  workbench segment predict --run latest --where "source = 'generated'" --write-masks --min-confidence 0.9
+
+Scene mode (--input/--out): a sliding window (default: the run's predict config, window 256,
+overlap 32, batch 16, gaussian blend) over a GeoTIFF of any size; writes a uint8 mask on the
+input's grid (0 land, 1 water or the class index, 255 nodata) and optionally float32
+probabilities. With --truth, the mask is scored against a truth mask on the same grid over the
+catalog tiles the filters select (default --split test --water-min 0.05 --water-max 0.95), or
+over every pixel with --all-pixels.
+
+Tile mode (--write-masks): predicts each catalog tile the filters select and writes
+<tile>_pseudo_mask.tif beside it (pixels below --min-confidence are 255 = nodata), then sets the
+tiles' mask_path and water_fraction in one catalog transaction, so generated or classified
+tiles can join a segmentation experiment.
+
+RUN is a run folder, a name under runs/, a unique prefix, or 'latest'.
+
+""" + QUERY_HELP
+
+DEFAULT_SCORE_QUERY = {"split": "test", "water_min": 0.05, "water_max": 0.95}
 
 
 def _presets() -> list[str]:
@@ -55,7 +87,7 @@ def _presets() -> list[str]:
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
-    _, verbs = add_command(sub, "segment", help="train and evaluate segmentation models (water masks)",
+    _, verbs = add_command(sub, "segment", help="train, evaluate and apply segmentation models (water masks)",
                            description="Segmentation: UNet-family models on catalog tiles with masks.",
                            epilog=EXAMPLES)
 
@@ -69,7 +101,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="Score a trained run's best weights on catalog tiles and print the "
                              "per-class table.",
                  epilog=EVAL_EXAMPLES)
-    v.add_argument("run", metavar="RUN", help="run folder, name, unique prefix, or 'latest'")
+    v.add_argument("--run", metavar="RUN", help="run folder, name, unique prefix, or 'latest' (required)")
+    v.add_argument("run_positional", nargs="?", metavar="RUN", help=argparse.SUPPRESS)  # the older spelling
     v.add_argument("--threshold", type=float, metavar="T", help="probability threshold (default: the run's)")
     v.add_argument("--batch-size", type=int, metavar="N", help="windows per forward pass")
     v.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -77,13 +110,30 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     add_query_args(v)
     v.set_defaults(func=run_eval)
 
-    # ---- predict: added by the scene-prediction work (tasks/segmentation/predict_cli.py) ----
-    try:
-        from tasks.segmentation import predict_cli
-    except ImportError:
-        predict_cli = None
-    if predict_cli is not None:
-        predict_cli.register(verbs, common)
+    v = add_verb(verbs, "predict", common, help="predict a whole scene, or pseudo-masks for tiles",
+                 description="Sliding-window prediction of a trained run over a GeoTIFF scene, written "
+                             "as a georeferenced mask; or pseudo-masks for catalog tiles.",
+                 epilog=PREDICT_EXAMPLES)
+    v.add_argument("--run", required=True, metavar="RUN", help="trained run (folder, name, prefix or 'latest')")
+    v.add_argument("--input", metavar="SCENE.tif", help="GeoTIFF scene to predict")
+    v.add_argument("--out", metavar="MASK.tif", help="output mask GeoTIFF (uint8, 255 = nodata)")
+    v.add_argument("--probabilities", metavar="PROB.tif", help="also write float32 probabilities here")
+    v.add_argument("--window", type=int, metavar="N", help="window side in px (multiple of the model's stride)")
+    v.add_argument("--overlap", type=int, metavar="N", help="overlap between windows in px")
+    v.add_argument("--batch-size", type=int, metavar="N", help="windows per forward pass")
+    v.add_argument("--blend", choices=("gaussian", "mean"), help="weighting of overlapping windows")
+    v.add_argument("--tta", choices=("none", "flips", "d4"),
+                   help="test-time augmentation: average over 4 flips or all 8 symmetries (4x / 8x the time)")
+    v.add_argument("--truth", metavar="MASK.tif", help="score the prediction against this mask (same grid)")
+    v.add_argument("--all-pixels", action="store_true", help="with --truth: score every pixel, not catalog tiles")
+    v.add_argument("--write-masks", action="store_true", help="tile mode: write pseudo-masks for catalog tiles")
+    v.add_argument("--min-confidence", type=float, default=0.9, metavar="P",
+                   help="tile mode: pixels less confident than P become nodata (default 0.9)")
+    v.add_argument("--device", metavar="D", help="torch device (default: cuda when available, else cpu)")
+    v.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_query_args(v)
+    v.set_defaults(func=run_predict)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -94,14 +144,23 @@ def run_train(args: argparse.Namespace) -> int:
     return finish_train(args, train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args)))
 
 
+def _eval_run_ref(args: argparse.Namespace) -> str:
+    """``--run RUN``; the positional ``eval RUN`` of older scripts is still accepted."""
+    given = [r for r in (args.run, args.run_positional) if r is not None]
+    if not given:
+        raise WorkbenchError("segment eval: name the run with --run RUN (a run folder, name, unique prefix or 'latest')")
+    if len(given) == 2 and given[0] != given[1]:
+        raise WorkbenchError(f"segment eval: two runs given ({given[0]!r} and {given[1]!r}); name one with --run")
+    return given[0]
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    from workbench.errors import WorkbenchError
     from workbench.train.run_dir import resolve_run
 
     from .evaluate import evaluate_run, result_line
     from .metrics import format_table
 
-    ref = resolve_run(args.run, "segmentation")
+    ref = resolve_run(_eval_run_ref(args), "segmentation")
     if args.batch_size is not None and args.batch_size < 1:
         raise WorkbenchError("--batch-size: must be at least 1")
     query = query_from_args(args)
@@ -119,4 +178,118 @@ def run_eval(args: argparse.Namespace) -> int:
           f"{'-' if metrics['threshold'] is None else format(metrics['threshold'], 'g')}  "
           f"{result_line(metrics)}")
     print(format_table(metrics))
+    return 0
+
+
+# --------------------------------------------------------------------------- predict
+
+def _catalog(args):
+    from workbench import paths
+    from workbench.data.catalog import Catalog
+
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name:
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    query = query_from_args(args)
+    if args.write_masks:
+        if args.input or args.out or args.truth:
+            raise WorkbenchError("--write-masks predicts catalog tiles: give filters (--where ...), "
+                                 "not --input/--out/--truth")
+        if not query:
+            raise WorkbenchError("--write-masks needs tile filters, e.g. --where \"source = 'generated'\"")
+        return _run_write_masks(args, query)
+    if not args.input or not args.out:
+        raise WorkbenchError("give --input SCENE.tif and --out MASK.tif (or --write-masks with tile filters)")
+    return _run_scene(args, query)
+
+
+def _run_scene(args, query: dict) -> int:
+    from .predict import predict_scene
+    from .run import load_run
+
+    run = load_run(args.run, device=_device(args.device))
+    res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
+                        overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
+                        progress=not args.no_progress, tta=args.tta)
+    res["run"] = str(run.path)
+    metrics = None
+    if args.truth:
+        from .scene import score_scene
+
+        tiles = None
+        if not args.all_pixels:
+            q = {**DEFAULT_SCORE_QUERY, **query}
+            with _catalog(args) as cat:
+                tiles = cat.query(**q)
+            if not tiles:
+                raise WorkbenchError(f"no catalog tiles match {q}; change the filters or use --all-pixels")
+            metrics = score_scene(res["out"], args.truth, tiles, water_min=q.get("water_min"),
+                                  water_max=q.get("water_max"))
+        else:
+            metrics = score_scene(res["out"], args.truth, None)
+        res["score"] = {k: metrics[k] for k in ("mean_iou", "iou_water", "iou_land", "overall_accuracy", "pixels",
+                                               "tiles_scored", "boundary")}
+    if args.json:
+        print(json.dumps({**res, "metrics": metrics}, default=str))
+        return 0
+    print(f"run          {run.path} ({run.weights} weights, threshold {run.threshold:g})")
+    print(f"input        {res['input']}  {res['width']}x{res['height']}  {res['crs']}")
+    print(f"windows      {res['windows']} of {res['window_used'][0]}x{res['window_used'][1]} px, overlap "
+          f"{res['overlap']}, batch {res['batch_size']}, {res['blend']} blend"
+          f"{'' if res['tta'] == 'none' else ', tta ' + res['tta']}, {res['device']}: "
+          f"{res['seconds']:.1f} s ({res['windows_per_s']:.1f} windows/s)")
+    if res.get("water_fraction") is not None:
+        print(f"water        {100 * res['water_fraction']:.1f} % of {res['valid_pixels']} valid pixels "
+              f"({res['nodata_pixels']} nodata)")
+    print(f"mask         {res['out']}")
+    if res["probabilities"]:
+        print(f"probabilities {res['probabilities']}")
+    if metrics is not None:
+        from .metrics import format_table
+        from .scene import format_boundary
+
+        where = "every pixel" if args.all_pixels else f"{metrics['tiles_scored']} catalog tiles"
+        print(f"\nscore against {args.truth} over {where}:")
+        print(format_table(metrics))
+        print(format_boundary(metrics["boundary"]))
+    return 0
+
+
+def _run_write_masks(args, query: dict) -> int:
+    from .predict import write_masks
+    from .run import load_run
+
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise WorkbenchError(f"--min-confidence {args.min_confidence:g}: expected a number between 0 and 1")
+    run = load_run(args.run, device=_device(args.device))
+    with _catalog(args) as cat:
+        tiles = cat.query(**query)
+        if not tiles:
+            raise WorkbenchError(f"no catalog tiles match {query}")
+        n = write_masks(run, cat, tiles, min_confidence=args.min_confidence, progress=not args.no_progress)
+        rows = cat.query(ids=[t.id for t in tiles])
+    if args.json:
+        print(json.dumps({"run": str(run.path), "tiles": n, "masks": [r.mask_path for r in rows]}))
+        return 0
+    print(f"run      {run.path}")
+    print(f"wrote {n} pseudo-masks (confidence >= {args.min_confidence:g}, else 255 nodata) beside their tiles; "
+          f"catalog {cat.path} updated (mask_path, water_fraction)")
+    shown = rows[:10]
+    width = max(len(str(r.id)) for r in shown)
+    print(f"{'id'.rjust(width)}  water  mask")
+    for r in shown:
+        wf = "-" if r.water_fraction is None else f"{100 * r.water_fraction:4.1f}%"
+        print(f"{str(r.id).rjust(width)}  {wf:>5}  {r.mask_path}")
+    if len(rows) > len(shown):
+        print(f"... and {len(rows) - len(shown)} more")
+    sys.stdout.flush()
     return 0

@@ -7,7 +7,8 @@
 Tiles are cut into the run's grid windows (``data.window``, stride ``data.eval_stride``),
 normalised with the run's ``band_stats.json``, predicted with the run's best weights (EMA
 when present) and the run's threshold (``threshold.json``, binary models), and scored with a
-pixel confusion matrix; nodata pixels (and mask value 255) never count.
+pixel confusion matrix; nodata pixels (and mask value 255) never count. Tiles and datasets
+come from ``data.py``, the run from ``run.py``; training imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from workbench.errors import WorkbenchError
 
 from .config import SegmentationConfig
+from .data import base_query, batch_valid, context_of, eval_dataset, open_catalog
 
 
 def _batches(ds, batch_size: int):
@@ -39,7 +41,6 @@ def _forward(model, image: torch.Tensor) -> torch.Tensor:
 def scan_thresholds(model, ds, cfg: SegmentationConfig, device, batch_size: int) -> dict:
     """``ThresholdScan`` over ``ds`` at ``eval.thresholds``, best by ``eval.select`` (binary models)."""
     from .metrics import ThresholdScan
-    from .train import batch_valid
 
     scan = ThresholdScan(cfg.eval.thresholds, skip_empty_tiles=cfg.eval.skip_empty_tiles, device=device)
     for batch in _batches(ds, batch_size):
@@ -54,7 +55,6 @@ def score_dataset(model, ds, cfg: SegmentationConfig, device, batch_size: int, t
     """Metrics of ``model`` on every window of ``ds`` and up to ``keep_examples`` windows for a
     panel (windows holding both classes first)."""
     from .metrics import ConfusionMatrix
-    from .train import batch_valid
 
     classes = max(2, cfg.model.classes)
     cm = ConfusionMatrix(classes, device=device, skip_empty_tiles=cfg.eval.skip_empty_tiles)
@@ -82,22 +82,14 @@ def score_dataset(model, ds, cfg: SegmentationConfig, device, batch_size: int, t
     return metrics, (mixed + other)[:keep_examples]
 
 
-# --------------------------------------------------------------------------- loading a run
-
-def load_run(ref: str | Path):
-    """A finished run: ``.model`` (eval mode, best weights, EMA preferred), ``.cfg``, ``.stats``,
-    ``.threshold``, ``.path`` (``tasks.segmentation.run_io``, shared with prediction)."""
-    from .run_io import load_run as _load
-
-    return _load(ref)
-
+# --------------------------------------------------------------------------- a finished run
 
 def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | None = None,
                  catalog: str | Path | None = None, threshold: float | None = None,
                  batch_size: int | None = None) -> dict:
     """Re-score a run on ``split`` (or on ``query["split"]``) of the tiles its config selects,
     narrowed by ``query`` (``Catalog.query`` filters; ``where`` replaces the run's own)."""
-    from .train import base_query, context_of, eval_dataset, open_catalog
+    from .run import load_run
 
     loaded = load_run(run_ref)
     cfg: SegmentationConfig = loaded.cfg

@@ -7,6 +7,14 @@
     ], num_classes=1)
     loss = loss_fn(model_output, target, valid)
 
+Where a library loss computes the same thing, the term is that library loss: ``bce`` is
+``smp.losses.SoftBCEWithLogitsLoss``, binary ``focal`` is ``smp.losses.FocalLoss``, ``ce`` is
+torch's cross-entropy, each with nodata mapped to its ``ignore_index``. Written here is what
+the libraries lack or define differently (each class says how): the class-aware Jaccard with
+positive / negative weights, Dice that still scores a class absent from the batch, the softmax
+focal loss, the edge-aware term, and the weighted sum with deep supervision and the CGM term.
+``tests/tasks/segmentation/test_loss_values.py`` holds every term to the formulas below.
+
 Conventions shared by every term:
 
 * ``logits`` (N, C, H, W) raw scores; ``C == 1`` is a binary model (sigmoid, target 0/1),
@@ -56,16 +64,16 @@ Terms (``name`` and parameters; every term also takes ``weight``, default 1.0):
     ``max(|dy|, |dx|) <= width`` (a (2*width+1)^2 square window around p, clipped at the tile
     border) has a different label than p. Computed as window-max != window-min of the label
     map with ``max_pool2d`` (GPU friendly), nodata excluded from both. The band is
-    ``2 * width`` pixels wide: ``width`` on each side of a class boundary (``width=1`` is the
-    2-pixel edge). Tile borders are not boundaries. ``lambda`` (alias ``lam``,
-    default 0.1), ``width`` (default 1).
+    ``2 * width`` pixels wide: ``width`` on each side of a class boundary (``width=1``: a 2-pixel
+    edge). Tile borders are not boundaries. ``lambda`` (alias ``lam``, default 0.1; 0.1-0.2
+    scored best when the term was tuned), ``width`` (default 1).
 
 Deep supervision: when the model output is a dict (``UNet3Plus`` in train mode:
 ``{"out", "aux", "cls"}``), the loss is
 ``sum_k ds_w[k] * L(outputs[k]) + cgm_weight * BCE(cls, tile has any foreground)`` with
 ``outputs = [out, *aux]`` and ``ds_w = deep_supervision_weights`` (default
-``[1.0, 0.25, 0.25, ...]``: with four auxiliaries that gives the main output 50 % of the loss
-and each of its 4 auxiliaries 12.5 %). "Any foreground" = some valid pixel whose target is
+``[1.0, 0.25, 0.25, ...]``; the ``unet3plus`` preset gives the main output 50 % of the loss and
+each of its 4 auxiliaries 12.5 %). "Any foreground" = some valid pixel whose target is
 not ``background_index`` (binary: target 1); tiles without valid pixels do not count.
 """
 
@@ -74,6 +82,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -134,8 +143,20 @@ def boundary_band(target: torch.Tensor, width: int = 1, valid: torch.Tensor | No
     return band
 
 
-def _binary_ce_pixels(x: torch.Tensor, y: torch.Tensor, pos_weight: float, neg_weight: float) -> torch.Tensor:
-    return -(pos_weight * y * F.logsigmoid(x) + neg_weight * (1.0 - y) * F.logsigmoid(-x))
+# The target value the library terms skip. ``prepare_inputs`` leaves nodata pixels at 0 (the
+# hand-written terms mask them with ``valid``); the library terms get a copy of the target with
+# every nodata pixel set to this value, their ``ignore_index``.
+IGNORE_INDEX = -100
+
+
+def _ignoring(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return target.masked_fill(~valid, IGNORE_INDEX)
+
+
+def _valid_count(valid: torch.Tensor) -> torch.Tensor:
+    """The per-pixel terms' normaliser: the valid pixels, at least 1 (an all-nodata batch gives 0,
+    where a library ``reduction="mean"`` over nothing would give NaN)."""
+    return valid.sum().clamp_min(1).float()
 
 
 # ----------------------------------------------------------------------------- terms
@@ -176,6 +197,15 @@ class LossTerm(nn.Module):
         return F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
 
 
+def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` with its buffers on ``device``: a library loss keeps its weights as buffers,
+    and the loss may be built before the trainer picks the device."""
+    buf = next(module.buffers(), None)
+    if buf is not None and buf.device != device:
+        module.to(device)
+    return module
+
+
 def _check_weight_list(term: str, key: str, values, n: int) -> list[float]:
     if not isinstance(values, (list, tuple)) or len(values) != n:
         raise WorkbenchError(f"loss term {term!r}: {key} must list {n} numbers, got {values!r}")
@@ -195,21 +225,46 @@ def _positive(term: str, key: str, value, allow_zero: bool = False) -> float:
     return float(value)
 
 
-class BCELoss(LossTerm):
+class BCETerm(LossTerm):
+    """``bce``: ``smp.losses.SoftBCEWithLogitsLoss`` with nodata as its ``ignore_index``.
+
+    smp's ``reduction="mean"`` divides by every pixel, nodata included; ours divides by the valid
+    pixels, so the library sums (``reduction="sum"``) and this term divides by the valid count.
+    ``neg_weight`` is smp's ``weight`` with ``pos_weight = pos_weight / neg_weight``:
+    ``neg * (pos / neg * y * l1 + (1 - y) * l0)``. With ``neg_weight = 0`` only foreground pixels
+    count (background pixels are ignored too), each ``pos_weight * l1``, still over the valid count.
+    """
+
     name = "bce"
     binary_only = True
 
     def __init__(self, num_classes: int, pos_weight: float = 1.0, neg_weight: float = 1.0, **kw):
         super().__init__(num_classes, **kw)
+        from segmentation_models_pytorch import losses as smp_losses
+
         self.pos_weight = _positive(self.name, "pos_weight", pos_weight)
         self.neg_weight = _positive(self.name, "neg_weight", neg_weight, allow_zero=True)
+        if self.neg_weight > 0:
+            weight, pos = torch.tensor(self.neg_weight), torch.tensor(self.pos_weight / self.neg_weight)
+        else:
+            weight, pos = torch.tensor(self.pos_weight), None
+        self.bce = smp_losses.SoftBCEWithLogitsLoss(weight=weight, pos_weight=pos, ignore_index=IGNORE_INDEX,
+                                                    reduction="sum")
 
     def compute(self, logits, target, valid):
-        per_px = _binary_ce_pixels(logits[:, 0].float(), target.float(), self.pos_weight, self.neg_weight)
-        return _masked_mean(per_px, valid)
+        scored = valid if self.neg_weight > 0 else valid & (target == 1)
+        y = _ignoring(target, scored).unsqueeze(1).float()
+        return _on_device(self.bce, logits.device)(logits.float(), y) / _valid_count(valid)
 
 
-class CrossEntropyLoss(LossTerm):
+class CrossEntropyTerm(LossTerm):
+    """``ce``: torch's cross-entropy with nodata as its ``ignore_index``.
+
+    smp's ``SoftCrossEntropyLoss`` has no class weights (and its mean counts nodata pixels), so
+    this is ``torch.nn.functional.cross_entropy``, summed and divided by ``sum(w[y])`` over the
+    valid pixels -- torch's own weighted mean, except that an all-nodata batch gives 0, not NaN.
+    """
+
     name = "ce"
 
     def __init__(self, num_classes: int, class_weights: Sequence[float] | None = None, **kw):
@@ -222,15 +277,19 @@ class CrossEntropyLoss(LossTerm):
         x = logits.float()
         if self.binary:  # 2-class softmax CE with logits (0, x) == BCE on x
             x = torch.cat([torch.zeros_like(x), x], dim=1)
-        per_px = F.cross_entropy(x, target, reduction="none")
-        v = valid.float()
-        if self.class_weights is None:
-            return _masked_mean(per_px, valid)
-        w = self.class_weights.to(x.device)[target] * v
-        return (per_px * w).sum() / w.sum().clamp_min(1e-12)
+        w = None if self.class_weights is None else self.class_weights.to(x.device)
+        total = F.cross_entropy(x, _ignoring(target, valid), weight=w, ignore_index=IGNORE_INDEX, reduction="sum")
+        if w is None:
+            return total / _valid_count(valid)
+        return total / (w[target] * valid.float()).sum().clamp_min(1e-12)
 
 
-class DiceLoss(LossTerm):
+class DiceTerm(LossTerm):
+    """``dice``, written here: ``smp.losses.DiceLoss`` scores a class with no true pixel in the
+    batch as 0, where this term keeps ``1 - smooth / (sum(p) + smooth)`` -- it still penalises
+    predicting water on a batch without water. Wherever every scored class is present the two
+    agree (``DiceLoss(smooth=smooth / 2)``: smp puts the smoothing on the half-sums; tested)."""
+
     name = "dice"
 
     def __init__(self, num_classes: int, smooth: float = 1.0, classes: Sequence[int] | None = None, **kw):
@@ -259,7 +318,11 @@ class DiceLoss(LossTerm):
         return loss.mean()
 
 
-class JaccardLoss(LossTerm):
+class ClassAwareJaccardTerm(LossTerm):
+    """``jaccard``, written here: smp's ``JaccardLoss`` has no background term with its own
+    weight (and, like its Dice, scores an absent class as 0). With ``neg_weight = 0`` and every
+    class present it equals ``smp.losses.JaccardLoss(smooth=smooth)`` (tested)."""
+
     name = "jaccard"
 
     def __init__(self, num_classes: int, pos_weight: float = 1.0, neg_weight: float = 0.0,
@@ -293,14 +356,19 @@ class JaccardLoss(LossTerm):
         return self.pos_weight * pos + self.neg_weight * neg
 
 
-class FocalLoss(LossTerm):
+class FocalTerm(LossTerm):
+    """``focal``. Binary: ``smp.losses.FocalLoss("binary")`` with nodata as its ``ignore_index``,
+    summed and divided by the valid count (an all-nodata batch gives 0, not NaN). Multi-class is
+    written here: smp's multi-class focal loss is a one-vs-rest sigmoid focal loss averaged over
+    classes, not the softmax focal loss ``-alpha_t (1 - p_t)**gamma log p_t`` this term is."""
+
     name = "focal"
     _DEFAULT = object()
 
     def __init__(self, num_classes: int, alpha=_DEFAULT, gamma: float = 2.0, **kw):
         super().__init__(num_classes, **kw)
         self.gamma = _positive(self.name, "gamma", gamma, allow_zero=True)
-        if alpha is FocalLoss._DEFAULT:
+        if alpha is FocalTerm._DEFAULT:
             alpha = 0.25 if self.binary else None
         if self.binary:
             if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
@@ -309,6 +377,10 @@ class FocalLoss(LossTerm):
                                      f"model, got {alpha!r}")
             self.alpha = None if alpha is None else float(alpha)
             self.register_buffer("alpha_c", None, persistent=False)
+            from segmentation_models_pytorch import losses as smp_losses
+
+            self.focal = smp_losses.FocalLoss("binary", alpha=self.alpha, gamma=self.gamma,
+                                              ignore_index=IGNORE_INDEX, reduction="sum")
         else:
             if isinstance(alpha, (list, tuple)):
                 self.alpha = None
@@ -320,26 +392,22 @@ class FocalLoss(LossTerm):
 
     def compute(self, logits, target, valid):
         if self.binary:
-            x = logits[:, 0].float()
-            y = target.float()
-            ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-            pt = torch.exp(-ce)
-            per_px = (1.0 - pt).pow(self.gamma) * ce
-            if self.alpha is not None:
-                per_px = per_px * (self.alpha * y + (1.0 - self.alpha) * (1.0 - y))
-        else:
-            logp = torch.log_softmax(logits.float(), dim=1)
-            logpt = logp.gather(1, target.unsqueeze(1)).squeeze(1)
-            pt = logpt.exp()
-            per_px = -(1.0 - pt).pow(self.gamma) * logpt
-            if self.alpha_c is not None:
-                per_px = per_px * self.alpha_c.to(per_px.device)[target]
-            elif self.alpha is not None:
-                per_px = per_px * self.alpha
+            return self.focal(logits.float(), _ignoring(target, valid)) / _valid_count(valid)
+        logp = torch.log_softmax(logits.float(), dim=1)
+        logpt = logp.gather(1, target.unsqueeze(1)).squeeze(1)
+        pt = logpt.exp()
+        per_px = -(1.0 - pt).pow(self.gamma) * logpt
+        if self.alpha_c is not None:
+            per_px = per_px * self.alpha_c.to(per_px.device)[target]
+        elif self.alpha is not None:
+            per_px = per_px * self.alpha
         return _masked_mean(per_px, valid)
 
 
-class EdgeAwareLoss(LossTerm):
+class EdgeAwareTerm(LossTerm):
+    """``edge``, written here (no library has it): torch's per-pixel BCE / CE, weighted by
+    ``1 + lambda`` on the true mask's boundary band (``boundary_band``)."""
+
     name = "edge"
 
     def __init__(self, num_classes: int, lam: float = 0.1, width: int = 1, pos_weight: float = 1.0,
@@ -358,7 +426,9 @@ class EdgeAwareLoss(LossTerm):
 
     def compute(self, logits, target, valid):
         if self.binary:
-            per_px = _binary_ce_pixels(logits[:, 0].float(), target.float(), self.pos_weight, 1.0)
+            x = logits[:, 0].float()
+            per_px = F.binary_cross_entropy_with_logits(x, target.float(), pos_weight=x.new_tensor(self.pos_weight),
+                                                        reduction="none")
         else:
             w = None if self.class_weights is None else self.class_weights.to(logits.device)
             per_px = F.cross_entropy(logits.float(), target, weight=w, reduction="none")
@@ -367,17 +437,17 @@ class EdgeAwareLoss(LossTerm):
 
 
 TERMS: dict[str, type[LossTerm]] = {
-    "bce": BCELoss,
-    "ce": CrossEntropyLoss,
-    "crossentropy": CrossEntropyLoss,
-    "cross_entropy": CrossEntropyLoss,
-    "dice": DiceLoss,
-    "jaccard": JaccardLoss,
-    "iou": JaccardLoss,
-    "focal": FocalLoss,
-    "edge": EdgeAwareLoss,
-    "edge_aware": EdgeAwareLoss,
-    "edgeaware": EdgeAwareLoss,
+    "bce": BCETerm,
+    "ce": CrossEntropyTerm,
+    "crossentropy": CrossEntropyTerm,
+    "cross_entropy": CrossEntropyTerm,
+    "dice": DiceTerm,
+    "jaccard": ClassAwareJaccardTerm,
+    "iou": ClassAwareJaccardTerm,
+    "focal": FocalTerm,
+    "edge": EdgeAwareTerm,
+    "edge_aware": EdgeAwareTerm,
+    "edgeaware": EdgeAwareTerm,
 }
 _PARAM_ALIASES = {"lambda": "lam"}
 
@@ -556,7 +626,7 @@ def build_loss(terms: Sequence[Mapping] | Mapping | str, num_classes: int = 1,
                                  f"{num_classes} classes")
         for p in ("class_weights", "pos_weight"):
             if params.get(p) == "auto":
-                if p == "pos_weight" and cls not in (BCELoss, EdgeAwareLoss):
+                if p == "pos_weight" and cls not in (BCETerm, EdgeAwareTerm):
                     raise WorkbenchError(f"loss term {name!r}: pos_weight: auto is for bce and edge only")
                 if class_counts is None:
                     raise WorkbenchError(f"loss term {name!r}: {p}: auto needs class_counts "
@@ -572,3 +642,13 @@ def build_loss(terms: Sequence[Mapping] | Mapping | str, num_classes: int = 1,
         built.append((weight, cls(num_classes, **params)))
     return SegmentationLoss(built, num_classes, deep_supervision_weights, cgm_weight, background_index,
                             ignore_index, check_targets)
+
+
+def loss_from_config(cfg: Any, class_counts: Sequence[float] | None = None) -> SegmentationLoss:
+    """``build_loss`` from a run's config (``cfg.loss``: terms, deep-supervision and CGM weights;
+    ``cfg.model.classes``) with the train split's pixel counts per class for ``"auto"`` weights.
+    Nodata reaches the loss as the valid mask; the datasets' ignore value -100 is nodata too."""
+    return build_loss(cfg.loss.terms, num_classes=cfg.model.classes,
+                      deep_supervision_weights=cfg.loss.deep_supervision_weights, cgm_weight=cfg.loss.cgm_weight,
+                      class_counts=None if class_counts is None else [float(c) for c in class_counts],
+                      ignore_index=-100)

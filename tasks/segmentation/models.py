@@ -35,6 +35,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -189,6 +190,22 @@ def build_model(arch: str, encoder: str | None = "resnet34", in_channels: int = 
         spec["refine"] = refine
     model.workbench_spec = spec
     return model
+
+
+def model_from_config(cfg: Any, in_channels: int, *, skip_missing_encoder_weights: bool = False) -> nn.Module:
+    """``build_model`` from a run's config (``cfg.model``: arch, encoder, classes, kwargs,
+    encoder_weights_path) for ``in_channels`` input bands -- the one place training and run
+    loading turn a config into a model, so a loaded run is built exactly as it was trained.
+
+    ``skip_missing_encoder_weights``: build without the encoder weights file when it is gone
+    (loading a finished run: its trained weights replace the encoder's anyway).
+    """
+    m = cfg.model
+    weights = m.encoder_weights_path
+    if weights and skip_missing_encoder_weights and not Path(weights).is_file():
+        weights = None
+    return build_model(m.arch, m.encoder, in_channels=in_channels, classes=m.classes,
+                       encoder_weights_path=weights, **dict(m.kwargs or {}))
 
 
 def _refine_width(value, cls) -> int:

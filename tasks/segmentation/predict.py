@@ -1,6 +1,6 @@
 """Sliding-window prediction over a whole GeoTIFF scene of any size.
 
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
     from tasks.segmentation.predict import predict_scene
 
     run = load_run("segmentation-default")
@@ -24,7 +24,7 @@ band is nodata (or NaN). Optionally a float32 probability GeoTIFF (one band for 
 binary model: the water probability; one per class otherwise; NaN = nodata).
 Both are written atomically (``workbench.data.geotiff.write``).
 
-:func:`predict_scene_naive` is the naive way (one window at a time, batch 1,
+:func:`predict_scene_naive` is the simple way (one window at a time, batch 1,
 contiguous layout, a read per window) over the very same windows and blending: the
 bench compares the two. :func:`write_masks` turns predictions on catalog tiles
 into pseudo-masks so classified or generated tiles can join a segmentation
@@ -424,7 +424,7 @@ def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_p
 def predict_scene_naive(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,
                         window: int | None = None, overlap: int | None = None, batch_size: int | None = None,
                         blend: str | None = None, progress: bool = True) -> dict:
-    """The naive way, for the bench: one window at a time (batch 1, a read per window,
+    """The simple way, for the bench: one window at a time (batch 1, a read per window,
     contiguous layout), same windows and blending as :func:`predict_scene`. ``batch_size`` is ignored."""
     pred = predict_probabilities(run, input_path, window, overlap, 1, blend, progress, naive=True)
     return _write(run, pred, out_path, prob_path, naive=True)

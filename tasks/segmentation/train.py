@@ -22,146 +22,21 @@ Run-dir contract (``runs/segmentation-<name>-<time>/``): ``config.yaml``, ``band
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
 
 from .config import SegmentationConfig
+from .data import base_query, bands0, batch_valid, context_of, eval_dataset, open_catalog, query_split, scan_masks, \
+    train_dataset
 
 log = logging.getLogger(__name__)
 
-MASK_NODATA = 255          # mask value never scored, whatever the file's nodata tag says
 
-
-# --------------------------------------------------------------------------- tiles
-
-def open_catalog(cfg: SegmentationConfig, catalog: str | Path | None = None):
-    from workbench.data.catalog import open_existing
-
-    return open_existing(catalog or cfg.data.catalog)
-
-
-def base_query(cfg: SegmentationConfig, override: dict | None = None) -> dict:
-    """The tile filters of a run: ``data.source``/``data.where``, replaced key by key by ``override``."""
-    from workbench.data.catalog import run_query
-
-    return run_query(cfg.data.source, cfg.data.where, override)
-
-
-def query_split(cat, query: dict, split: str, what: str = "tiles") -> list:
-    """Tiles of ``split`` matching ``query`` that have a mask; an empty result is a user error."""
-    tiles = cat.query(**{**query, "split": split})
-    with_mask = [t for t in tiles if t.mask_path]
-    if not with_mask:
-        shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
-        reason = "match" if not tiles else "with a mask match"
-        raise WorkbenchError(f"no {split} {what} {reason} the query ({shown}) in {cat.path}")
-    if len(with_mask) < len(tiles):
-        log.warning("%d %s tiles have no mask and are left out", len(tiles) - len(with_mask), split)
-    return with_mask
-
-
-def bands0(cfg: SegmentationConfig) -> list[int] | None:
-    """``data.bands`` (1-based) as the 0-based positions the data layer takes."""
-    return None if cfg.data.bands is None else [b - 1 for b in cfg.data.bands]
-
-
-def scan_masks(tiles, num_classes: int, max_tiles: int | None = None) -> np.ndarray:
-    """Pixel counts per class over the masks of ``tiles`` (an evenly spaced subset when many);
-    a mask value that is not a class (nor nodata / 255) is a user error naming the file."""
-    from workbench.data import geotiff
-
-    n = max(2, num_classes)
-    chosen = list(tiles)
-    if max_tiles and len(chosen) > max_tiles:
-        idx = np.linspace(0, len(chosen) - 1, max_tiles).round().astype(int)
-        chosen = [chosen[i] for i in np.unique(idx)]
-    counts = np.zeros(n, np.int64)
-    for t in chosen:
-        with geotiff.open_raster(t.mask_path) as ds:
-            m = ds.read(1)
-            nodata = ds.nodata
-        ok = m != MASK_NODATA
-        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-            ok &= m != np.asarray(nodata).astype(m.dtype)
-        values = m[ok]
-        if values.size and (values.min() < 0 or values.max() >= n):
-            bad = sorted(set(np.unique(values).tolist()) - set(range(n)))
-            raise WorkbenchError(f"{t.mask_path}: mask holds value(s) {', '.join(map(str, bad[:5]))} but the model "
-                                 f"has classes 0..{n - 1} (nodata: 255 or the file's nodata)")
-        counts += np.bincount(values.astype(np.int64).ravel(), minlength=n)[:n]
-    return counts
-
-
-# --------------------------------------------------------------------------- datasets and model
-
-def eval_dataset(tiles, cfg: SegmentationConfig, stats, window: int | None = None):
-    """Grid windows over whole tiles (stride ``data.eval_stride`` or the window), no augmentation."""
-    from workbench.data.dataset import WindowDataset
-    from workbench.data.samplers import GridWindows
-
-    size = window or cfg.data.window
-    size = min(size, *(min(int(t.height or size), int(t.width or size)) for t in tiles))
-    stride = min(cfg.data.eval_stride or size, size)
-    return WindowDataset(tiles, GridWindows(size, stride=stride), bands=bands0(cfg), stats=stats,
-                         seed=cfg.train.seed, ignore_index=-100)
-
-
-def train_dataset(tiles, cfg: SegmentationConfig, stats):
-    """Random windows (+ flips / quarter turns); over block mosaics (``data.context: block``) each
-    block gets as many windows as its picked tiles' pixels fill ``per_tile`` times (at least one),
-    so an epoch sees about the same number of pixels whatever the window size."""
-    from workbench.data.augment import Augment
-    from workbench.data.blocks import Block
-    from workbench.data.dataset import WindowDataset
-    from workbench.data.samplers import RandomWindows
-
-    d = cfg.data
-    per_tile = d.per_tile
-    if tiles and isinstance(tiles[0], Block):
-        per_tile = [max(1, round(d.per_tile * b.picked_pixels / d.window ** 2)) for b in tiles]
-    sampler = RandomWindows(d.window, per_tile, d.water_min, d.water_max)
-    return WindowDataset(tiles, sampler, bands=bands0(cfg), stats=stats,
-                         augment=Augment(flips=True, rotations=True) if d.augment else None,
-                         seed=cfg.train.seed, ignore_index=-100)
-
-
-def context_of(cat, tiles, cfg: SegmentationConfig) -> list:
-    """What a split is read from: its tiles (``data.context: tile``), or the block mosaics they
-    pick (``block``: every tile of the same split block, padded to at least ``data.window``)."""
-    if cfg.data.context != "block" or not tiles:
-        return list(tiles)
-    from workbench.data.blocks import block_mosaics
-
-    return block_mosaics(cat, tiles, min_size=cfg.data.window)
-
-
-def make_model(cfg: SegmentationConfig, in_channels: int):
-    from .models import build_model
-
-    m = cfg.model
-    return build_model(m.arch, m.encoder, in_channels=in_channels, classes=m.classes,
-                       encoder_weights_path=m.encoder_weights_path, **dict(m.kwargs))
-
-
-def make_loss(cfg: SegmentationConfig, class_counts=None):
-    from .losses import build_loss
-
-    return build_loss(cfg.loss.terms, num_classes=cfg.model.classes,
-                      deep_supervision_weights=cfg.loss.deep_supervision_weights, cgm_weight=cfg.loss.cgm_weight,
-                      class_counts=None if class_counts is None else [float(c) for c in class_counts],
-                      ignore_index=-100)
-
-
-def batch_valid(batch) -> torch.Tensor:
-    return batch["valid"] & (batch["mask"] != MASK_NODATA) & (batch["mask"] >= 0)
-
+# --------------------------------------------------------------------------- trainer hooks
 
 def make_loss_fn(loss_module):
     def loss_fn(model, batch):
@@ -224,6 +99,9 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     from workbench.train.seeding import seed_everything
     from workbench.train.trainer import Trainer
 
+    from .losses import loss_from_config
+    from .models import model_from_config
+
     t_start = time.perf_counter()
     if query_override and query_override.get("split") is not None:
         raise WorkbenchError("segment train takes its train/val/test tiles from the split column: drop --split "
@@ -254,8 +132,8 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     train_ds = train_dataset(train_src, cfg, stats)
     val_ds = eval_dataset(val_src, cfg, stats)
     seed_everything(cfg.train.seed)
-    model = make_model(cfg, train_ds.channels)
-    loss_module = make_loss(cfg, class_counts)
+    model = model_from_config(cfg, train_ds.channels)
+    loss_module = loss_from_config(cfg, class_counts)
 
     trainer = Trainer(model, cfg.train, train_ds, val_ds, loss_fn=make_loss_fn(loss_module),
                       evaluate_fn=make_evaluate_fn(loss_module, cfg), task="segmentation", name=cfg.name,

@@ -8,7 +8,7 @@ Three ideas on top of U-Net:
   and deeper decoder maps ``Dj`` (j > i) bilinearly upsampled to it. Each of the L inputs goes
   through a 3x3 conv-BN-ReLU to ``cat_channels`` maps; the ``L * cat_channels`` concatenation
   is fused by one more 3x3 conv-BN-ReLU. Paper widths: ``cat_channels=64``, five levels, 320
-  fused channels (32 and 160 also work: ``cat_channels=32``).
+  fused channels (the ``unet3plus`` preset uses 32 and 160).
 * **Full-scale deep supervision.** A 3x3 conv head turns each of ``D1..D(L-1)`` and ``EL``
   into class logits, upsampled bilinearly to the input size. ``D1``'s is the main output.
 * **Classification-guided module (CGM).** On the deepest encoder features: dropout, 1x1 conv

@@ -60,17 +60,21 @@ def test_where_trains_on_exactly_the_selected_tiles_and_eval_rescores(tiny, cli)
     assert tiles["query"]["where"] == "id % 2 = 0"
 
     # eval re-scores: on the run's test tiles it reproduces metrics.json
-    code, out, err = cli("segment", "eval", str(run), "--json")
+    code, out, err = cli("segment", "eval", "--run", str(run), "--json")
     assert code == 0, err
     again = json.loads(out)
     saved = json.loads((run / "metrics.json").read_text())
     assert again["matrix"] == saved["matrix"] and again["tiles"] == saved["tiles"]
+    # ... the older positional spelling names the same run
+    code, out, err = cli("segment", "eval", str(run), "--json")
+    assert code == 0, err
+    assert json.loads(out)["matrix"] == saved["matrix"]
     # ... and on any split / query, with the table
-    code, out, err = cli("segment", "eval", "latest", "--split", "train", "--where", "id > 0")
+    code, out, err = cli("segment", "eval", "--run", "latest", "--split", "train", "--where", "id > 0")
     assert code == 0, err
     assert "mean IoU" in out and "water" in out
-    code, out, err = cli("segment", "eval", str(run), "--split", "val", "--threshold", "0.3", "--json")
-    assert code == 0 and json.loads(out)["threshold"] == 0.3
+    code, out, err = cli("segment", "eval", "--run", run.name[:-3], "--split", "val", "--threshold", "0.3", "--json")
+    assert code == 0 and json.loads(out)["threshold"] == 0.3   # a unique prefix names the run too
 
 
 def test_empty_query_is_a_one_line_error(tiny, cli):
@@ -110,3 +114,14 @@ def test_unknown_preset_and_bad_set_key(tiny, cli):
 def test_eval_unknown_run(tiny, cli):
     code, out, err = cli("segment", "eval", "no-such-run")
     one_line_error(code, err)
+    code, out, err = cli("segment", "eval", "--run", "no-such-run")
+    assert "no-such-run" in one_line_error(code, err)
+
+
+def test_eval_names_its_run_with_run(home, cli):
+    code, out, err = cli("segment", "eval")
+    assert "--run RUN" in one_line_error(code, err)
+    code, out, err = cli("segment", "eval", "--run", "a-run", "another-run")
+    assert "two runs" in one_line_error(code, err)
+    r = run_workbench("segment", "eval", "--help")
+    assert "--run RUN" in r.stdout and "run_positional" not in r.stdout

@@ -40,13 +40,13 @@ def test_dice_on_a_2x2_mask():
 
 
 def test_terms_work_standalone():
-    from tasks.segmentation.losses import DiceLoss, FocalLoss
+    from tasks.segmentation.losses import DiceTerm, FocalTerm
 
     x, y = binary()
-    assert DiceLoss(1, smooth=0.0)(x, y).item() == pytest.approx(0.28, abs=1e-6)
+    assert DiceTerm(1, smooth=0.0)(x, y).item() == pytest.approx(0.28, abs=1e-6)
     valid = torch.tensor([[[True, True], [True, False]]])
     combined = build_loss([{"name": "focal", "gamma": 1.0}], 1)(x, y, valid)
-    assert FocalLoss(1, gamma=1.0)(x, y, valid).item() == pytest.approx(combined.item(), abs=1e-7)
+    assert FocalTerm(1, gamma=1.0)(x, y, valid).item() == pytest.approx(combined.item(), abs=1e-7)
 
 
 def test_multiclass_dice_matches_smp():
@@ -72,7 +72,7 @@ def test_bce_with_pos_weight_matches_torch():
     ours = build_loss([{"name": "bce", "pos_weight": 3.0}], num_classes=1)(x, y)
     ref = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(3.0))(x[:, 0], y.float())
     assert ours.item() == pytest.approx(ref.item(), abs=1e-6)
-    # neg_weight scales the background term (the seed notes' weighted BCE)
+    # neg_weight scales the background term (a weighted BCE)
     ours = build_loss([{"name": "bce", "pos_weight": 4.0, "neg_weight": 0.5}], num_classes=1)(x, y)
     p = torch.sigmoid(x[:, 0])
     ref = -(4.0 * y * torch.log(p) + 0.5 * (1 - y) * torch.log(1 - p)).mean()
@@ -332,3 +332,70 @@ def test_bad_configuration_names_the_problem():
         build_loss(["bce"], 1)(torch.randn(1, 1, 2, 2), torch.tensor([[[0, 255], [0, 0]]]))
     with pytest.raises(WorkbenchError, match="3 output channels"):
         build_loss(["dice"], 3)(torch.randn(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+def test_library_terms_are_the_library_losses():
+    """bce and binary focal run smp.losses, with nodata as their ignore_index: on a batch with
+    nodata they equal smp's own loss over the valid pixels."""
+    import segmentation_models_pytorch as smp
+
+    from tasks.segmentation.losses import IGNORE_INDEX
+
+    bce = build_loss([{"name": "bce", "pos_weight": 3.0}], 1)
+    focal = build_loss([{"name": "focal", "alpha": 0.8, "gamma": 1.5}], 1)
+    assert isinstance(bce.terms[0].bce, smp.losses.SoftBCEWithLogitsLoss)
+    assert isinstance(focal.terms[0].focal, smp.losses.FocalLoss)
+    torch.manual_seed(14)
+    x = torch.randn(2, 1, 6, 6)
+    y = (torch.rand(2, 6, 6) > 0.5).long()
+    valid = torch.rand(2, 6, 6) > 0.3
+    ignored = y.masked_fill(~valid, IGNORE_INDEX)
+    ref = smp.losses.FocalLoss("binary", alpha=0.8, gamma=1.5, ignore_index=IGNORE_INDEX)(x, ignored)
+    torch.testing.assert_close(focal(x, y, valid), ref)
+    # smp's BCE "mean" divides by every pixel, nodata included: ours by the valid ones
+    ref = smp.losses.SoftBCEWithLogitsLoss(pos_weight=torch.tensor(3.0), ignore_index=IGNORE_INDEX)(
+        x, ignored.unsqueeze(1).float())
+    torch.testing.assert_close(bce(x, y, valid), ref * valid.numel() / valid.sum())
+
+
+def test_dice_kept_by_hand_scores_an_absent_class():
+    """smp's DiceLoss (smooth halved: smp smooths the half-sums) equals ours while every class is
+    present; on a batch without water smp gives 0 and ours still penalises predicted water."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(15)
+    x = torch.randn(2, 1, 6, 6)
+    y = (torch.rand(2, 6, 6) > 0.5).long()
+    ours = build_loss([{"name": "dice", "smooth": 1.0}], 1)
+    theirs = smp.losses.DiceLoss("binary", smooth=0.5)
+    torch.testing.assert_close(ours(x, y), theirs(x, y.unsqueeze(1)))
+    empty = torch.zeros_like(y)
+    assert theirs(x, empty.unsqueeze(1)).item() == 0.0
+    p = torch.sigmoid(x).sum()
+    torch.testing.assert_close(ours(x, empty), 1 - 1 / (p + 1))
+
+
+def test_no_loss_class_shadows_a_library_name():
+    import segmentation_models_pytorch as smp
+
+    import tasks.segmentation.losses as ours
+
+    library = set(dir(smp.losses)) | set(dir(torch.nn))
+    mine = {name for name, value in vars(ours).items() if isinstance(value, type) and value.__module__ == ours.__name__}
+    assert mine and not mine & library, mine & library
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_loss_built_on_cpu_runs_on_the_gpu():
+    spec = [{"name": "bce", "pos_weight": 2.0, "neg_weight": 0.5}, {"name": "focal"}, {"name": "dice"},
+            {"name": "jaccard", "neg_weight": 0.5}, {"name": "edge", "pos_weight": 2.0},
+            {"name": "ce", "class_weights": [1.0, 2.0]}]
+    loss = build_loss(spec, 1)
+    torch.manual_seed(16)
+    x = torch.randn(2, 1, 8, 8)
+    y = (torch.rand(2, 8, 8) > 0.5).long()
+    valid = torch.rand(2, 8, 8) > 0.2
+    on_cpu = loss(x, y, valid)
+    on_gpu = loss(x.cuda(), y.cuda(), valid.cuda())
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-5, atol=1e-6)

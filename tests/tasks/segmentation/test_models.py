@@ -145,8 +145,8 @@ def test_unet3plus_cgm_gates_eval_output(classes):
         assert torch.all(y.argmax(1) == 0)
 
 
-def test_unet3plus_seed_configuration_resnet50():
-    # the seed notes' run: ResNet50 backbone, 32-channel full-scale branches (160 fused)
+def test_unet3plus_preset_configuration_resnet50():
+    # the unet3plus preset: ResNet50 backbone, 32-channel full-scale branches (160 fused)
     model = build_model("unet3plus", "resnet50", in_channels=4, classes=2, cat_channels=32)
     assert model.levels == 5
     assert model.decoder[0].fuse[0].out_channels == 160

@@ -64,7 +64,7 @@ def run_dir(home):
 
 def test_predict_scene_georeferenced(home, run_dir):
     from tasks.segmentation.predict import predict_scene
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
 
     run = load_run(run_dir.name)
     assert run.in_channels == 3 and run.classes == 1 and run.threshold == 0.5
@@ -88,7 +88,7 @@ def test_predict_scene_georeferenced(home, run_dir):
 
 def test_batched_matches_naive_and_blends(home, run_dir):
     from tasks.segmentation.predict import predict_probabilities
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
 
     run = load_run(run_dir)
     scene = make_scene(home / "scene.tif")
@@ -109,7 +109,7 @@ def test_tta_makes_prediction_equivariant_under_its_symmetries(home, run_dir):
     """Averaging over the D4 views must give the same answer for a rotated or flipped scene,
     rotated or flipped back; a random model without TTA does not."""
     from tasks.segmentation.predict import predict_probabilities
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
     from workbench.data.augment import dihedral
 
     run = load_run(run_dir)
@@ -133,7 +133,7 @@ def test_tta_makes_prediction_equivariant_under_its_symmetries(home, run_dir):
 
 def test_window_must_fit_output_stride(home, run_dir):
     from tasks.segmentation.predict import predict_scene
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
 
     run = load_run(run_dir)
     scene = make_scene(home / "scene.tif")
@@ -143,7 +143,7 @@ def test_window_must_fit_output_stride(home, run_dir):
 
 def test_bad_inputs_are_one_line_errors(home, run_dir, cli):
     from tasks.segmentation.predict import predict_scene
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
 
     run = load_run(run_dir)
     four = make_scene(home / "four.tif", bands=4)
@@ -240,7 +240,7 @@ def test_score_scene_splits_errors_at_the_class_edges(home):
 
 def test_write_masks_updates_catalog_once(home, run_dir, monkeypatch):
     from tasks.segmentation.predict import write_masks
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
 
     run = load_run(run_dir)
     cat = Catalog()

@@ -87,7 +87,7 @@ def test_refinement_head_trains_saves_and_rescores(tiny, cli):
     code, out, err = cli("segment", "train", *FAST, "--set", "model.kwargs.refine=8")
     assert code == 0, err
     run = run_dir_of(out)
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
 
     model = load_run(run).model
     assert model.workbench_spec["refine"] == 8 and hasattr(model, "refine")

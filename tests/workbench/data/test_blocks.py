@@ -119,7 +119,7 @@ def test_random_windows_with_counts_per_tile():
 
 def test_training_windows_come_from_train_blocks_only(cat):
     from tasks.segmentation.config import load_config
-    from tasks.segmentation.train import context_of, eval_dataset, train_dataset
+    from tasks.segmentation.data import context_of, eval_dataset, train_dataset
 
     cfg = load_config("water", ["data.context=block", "data.window=48", "data.per_tile=2", "data.where=null",
                                 "data.source=folder"])

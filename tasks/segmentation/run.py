@@ -1,6 +1,7 @@
-"""Load a finished (or running) segmentation run for prediction.
+"""The loaded-run type of segmentation: ``load_run(ref) -> SegmentationRun`` for prediction and
+evaluation of a finished (or running) run.
 
-    run = load_run("segmentation-default")      # a path, a folder name under runs/, or a unique prefix
+    run = load_run("segmentation-default")      # a path, a folder name under runs/, a unique prefix, 'latest'
     run.model, run.stats, run.threshold, run.bands, run.classes, run.crs
 
 A run folder (written by the training side) holds ``config.yaml`` (the resolved
@@ -21,16 +22,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from workbench.errors import WorkbenchError
 
+from .config import SegmentationConfig
+
 
 @dataclass
-class LoadedRun:
+class SegmentationRun:
+    """A run folder loaded for use: its config, the model with its best weights, the band
+    statistics it normalises with, the threshold chosen on val."""
+
     path: Path
-    cfg: Any                        # SegmentationConfig
+    cfg: SegmentationConfig
     model: Any                      # torch.nn.Module, eval mode, on CPU
     stats: Any                      # BandStats, one entry per model input band
     threshold: float = 0.5
@@ -56,37 +61,18 @@ class LoadedRun:
                 "tta": str(getattr(p, "tta", "none") or "none")}
 
 
-def _namespace(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return SimpleNamespace(**{k: _namespace(v) for k, v in obj.items()})
-    if isinstance(obj, list):
-        return [_namespace(v) for v in obj]
-    return obj
-
-
-def load_config(path: Path) -> Any:
-    """The run's ``SegmentationConfig`` (a plain namespace if the schema module is not there)."""
+def load_config(path: Path) -> SegmentationConfig:
+    """The run's ``SegmentationConfig``; a file that does not fit the schema is a one-line error."""
     from workbench.config import build, read_yaml
 
-    data = read_yaml(path)
     try:
-        from tasks.segmentation.config import SegmentationConfig
-    except ModuleNotFoundError as exc:
-        if exc.name != "tasks.segmentation.config":
-            raise
-        return _namespace(data)
-    try:
-        return build(SegmentationConfig, data)
+        return build(SegmentationConfig, read_yaml(path))
     except WorkbenchError as exc:
         raise WorkbenchError(f"{path}: {exc}") from None
 
 
-def _section(cfg: Any, name: str) -> Any:
-    return getattr(cfg, name, None) or SimpleNamespace()
-
-
-def _training_crs(cfg: Any, stats: Any) -> str | None:
-    crs = getattr(_section(cfg, "data"), "crs", None)
+def _training_crs(cfg: SegmentationConfig, stats: Any) -> str | None:
+    crs = getattr(cfg.data, "crs", None)
     if crs:
         return str(crs)
     from workbench.data import geotiff
@@ -100,8 +86,9 @@ def _training_crs(cfg: Any, stats: Any) -> str | None:
     return None
 
 
-def load_run(ref: str | Path, device: str | None = None) -> LoadedRun:
-    """Find a run (path, name under ``runs/`` or unique prefix) and load its model for prediction."""
+def load_run(ref: str | Path, device: str | None = None) -> SegmentationRun:
+    """Find a run (path, name under ``runs/``, unique prefix or ``latest``) and load its model
+    (best weights, EMA ones when the checkpoint has them, eval mode; on ``device`` or CPU)."""
     from workbench.data.stats import BandStats
     from workbench.train.checkpoint import load_weights
     from workbench.train.run_dir import resolve_run
@@ -115,8 +102,7 @@ def load_run(ref: str | Path, device: str | None = None) -> LoadedRun:
         raise WorkbenchError(f"{ref}: run {path} has no band_stats.json")
     stats = BandStats.load(stats_path)
 
-    data = _section(cfg, "data")
-    bands = getattr(data, "bands", None)
+    bands = cfg.data.bands
     bands = [int(b) for b in bands] if bands else None
     if bands and any(b < 1 for b in bands):
         raise WorkbenchError(f"{path}/config.yaml: data.bands are 1-based band numbers, got {bands}")
@@ -127,16 +113,10 @@ def load_run(ref: str | Path, device: str | None = None) -> LoadedRun:
         else:
             raise WorkbenchError(f"{stats_path}: {len(stats)} band statistics for a model of {n_bands} bands")
 
-    m = _section(cfg, "model")
-    classes = int(getattr(m, "classes", 1) or 1)
-    kwargs = dict(vars(m.kwargs) if isinstance(getattr(m, "kwargs", None), SimpleNamespace)
-                  else (getattr(m, "kwargs", None) or {}))
-    from tasks.segmentation.models import build_model
+    classes = int(cfg.model.classes)
+    from .models import model_from_config
 
-    weights_path = getattr(m, "encoder_weights_path", None)
-    model = build_model(getattr(m, "arch", "unet"), encoder=getattr(m, "encoder", "resnet34"), in_channels=n_bands,
-                        classes=classes, encoder_weights_path=weights_path if weights_path and Path(weights_path).is_file()
-                        else None, **kwargs)
+    model = model_from_config(cfg, n_bands, skip_missing_encoder_weights=True)
     state = load_weights(path, model, prefer_ema=True)
     model.eval()
     if device:
@@ -149,5 +129,5 @@ def load_run(ref: str | Path, device: str | None = None) -> LoadedRun:
             threshold = float(json.loads(tpath.read_text())["threshold"])
         except (ValueError, KeyError, TypeError):
             raise WorkbenchError(f"{tpath}: expected {{\"threshold\": number}}") from None
-    return LoadedRun(path=path, cfg=cfg, model=model, stats=stats, threshold=threshold, bands=bands,
-                     classes=classes, crs=_training_crs(cfg, stats), weights=state.get("weights", "model"))
+    return SegmentationRun(path=path, cfg=cfg, model=model, stats=stats, threshold=threshold, bands=bands,
+                           classes=classes, crs=_training_crs(cfg, stats), weights=state.get("weights", "model"))
