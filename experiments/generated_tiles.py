@@ -451,7 +451,7 @@ def pseudo_masks(run_path: Path, catalog_path: Path, exp: str, min_confidence: f
     generated tiles: their pseudo-masks, ``mask_path`` and ``water_fraction`` set; how many."""
     from experiments.water_scoring import predict_device
     from tasks.segmentation.predict import write_masks
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
     from workbench.data.catalog import Catalog
 
     query = {"source": GENERATED, "where": f"{EXPERIMENT_KEY} = {sql_text(exp)}"}

@@ -43,7 +43,7 @@ def score_water(seg_run: Path, ids: Sequence[int], catalog_path: Path,
     """Pseudo-mask the tiles ``ids`` with ``seg_run`` (every pixel labelled) and return each tile's
     water fraction as the catalog now holds it; a WorkbenchError says why it could not."""
     from tasks.segmentation.predict import write_masks
-    from tasks.segmentation.run_io import load_run
+    from tasks.segmentation.run import load_run
     from workbench.data.catalog import Catalog
 
     if log:

@@ -248,7 +248,7 @@ def test_run_dir_unique_names_and_lookup(home):
     a = RunDir.create("seg", "water run", when=1_700_000_000)
     b = RunDir.create("seg", "water run", when=1_700_000_000)
     assert a.path != b.path and b.name == a.name + "-2"
-    assert a.name.startswith("seg-water_run-") and a.checkpoints.is_dir()
+    assert a.name.startswith("seg-water run-") and a.checkpoints.is_dir()  # the name as given
     a.update_summary(status="running")
     b.update_summary(status="finished")
     assert find_run(a.name) == a.path and find_run(str(b.path)) == b.path
