@@ -76,7 +76,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
 
     from .evaluate import EvalOptions, evaluate, report, sampler_settings
-    from .generate import resolve_model
+    from .run import resolve_model
 
     query = query_from_args(args)
     for flag, value, low in (("--n", args.n, 2), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1)):

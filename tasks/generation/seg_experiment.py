@@ -281,7 +281,8 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
     from workbench.data.catalog import Catalog, open_existing
 
     from .evaluate import EvalOptions, sampler_settings
-    from .generate import Options, check_options, resolve_model
+    from .predict import Options, check_options
+    from .run import resolve_model
 
     t0 = time.perf_counter()
     say = log or (lambda _m: None)
@@ -451,11 +452,11 @@ def _generate(folder, gen, places: Sequence, size: int, out_dir: Path, exp: str,
 
     from .data import metadata_vector
     from .evaluate import caption_template, captions_of, generate_all, generated_rows
-    from .generate import Options, load_pipeline
+    from .pipeline import load_pipeline
 
     prompts = captions_of(places, caption_template(folder))
     seeds = [gen.seed + k for k in range(len(places))]
-    pipe = load_pipeline(folder, Options(scheduler=gen.scheduler, device=gen.device))
+    pipe = load_pipeline(folder, scheduler=gen.scheduler, device=gen.device)
     metadata = [metadata_vector(t) for t in places] if pipe.uses_metadata else None
     images = generate_all(pipe, prompts, metadata, seeds, gen, size, "generating")
     rows = generated_rows(images, places, prompts, seeds, folder, gen, out_dir, extra={"experiment": exp},

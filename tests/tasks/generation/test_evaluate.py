@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.generation.build import build_model
+from tasks.generation.models import build_model
 from tasks.generation.evaluate import (by_distance, location_fidelity, nearest, nearest_reference, other_places, pearson, r_interval,
                                        share_se)
-from tasks.generation.folder import inspect_folder
+from tasks.generation.run import inspect_folder
 from tasks.generation.train import update_workbench_json
 from workbench.data.catalog import Catalog
 

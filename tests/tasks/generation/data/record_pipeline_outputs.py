@@ -31,6 +31,11 @@ out["a_ddim_uint8"] = p(P1, MD, seeds=[3, 4], steps=3, guidance=5.0, size=32, pr
 out["b_ddim_two_calls_latent"] = p(P1, MD, seeds=[3, 4], steps=3, guidance=5.0, size=32, progress=False,
                                    batched_guidance=False, output="latent").numpy()
 p = DiffusionSatPipeline.from_pretrained(tiny, scheduler="euler")
+# The old pipeline read Euler's init_noise_sigma before set_timesteps, so its *first* call on a fresh
+# scheduler scaled the noise by the training schedule's sigma (14.6488 here, "leading" spacing) and
+# every later call by the inference schedule's: call history changed the image. The new pipeline sets
+# the timesteps first, as diffusers does, so every call is the old steady state: record that one.
+p.generate_batch([P1], [MD], [0], steps=3, guidance=2.0, size=32, progress=False)
 out["c_euler_batch_uint8"] = p.generate_batch([P1, P2, P1], [MD, MD2, [0.0] * 7], [0, 1, 2], steps=3,
                                               guidance=2.0, size=32, progress=False)
 p = DiffusionSatPipeline.from_pretrained(tiny, scheduler="dpm")
