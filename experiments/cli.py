@@ -173,7 +173,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from experiments.water_scoring import evaluate_generator
     from tasks.generation.evaluate import EvalOptions, report, sampler_settings
-    from tasks.generation.generate import resolve_model
+    from tasks.generation.run import resolve_model
     from workbench.errors import WorkbenchError
 
     query = query_from_args(args)

@@ -283,7 +283,8 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
                    log: Callable[[str], None] | None = None) -> dict:
     """The five steps (module docstring); returns what ``experiment.json`` holds, plus ``out_dir``."""
     from tasks.generation.evaluate import EvalOptions, sampler_settings
-    from tasks.generation.generate import Options, check_options, resolve_model
+    from tasks.generation.predict import Options, check_options
+    from tasks.generation.run import resolve_model
     from workbench.data.catalog import Catalog, open_existing
 
     t0 = time.perf_counter()
@@ -490,12 +491,12 @@ def _generate(folder, gen, places: Sequence, size: int, out_dir: Path, exp: str,
         generate_all,
         generated_rows,
     )
-    from tasks.generation.generate import Options, load_pipeline
+    from tasks.generation.pipeline import load_pipeline
     from workbench.data.catalog import Catalog
 
     prompts = captions_of(places, caption_template(folder))
     seeds = [gen.seed + k for k in range(len(places))]
-    pipe = load_pipeline(folder, Options(scheduler=gen.scheduler, device=gen.device))
+    pipe = load_pipeline(folder, scheduler=gen.scheduler, device=gen.device)
     metadata = [metadata_vector(t) for t in places] if pipe.uses_metadata else None
     images = generate_all(pipe, prompts, metadata, seeds, gen, size, "generating")
     rows = generated_rows(images, places, prompts, seeds, folder, gen, out_dir, extra={"experiment": exp},

@@ -46,6 +46,6 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A tiny untrained DiffusionSat folder (the generator's tests and the experiments share it)."""
-    from tasks.generation.build import build_model
+    from tasks.generation.models import build_model
 
     return build_model("tiny", tmp_path_factory.mktemp("models") / "tiny")

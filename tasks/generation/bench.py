@@ -9,14 +9,14 @@ clear line while there is none) on the test places of the Blue Marble catalog (b
 128 places (16 with ``quick``):
 
 (a) the model folder's sampling defaults (``workbench.json`` ``sampling``: e.g. ddim, 20 steps,
-    guidance 3) against a common notebook call (ddim, 50 steps, guidance 7.5), both through
+    guidance 3) against diffusers' default call (ddim, 50 steps, guidance 7.5), both through
     :func:`generate_all` at the evaluation batch (64) with the same seeds, so the ratio is the
     sampler settings alone. Images per second of each, and the location fidelity of each
     against the real tiles (the eval's measure: generated mean colour nearer the own place's
     real tile than a random other place's), which must be no worse. Goal: >= 2x images/s.
 (b) classifier-free guidance as one UNet batch of 2N (cond + uncond, the pipeline's default)
     against two UNet calls of N per step (``batched_guidance=False``) with the defaults, the
-    same places and seeds, at batch 1 (one place at a time, as a sampling notebook does) on
+    same places and seeds, at batch 1 (one place at a time, a plain sampling loop's way) on
     the first 16 places (4 with ``quick``) and at the evaluation batch on all of them; each
     batch is run both ways back to back so both see the same machine load. The images must
     agree: max |difference| of the uint8 images <= 1 (asserted in float32; only the last
@@ -42,10 +42,12 @@ from workbench.errors import WorkbenchError
 
 from .evaluate import (EvalOptions, caption_template, captions_of, generate_all, location_fidelity, mean_colours,
                        other_places, real_images, sampler_settings, select_places, share_se)
-from .folder import ModelFolder
+from .run import ModelFolder
 
 if TYPE_CHECKING:
     from workbench.bench import BenchResult
+
+    from .pipeline import DiffusionSatPipeline
 
 N_PLACES, N_PLACES_QUICK = 128, 16
 SINGLE, SINGLE_QUICK = 16, 4          # places sampled one at a time in (b)
@@ -65,7 +67,8 @@ class Sampling:
         return f"{self.scheduler} {self.steps} steps, guidance {self.guidance:g}"
 
 
-# the baseline call: pipe(caption, num_inference_steps=50, guidance_scale=7.5), DDIM, one image a call
+# diffusers' defaults, the baseline of (a): pipe(caption, num_inference_steps=50, guidance_scale=7.5), DDIM;
+# (its rows keep their old label, "seed notebook call", so earlier results still compare)
 SEED_CALL = Sampling(steps=50, guidance=7.5, scheduler="ddim")
 
 
@@ -107,7 +110,7 @@ def default_sampling(folder: ModelFolder) -> Sampling:
 
 def default_model() -> ModelFolder:
     """The workbench's default model; without one the benchmark has nothing to measure, said in one line."""
-    from .generate import DEFAULT_MODEL_DIR, resolve_model
+    from .run import DEFAULT_MODEL_DIR, resolve_model
 
     try:
         return resolve_model(None)
@@ -146,7 +149,7 @@ def load_places(folder: ModelFolder, catalog: str | Path | None, n: int, size: i
                   real=real_images(folder, tiles, size), size=size)
 
 
-def use_scheduler(pipe, folder: ModelFolder, name: str) -> None:
+def use_scheduler(pipe: DiffusionSatPipeline, folder: ModelFolder, name: str) -> None:
     """Swap the sampler in place (the weights stay loaded): both settings of (a) run on one pipeline."""
     from .pipeline import make_scheduler
 
@@ -165,22 +168,28 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def warm_up(pipe, places: Places) -> None:
     """One small call down each path (batched and two-call guidance), so no timing pays for first-call
     costs (allocator, kernel selection, lazy imports)."""
+    from .pipeline import seeded_generators
+
     k = min(2, len(places))
     md = None if places.metadata is None else places.metadata[:k]
     for batched in (True, False):
-        pipe.generate_batch(places.prompts[:k], md, places.seeds[:k], steps=1, guidance=2.0, size=places.size,
-                            batched_guidance=batched, progress=False)
+        pipe(places.prompts[:k], md, generator=seeded_generators(places.seeds[:k]), num_inference_steps=1,
+             guidance_scale=2.0, height=places.size, width=places.size, batched_guidance=batched,
+             output_type="uint8")
 
 
 def sample(pipe, places: Places, index: Sequence[int], s: Sampling, batched: bool) -> Timed:
     """The places ``index`` as one batch (latents, then decoded), timed together: decoding is part of an image."""
+    from .pipeline import seeded_generators
+
     md = None if places.metadata is None else [places.metadata[i] for i in index]
 
     def run() -> tuple[torch.Tensor, np.ndarray]:
-        latents = pipe.generate_batch([places.prompts[i] for i in index], md, [places.seeds[i] for i in index],
-                                      steps=s.steps, guidance=s.guidance, size=places.size,
-                                      batched_guidance=batched, progress=False, output="latent")
-        return latents, pipe.decode(latents)
+        latents = pipe([places.prompts[i] for i in index], md,
+                       generator=seeded_generators([places.seeds[i] for i in index]), num_inference_steps=s.steps,
+                       guidance_scale=s.guidance, height=places.size, width=places.size,
+                       batched_guidance=batched, output_type="latent").images
+        return latents, pipe.decode(latents, "uint8")
 
     (latents, images), seconds = _timed(run)
     return Timed(images=images, latents=latents.float().cpu(), seconds=seconds)
@@ -205,7 +214,7 @@ def fidelity(images: np.ndarray, places: Places, seed: int) -> float:
 
 def bench_settings(pipe, folder: ModelFolder, places: Places, defaults: Sampling, seed_call: Sampling, batch: int,
                    seed: int, rows: list, notes: list) -> None:
-    """(a) The defaults against the baseline call (50 steps, guidance 7.5): images/s and location fidelity, same places and seeds."""
+    """(a) The defaults against diffusers' default call: images/s and location fidelity, same places and seeds."""
     out: dict[str, tuple[Timed, float]] = {}
     for name, s in (("seed", seed_call), ("defaults", defaults)):
         use_scheduler(pipe, folder, s.scheduler)
@@ -303,14 +312,16 @@ def measure(model: ModelFolder | str | Path | None = None, catalog: str | Path |
     ``catalog`` (None: the home's). ``defaults`` overrides the model's sampling defaults (tests use few steps)."""
     from workbench.bench import BenchResult
 
-    from .generate import Options, check_options, load_pipeline, resolve_model
+    from .pipeline import load_pipeline
+    from .predict import Options, check_options
+    from .run import resolve_model
 
     folder = model if isinstance(model, ModelFolder) else (default_model() if model is None else resolve_model(model))
     defaults = defaults or default_sampling(folder)
     size = check_options(Options(steps=defaults.steps, guidance=defaults.guidance, scheduler=defaults.scheduler),
                          folder)
     check_options(Options(steps=seed_call.steps, guidance=seed_call.guidance, scheduler=seed_call.scheduler), folder)
-    pipe = load_pipeline(folder, Options(scheduler=defaults.scheduler, device=device))
+    pipe = load_pipeline(folder, scheduler=defaults.scheduler, device=device, progress=False)
     places = load_places(folder, catalog, n, size, seed, pipe.uses_metadata)
     rows: list[dict] = []
     notes = [f"model {folder.root} ({folder.model_id()}), {len(places)} test places of {size} px, seeds "

@@ -1,20 +1,25 @@
-"""``workbench generate``: DiffusionSat images at a place and time, into the catalog.
+"""Every verb of ``workbench generate``: DiffusionSat images at a place and time, into the catalog.
 
-``workbench generate --lat .. --lon .. --prompt ..`` generates with no verb; the verb
-``train`` (``train_cli.py``) hangs off the same parser, and so do ``eval`` and ``seg-experiment``
-(``experiments/cli.py``, added by the CLI registry). Stdlib only at import time:
-torch loads only once every input has been checked.
+``workbench generate --lat .. --lon .. --prompt ..`` generates with no verb (``predict.py``);
+``workbench generate train`` fine-tunes a model (``train.py``). The verbs ``eval`` and
+``seg-experiment`` also score with a segmentation model, so they are experiments' verbs
+(``experiments/cli.py``), added by the CLI registry to the verbs ``register`` returns. A
+trained model is named by ``--run RUN`` (a generation run: name, unique prefix or ``latest``)
+or ``--model DIR`` (a DiffusionSat folder; it still accepts a run, as before ``--run``).
+Stdlib only at import time: torch loads only once every input has been checked.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
 from workbench import paths
+from workbench.commands.train_verb import add_train_verb, finish_train, train_config
+from workbench.data.query_args import QUERY_HELP, query_from_args
 from workbench.errors import EXIT_USER_ERROR
 
 EXAMPLES = """examples:
@@ -24,6 +29,7 @@ EXAMPLES = """examples:
   workbench generate --model ~/diffusionsat_512 --size 512 --lat 48.86 --lon 2.35 \\
       --prompt "a fmow satellite image of a stadium in France"
   workbench generate --prompts prompts/river-deltas.yaml --model models/small --out generated/deltas
+  workbench generate --run latest --lat 21.0 --lon 105.8 --prompt "a satellite image of vegetated land"
   workbench data list --source generated        the catalog rows they became
   workbench generate train --preset bluemarble-small      train the default model's recipe (see train --help)
   workbench generate eval --model latest                  location fidelity, water-fraction correlation
@@ -33,7 +39,8 @@ Inputs are human units: degrees, metres per pixel (--gsd), a fraction (--cloud-c
 calendar day (--date; default: the model's, else today); the workbench does DiffusionSat's
 metadata shift and scaling. The same --seed gives the same image (image k uses seed + k).
 --model is a DiffusionSat folder (unet/ vae/ text_encoder/ tokenizer/ scheduler/), e.g. a
-released 256 or 512 px checkpoint; default: tasks/generation/default_model.
+released 256 or 512 px checkpoint; default: tasks/generation/default_model. --run RUN uses the
+model a `workbench generate train` run made (its name, a unique prefix, or latest).
 
 --prompts FILE.yaml generates prompts x places x dates:
   prompts: [a satellite image of a river delta, a satellite image of farmland]
@@ -43,11 +50,6 @@ released 256 or 512 px checkpoint; default: tasks/generation/default_model.
 Flags given on the command line override the file.
 """
 
-# Modules adding verbs to ``workbench generate`` (train), each with ``register(verbs, common)`` that
-# sets its own ``func``; listed explicitly like the task registry, and imported for --help, so they
-# too must import nothing heavy at module level. ``eval`` and ``seg-experiment`` use a segmentation
-# model too: they are experiments' verbs, added by the CLI registry to the verbs ``register`` returns.
-VERB_MODULES: tuple[str, ...] = ("tasks.generation.train_cli",)
 
 SCHEDULER_CHOICES = ("ddim", "dpm", "euler", "pndm", "ddpm")
 DEFAULTS = {"gsd": 1.0, "cloud_cover": 0.0, "steps": 20, "guidance": 7.5, "scheduler": "ddim", "num_images": 1}
@@ -75,7 +77,10 @@ def register(sub, common: argparse.ArgumentParser) -> argparse._SubParsersAction
     what.add_argument("--metadata-in-prompt", action="store_true",
                       help="also write the metadata into the prompt in words, as DiffusionSat's captions could")
     how = p.add_argument_group("how")
-    how.add_argument("--model", metavar="DIR", help="DiffusionSat model folder (default: the workbench's)")
+    model = how.add_mutually_exclusive_group()
+    model.add_argument("--model", metavar="DIR", help="DiffusionSat model folder (default: the workbench's)")
+    model.add_argument("--run", metavar="RUN",
+                       help="the model of a generation run (its name, a unique prefix, or latest)")
     how.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the model's, else 20)")
     how.add_argument("--guidance", type=float, metavar="G",
                      help="classifier-free guidance scale (default: the model's, else 7.5)")
@@ -86,22 +91,21 @@ def register(sub, common: argparse.ArgumentParser) -> argparse._SubParsersAction
     how.add_argument("--device", default="auto", metavar="DEV", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
     how.add_argument("--out", metavar="DIR", help="output folder (default: $WORKBENCH_HOME/generated/<time>)")
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
-    if VERB_MODULES:  # ``workbench generate VERB ...``; no verb means "generate"
-        verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
-        for module in VERB_MODULES:
-            importlib.import_module(module).register(verbs, common)
-        return verbs
-    return None
+    # ``workbench generate VERB ...``; no verb means "generate"
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
+    register_train(verbs, common)
+    return verbs
 
 
 def run_generate(args: argparse.Namespace) -> int:
     if args.prompt is None and args.prompts is None and args.lat is None and args.lon is None:
         args.subparser.print_help()
         return EXIT_USER_ERROR
-    from .generate import Options, check_options, resolve_model
+    from .predict import Options, check_options
+    from .run import resolve_model
 
     jobs, file_opts = _jobs(args, {})  # input errors first, before looking at the model
-    folder = resolve_model(args.model)
+    folder = resolve_model(args.model, args.run)
     if folder.defaults:  # the model's own gsd / cloud cover defaults (workbench.json)
         jobs, file_opts = _jobs(args, folder.defaults)
     opts = Options(**_options(args, file_opts, folder.defaults.get("sampling") or {}))
@@ -160,11 +164,11 @@ def _options(args: argparse.Namespace, file_opts: dict, model_sampling: dict | N
 
 
 def _run(args: argparse.Namespace, jobs, folder, opts) -> int:
-    from .generate import default_out_dir, run
+    from .predict import default_out_dir, generate
 
     out_dir = Path(args.out) if args.out else default_out_dir()
-    outputs = run(jobs, folder, opts, out_dir=out_dir, catalog=args.catalog,
-                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    outputs = generate(jobs, folder, opts, out_dir=out_dir, catalog=args.catalog,
+                       log=lambda line: print(line, file=sys.stderr, flush=True))
     print(_table(outputs))
     print(f"{len(outputs)} image(s) as PNG + GeoTIFF in {out_dir}; catalog rows (source generated) "
           f"added to {args.catalog or paths.default_catalog()}")
@@ -184,3 +188,121 @@ def _short(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+# ------------------------------------------------------------------------------ generate train
+
+TRAIN_EXAMPLES = """examples:
+  workbench generate train                                  preset 'bluemarble-small': the default model's recipe
+  workbench generate train --preset bluemarble-small --export tasks/generation/default_model
+                                                            ... and install it as the default model
+  workbench generate train --init tiny --set train.max_steps=50 --set vae.enabled=false   a quick smoke run
+  workbench generate train --preset finetune --model ~/diffusionsat_256 --source folder --set data.size=256
+  workbench generate train --run latest --set train.max_steps=2000 --where "lat > 0"
+  workbench generate train --resume generation-bluemarble-small-20250101-120000
+  workbench generate --run latest --lat 21.0 --lon 105.8 --prompt "a satellite image of vegetated land"
+  workbench generate eval --model latest                     location fidelity and water-fraction correlation
+
+The VAE and the text encoder stay frozen; the SatUNet trains with the objective its scheduler
+names (epsilon or v; the default preset: v with zero terminal SNR), min-SNR weights
+(model.min_snr_gamma, 5 unless set; the default preset: none), EMA, metadata dropout 0.1 per value, caption dropout 0.1, gradient
+checkpointing on a GPU, and bf16 where the hardware has it (train.mixed_precision: auto; the
+default preset pins fp32, as its committed model was trained). Captions come from a template in
+prompts/captions/ (data.captions: bluemarble, fmow, or a YAML path). A fresh model (--init, or
+model.init in the preset) with vae.enabled first fits its VAE to the tiles: a run of its own,
+runs/generation-<name>-vae-<time>, then the UNet run. The UNet run folder (printed last) gets
+config.yaml, generation.json, captions.json, caption_template.yaml, tiles.json, checkpoints/ and
+model/: a complete DiffusionSat folder (EMA weights) for `workbench generate --run RUN`.
+--resume RUN continues exactly where RUN stopped (a VAE-stage run goes on to the UNet stage).
+Presets: {presets}
+
+""" + QUERY_HELP
+
+
+def _presets() -> list[str]:
+    from .config import list_presets
+
+    return list_presets()
+
+
+def register_train(verbs, common: argparse.ArgumentParser) -> None:
+    """``workbench generate train``."""
+    v = add_train_verb(verbs, common, default="bluemarble-small", task_dir="tasks/generation", func=run_train,
+                       help="fine-tune a DiffusionSat model on catalog tiles",
+                       description="Train the SatUNet of a DiffusionSat model (a folder, or a fresh miniature "
+                                   "one) on the tiles the filters select.",
+                       epilog=TRAIN_EXAMPLES.format(presets=", ".join(_presets())))
+    start = v.add_mutually_exclusive_group()
+    start.add_argument("--model", metavar="DIR", help="fine-tune this DiffusionSat folder (or a generation run)")
+    start.add_argument("--run", metavar="RUN", help="fine-tune the model of this generation run (name, unique "
+                                                    "prefix, or latest)")
+    start.add_argument("--init", choices=("tiny", "small"), help="start from a fresh miniature model")
+    v.add_argument("--export", metavar="DIR", help="also copy the trained model folder to DIR (replaces a model "
+                                                   "folder there), e.g. tasks/generation/default_model")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar while encoding tiles")
+    v.set_defaults(verb_parser=v)
+
+
+def command_line(args: argparse.Namespace, query: dict) -> str:
+    """The command as a user would retype it (recorded in the run and in the model folder)."""
+    parts = ["workbench", "generate", "train"]
+    if args.preset:
+        parts += ["--preset", args.preset]
+    if args.model:
+        parts += ["--model", args.model]
+    if args.run:
+        parts += ["--run", args.run]
+    if args.init:
+        parts += ["--init", args.init]
+    for o in args.overrides or []:
+        parts += ["--set", o]
+    if args.name:
+        parts += ["--name", args.name]
+    if args.resume:
+        parts += ["--resume", args.resume]
+    for key, value in query.items():
+        flag = f"--{key.replace('_', '-')}"
+        if key == "bbox":
+            parts += [flag, *(f"{x:g}" for x in value)]
+        else:
+            parts += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+    if args.catalog:
+        parts += ["--catalog", args.catalog]
+    if args.export:
+        parts += ["--export", args.export]
+    return shlex.join(parts)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from workbench.errors import WorkbenchError
+
+    from .config import PRESETS
+    from .train import run_table, train
+
+    if args.resume and (args.model or args.run or args.init):
+        raise WorkbenchError("--resume continues a run with its own config: drop --model/--run/--init (use --set)")
+    start = argparse.Namespace(**vars(args))   # --model / --run / --init are config overrides under the hood
+    start.overrides = list(args.overrides or [])
+    if args.run:   # the run's model folder, resolved now: the config records where it was
+        from .run import load_run
+
+        start.overrides += [f"model.path={load_run(args.run).root.resolve()}", "model.init=", "vae.enabled=false"]
+    if args.model:
+        start.overrides += [f"model.path={args.model}", "model.init=", "vae.enabled=false"]
+    if args.init:
+        start.overrides += [f"model.init={args.init}", "model.path="]
+    cfg = train_config(start, PRESETS, resume_config)
+    query = query_from_args(args)
+    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query, export=args.export,
+                    command=command_line(args, query), progress=not args.no_progress)
+    print(run_table(summary))
+    return finish_train(args, summary)
+
+
+def resume_config(run: str, overrides: list[str]) -> object:
+    from workbench.config import deep_merge, parse_overrides
+    from workbench.train.run_dir import RunDir
+
+    from .config import config_from_dict
+
+    return config_from_dict(deep_merge(RunDir.open(run).read_config(), parse_overrides(overrides)))

@@ -44,7 +44,7 @@ import numpy as np
 from workbench import paths
 from workbench.errors import WorkbenchError
 
-from .folder import ModelFolder
+from .run import ModelFolder
 
 VARIANTS = ("metadata", "zeroed")
 MOSAIC_PLACES = 16
@@ -281,13 +281,16 @@ def generate_all(pipe, prompts: Sequence[str], metadata: Sequence[Sequence[float
                  opts: EvalOptions, size: int, desc: str) -> np.ndarray:
     from workbench.progress import progress
 
+    from .pipeline import seeded_generators
+
+    pipe.set_progress_bar_config(disable=True)
     out = []
     chunks = range(0, len(prompts), opts.batch_size)
     for start in progress(chunks, desc=desc, unit="batch", enabled=opts.progress):
         stop = min(start + opts.batch_size, len(prompts))
-        out.append(pipe.generate_batch(prompts[start:stop], None if metadata is None else metadata[start:stop],
-                                       seeds[start:stop], steps=opts.steps, guidance=opts.guidance, size=size,
-                                       progress=False))
+        out.append(pipe(list(prompts[start:stop]), None if metadata is None else metadata[start:stop],
+                        generator=seeded_generators(seeds[start:stop]), num_inference_steps=opts.steps,
+                        guidance_scale=opts.guidance, height=size, width=size, output_type="uint8").images)
     return np.concatenate(out)
 
 
@@ -314,8 +317,8 @@ def generated_rows(images: np.ndarray, tiles: Sequence, prompts: Sequence[str], 
     """Write image i as PNG + GeoTIFF at the place of real tile i (``out_dir``) and return its catalog
     row (source ``generated``, ``parent_id`` = the real tile, ``extra`` added, ``split`` set), not yet added.
     ``metadata_normalised``: what the model was given when not the place's own metadata."""
-    from .generate import Options, catalog_tile, write_image
     from .jobs import Job, place_name
+    from .predict import Options, catalog_tile, write_image
 
     model_id = folder.model_id()
     gen_opts = Options(steps=opts.steps, guidance=opts.guidance, scheduler=opts.scheduler, seed=opts.seed)
@@ -394,7 +397,8 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
     from workbench.data.catalog import open_existing
 
     from .data import metadata_vector, spread
-    from .generate import Options, check_options, load_pipeline
+    from .pipeline import load_pipeline
+    from .predict import Options, check_options
 
     t0 = time.perf_counter()
     say = log or (lambda _m: None)
@@ -418,7 +422,7 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
     metadata = [metadata_vector(t) for t in tiles]
     real = real_images(folder, tiles, size)
 
-    pipe = load_pipeline(folder, Options(scheduler=opts.scheduler, device=opts.device))
+    pipe = load_pipeline(folder, scheduler=opts.scheduler, device=opts.device)
     say(f"evaluating {folder.root} on {len(tiles)} places ({query}) on {pipe.device}: {opts.scheduler}, "
         f"{opts.steps} steps, guidance {opts.guidance:g}, seed {opts.seed}")
     t_gen = time.perf_counter()

@@ -24,7 +24,7 @@ and each distinct caption once, and a step costs only the UNet. A fresh miniatur
 Run-dir contract (``runs/generation-<name>-<time>/``): ``config.yaml``, ``generation.json``
 (stage, base model, caption template, cache timing), ``caption_template.yaml``,
 ``captions.json``, ``tiles.json``, ``checkpoints/``, ``model/`` (the trained DiffusionSat
-folder with the EMA UNet; ``workbench generate --model <run>/model``).
+folder with the EMA UNet; ``workbench generate --run <run>``).
 ``runs/latest-generation`` names the last finished UNet run.
 """
 
@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from torch import nn
 
 from workbench.errors import WorkbenchError
@@ -58,15 +59,10 @@ FLIPS = ((), (-1,), (-2,), (-2, -1))   # none, left-right, up-down, both
 
 # ------------------------------------------------------------------------------ the loss pieces
 
-def snr_of(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at each timestep."""
-    a = alphas_cumprod.to(timesteps.device)[timesteps].float()
-    return a / (1.0 - a)
-
-
 def min_snr_weights(snr: torch.Tensor, gamma: float | None, prediction_type: str = "epsilon") -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023): ``min(snr, gamma) / snr`` for epsilon
-    prediction, ``min(snr, gamma) / (snr + 1)`` for v prediction; ones when ``gamma`` is None."""
+    prediction, ``min(snr, gamma) / (snr + 1)`` for v prediction; ones when ``gamma`` is None.
+    ``snr``: ``diffusers.training_utils.compute_snr(scheduler, timesteps)``."""
     if gamma is None:
         return torch.ones_like(snr)
     clipped = snr.clamp(max=float(gamma))
@@ -233,7 +229,7 @@ class Objective:
         md = drop_metadata(ex.metadata[idx], d.metadata_dropout)
         pred = model(noisy, t, encoder_hidden_states=self.text(ids), metadata=md).sample
         per_sample = F.mse_loss(pred.float(), self._target(z, noise, t).float(), reduction="none").mean((1, 2, 3))
-        weights = min_snr_weights(snr_of(self.noise.alphas_cumprod, t), m.min_snr_gamma, self.prediction_type)
+        weights = min_snr_weights(compute_snr(self.noise, t), m.min_snr_gamma, self.prediction_type)
         return (per_sample * weights).mean(), {}
 
     # -- validation ---------------------------------------------------------------------
@@ -272,7 +268,7 @@ class Objective:
             mse0 = F.mse_loss(model(noisy, t, encoder_hidden_states=emb,
                                     metadata=torch.zeros_like(md)).sample.float(), target,
                               reduction="none").mean((1, 2, 3))
-            w = min_snr_weights(snr_of(self.noise.alphas_cumprod, t), self.cfg.model.min_snr_gamma,
+            w = min_snr_weights(compute_snr(self.noise, t), self.cfg.model.min_snr_gamma,
                                 self.prediction_type)
             total += torch.stack([mse.sum(), (mse * w).sum(), mse0.sum(),
                                   torch.tensor(float(len(idx)), device=mse.device)]).double().to(total.device)
@@ -346,11 +342,11 @@ def build_init_folder(cfg: GenerationConfig, corpus: Sequence[str], folder: Path
     """A fresh miniature DiffusionSat (``model.init`` + ``model.build`` overrides), tokenizer learned
     from the run's captions plus the workbench's stock ones (so other prompts still tokenize into
     words); written to ``folder``."""
-    from .build import CAPTIONS, build_model
-    from .generate import _quiet_loading
+    from .models import CAPTIONS, build_model
+    from .pipeline import quiet_loading
 
     spec = {"preset": cfg.model.init, **dict(cfg.model.build or {})}
-    with _quiet_loading():
+    with quiet_loading():
         return build_model(spec, folder, corpus=list(dict.fromkeys([*corpus, *CAPTIONS])))
 
 
@@ -370,17 +366,9 @@ def resolve_base(path: str | Path) -> Path:
     return run / "model"
 
 
-def load_pipeline(folder: Path):
-    from .generate import _quiet_loading
-    from .pipeline import DiffusionSatPipeline
-
-    with _quiet_loading():
-        return DiffusionSatPipeline.from_pretrained(folder, dtype=torch.float32)
-
-
 def copy_folder(src: Path, dst: Path) -> None:
     """Copy a model folder (every component) to ``dst``, replacing what is there."""
-    from .folder import inspect_folder
+    from .run import inspect_folder
 
     info = inspect_folder(src)
     tmp = dst.with_name(f".{dst.name}.tmp")
@@ -514,6 +502,7 @@ def train_vae(cfg: GenerationConfig, sel: Selection, captions: Sequence[str], re
     from workbench.train.trainer import Trainer
 
     from .data import IndexBatches, TileImages
+    from .pipeline import load_pipeline
 
     d = cfg.data
     tcfg = dataclasses.replace(cfg.vae.train, mixed_precision=cfg.train.mixed_precision, cpu=cfg.train.cpu)
@@ -524,7 +513,7 @@ def train_vae(cfg: GenerationConfig, sel: Selection, captions: Sequence[str], re
             init = RunDir.open(resume, runs_root).path / "model"
         else:
             init = build_init_folder(cfg, captions, Path(tmp) / "model")
-        pipe = load_pipeline(init)
+        pipe = load_pipeline(init, device="cpu")
         vae = pipe.vae.train()
         train_images = TileImages(sel.train, d.size, d.bands, d.value_max).preload()
         val_images = TileImages(sel.val, d.size, d.bands, d.value_max).preload() if sel.val else None
@@ -564,6 +553,7 @@ def train_unet(cfg: GenerationConfig, sel: Selection, base: Path | None, resume=
 
     from .captions import load_template
     from .data import IndexBatches, TileImages, metadata_matrix
+    from .pipeline import load_pipeline
 
     d = cfg.data
     template = load_template(d.captions)
@@ -573,7 +563,7 @@ def train_unet(cfg: GenerationConfig, sel: Selection, base: Path | None, resume=
 
     with tempfile.TemporaryDirectory(prefix="wb-init-") as tmp:
         folder = base if base is not None else build_init_folder(cfg, unique, Path(tmp) / "model")
-        pipe = load_pipeline(folder)
+        pipe = load_pipeline(folder, device="cpu")
         unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
         vae.requires_grad_(False).eval()
         text_encoder.requires_grad_(False).eval()
@@ -712,20 +702,14 @@ def train(cfg: GenerationConfig, resume: str | Path | None = None, catalog: str 
 
 
 def run_table(summary: dict) -> str:
+    """The shared end-of-run table (``summary_table``) with generation's own rows."""
+    from workbench.train.run_dir import fmt, summary_table
+
     final = summary.get("final") or {}
-
-    def f(v, fmt="{:.4f}"):
-        return "-" if v is None else fmt.format(v)
-
-    rows = [("run", summary.get("run_dir", "-")), ("vae stage run", summary.get("vae_run") or "-"),
-            ("status", summary.get("status", "-")),
-            ("steps / epochs", f"{summary.get('steps', '-')} / {summary.get('epochs', '-')}"),
-            ("train time", f(summary.get("wall_time_s"), "{:.0f} s")),
-            ("total time", f(summary.get("total_time_s"), "{:.0f} s")),
-            ("val loss", f(final.get("val/loss"))),
-            ("val loss, metadata zeroed", f(final.get("val/loss_zero_metadata"))),
+    rows = [("vae stage run", summary.get("vae_run") or "-"),
+            ("val loss", fmt(final.get("val/loss"))),
+            ("val loss, metadata zeroed", fmt(final.get("val/loss_zero_metadata"))),
             ("model folder", summary.get("model_dir", "-"))]
     if summary.get("exported"):
         rows.append(("exported to", summary["exported"]))
-    width = max(len(k) for k, _ in rows)
-    return "\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return summary_table(summary, rows)

@@ -7,8 +7,8 @@ import pytest
 
 from tasks.generation import bench
 from tasks.generation.bench import Sampling, default_sampling, measure
-from tasks.generation.build import build_model
-from tasks.generation.folder import inspect_folder
+from tasks.generation.models import build_model
+from tasks.generation.run import inspect_folder
 from workbench.errors import WorkbenchError
 
 from tests.support.generation import make_catalog
@@ -46,9 +46,9 @@ def test_bench_measures_every_row_on_a_tiny_model(home, model_dir, one_torch_thr
 
 
 def test_bench_without_a_default_model_says_so(home, monkeypatch):
-    from tasks.generation import generate
+    from tasks.generation import run
 
-    monkeypatch.setattr(generate, "DEFAULT_MODEL_DIR", home / "no_model")
+    monkeypatch.setattr(run, "DEFAULT_MODEL_DIR", home / "no_model")
     with pytest.raises(WorkbenchError, match="no usable default model .*workbench generate train"):
         bench.bench_generation(quick=True)
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.generation.build import build_model
 from tasks.generation.config import load_config
+from tasks.generation.models import build_model
 from workbench.config import to_dict
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
@@ -152,9 +152,9 @@ def test_missing_component_is_named(home, cli, model_dir, component):
 
 
 def test_no_default_model_yet(home, cli, monkeypatch):
-    from tasks.generation import generate
+    from tasks.generation import run
 
-    monkeypatch.setattr(generate, "DEFAULT_MODEL_DIR", home / "nowhere")
+    monkeypatch.setattr(run, "DEFAULT_MODEL_DIR", home / "nowhere")
     code, _, err = cli("generate", "--lat", 0, "--lon", 0, "--prompt", PROMPT)
     assert code == 2 and "no default model yet: pass --model DIR" in err
 
@@ -212,7 +212,7 @@ def test_the_committed_default_model(home, cli, one_torch_thread):
     made, and `workbench generate` uses it when no --model is given (at its own gsd and date)."""
     from safetensors import safe_open
 
-    from tasks.generation.generate import DEFAULT_MODEL_DIR
+    from tasks.generation.run import DEFAULT_MODEL_DIR
 
     files = [p for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 25 * 2 ** 20
@@ -239,3 +239,44 @@ def test_the_committed_default_model(home, cli, one_torch_thread):
     with Catalog() as cat:
         (row,) = cat.query(source="generated")
     assert row.date == "2004-06-15" and row.model_id.startswith("diffusionsat:default_model@")
+
+
+def _fake_run(home, model_dir, name="generation-demo-20250101-120000"):
+    """A finished generation run as `generate train` leaves it: config.yaml, model/, runs/latest-generation."""
+    run = home / "runs" / name
+    shutil.copytree(model_dir, run / "model")
+    (run / "config.yaml").write_text("name: demo\n")
+    (home / "runs" / "latest-generation").write_text(f"{run.resolve()}\n")
+    return run
+
+
+def test_run_names_a_trained_run_and_model_still_takes_one(home, cli, model_dir, one_torch_thread):
+    """--run RUN (name, unique prefix, latest) uses the run's model/; the older --model RUN still works."""
+    run = _fake_run(home, model_dir)
+    place = ("--lat", 10, "--lon", 106.3, "--date", "2020-01-10", "--seed", 4)
+    outs = {}
+    for label, how in (("folder", ("--model", run / "model")), ("name", ("--run", run.name)),
+                       ("prefix", ("--run", "generation-de")), ("latest", ("--run", "latest")),
+                       ("old", ("--model", "latest"))):
+        code, _, err = cli("generate", *how, "--prompt", PROMPT, "--steps", 1, "--size", 32, "--no-progress",
+                           *place, "--out", home / "out" / label)
+        assert code == 0, (label, err)
+        outs[label] = _png(next((home / "out" / label).glob("*.png")))
+    assert all(np.array_equal(outs["folder"], image) for image in outs.values())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--run", "generation-nothing"), "generation-nothing: no such run"),
+    (("--run", "latest"), "latest: no generation run"),
+    (("--model", "x", "--run", "y"), "not allowed with argument"),
+])
+def test_bad_run_is_one_line_exit_2(home, cli, args, needle):
+    code, _, err = cli("generate", *args, "--lat", 0, "--lon", 0, "--prompt", PROMPT)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_run_without_a_model_folder_says_so(home, cli, model_dir):
+    run = _fake_run(home, model_dir)
+    shutil.rmtree(run / "model")
+    code, _, err = cli("generate", "--run", run.name, "--lat", 0, "--lon", 0, "--prompt", PROMPT)
+    assert code == 2 and f"run {run.name} has no model/ folder" in err

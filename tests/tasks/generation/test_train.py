@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from diffusers.training_utils import compute_snr
 from rasterio.transform import from_origin
 from safetensors.torch import load_file
 
-from tasks.generation.train import drop_captions, drop_metadata, flip_batch, min_snr_weights, snr_of
+from tasks.generation.train import drop_captions, drop_metadata, flip_batch, min_snr_weights
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog, Tile
 
@@ -29,15 +31,33 @@ def _run_dir(stdout: str) -> Path:
 # ------------------------------------------------------------------------------ the loss pieces
 
 def test_min_snr_weights_worked_example():
-    # alpha_bar 0.5, 0.9, 0.99, 1/6 -> snr 1, 9, 99, 0.2
+    # alpha_bar 0.5, 0.9, 0.99, 1/6 -> snr 1, 9, 99, 0.2; the SNR is diffusers' compute_snr, as the loss uses it
     alphas = torch.tensor([0.5, 0.9, 0.99, 1 / 6], dtype=torch.float64)
-    snr = snr_of(alphas, torch.arange(4))
+    snr = compute_snr(SimpleNamespace(alphas_cumprod=alphas), torch.arange(4))
     assert torch.allclose(snr.double(), torch.tensor([1.0, 9.0, 99.0, 0.2], dtype=torch.float64), rtol=1e-5)
     eps = min_snr_weights(snr, 5.0)
     assert torch.allclose(eps, torch.tensor([1.0, 5 / 9, 5 / 99, 1.0]), rtol=1e-5)
     v = min_snr_weights(snr, 5.0, "v_prediction")
     assert torch.allclose(v, torch.tensor([0.5, 0.5, 5 / 100, 0.2 / 1.2]), rtol=1e-5)
     assert torch.equal(min_snr_weights(snr, None), torch.ones(4))
+
+
+def test_compute_snr_is_alpha_bar_over_one_minus_alpha_bar_on_the_training_schedule():
+    """diffusers' compute_snr (what the loss weights use) on the schedule our models train with: the
+    closed form alpha_bar / (1 - alpha_bar) at every timestep, and so the same min-SNR weights."""
+    from diffusers import DDPMScheduler
+
+    from tasks.generation.models import SCHEDULER
+
+    noise = DDPMScheduler.from_config(SCHEDULER)
+    t = torch.arange(noise.config.num_train_timesteps)
+    a = noise.alphas_cumprod[t].float()
+    snr = compute_snr(noise, t)
+    assert snr.shape == t.shape and snr.dtype == torch.float32
+    assert torch.allclose(snr, a / (1 - a), rtol=1e-5)
+    for prediction in ("epsilon", "v_prediction"):
+        assert torch.allclose(min_snr_weights(snr, 5.0, prediction), min_snr_weights(a / (1 - a), 5.0, prediction),
+                              rtol=1e-5)
 
 
 def test_metadata_and_caption_dropout_rates():
@@ -66,8 +86,8 @@ def test_flip_batch_applies_each_samples_own_flip():
 
 
 def test_one_training_step_gives_a_finite_loss_and_trains_the_metadata_mlps(one_torch_thread):
-    from tasks.generation.build import build_pipeline
     from tasks.generation.config import load_config
+    from tasks.generation.models import build_pipeline
     from tasks.generation.train import Examples, Objective, TextBank
 
     pipe, _ = build_pipeline("tiny")
@@ -95,8 +115,8 @@ ZERO_SNR = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "
 def test_zero_terminal_snr_model_trains_on_v_and_samples_from_pure_noise(one_torch_thread):
     """The default model's schedule (model.build.scheduler): the last training step keeps none of the
     image, sampling starts there, and the v loss is finite there (min-SNR off, as in the preset)."""
-    from tasks.generation.build import build_pipeline
     from tasks.generation.config import load_config
+    from tasks.generation.models import build_pipeline
     from tasks.generation.train import Examples, Objective, TextBank
 
     pipe, resolved = build_pipeline({"preset": "tiny", "scheduler": ZERO_SNR})
@@ -121,8 +141,8 @@ def test_zero_terminal_snr_model_trains_on_v_and_samples_from_pure_noise(one_tor
 
 
 def test_epsilon_with_zero_terminal_snr_is_refused():
-    from tasks.generation.build import build_pipeline
     from tasks.generation.config import load_config
+    from tasks.generation.models import build_pipeline
     from tasks.generation.train import Objective, TextBank
     from workbench.errors import WorkbenchError
 
@@ -226,6 +246,9 @@ def test_resume_continues_exactly(home, cli, one_torch_thread):
     (("--resume", "generation-nothing"), "generation-nothing: no such run"),
     (("--resume", "x", "--preset", "bluemarble-small"), "--resume continues a run"),
     (("--init", "tiny", "--set", "vae.enabled=true", "--model", "x"), "not allowed with argument"),
+    (("--run", "generation-nothing"), "generation-nothing: no such run"),
+    (("--run", "x", "--model", "y"), "not allowed with argument"),
+    (("--resume", "x", "--run", "y"), "drop --model/--run/--init"),
     (("--set", "train.lr=fast"), "train.lr"),
 ])
 def test_bad_input_is_one_line_exit_2(home, cli, args, needle):

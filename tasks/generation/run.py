@@ -1,4 +1,13 @@
-"""The DiffusionSat model folder: what must be in it, checked without importing torch.
+"""A generation model to use: a DiffusionSat folder, the committed default, or a trained run's.
+
+* ``inspect_folder(path) -> ModelFolder``: the folder layout checked, configs read, without torch.
+* ``load_run(ref) -> ModelFolder``: a generation run (path, name, unique prefix or ``latest``,
+  resolved like every other run) stands for its ``model/`` folder.
+* ``resolve_model(model, run)``: what ``--model DIR`` / ``--run RUN`` name (default: the
+  committed model, ``tasks/generation/default_model``).
+* ``resolve_device``: ``auto`` / ``cpu`` / ``cuda:1`` -> a torch device (torch imported there only).
+
+The pipeline itself (``pipeline.load_pipeline``) loads what these name.
 
 The layout is diffusers' (and so that of DiffusionSat's released 256 and 512 px checkpoints)::
 
@@ -18,6 +27,7 @@ other components, so when ``MODEL/unet`` is absent the newest ``checkpoint-N/une
 Each component is loaded explicitly from its subfolder (never through diffusers' class
 lookup of ``model_index.json``, which does not know ``SatUNet``), so a broken or partial
 folder is reported here as one line naming the missing path, before any weights load.
+Stdlib only at import time: the CLI checks a model before torch loads.
 """
 
 from __future__ import annotations
@@ -26,10 +36,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
 
+if TYPE_CHECKING:
+    import torch
+
+TASK = "generation"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 LAYOUT_HINT = "a DiffusionSat model folder has unet/ vae/ text_encoder/ tokenizer/ scheduler/"
 WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
@@ -78,6 +93,57 @@ class ModelFolder:
             if f.is_file() and f.suffix in (".safetensors", ".bin"):
                 digest.update(f"{f.name}:{f.stat().st_size}".encode())
         return f"diffusionsat:{self.root.name}@{digest.hexdigest()[:10]}"
+
+
+def load_run(ref: str | Path, root: str | Path | None = None) -> ModelFolder:
+    """The model folder of a generation run: its path, its name, a unique prefix or ``latest``."""
+    from workbench.train.run_dir import resolve_run
+
+    path = Path(ref).expanduser()
+    run = path if (path / "model").is_dir() else resolve_run(str(ref), TASK, root)
+    if not (run / "model").is_dir():
+        raise WorkbenchError(f"{ref}: run {run.name} has no model/ folder (not a finished generation run)")
+    return inspect_folder(run / "model")
+
+
+def resolve_model(model: str | Path | None = None, run: str | Path | None = None) -> ModelFolder:
+    """What ``--model DIR`` or ``--run RUN`` names; neither: the workbench's default model.
+
+    ``--model`` is a DiffusionSat folder. For the commands written before ``--run`` existed it also
+    still takes a run (its folder, name, unique prefix or ``latest``) when no such folder exists."""
+    if run is not None:
+        if model is not None:
+            raise WorkbenchError("--model DIR and --run RUN both name the model: give one")
+        return load_run(run)
+    if model is None:
+        if not DEFAULT_MODEL_DIR.is_dir():
+            raise WorkbenchError("no default model yet: pass --model DIR (a DiffusionSat folder) or --run RUN")
+        model = DEFAULT_MODEL_DIR
+    folder = Path(model).expanduser()
+    if not (folder / "unet").is_dir() and (folder / "model" / "unet").is_dir():
+        folder = folder / "model"              # a run folder given by its path
+    elif not folder.exists():
+        try:
+            return load_run(model)
+        except WorkbenchError:
+            pass                               # neither: the folder's own error below names it
+    return inspect_folder(folder)
+
+
+def resolve_device(name: str, label: str = "device") -> torch.device:
+    """``auto`` (cuda if present), ``cpu``, ``cuda``, ``cuda:1``, ... as a torch device, or a one-line
+    error naming ``label`` (the argument, or a command's flag)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise WorkbenchError(f"{label} {name}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError(f"{label} {name}: no CUDA GPU is available here (use {label} cpu)")
+    return device
 
 
 def size_multiple(vae_config: dict, unet_config: dict) -> int:

@@ -1,6 +1,6 @@
-"""Build a miniature DiffusionSat from a small config, in the released folder layout.
+"""The model factory: a miniature DiffusionSat from a small config, in the released folder layout.
 
-    from tasks.generation.build import build_model
+    from tasks.generation.models import build_model
     build_model("tiny", "models/tiny")                  # a few hundred KB: tests
     build_model({"preset": "small", "unet": {"layers_per_block": 1}}, "models/small")
 

@@ -1,4 +1,10 @@
-"""The core of ``workbench generate``: jobs in, georeferenced tiles and catalog rows out.
+"""Applying a generation model: ``workbench generate``'s jobs in, georeferenced tiles and catalog rows out.
+
+    from tasks.generation.jobs import single_job
+    from tasks.generation.predict import Options, generate
+    from tasks.generation.run import resolve_model
+    outputs = generate([single_job("a satellite image of a river delta", 21.01, 105.81, 7421, 0.0, None)],
+                       resolve_model(), Options(seed=0), out_dir="generated/delta")
 
 Each image is written twice, atomically: a PNG to look at and a GeoTIFF (through the
 one GeoTIFF writer) on an EPSG:4326 grid centred on the requested place, whose pixel
@@ -21,10 +27,9 @@ from typing import Callable, Sequence
 from workbench import paths
 from workbench.errors import WorkbenchError
 
-from .folder import ModelFolder, inspect_folder
 from .jobs import Job
+from .run import ModelFolder, resolve_device
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 CRS = "EPSG:4326"
 BANDS = ["red", "green", "blue"]
 MIN_COS_LAT = 0.01  # at the poles a degree of longitude has no length: cap the stretch at 100x
@@ -56,28 +61,6 @@ class Output:
     extra: dict = field(default_factory=dict)
 
 
-def resolve_model(path: str | Path | None) -> ModelFolder:
-    """The model folder asked for, or the workbench's default one. A generation run (folder, name,
-    unique prefix or ``latest``) stands for its ``model/`` folder."""
-    if path is None:
-        if not DEFAULT_MODEL_DIR.is_dir():
-            raise WorkbenchError("no default model yet: pass --model DIR (a DiffusionSat folder)")
-        path = DEFAULT_MODEL_DIR
-    folder = Path(path).expanduser()
-    if not (folder / "unet").is_dir() and (folder / "model" / "unet").is_dir():
-        folder = folder / "model"              # a run folder given by its path
-    elif not folder.exists():
-        from workbench.train.run_dir import resolve_run
-
-        try:
-            run = resolve_run(str(path), "generation")
-        except WorkbenchError:
-            run = None
-        if run is not None and (run / "model").is_dir():
-            folder = run / "model"
-    return inspect_folder(folder)
-
-
 def check_options(opts: Options, folder: ModelFolder) -> int:
     """Reject impossible sampling options before any weights load; return the image size."""
     size = opts.size if opts.size is not None else folder.default_size
@@ -94,6 +77,8 @@ def check_options(opts: Options, folder: ModelFolder) -> int:
         raise WorkbenchError(f"--num-images {opts.num_images}: must be at least 1")
     if not 0 <= opts.seed < 2 ** 62:
         raise WorkbenchError(f"--seed {opts.seed}: must be within [0, 2**62)")
+    if opts.device != "auto":
+        resolve_device(opts.device, "--device")
     return size
 
 
@@ -116,42 +101,19 @@ def geotransform(lat: float, lon: float, gsd: float, size: int) -> tuple[float, 
     return (dx, 0.0, lon - dx * size / 2, 0.0, -dy, lat + dy * size / 2)
 
 
-def load_pipeline(folder: ModelFolder, opts: Options):
-    """The pipeline on the chosen device: fp16 on a GPU (as DiffusionSat samples), fp32 on the CPU."""
-    import torch
-
-    from .pipeline import DiffusionSatPipeline
-
-    device = _device(opts.device, torch)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    with _quiet_loading():
-        pipe = DiffusionSatPipeline.from_pretrained(folder, scheduler=opts.scheduler, dtype=dtype)
-    return pipe.to(device)
-
-
-def _device(name: str, torch):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise WorkbenchError(f"--device {name}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise WorkbenchError(f"--device {name}: no CUDA GPU is available here (use --device cpu)")
-    return device
-
-
-def run(jobs: Sequence[Job], folder: ModelFolder, opts: Options, out_dir: Path | None = None,
-        catalog: str | Path | None = None, on_output: Callable[[Output], None] | None = None,
-        log: Callable[[str], None] | None = None) -> list[Output]:
+def generate(jobs: Sequence[Job], folder: ModelFolder, opts: Options, out_dir: str | Path | None = None,
+             catalog: str | Path | None = None, on_output: Callable[[Output], None] | None = None,
+             log: Callable[[str], None] | None = None) -> list[Output]:
     """Generate every job, write PNG + GeoTIFF for each image and add them to the catalog.
 
     ``log`` hears one line once the model is loaded (so an error before that stays the only line)."""
     from workbench.data.catalog import Catalog
 
+    from .pipeline import load_pipeline, seeded_generators
+
     size = check_options(opts, folder)
     out_dir = Path(out_dir) if out_dir else default_out_dir()
-    pipe = load_pipeline(folder, opts)
+    pipe = load_pipeline(folder, scheduler=opts.scheduler, device=opts.device, progress=opts.progress)
     model_id = folder.model_id()
     if log:
         log(f"generating {len(jobs) * opts.num_images} image(s) of {size} px with {folder.root} on {pipe.device} "
@@ -161,9 +123,10 @@ def run(jobs: Sequence[Job], folder: ModelFolder, opts: Options, out_dir: Path |
         for index, job in enumerate(jobs):
             seeds = [opts.seed + k for k in range(opts.num_images)]
             prompt = job.prompt + (_describe(job) if opts.metadata_in_prompt else "")
-            images = pipe(prompt, job.metadata.normalised(), seeds=seeds, steps=opts.steps,
-                          guidance=opts.guidance, size=size, batched_guidance=opts.batched_guidance,
-                          progress=opts.progress)
+            images = pipe(prompt, job.metadata.normalised(), num_images_per_prompt=len(seeds),
+                          generator=seeded_generators(seeds), num_inference_steps=opts.steps,
+                          guidance_scale=opts.guidance, height=size, width=size,
+                          batched_guidance=opts.batched_guidance, output_type="uint8").images
             made = [write_image(img, out_dir, index, job, seed, prompt, opts, model_id)
                     for img, seed in zip(images, seeds)]
             ids = cat.add_tiles([catalog_tile(o, model_id) for o in made], replace=True)
@@ -237,22 +200,3 @@ def _describe(job: Job) -> str:
     from .metadata import describe
 
     return describe(job.metadata)
-
-
-class _quiet_loading:
-    """transformers draws a progress bar per weight file: keep the terminal for our own bar."""
-
-    def __enter__(self):
-        try:
-            from transformers.utils import logging as hf_logging
-        except ImportError:  # pragma: no cover
-            self.hf = None
-            return self
-        self.hf = hf_logging
-        self.was_enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        return self
-
-    def __exit__(self, *exc):
-        if self.hf is not None and self.was_enabled:
-            self.hf.enable_progress_bar()
