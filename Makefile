@@ -78,7 +78,7 @@ generate: $(STAMP)
 # Do generated tiles help segmentation? Train the 'water' preset on real Blue Marble tiles, generate
 # 1024 tiles at its train places with the default generator (MODEL=DIR or a generation run for
 # another), pseudo-label them with that run, train again on real + generated tiles for the same
-# number of steps, and print both runs' test IoU (experiment.json and panel.png under experiments/).
+# number of steps, and print both runs' test IoU (experiment.json and panel.png under runs/experiments/).
 segment-generated: $(STAMP)
 	$(WB) data bluemarble
 	$(WB) generate seg-experiment $(if $(MODEL),--model "$(MODEL)")

@@ -62,7 +62,7 @@ Steps (a segmentation step does in-process what the `workbench segment ...` show
                     keeps coastal tiles, by their pseudo-mask's water fraction, and every 8th other)
   5 report          train tiles, steps, test mIoU and water IoU of both runs on the same real test
                     tiles, and the difference; experiment.json, panel.png (real | generated |
-                    pseudo-mask) and logs/ in --out (default $WORKBENCH_HOME/experiments/seg-generated-<time>)
+                    pseudo-mask) and logs/ in --out (default $WORKBENCH_HOME/runs/experiments/seg-generated-<time>)
 The experiment id EXP is --name, else the output folder's name.
 """
 
@@ -135,7 +135,7 @@ def register_seg_experiment(verbs, common: argparse.ArgumentParser) -> None:
     out = v.add_argument_group("output")
     out.add_argument("--name", metavar="EXP", help="experiment id (default: the output folder's name)")
     out.add_argument("--out", metavar="DIR",
-                     help="output folder (default: $WORKBENCH_HOME/experiments/seg-generated-<time>)")
+                     help="output folder (default: $WORKBENCH_HOME/runs/experiments/seg-generated-<time>)")
     out.add_argument("--json", action="store_true", help="print the result as one JSON object")
     out.add_argument("--no-progress", action="store_true",
                      help="no progress bars, and the steps' own output only in the logs")

@@ -276,7 +276,7 @@ def shell_quote(arg: str) -> str:
 def default_out_dir() -> Path:
     from tasks.generation.evaluate import default_out_dir as fresh
 
-    return fresh("experiments", "seg-generated")
+    return fresh("runs/experiments", "seg-generated")  # outputs stay out of the experiments/ package
 
 
 def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, out_dir: str | Path | None = None,

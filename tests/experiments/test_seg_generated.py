@@ -172,7 +172,7 @@ def test_unknown_baseline_is_one_line(home, cli, model_dir):
     assert "--baseline nope" in _one_line_error(cli, "--model", model_dir, "--baseline", "nope")
     assert "no segmentation run" in _one_line_error(cli, "--model", model_dir, "--baseline", "latest")
     assert "drop --preset" in _one_line_error(cli, "--baseline", "latest", "--preset", "water")
-    assert not (home / "experiments").exists()
+    assert not (home / "runs" / "experiments").exists()
 
 
 def test_missing_catalog_and_model_are_one_line(home, cli, model_dir):
@@ -180,7 +180,7 @@ def test_missing_catalog_and_model_are_one_line(home, cli, model_dir):
     make_catalog(home, n=10)
     assert "no such model folder" in _one_line_error(cli, "--model", home / "nowhere")
     assert "--min-confidence 2" in _one_line_error(cli, "--model", model_dir, "--min-confidence", 2)
-    assert not (home / "experiments").exists()
+    assert not (home / "runs" / "experiments").exists()
 
 
 def test_a_failing_step_is_named(home, cli, model_dir):
