@@ -5,11 +5,12 @@ PY     := $(VENV)/bin/python
 WB     := $(VENV)/bin/workbench
 STAMP  := $(VENV)/.stamp-setup
 
-.PHONY: setup test test-fast data bench clean-data help segment classify segment-generated generate
+.PHONY: setup test test-fast lint data bench clean-data help segment classify segment-generated generate
 
 help:
 	@echo "make setup    create .venv and install the workbench (once; later calls are instant)"
-	@echo "make test     run the test suite (make test-fast: without the end-to-end tests)"
+	@echo "make test     lint, then run the test suite (make test-fast: without the end-to-end tests)"
+	@echo "make lint     ruff over the whole tree (configured in pyproject.toml)"
 	@echo "make segment  default water-segmentation run on Blue Marble tiles (offline, ~10 min on 2 cores)"
 	@echo "make classify default water / coast / land tile classifier on Blue Marble (offline, <10 min)"
 	@echo "make segment-generated  water segmentation on real vs real + generated tiles (MODEL=DIR: the generator)"
@@ -26,8 +27,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 # The inner loop while developing: everything but the end-to-end tests marked slow.
 test-fast: $(STAMP)

@@ -19,8 +19,9 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from workbench.tasks_registry import TASK_BENCHMARKS
 

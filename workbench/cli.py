@@ -13,7 +13,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from workbench.errors import EXIT_USER_ERROR, WorkbenchError
 from workbench.tasks_registry import EXPERIMENT_VERBS, TASK_COMMANDS

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ENV = "WORKBENCH_FAST_PATHS"
 ENABLED: bool = os.environ.get(ENV, "").strip() != "0"

@@ -80,7 +80,7 @@ class ConfusionMatrix:
         self.matrix.zero_()
         self.tiles_skipped.zero_()
 
-    def to(self, device) -> "ConfusionMatrix":
+    def to(self, device) -> ConfusionMatrix:
         self.matrix = self.matrix.to(device)
         self.tiles_skipped = self.tiles_skipped.to(device)
         self._device_fixed = True
@@ -125,7 +125,7 @@ class ConfusionMatrix:
         idx = (target * c + pred)[keep]
         self.matrix += torch.bincount(idx, minlength=c * c).reshape(c, c)
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add another accumulator's counts (e.g. from another process) into this one."""
         if other.num_classes != self.num_classes:
             raise WorkbenchError("cannot merge confusion matrices of different class counts")
@@ -135,7 +135,7 @@ class ConfusionMatrix:
 
     __iadd__ = merge
 
-    def all_reduce(self) -> "ConfusionMatrix":
+    def all_reduce(self) -> ConfusionMatrix:
         """Sum the matrix over ``torch.distributed`` processes (no-op when not initialised)."""
         import torch.distributed as dist
 
@@ -145,7 +145,7 @@ class ConfusionMatrix:
         return self
 
     @classmethod
-    def from_matrix(cls, matrix, **kwargs) -> "ConfusionMatrix":
+    def from_matrix(cls, matrix, **kwargs) -> ConfusionMatrix:
         m = torch.as_tensor(matrix).long()
         cm = cls(m.shape[0], device=m.device, **kwargs)
         cm.matrix = m.clone()

@@ -9,7 +9,8 @@ so commands that never draw one do not pay for it.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None,

@@ -12,7 +12,6 @@ from workbench.commands import add_command, add_verb
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
-
 EXAMPLES = """examples:
   workbench classify train                                  water / coast / land on Blue Marble (make classify)
   workbench classify train --preset vit-scratch             a ViT from scratch (patch 8, width 100, 8 layers, 8 heads)

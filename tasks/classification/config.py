@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from workbench.config import Presets
 from workbench.config import check as _check
@@ -29,12 +29,12 @@ SCRATCH_VIT = "scratch_vit"              # model.name that builds the ViT of ``m
 class DataConfig(TileSelection):
     """Which tiles (a catalog query per split), where their labels come from, and the crop read."""
 
-    bands: Optional[list[int]] = None        # 1-based band indexes; None = all bands
+    bands: list[int] | None = None        # 1-based band indexes; None = all bands
     size: int = 64                           # pixels read per tile (random crop in training, grid at eval)
     labels: Literal["label", "water_fraction"] = "label"
     land_max: float = 0.05                   # water_fraction labels: land below this ...
     water_min: float = 0.95                  # ... water above this, coast between
-    classes: Optional[list[str]] = None      # class order (None = sorted labels of the train tiles)
+    classes: list[str] | None = None      # class order (None = sorted labels of the train tiles)
     augment: bool = True                     # flips / quarter turns (a tile's class does not depend on them)
     stats_max_tiles: int = 2000
 
@@ -64,7 +64,7 @@ class ViTConfig:
     embed_dim: int = 100
     depth: int = 8
     num_heads: int = 8
-    head_dim: Optional[int] = 100
+    head_dim: int | None = 100
     mlp_ratio: float = 2.0
     pool: Literal["token", "avg"] = "token"
     head_hidden: list[int] = field(default_factory=list)
@@ -84,8 +84,8 @@ class ViTConfig:
 @dataclass
 class ModelConfig:
     name: str = "resnet18"                   # any timm model name, or scratch_vit
-    weights_path: Optional[str] = None       # local pretrained weights (timm checkpoint file); nothing is downloaded
-    input_size: Optional[int] = None         # resize crops to this before the model (e.g. 224 for ViT/16); None = data.size
+    weights_path: str | None = None       # local pretrained weights (timm checkpoint file); nothing is downloaded
+    input_size: int | None = None         # resize crops before the model (e.g. 224 for ViT/16); None = data.size
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     kwargs: dict = field(default_factory=dict)   # passed to timm.create_model
@@ -108,7 +108,7 @@ class FinetuneConfig:
 
     linear_probe_epochs: int = 0
     stage_epochs: int = 0
-    stages: Optional[int] = None
+    stages: int | None = None
     backbone_lr_scale: float = 1.0
     warmup_epochs: int = 0
     freeze_norm: bool = True                 # keep frozen layers' BatchNorm statistics fixed

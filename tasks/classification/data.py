@@ -10,7 +10,8 @@ so tiles larger than the crop are still judged whole. A 64-px Blue Marble tile a
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -10,8 +10,8 @@ is the softmax probability of the predicted class.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,8 @@ def plot_examples(result: dict, classes: list[str], path: Path, title: str = "",
         idx = idx[::max(1, len(idx) // (4 * per_class))]   # spread over the split, not the first ids
         right = [i for i in idx if pred[i] == c][:per_class // 2]
         wrong = [i for i in idx if pred[i] != c][:per_class - len(right)]
-        picks += right + wrong + [i for i in idx if i not in right and i not in wrong][:per_class - len(right) - len(wrong)]
+        rest = [i for i in idx if i not in right and i not in wrong]
+        picks += right + wrong + rest[:per_class - len(right) - len(wrong)]
     if not picks:
         return None
     cols = per_class

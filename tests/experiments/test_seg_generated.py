@@ -14,13 +14,20 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments.generated_tiles import (Steps, experiment_where, places_for, replay_filters, replay_query,
-                                         shell_quote, sql_text, with_generated)
+from experiments.generated_tiles import (
+    Steps,
+    experiment_where,
+    places_for,
+    replay_filters,
+    replay_query,
+    shell_quote,
+    sql_text,
+    with_generated,
+)
+from tests.support.generation import make_catalog
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog, Tile
 from workbench.errors import WorkbenchError
-
-from tests.support.generation import make_catalog
 
 # A segmentation run of two optimizer steps on 32 px windows (the 'water' preset's model, loss and where)
 TINY_SEG = ["--set", "data.window=32", "--set", "train.epochs=1", "--set", "train.max_steps=2",

@@ -14,10 +14,9 @@ import torch
 from experiments.water_scoring import find_seg_run, score_water
 from tasks.generation.evaluate import r_interval, share_se
 from tasks.generation.train import update_workbench_json
+from tests.support.generation import make_catalog
 from workbench.data.catalog import Catalog
 from workbench.errors import WorkbenchError
-
-from tests.support.generation import make_catalog
 
 
 def make_seg_run(home: Path) -> Path:

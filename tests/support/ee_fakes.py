@@ -29,8 +29,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -155,7 +156,7 @@ class FakeEarthEngine:
         self.status_calls: list[list[str]] = []
 
     # -- installing ---------------------------------------------------------------------------------
-    def install(self, setattr_: Callable[[Any, str, Any], None] = setattr) -> "FakeEarthEngine":
+    def install(self, setattr_: Callable[[Any, str, Any], None] = setattr) -> FakeEarthEngine:
         import ee
         from ee import apitestcase
 
@@ -216,7 +217,6 @@ class FakeEarthEngine:
 
     def render(self, kind: str, grid: dict, tree: Any) -> bytes:
         """Real GeoTIFF bytes on the requested grid: water in 700 m stripes every 2 km of easting."""
-        import rasterio
         from rasterio.io import MemoryFile
         from rasterio.transform import Affine
 

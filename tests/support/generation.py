@@ -29,7 +29,8 @@ def make_catalog(home: Path, n: int = 25, size: int = 32) -> Path:
         img[:, ~water] = np.array([60 + lat, 120 - lat / 2, 40]).clip(0, 255).astype(int)[:, None]
         img[:, water] = np.array([10, 30, 90])[:, None]
         img = (img + rng.integers(-5, 6, img.shape)).clip(0, 255).astype(np.uint8)
-        path = geotiff.write(folder / f"t{i}.tif", img, from_origin(lon - res * size / 2, lat + res * size / 2, res, res),
+        transform = from_origin(lon - res * size / 2, lat + res * size / 2, res, res)
+        path = geotiff.write(folder / f"t{i}.tif", img, transform,
                              "EPSG:4326", band_names=["red", "green", "blue"])
         label = "water" if wf > 0.95 else "land" if wf < 0.05 else "coast"
         rows.append(Tile(path=str(path), source="bluemarble", split=SPLITS[i % 5], lon=lon, lat=lat, crs="EPSG:4326",

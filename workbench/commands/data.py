@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from workbench.commands import add_command, add_verb
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args

@@ -15,7 +15,7 @@ from workbench.commands import add_command, add_verb
 EXAMPLES = """examples:
   workbench runs list                               every run under runs/, in the order they started
   workbench runs list --task segmentation --json    one task's runs, machine-readable
-  workbench runs compare water-lr3e-4 water-lr1e-3  runs by the --name they were given: metrics + config keys that differ
+  workbench runs compare water-lr3e-4 water-lr1e-3  runs by their --name: metrics + config keys that differ
   workbench runs compare segmentation-water segmentation-unet3plus  unique prefixes of run folders work too
   workbench runs compare runs/segmentation-water-20261121-101500 runs/segmentation-unet3plus-20261121-113000
 """

@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workbench.commands import add_verb
 from workbench.data.query_args import add_query_args, filters_as_sql, query_from_args

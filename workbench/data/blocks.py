@@ -33,9 +33,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from rasterio.transform import Affine
@@ -119,7 +120,7 @@ def _mosaic(key: tuple, group: list, chosen: list, min_size: int, folder: Path) 
     if b or d:
         raise WorkbenchError(f"{ref.path}: a rotated geotransform cannot be mosaicked into a block")
     offsets = []
-    for t, info in zip(group, infos):
+    for info in infos:
         ta, tb, tc, td, te, tf = info.transform[:6]
         why = None
         if not geotiff.same_crs(info.crs, ref.crs):

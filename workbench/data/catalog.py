@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from workbench import paths
 from workbench.errors import WorkbenchError
@@ -144,7 +145,7 @@ class Catalog:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Catalog":
+    def __enter__(self) -> Catalog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -181,7 +182,7 @@ class Catalog:
     # ---- writes --------------------------------------------------------------------------
     def add_tiles(self, tiles: Iterable[Tile], replace: bool = False) -> list[int]:
         """Insert tiles in one transaction; a path already present is kept (or replaced)."""
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         rows = []
         for t in tiles:
             if t.source not in SOURCES:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

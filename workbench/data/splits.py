@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from typing import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from rasterio.windows import Window
@@ -50,7 +50,7 @@ class BandStats:
     def __len__(self) -> int:
         return len(self.mean)
 
-    def select(self, bands: Sequence[int]) -> "BandStats":
+    def select(self, bands: Sequence[int]) -> BandStats:
         """Statistics of a subset of bands (0-based positions)."""
         return BandStats([self.mean[b] for b in bands], [self.std[b] for b in bands],
                          [self.band_names[b] for b in bands], self.pixels, list(self.tiles))
@@ -66,7 +66,7 @@ class BandStats:
                     pixels=self.pixels, tiles=list(self.tiles))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BandStats":
+    def from_dict(cls, d: dict) -> BandStats:
         if not isinstance(d, dict) or "mean" not in d or "std" not in d:
             raise WorkbenchError("band statistics need 'mean' and 'std' lists")
         return cls(list(d["mean"]), list(d["std"]), list(d.get("band_names") or []), d.get("pixels"),
@@ -82,7 +82,7 @@ class BandStats:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "BandStats":
+    def load(cls, path: str | Path) -> BandStats:
         path = Path(path)
         if not path.is_file():
             raise WorkbenchError(f"{path}: no such band statistics file")

@@ -10,7 +10,7 @@ This module imports no torch: configs are read by ``--help``-speed code paths.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from workbench.errors import WorkbenchError
 
@@ -37,7 +37,7 @@ class ScheduleConfig:
     name: Literal["constant", "cosine", "cosine_restarts", "step", "plateau"] = "cosine"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
-    total_steps: Optional[int] = None
+    total_steps: int | None = None
     restart_period: int = 1000
     restart_mult: float = 1.0
     step_size: int = 1000
@@ -61,7 +61,7 @@ class ScheduleConfig:
 class EarlyStoppingConfig:
     """Stop when the monitored metric has not improved by ``min_delta`` for ``patience`` evaluations."""
 
-    patience: Optional[int] = None
+    patience: int | None = None
     min_delta: float = 0.0
 
     def validate(self) -> None:
@@ -74,23 +74,23 @@ class TrainConfig:
     """Everything the shared trainer needs; tasks embed it as ``train: TrainConfig``."""
 
     epochs: int = 10
-    max_steps: Optional[int] = None          # stop after this many optimizer steps (None = run all epochs)
+    max_steps: int | None = None          # stop after this many optimizer steps (None = run all epochs)
     batch_size: int = 16                     # per process
-    eval_batch_size: Optional[int] = None    # None = batch_size
+    eval_batch_size: int | None = None    # None = batch_size
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     momentum: float = 0.9                    # sgd only
     grad_accum: int = 1
-    clip_grad_norm: Optional[float] = None
+    clip_grad_norm: float | None = None
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
-    ema_decay: Optional[float] = None
+    ema_decay: float | None = None
     seed: int = 0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where native (GPU, AMX CPU)
-    checkpoint_every_steps: Optional[int] = None  # None: at each epoch end only
+    checkpoint_every_steps: int | None = None  # None: at each epoch end only
     eval_every_epochs: int = 1
     num_workers: int = 0
     log_every_steps: int = 10

@@ -12,8 +12,8 @@ evaluation or a resume cannot shift it. Batches are collated by the data layer's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler

@@ -9,7 +9,7 @@ it in and back by exact copies, so evaluating never perturbs the training weight
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -8,7 +8,8 @@ so unfreezing later needs no new optimizer.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn

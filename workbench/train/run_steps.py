@@ -19,8 +19,9 @@ torch is imported by the functions that need it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
 
@@ -53,7 +54,7 @@ def resume_config(resume: str | Path, overrides: Sequence[str] | None,
 
 
 def band_stats_for(train_tiles: Sequence, *, bands: Sequence[int] | None, max_tiles: int | None, seed: int,
-                   resume: str | Path | None = None, runs_root: str | Path | None = None) -> "BandStats":
+                   resume: str | Path | None = None, runs_root: str | Path | None = None) -> BandStats:
     """Mean / std per band over the train tiles (0-based ``bands``, at most ``max_tiles`` of them,
     picked with ``seed``); on resume, the run's own ``band_stats.json`` when it has one."""
     from workbench.data.stats import BandStats, compute_band_stats
@@ -67,7 +68,7 @@ def band_stats_for(train_tiles: Sequence, *, bands: Sequence[int] | None, max_ti
                               seed=seed, split=None)
 
 
-def write_tiles_json(run: "RunDir", *, catalog: str | Path, query: Mapping[str, Any],
+def write_tiles_json(run: RunDir, *, catalog: str | Path, query: Mapping[str, Any],
                      splits: Mapping[str, str] | None = None, tiles: Mapping[str, Sequence], **extra: Any) -> Path:
     """``tiles.json``: the catalog, the whole query, the split names (when given), the tile ids per
     role (``{"train": tiles, ...}``) and any task extras; what ``predict`` reads to tell tiles a run
@@ -80,7 +81,7 @@ def write_tiles_json(run: "RunDir", *, catalog: str | Path, query: Mapping[str, 
     return run.write_json("tiles.json", info)
 
 
-def reload_best(trainer: Any) -> "nn.Module":
+def reload_best(trainer: Any) -> nn.Module:
     """The trained model for scoring after ``fit``: no autocast wrapper (see
     ``Trainer.inference_model``), the best checkpoint's weights (EMA ones first) when there
     is one, in eval mode: what ``eval`` on the saved run computes."""

@@ -25,7 +25,8 @@ and then built the trainer. No torch work happens at import beyond importing tor
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn

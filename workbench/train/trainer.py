@@ -22,9 +22,10 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -242,7 +243,8 @@ class Trainer:
 
     def _done(self) -> bool:
         s = self.state
-        return s.stopped_early or s.epoch >= self.cfg.epochs or bool(self.cfg.max_steps and s.step >= self.cfg.max_steps)
+        capped = bool(self.cfg.max_steps and s.step >= self.cfg.max_steps)
+        return s.stopped_early or s.epoch >= self.cfg.epochs or capped
 
     def param_group(self, name: str) -> dict:
         """The optimizer group called ``name`` (set ``base_lr`` on it in a hook; the schedule scales it)."""

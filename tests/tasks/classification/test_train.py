@@ -48,7 +48,8 @@ def make_catalog(home: Path, cli, per_class=(4, 2, 2), bands: int = 3, source_di
         folder.mkdir(parents=True)
         for kind, water in KINDS.items():
             for i in range(n):
-                write_tile(folder, f"{kind}{i}", water, seed=zlib.crc32(f"{split}-{kind}{i}".encode()) % 997, bands=bands)
+                seed = zlib.crc32(f"{split}-{kind}{i}".encode()) % 997
+                write_tile(folder, f"{kind}{i}", water, seed=seed, bands=bands)
         code, out, err = cli("data", "import", folder, "--split", split, "--no-progress")
         assert code == 0, err
 
@@ -102,7 +103,8 @@ def test_linear_probe_trains_only_the_head(labelled, cli, one_torch_thread):
     from tasks.classification.models import build_classifier
     from workbench.train.checkpoint import load_checkpoint
 
-    code, out, err = cli("classify", "train", *FAST, "--set", "train.epochs=1", "--set", "finetune.linear_probe_epochs=1",
+    code, out, err = cli("classify", "train", *FAST, "--set", "train.epochs=1",
+                         "--set", "finetune.linear_probe_epochs=1",
                          "--set", "train.seed=3")
     assert code == 0, err
     tensors, _ = load_checkpoint(last_line(out) / "checkpoints" / "last.safetensors")

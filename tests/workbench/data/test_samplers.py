@@ -10,8 +10,15 @@ from rasterio.windows import Window
 from tests.support.rasters import write_pair
 from workbench.data.catalog import Tile
 from workbench.data.dataset import WindowDataset
-from workbench.data.samplers import (EpochSampler, GridWindows, RandomWindows, epoch_permutation, grid_offsets,
-                                     hash_keys, splitmix64)
+from workbench.data.samplers import (
+    EpochSampler,
+    GridWindows,
+    RandomWindows,
+    epoch_permutation,
+    grid_offsets,
+    hash_keys,
+    splitmix64,
+)
 from workbench.errors import WorkbenchError
 
 SHAPES = [(100, 120), (64, 64), (257, 90)]
@@ -126,7 +133,7 @@ def test_water_filter_falls_back_to_best_candidate(tmp_path):
     w = ds.windows(range(len(ds)))
     assert len(w) == 6  # never skipped
     # windows that cannot pass are flagged; those that pass are entirely water
-    for (t, r, c, size), fb in zip(w, w.fallback):
+    for (_t, r, c, size), fb in zip(w, w.fallback):
         with rasterio.open(mask) as src:
             m = src.read(1, window=Window(c, r, size, size))
         assert fb or m.mean() >= 0.9999

@@ -10,8 +10,17 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.train.run_dir import (RunDir, check_run_name, find_run, latest_run, list_runs, resolve_run, run_name,
-                                     run_started, write_latest)
+from workbench.train.run_dir import (
+    RunDir,
+    check_run_name,
+    find_run,
+    latest_run,
+    list_runs,
+    resolve_run,
+    run_name,
+    run_started,
+    write_latest,
+)
 
 
 def make_run(task: str, name: str, started: str | None, when: float, checkpoint: bool = False,

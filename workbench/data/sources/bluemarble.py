@@ -42,9 +42,9 @@ import gzip
 import importlib.util
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from workbench.data.catalog import Catalog, Tile
 from workbench.data.splits import DEFAULT_FRACTIONS, grid_block, grid_splits

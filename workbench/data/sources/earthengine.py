@@ -38,24 +38,61 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from workbench.data.catalog import Catalog, Tile
 from workbench.data.sources.ee_area import Area, Chip, ChipPlan, plan_chips, utm_epsg
 from workbench.data.sources.ee_batch import export_batch, import_exported, task_status
-from workbench.data.sources.ee_export import (KEY_FILE_ENV, LOG_FILE, MANIFEST, NO_CREDENTIALS, NO_PROJECT,
-                                              PROJECT_ENVS, ChipJob, ExportLog, ExportResult, FolderLock, Scene,
-                                              export_units, initialize, list_scenes, one_line, open_manifest,
-                                              plan_jobs, read_manifest, resolve_project, start_export, unit_dir,
-                                              write_manifest)
+from workbench.data.sources.ee_export import (
+    KEY_FILE_ENV,
+    LOG_FILE,
+    MANIFEST,
+    NO_CREDENTIALS,
+    NO_PROJECT,
+    PROJECT_ENVS,
+    ChipJob,
+    ExportLog,
+    ExportResult,
+    FolderLock,
+    Scene,
+    export_units,
+    initialize,
+    list_scenes,
+    one_line,
+    open_manifest,
+    plan_jobs,
+    read_manifest,
+    resolve_project,
+    start_export,
+    unit_dir,
+    write_manifest,
+)
 from workbench.data.sources.ee_graph import ExportGraphs, build_export
-from workbench.data.sources.ee_spec import (COLLECTION, DEFAULT_BANDS, DEFAULT_CLOUD_CLASSES, DYNAMIC_WORLD_ID,
-                                            HANSEN_ID, HANSEN_SEED_ID, IMAGE_NODATA, JRC_ID, MASK_NODATA, S2_BANDS,
-                                            WATER_SOURCES, ExportSpec)
-from workbench.data.sources.ee_transport import (RetriesExhausted, RetryPolicy, TransientError, call_with_retries,
-                                                 download_geotiff, tmp_name, transient_reason)
+from workbench.data.sources.ee_spec import (
+    COLLECTION,
+    DEFAULT_BANDS,
+    DEFAULT_CLOUD_CLASSES,
+    DYNAMIC_WORLD_ID,
+    HANSEN_ID,
+    HANSEN_SEED_ID,
+    IMAGE_NODATA,
+    JRC_ID,
+    MASK_NODATA,
+    S2_BANDS,
+    WATER_SOURCES,
+    ExportSpec,
+)
+from workbench.data.sources.ee_transport import (
+    RetriesExhausted,
+    RetryPolicy,
+    TransientError,
+    call_with_retries,
+    download_geotiff,
+    tmp_name,
+    transient_reason,
+)
 from workbench.errors import WorkbenchError
 from workbench.progress import progress as progress_bar
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from workbench.errors import WorkbenchError
 
@@ -45,7 +46,7 @@ class Area:
 
     # -- constructors --------------------------------------------------------------------------
     @classmethod
-    def from_bbox(cls, west: float, south: float, east: float, north: float) -> "Area":
+    def from_bbox(cls, west: float, south: float, east: float, north: float) -> Area:
         w, s, e, n = (float(v) for v in (west, south, east, north))
         if not all(math.isfinite(v) for v in (w, s, e, n)):
             raise WorkbenchError(f"--bbox {w:g} {s:g} {e:g} {n:g}: not finite numbers")
@@ -60,7 +61,7 @@ class Area:
                    label=f"bbox {w:g} {s:g} {e:g} {n:g}")
 
     @classmethod
-    def from_point(cls, lon: float, lat: float, radius: float) -> "Area":
+    def from_point(cls, lon: float, lat: float, radius: float) -> Area:
         lon, lat, radius = float(lon), float(lat), float(radius)
         if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
             raise WorkbenchError(f"--point {lon:g} {lat:g}: expected LON in [-180, 180] and LAT in [-90, 90]")
@@ -82,7 +83,7 @@ class Area:
                    label=f"point {lon:g} {lat:g} radius {radius:g} m")
 
     @classmethod
-    def from_geojson(cls, source: str | Path | dict) -> "Area":
+    def from_geojson(cls, source: str | Path | dict) -> Area:
         """A GeoJSON file (or an already-parsed object): FeatureCollection, Feature, Polygon or
         MultiPolygon in lon/lat degrees. Every polygon of a collection is kept."""
         name = "GeoJSON" if isinstance(source, dict) else str(source)
@@ -152,7 +153,7 @@ class Area:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "Area":
+    def from_json(cls, d: dict) -> Area:
         if d["kind"] == "point":
             return cls.from_point(d["point"][0], d["point"][1], d["radius"])
         if d["kind"] == "bbox":

@@ -24,14 +24,25 @@ import math
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from workbench.data.catalog import Catalog
-from workbench.data.sources.ee_export import (ExportLog, ExportResult, FolderLock, export_units, list_scenes,
-                                              open_manifest, plan_jobs, read_manifest, start_export, utc_now,
-                                              write_manifest)
+from workbench.data.sources.ee_export import (
+    ExportLog,
+    ExportResult,
+    FolderLock,
+    export_units,
+    list_scenes,
+    open_manifest,
+    plan_jobs,
+    read_manifest,
+    start_export,
+    utc_now,
+    write_manifest,
+)
 from workbench.data.sources.ee_graph import build_export
 from workbench.data.sources.ee_spec import IMAGE_NODATA, MASK_NODATA, ExportSpec
 from workbench.data.sources.ee_transport import RetryPolicy, call_with_retries
@@ -98,8 +109,8 @@ def export_batch(spec: ExportSpec, out: str | Path, destination: str = "drive", 
                     task = _task(spec, job, g.image if kind == "image" else g.mask, description, dest,
                                  IMAGE_NODATA if kind == "image" else MASK_NODATA)
                     request_id = _request_id(spec, description)
-                    operation = call_with_retries(lambda: ee.data.exportImage(request_id, task.config), policy,
-                                                  f"starting {description}", log)
+                    start = lambda rid=request_id, cfg=task.config: ee.data.exportImage(rid, cfg)
+                    operation = call_with_retries(start, policy, f"starting {description}", log)
                     name = operation.get("name", "") if isinstance(operation, dict) else ""
                     record = {"description": description, "kind": kind, "file": f"{description}.tif",
                               "id": name.rsplit("/", 1)[-1] if name else request_id, "operation": name,
@@ -206,7 +217,7 @@ def task_status(out: str | Path | None = None, policy: RetryPolicy | None = None
                 warnings.simplefilter("ignore")
                 for i in range(0, len(missing), 50):
                     chunk = missing[i:i + 50]
-                    for st in call_with_retries(lambda: ee.data.getTaskStatus(chunk), policy, "task status",
+                    for st in call_with_retries(lambda ids=chunk: ee.data.getTaskStatus(ids), policy, "task status",
                                                 echo) or []:
                         by_id[st.get("id")] = {"id": st.get("id"), "description": st.get("description", ""),
                                                "state": st.get("state", "UNKNOWN"),

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Sequence
 
 from workbench.data.catalog import Tile
 from workbench.data.sources.ee_area import Chip, ChipPlan, chips_in_footprint, plan_chips
@@ -142,7 +142,7 @@ def list_scenes(spec: ExportSpec, policy: RetryPolicy | None = None,
     for row in rows or []:
         try:
             index, t_ms, cloud, footprint = (list(row) + [None] * 4)[:4]
-            day = datetime.fromtimestamp(float(t_ms) / 1000.0, tz=timezone.utc).date().isoformat()
+            day = datetime.fromtimestamp(float(t_ms) / 1000.0, tz=UTC).date().isoformat()
             scenes.append(Scene(id=str(index), date=day, cloud=None if cloud is None else float(cloud),
                                 footprint=footprint if isinstance(footprint, dict) else None))
         except (TypeError, ValueError):
@@ -207,7 +207,7 @@ def open_manifest(out: Path, spec: ExportSpec, mode: str) -> dict:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class ExportLog:
@@ -234,7 +234,7 @@ class FolderLock:
         self.path = Path(out) / ".lock"
         self.fh = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         self.fh = open(self.path, "a+")
         try:
             import fcntl

@@ -22,8 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.data.sources.ee_spec import (COLLECTION, DYNAMIC_WORLD_ID, IMAGE_NODATA, JRC_ID, MASK_NODATA,
-                                            ExportSpec)
+from workbench.data.sources.ee_spec import COLLECTION, DYNAMIC_WORLD_ID, IMAGE_NODATA, JRC_ID, MASK_NODATA, ExportSpec
 
 SCENE_PROPERTIES = ("system:index", "system:time_start", "CLOUDY_PIXEL_PERCENTAGE", "system:footprint")
 

@@ -10,9 +10,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from workbench.data.sources.ee_area import DEFAULT_SCALE, Area, check_chip_size
 from workbench.errors import WorkbenchError
@@ -169,7 +170,7 @@ class ExportSpec:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "ExportSpec":
+    def from_json(cls, d: dict) -> ExportSpec:
         d = dict(d)
         d["area"] = Area.from_json(d["area"])
         d["bands"] = tuple(d["bands"])

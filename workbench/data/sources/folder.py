@@ -28,10 +28,10 @@ geographic blocks of lon/lat (``splits.lonlat_splits``) unless one split is give
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Sequence
 
 from workbench.data.catalog import Catalog, Tile
 from workbench.data.splits import DEFAULT_FRACTIONS, SPLITS, lonlat_splits
@@ -317,7 +317,7 @@ def date_from_tags(tags: dict) -> str | None:
         text = str(value).strip()
         if re.fullmatch(r"\d{10,13}(\.\d+)?", text):          # epoch (EE system:time_start is in ms)
             seconds = float(text) / (1000 if float(text) > 1e11 else 1)
-            return datetime.fromtimestamp(seconds, tz=timezone.utc).date().isoformat()
+            return datetime.fromtimestamp(seconds, tz=UTC).date().isoformat()
         m = re.match(r"(\d{4})[-:/]?(\d{2})[-:/]?(\d{2})", text)
         if m:
             try:

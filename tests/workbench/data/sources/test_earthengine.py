@@ -22,9 +22,9 @@ import pytest
 from tests.support.ee_fakes import COLLECTION, FakeEarthEngine, constant, function_names, graph_tree, invocations
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
-from workbench.data.splits import SPLITS
 from workbench.data.sources import earthengine as eng
 from workbench.data.sources.earthengine import Area, ExportSpec, RetryPolicy, build_export, export_direct
+from workbench.data.splits import SPLITS
 from workbench.errors import WorkbenchError
 
 HERE = Path(__file__).resolve().parent
@@ -355,7 +355,8 @@ def test_permanent_errors_are_not_retried(fake, home):
     fake.faults = ["400", "fatal"]
     sleeps: list[float] = []
     with Catalog() as cat:
-        r = export_direct(spec_of(composite="median"), home / "out", cat, workers=1, policy=no_sleep(sleeps), project="p")
+        r = export_direct(spec_of(composite="median"), home / "out", cat, workers=1, policy=no_sleep(sleeps),
+                          project="p")
     assert sleeps == [] and len(r.failed) == 2 and len(r.added) == r.planned - 2
     errors = " | ".join(why for _, why in r.failed)
     assert "Pattern 'B99' did not match" in errors and "not found" in errors
@@ -493,7 +494,8 @@ def test_killed_halfway_then_rerun_gives_every_chip_once(fake, home):
 def test_sigkill_of_a_real_process_then_rerun(fake, home):
     out = home / "out"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "EE_FAKE_DELAY": "0.1"}
-    proc = subprocess.Popen([sys.executable, str(HERE.parents[2] / "support" / "ee_fakes.py"), *export_args(out, "--workers", "2")],
+    fakes = HERE.parents[2] / "support" / "ee_fakes.py"
+    proc = subprocess.Popen([sys.executable, str(fakes), *export_args(out, "--workers", "2")],
                             env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = home / "data" / "catalog.sqlite"
     deadline = time.time() + 40
