@@ -15,7 +15,10 @@ Which module holds what:
 * ``losses``: ``build_loss([...terms...], num_classes)`` -- BCE/CE/Focal on smp.losses and torch,
   Dice, class-aware Jaccard, edge-aware; deep supervision and the UNet 3+ CGM term;
   ``loss_from_config``, ``class_weights_from_counts``.
-* ``train``: ``train(cfg)`` -- one run from a catalog query to a scored test split.
+* ``task``: ``SegmentationTask``, what the shared trainer drives: ``setup`` builds the model and
+  the loss on the trainer's device; the loss of a batch; validation loss / IoU / mean IoU.
+* ``train``: ``train(cfg)`` -- one run from a catalog query to a scored test split (the steps
+  every task shares are ``workbench.train.run_steps``).
 * ``evaluate``: scoring a model or a finished run on a split (``evaluate_run``).
 * ``predict``: sliding-window prediction over a scene; pseudo-masks for catalog tiles.
 * ``run``: ``load_run(ref) -> SegmentationRun`` (config, model with its best weights, band
@@ -37,7 +40,7 @@ _EXPORTS = {
     "AttentionUNet": "attention_unet", "UNet3Plus": "unet3plus",
     "build_loss": "losses", "SegmentationLoss": "losses", "class_weights_from_counts": "losses",
     "boundary_band": "losses", "loss_from_config": "losses",
-    "load_run": "run", "SegmentationRun": "run",
+    "load_run": "run", "SegmentationRun": "run", "SegmentationTask": "task",
     "ConfusionMatrix": "metrics", "ThresholdScan": "metrics", "threshold_scan": "metrics",
     "format_table": "metrics", "plot_confusion": "metrics", "flatten_metrics": "metrics",
     "logits_to_labels": "metrics", "metrics_from_matrix": "metrics",

@@ -7,8 +7,10 @@
 Steps: select tiles per split (``cfg.data.source``/``where`` plus CLI filters, split from the
 catalog's ``split`` column), check the masks and count classes, band statistics on the train
 tiles, random windows (+ flips / quarter turns) for training and a grid for validation, fit
-with the shared trainer, then with the best weights: threshold scan on val (binary), test
-metrics, plots and the per-class table. With ``data.context: block`` the windows (train, val
+with the shared trainer driving ``task.SegmentationTask``, then with the best weights:
+threshold scan on val (binary), test metrics, plots and the per-class table. The steps every
+task shares (the ``--split`` refusal, resume, band statistics, tiles.json, best reload, the
+end of a run) are ``workbench.train.run_steps``. With ``data.context: block`` the windows (train, val
 and test) come from mosaics of the split blocks the tiles pick (``context_of``), so they can
 be larger than a tile; band statistics and the class counts still come from the tiles.
 
@@ -25,87 +27,37 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
-from workbench.errors import WorkbenchError
-
 from .config import SegmentationConfig
-from .data import base_query, bands0, batch_valid, context_of, eval_dataset, open_catalog, query_split, scan_masks, \
-    train_dataset
+from .data import bands0, base_query, context_of, eval_dataset, open_catalog, query_split, scan_masks, train_dataset
+from .task import SegmentationTask
 
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- trainer hooks
-
-def make_loss_fn(loss_module):
-    def loss_fn(model, batch):
-        target = batch["mask"]
-        loss = loss_module(model(batch["image"]), target, batch_valid(batch))
-        return loss, {}
-
-    return loss_fn
-
-
-def make_evaluate_fn(loss_module, cfg: SegmentationConfig):
-    from .metrics import ConfusionMatrix, logits_to_labels, metrics_from_matrix
-
-    classes = max(2, cfg.model.classes)
-
-    def evaluate(model, loader, accelerator) -> dict[str, float]:
-        cm = ConfusionMatrix(classes, device=accelerator.device)
-        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-        for batch in loader:
-            out = model(batch["image"])
-            if isinstance(out, dict):
-                out = out["out"]
-            valid = batch_valid(batch)
-            loss = loss_module(out, batch["mask"], valid)
-            n = valid.sum().double()
-            total += torch.stack([loss.detach().double() * n, n])
-            cm.update(logits_to_labels(out.float(), 0.5), batch["mask"], valid)
-        matrix = accelerator.reduce(cm.matrix, "sum")
-        total = accelerator.reduce(total, "sum")
-        m = metrics_from_matrix(matrix, cfg.class_names)
-        nan = float("nan")
-        water = m["per_class"][1]["iou"] if classes == 2 else m["mean_iou"]
-        return {"val/loss": float(total[0] / total[1].clamp(min=1)),
-                "val/iou": nan if water is None else float(water),
-                "val/miou": nan if m["mean_iou"] is None else float(m["mean_iou"])}
-
-    return evaluate
-
-
-# --------------------------------------------------------------------------- the run
-
-def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None) -> SegmentationConfig:
-    """The config of a run being resumed (its config.yaml), with ``--set`` overrides on top."""
-    from workbench.config import deep_merge, parse_overrides
-    from workbench.train.run_dir import RunDir
+def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None,
+                          runs_root: str | Path | None = None) -> SegmentationConfig:
+    """The config of a run being resumed (its config.yaml), with ``--set`` overrides on top;
+    ``latest`` is the last segmentation run."""
+    from workbench.train.run_steps import resume_config
 
     from .config import config_from_dict
 
-    run = RunDir.open(resume)
-    return config_from_dict(deep_merge(run.read_config(), parse_overrides(overrides)))
+    return resume_config(resume, overrides, config_from_dict, runs_root, task=SegmentationTask.name)
 
 
 def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: str | Path | None = None,
           query_override: dict | None = None, runs_root: str | Path | None = None, verbose: bool = True) -> dict:
     """Train, pick the threshold on val, score test; returns the run summary (with ``run_dir``,
     ``threshold``, ``test`` metrics). See the module docstring for what lands in the run folder."""
-    from workbench.data.stats import BandStats, compute_band_stats
     from workbench.data.dataset import passthrough_collate
-    from workbench.train.run_dir import write_latest
-    from workbench.train.seeding import seed_everything
+    from workbench.train.run_dir import RunDir
+    from workbench.train.run_steps import band_stats_for, finish_run, refuse_split_filter, write_tiles_json
     from workbench.train.trainer import Trainer
 
-    from .losses import loss_from_config
-    from .models import model_from_config
-
     t_start = time.perf_counter()
-    if query_override and query_override.get("split") is not None:
-        raise WorkbenchError("segment train takes its train/val/test tiles from the split column: drop --split "
-                             "(or set data.train_split / data.val_split / data.test_split)")
+    refuse_split_filter(query_override, "segment train")
+    if resume is not None:  # one run for the config, the band statistics and the checkpoint
+        resume = RunDir.open(resume, runs_root, task=SegmentationTask.name).path
     query = base_query(cfg, query_override)
     d = cfg.data
     with open_catalog(cfg, catalog) as cat:
@@ -119,33 +71,21 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
 
     class_counts = scan_masks(train_tiles, cfg.model.classes, d.stats_max_tiles)
     scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)
-
-    stats_file = None
-    if resume is not None:
-        from workbench.train.run_dir import RunDir
-        candidate = RunDir.open(resume, runs_root).path / "band_stats.json"
-        stats_file = candidate if candidate.is_file() else None
-    stats = BandStats.load(stats_file) if stats_file else \
-        compute_band_stats(train_tiles, bands=bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
-                           split=None)
+    stats = band_stats_for(train_tiles, bands=bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
+                           resume=resume, runs_root=runs_root)
 
     train_ds = train_dataset(train_src, cfg, stats)
     val_ds = eval_dataset(val_src, cfg, stats)
-    seed_everything(cfg.train.seed)
-    model = model_from_config(cfg, train_ds.channels)
-    loss_module = loss_from_config(cfg, class_counts)
-
-    trainer = Trainer(model, cfg.train, train_ds, val_ds, loss_fn=make_loss_fn(loss_module),
-                      evaluate_fn=make_evaluate_fn(loss_module, cfg), task="segmentation", name=cfg.name,
-                      config=cfg, resume=resume, collate_fn=passthrough_collate, runs_root=runs_root)
+    task = SegmentationTask(cfg, train_ds.channels, class_counts)
+    trainer = Trainer(task, cfg.train, train_ds, val_ds, name=cfg.name, config=cfg, resume=resume,
+                      collate_fn=passthrough_collate, runs_root=runs_root)
     run = trainer.run
     if trainer.is_main:
         stats.save(run.path / "band_stats.json")
-        run.write_json("tiles.json", {"catalog": catalog_path, "query": query,
-                                      "splits": {"train": d.train_split, "val": d.val_split, "test": d.test_split},
-                                      "train": [t.id for t in train_tiles], "val": [t.id for t in val_tiles],
-                                      "test": [t.id for t in test_tiles],
-                                      "class_counts": class_counts.tolist()})
+        write_tiles_json(run, catalog=catalog_path, query=query,
+                         splits={"train": d.train_split, "val": d.val_split, "test": d.test_split},
+                         tiles={"train": train_tiles, "val": val_tiles, "test": test_tiles},
+                         class_counts=class_counts.tolist())
         if d.context == "block":
             run.write_json("blocks.json", {split: [{"path": b.path, "block": b.block, "tiles": list(b.tiles),
                                                     "picked": len(b.picked)} for b in src]
@@ -155,12 +95,8 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
         summary = trainer.fit()
         if trainer.is_main:
             summary = _after_fit(trainer, cfg, stats, val_ds, test_tiles, summary, verbose, test_src)
-            summary["total_time_s"] = round(time.perf_counter() - t_start, 1)
-            run.update_summary(total_time_s=summary["total_time_s"], threshold=summary.get("threshold"),
-                               test=summary.get("test_short"))
-            write_latest(run.path, "segmentation")
-            if verbose:
-                print(run_table(summary))
+            finish_run(trainer, summary, run_table if verbose else None, started=t_start,
+                       threshold=summary.get("threshold"), test=summary.get("test_short"))
     finally:
         trainer.close()
     return summary
@@ -168,19 +104,16 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
 
 def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summary: dict, verbose: bool,
                test_src=None) -> dict:
-    from workbench.train.checkpoint import load_weights
     from workbench.train.plots import draw_plots
+    from workbench.train.run_steps import reload_best
 
     from . import report
     from .evaluate import scan_thresholds, score_dataset
     from .metrics import format_table
 
     run = trainer.run
-    model = trainer.inference_model()
+    model = reload_best(trainer)
     device = trainer.accelerator.device
-    if run.best_checkpoint.is_file():
-        load_weights(run.best_checkpoint, model, prefer_ema=True)
-    model.eval()
     bs = cfg.train.eval_batch_size or cfg.train.batch_size
 
     threshold = 0.5

@@ -43,25 +43,30 @@ def refuse_split_filter(query_override: Mapping[str, Any] | None, verb: str,
 
 
 def resume_config(resume: str | Path, overrides: Sequence[str] | None,
-                  config_from_dict: Callable[[dict], Any], runs_root: str | Path | None = None) -> Any:
+                  config_from_dict: Callable[[dict], Any], runs_root: str | Path | None = None,
+                  task: str | None = None) -> Any:
     """The config a resumed run continues with: its own ``config.yaml`` with ``--set`` on top
-    (a preset is not re-read: the run must go on with what it started with)."""
+    (a preset is not re-read: the run must go on with what it started with). With ``task``,
+    ``latest``, names and prefixes mean that task's runs, so ``--resume latest`` of one task
+    never picks up another task's newer run."""
     from workbench.config import deep_merge, parse_overrides
     from workbench.train.run_dir import RunDir
 
-    run = RunDir.open(resume, runs_root)
+    run = RunDir.open(resume, runs_root, task=task)
     return config_from_dict(deep_merge(run.read_config(), parse_overrides(list(overrides or []))))
 
 
 def band_stats_for(train_tiles: Sequence, *, bands: Sequence[int] | None, max_tiles: int | None, seed: int,
-                   resume: str | Path | None = None, runs_root: str | Path | None = None) -> BandStats:
+                   resume: str | Path | None = None, runs_root: str | Path | None = None,
+                   task: str | None = None) -> BandStats:
     """Mean / std per band over the train tiles (0-based ``bands``, at most ``max_tiles`` of them,
-    picked with ``seed``); on resume, the run's own ``band_stats.json`` when it has one."""
+    picked with ``seed``); on resume, the run's own ``band_stats.json`` when it has one (``task``
+    as in ``resume_config``)."""
     from workbench.data.stats import BandStats, compute_band_stats
     from workbench.train.run_dir import RunDir
 
     if resume is not None:
-        saved = RunDir.open(resume, runs_root).path / "band_stats.json"
+        saved = RunDir.open(resume, runs_root, task=task).path / "band_stats.json"
         if saved.is_file():
             return BandStats.load(saved)
     return compute_band_stats(train_tiles, bands=None if bands is None else list(bands), max_tiles=max_tiles,

@@ -95,3 +95,29 @@ def test_refinement_head_trains_saves_and_rescores(tiny, cli):
     code, out, err = cli("segment", "eval", str(run), "--json")
     assert code == 0, err
     assert json.loads(out)["matrix"] == json.loads((run / "metrics.json").read_text())["matrix"]
+
+
+def test_resume_latest_continues_the_last_segmentation_run(tiny, cli):
+    """``--resume latest`` continues this task's last run, with its own config and band statistics,
+    even when another task's run is newer."""
+    from workbench.config import dump_yaml
+    from workbench.train.run_dir import RunDir
+
+    code, out, err = cli("segment", "train", *FAST, "--name", "first")
+    assert code == 0, err
+    run = run_dir_of(out)
+    stats = (run / "band_stats.json").read_text()
+    other = RunDir.create("classification", "newer")          # another task's run, started later
+    dump_yaml({"name": "newer"}, other.config_path)
+    other.update_summary(status="finished", started="2999-01-01T00:00:00")
+
+    code, out, err = cli("segment", "train", "--resume", "latest", "--set", "train.max_steps=4",
+                         "--set", "train.epochs=2")
+    assert code == 0, err
+    assert run_dir_of(out) == run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["name"] == "first"
+    assert (run / "band_stats.json").read_text() == stats
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if r.get("event") == "train"]
+    assert steps == [1, 2, 3, 4]

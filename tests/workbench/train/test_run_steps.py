@@ -91,6 +91,33 @@ def test_band_stats_are_computed_on_train_tiles_and_reused_on_resume(home):
     assert again.to_dict() == direct.to_dict()
 
 
+
+def test_resume_latest_with_a_task_is_that_tasks_last_run(home):
+    """``--resume latest`` of one task must not continue another task's newer run."""
+    from workbench.train.run_dir import write_latest
+
+    mine = started_run("mine")
+    dump_yaml({"name": "mine", "size": 20}, mine.config_path)
+    BandStats(mean=[1.0], std=[1.0], band_names=["b1"]).save(mine.path / "band_stats.json")
+    mine.update_summary(started="2030-01-01T00:00:00")
+    write_latest(mine.path, "small")
+    other = RunDir.create("other", "theirs")
+    dump_yaml({"name": "theirs", "size": 40}, other.config_path)
+    BandStats(mean=[9.0], std=[1.0], band_names=["b1"]).save(other.path / "band_stats.json")
+    other.update_summary(status="running", started="2030-01-02T00:00:00")   # newer, of another task
+
+    assert run_steps.resume_config("latest", [], small_config).size == 40          # no task: newest of all
+    assert run_steps.resume_config("latest", [], small_config, task="small").size == 20
+    assert run_steps.resume_config("mine", ["size=8"], small_config, task="small").size == 8
+    with pytest.raises(WorkbenchError, match="looked at the small runs"):
+        run_steps.resume_config("theirs", [], small_config, task="small")
+    tiles = [home / "gone.tif"]
+    assert np.allclose(run_steps.band_stats_for(tiles, bands=None, max_tiles=None, seed=0, resume="latest").mean,
+                       [9.0])
+    assert np.allclose(run_steps.band_stats_for(tiles, bands=None, max_tiles=None, seed=0, resume="latest",
+                                                task="small").mean, [1.0])
+
+
 # ---------------------------------------------------------------------- tiles.json
 def test_write_tiles_json_records_the_query_splits_and_ids(home):
     run = RunDir.create("small", "tiles")
