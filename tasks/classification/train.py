@@ -36,8 +36,9 @@ def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None
     from workbench.train.run_steps import resume_config
 
     from .config import config_from_dict
+    from .task import ClassificationTask
 
-    return resume_config(resume, overrides, config_from_dict)
+    return resume_config(resume, overrides, config_from_dict, task=ClassificationTask.name)
 
 
 def _select(cfg: ClassificationConfig, catalog, query_override: dict | None):
@@ -80,7 +81,7 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
     val_labels = D.label_indices(val_tiles, cfg, classes)
     counts = D.class_counts(train_labels, len(classes))
     stats = band_stats_for(train_tiles, bands=D.bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
-                           resume=resume, runs_root=runs_root)
+                           resume=resume, runs_root=runs_root, task=ClassificationTask.name)
 
     train_ds = D.train_dataset(train_tiles, cfg, stats)
     val_ds = D.eval_dataset(val_tiles, cfg, stats)

@@ -493,7 +493,7 @@ class Trainer:
         found: list[Any] = [None]
         if state.is_main_process:
             try:
-                run = RunDir.open(resume, runs_root) if resume is not None else \
+                run = RunDir.open(resume, runs_root, task=self.task_name) if resume is not None else \
                     RunDir.create(self.task_name, self.name, runs_root)
                 found = [str(run.path)]
             except WorkbenchError as exc:
