@@ -34,8 +34,8 @@ def test_two_stage_recipe_writes_a_model_that_generate_loads(home, cli, one_torc
                          "--set", "data.cache=false", "--set", "data.flips=true", "--export", home / "exported")
     assert code == 0, err
     run = _run_dir(out)
-    vae_runs = sorted((home / "runs").glob("generation-bluemarble_small_vae-*"))
-    assert len(vae_runs) == 1 and run.name.startswith("generation-bluemarble_small-")
+    vae_runs = sorted((home / "runs").glob("generation-bluemarble-small-vae-*"))
+    assert len(vae_runs) == 1 and run.name.startswith("generation-bluemarble-small-")
     stage = json.loads((run / "generation.json").read_text())
     assert stage["stage"] == "unet" and stage["vae_run"] == vae_runs[0].name
     assert stage["cache"]["enabled"] is False and stage["cache"]["latent_variants"] is None  # encoded per batch
