@@ -67,9 +67,8 @@ class Sampling:
         return f"{self.scheduler} {self.steps} steps, guidance {self.guidance:g}"
 
 
-# diffusers' defaults, the baseline of (a): pipe(caption, num_inference_steps=50, guidance_scale=7.5), DDIM;
-# (its rows keep their old label, "seed notebook call", so earlier results still compare)
-SEED_CALL = Sampling(steps=50, guidance=7.5, scheduler="ddim")
+# diffusers' default call, the baseline of (a): pipe(caption, num_inference_steps=50, guidance_scale=7.5), DDIM
+DIFFUSERS_CALL = Sampling(steps=50, guidance=7.5, scheduler="ddim")
 
 
 @dataclass
@@ -212,26 +211,26 @@ def fidelity(images: np.ndarray, places: Places, seed: int) -> float:
 # ------------------------------------------------------------------------------ (a) sampler settings
 
 
-def bench_settings(pipe, folder: ModelFolder, places: Places, defaults: Sampling, seed_call: Sampling, batch: int,
+def bench_settings(pipe, folder: ModelFolder, places: Places, defaults: Sampling, diffusers_call: Sampling, batch: int,
                    seed: int, rows: list, notes: list) -> None:
     """(a) The defaults against diffusers' default call: images/s and location fidelity, same places and seeds."""
     out: dict[str, tuple[Timed, float]] = {}
-    for name, s in (("seed", seed_call), ("defaults", defaults)):
+    for name, s in (("diffusers", diffusers_call), ("defaults", defaults)):
         use_scheduler(pipe, folder, s.scheduler)
         run = sample_all(pipe, places, s, batch, seed)
         out[name] = run, fidelity(run.images, places, seed)
     use_scheduler(pipe, folder, defaults.scheduler)
-    (d, fid_d), (b, fid_b) = out["defaults"], out["seed"]
+    (d, fid_d), (b, fid_b) = out["defaults"], out["diffusers"]
     speed = d.images_per_s / b.images_per_s
     b_eff = min(batch, len(places))
-    rows.append(_row("(a) seed notebook call", seed_call, b_eff, b.images_per_s, None, fid_b, goal="baseline"))
+    rows.append(_row("(a) diffusers default call", diffusers_call, b_eff, b.images_per_s, None, fid_b, goal="baseline"))
     rows.append(_row("(a) model defaults", defaults, b_eff, d.images_per_s, speed, fid_d,
                      goal=f">= 2x: {'met' if speed >= 2 else 'not met'}"))
     se = share_se(0.5, len(places))   # a share's standard error is at most this
     notes.append(f"(a) goal >= 2x images/s: {'met' if speed >= 2 else 'not met'} ({speed:.2f}x; "
                  f"{d.seconds:.2f} s vs {b.seconds:.2f} s for {len(places)} images)")
     notes.append(f"(a) location fidelity no worse: {'met' if fid_d >= fid_b else 'not met'} "
-                 f"({fid_d:.3f} defaults vs {fid_b:.3f} seed call, ratio {_ratio(fid_d, fid_b):.2f}; "
+                 f"({fid_d:.3f} defaults vs {fid_b:.3f} diffusers call, ratio {_ratio(fid_d, fid_b):.2f}; "
                  f"1 s.e. <= {se:.3f} at {len(places)} places; chance 0.5)")
     notes.append(f"(a) both at batch {b_eff} through generate_all with the places' metadata, so the ratio is the "
                  "sampler settings alone; (b)'s batching gain comes on top of it")
@@ -306,7 +305,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def measure(model: ModelFolder | str | Path | None = None, catalog: str | Path | None = None, n: int = N_PLACES,
-            single: int = SINGLE, eval_batch: int = EVAL_BATCH, seed_call: Sampling = SEED_CALL,
+            single: int = SINGLE, eval_batch: int = EVAL_BATCH, diffusers_call: Sampling = DIFFUSERS_CALL,
             defaults: Sampling | None = None, seed: int = 0, device: str = "auto") -> BenchResult:
     """(a) and (b) for ``model`` (a folder, a path, or None: the default model) on ``n`` test places of
     ``catalog`` (None: the home's). ``defaults`` overrides the model's sampling defaults (tests use few steps)."""
@@ -320,7 +319,8 @@ def measure(model: ModelFolder | str | Path | None = None, catalog: str | Path |
     defaults = defaults or default_sampling(folder)
     size = check_options(Options(steps=defaults.steps, guidance=defaults.guidance, scheduler=defaults.scheduler),
                          folder)
-    check_options(Options(steps=seed_call.steps, guidance=seed_call.guidance, scheduler=seed_call.scheduler), folder)
+    check_options(Options(steps=diffusers_call.steps, guidance=diffusers_call.guidance,
+                          scheduler=diffusers_call.scheduler), folder)
     pipe = load_pipeline(folder, scheduler=defaults.scheduler, device=device, progress=False)
     places = load_places(folder, catalog, n, size, seed, pipe.uses_metadata)
     rows: list[dict] = []
@@ -329,10 +329,10 @@ def measure(model: ModelFolder | str | Path | None = None, catalog: str | Path |
              f"{torch.get_num_threads()} torch threads"]
     with torch.inference_mode():
         warm_up(pipe, places)
-        bench_settings(pipe, folder, places, defaults, seed_call, eval_batch, seed, rows, notes)
+        bench_settings(pipe, folder, places, defaults, diffusers_call, eval_batch, seed, rows, notes)
         batches = [(1, min(single, len(places))), (min(eval_batch, len(places)), len(places))]
         bench_guidance(pipe, places, defaults, batches, rows, notes)
-    return BenchResult("Generation: sampler defaults vs the seed notebook's call, batched vs two-call guidance "
+    return BenchResult("Generation: sampler defaults vs diffusers' default call, batched vs two-call guidance "
                        "(images/s: higher is better)", rows, notes)
 
 

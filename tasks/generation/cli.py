@@ -277,7 +277,7 @@ def run_train(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
 
     from .config import PRESETS
-    from .train import run_table, train
+    from .train import resolve_resume_config, train
 
     if args.resume and (args.model or args.run or args.init):
         raise WorkbenchError("--resume continues a run with its own config: drop --model/--run/--init (use --set)")
@@ -291,18 +291,9 @@ def run_train(args: argparse.Namespace) -> int:
         start.overrides += [f"model.path={args.model}", "model.init=", "vae.enabled=false"]
     if args.init:
         start.overrides += [f"model.init={args.init}", "model.path="]
-    cfg = train_config(start, PRESETS, resume_config)
+    cfg = train_config(start, PRESETS, resolve_resume_config)
     query = query_from_args(args)
     summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query, export=args.export,
                     command=command_line(args, query), progress=not args.no_progress)
-    print(run_table(summary))
     return finish_train(args, summary)
 
-
-def resume_config(run: str, overrides: list[str]) -> object:
-    from workbench.config import deep_merge, parse_overrides
-    from workbench.train.run_dir import RunDir
-
-    from .config import config_from_dict
-
-    return config_from_dict(deep_merge(RunDir.open(run).read_config(), parse_overrides(overrides)))

@@ -8,20 +8,37 @@
 * ``TileImages``: the centre ``size`` x ``size`` crop of each tile as float32 in [-1, 1].
 * ``IndexBatches``: batches of example indices (the trainer's dataset when the frozen
   encoders' outputs are cached); with ``images`` it also carries the pixels.
+* ``select`` -> ``Selection``: a training run's train and val tiles (query, catalog, tiles).
+* ``captions_for`` / ``caption_table``: each tile's caption from a template, and the run's
+  distinct captions with each tile's index into them.
+* The latent datasets: ``TextBank`` (each distinct caption embedded once by the frozen text
+  encoder), ``encode_posteriors`` (each tile, and each of its flips, encoded once by the
+  frozen VAE) and ``Examples`` (one split's caption ids, metadata and cached posteriors).
+  Both encoders are frozen, so their outputs for a tile never change during a run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from datetime import date
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
 
+from .losses import FLIPS
 from .metadata import DIVISOR, NUM_METADATA, SCALE, SHIFT, YEAR_MAX, YEAR_MIN
+
+if TYPE_CHECKING:
+    from .config import GenerationConfig
+
+log = logging.getLogger(__name__)
+
+TEXT_CACHE_MAX = 4096          # distinct captions embedded once; more are encoded per batch
 
 
 def select_tiles(cat, query: dict, split: str | None, size: int) -> list:
@@ -150,3 +167,140 @@ class IndexBatches(torch.utils.data.Dataset):
         if self.images is not None:
             batch["image"] = self.images.batch(indices)
         return batch
+
+
+# ------------------------------------------------------------------------------ a run's tiles and captions
+
+@dataclasses.dataclass
+class Selection:
+    """The tiles a training run uses: the query it ran (filters folded in, ``limit`` applied),
+    the catalog it read, and its train and val tiles."""
+
+    query: dict
+    catalog: str
+    train: list
+    val: list
+
+
+def select(cfg: "GenerationConfig", catalog: Any, query_override: dict | None) -> Selection:
+    """The train tiles (``data.train_split``, at most ``data.max_tiles`` or ``--limit``, evenly
+    spread) and the val tiles (``data.val_split``, at most ``data.val_tiles``; none, with a
+    warning, when the split is empty) matching the run's query."""
+    from workbench.data.catalog import open_existing, run_query
+    from workbench.train.run_steps import refuse_split_filter
+
+    refuse_split_filter(query_override, "generate train", splits=("train", "val"))
+    d = cfg.data
+    query = run_query(d.source, d.where, query_override)
+    limit = query.pop("limit", None)
+    with open_existing(catalog or d.catalog) as cat:
+        splits = d.splits(d.train_split)
+        train_tiles = spread(select_tiles(cat, query, splits if len(splits) > 1 else splits[0], d.size),
+                             d.max_tiles or limit)
+        val_tiles: list = []
+        if d.val_split:
+            try:
+                val_tiles = spread(select_tiles(cat, query, d.val_split, d.size), d.val_tiles)
+            except WorkbenchError as exc:
+                log.warning("no validation loss: %s", exc)
+        return Selection(query=query, catalog=str(cat.path), train=train_tiles, val=val_tiles)
+
+
+def captions_for(tiles: Sequence, template: Any, metadata_in_caption: bool = False) -> list[str]:
+    """Each tile's caption from ``template``; with ``metadata_in_caption`` the tile's place, GSD
+    and date appended in words (DiffusionSat's caption form), where the tile knows them."""
+    out = []
+    for t in tiles:
+        text = template.render(t)
+        if metadata_in_caption:
+            from .metadata import Metadata, describe
+
+            if None not in (t.lat, t.lon, t.gsd) and t.date:
+                md = Metadata(lon=t.lon, lat=t.lat, gsd=t.gsd, cloud_cover=t.cloud_cover or 0.0,
+                              date=date.fromisoformat(str(t.date)[:10]))
+                text += describe(md)
+        out.append(text)
+    return out
+
+
+def caption_table(train_caps: Sequence[str], val_caps: Sequence[str]) -> tuple[list[str], list[int], list[int]]:
+    """The distinct captions (first-seen order) and each train / val tile's index into them."""
+    unique = list(dict.fromkeys([*train_caps, *val_caps]))
+    index = {c: i for i, c in enumerate(unique)}
+    return unique, [index[c] for c in train_caps], [index[c] for c in val_caps]
+
+
+# ------------------------------------------------------------------------------ the latent datasets
+
+@torch.no_grad()
+def encode_text(tokenizer: Any, text_encoder: Any, prompts: Sequence[str], device: Any) -> torch.Tensor:
+    """CLIP's last hidden state per prompt, padded to the tokenizer's length (as the pipeline does)."""
+    length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
+    tokens = tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    mask = tokens.attention_mask.to(device) if getattr(text_encoder.config, "use_attention_mask", False) else None
+    return text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
+
+
+class TextBank:
+    """The distinct captions (the empty prompt last) and their frozen embeddings."""
+
+    def __init__(self, captions: Sequence[str], tokenizer: Any, text_encoder: Any, device: Any, cache: bool = True,
+                 batch: int = 64):
+        self.captions = list(captions) + [""]
+        self.empty_id = len(self.captions) - 1
+        self.tokenizer, self.text_encoder, self.device = tokenizer, text_encoder, device
+        self.table = None
+        if cache and len(self.captions) <= TEXT_CACHE_MAX:
+            parts = [encode_text(tokenizer, text_encoder, self.captions[i:i + batch], device).float()
+                     for i in range(0, len(self.captions), batch)]
+            self.table = torch.cat(parts)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.table is not None:
+            return self.table[ids.to(self.table.device)]
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        emb = encode_text(self.tokenizer, self.text_encoder, [self.captions[i] for i in unique.tolist()],
+                          self.device).float()
+        return emb[inverse.to(emb.device)]
+
+
+@torch.no_grad()
+def encode_posteriors(vae: Any, images: TileImages, device: Any, dtype: torch.dtype, flips: bool, batch: int = 64,
+                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior (mean, std) of every image and, with ``flips``, of each of its flips:
+    (N, V, C, h, w) float32 on ``device`` (exact: a conv encoder does not commute with flips)."""
+    from workbench.progress import progress as progress_bar
+
+    variants = FLIPS if flips else FLIPS[:1]
+    means, stds = [], []
+    chunks = range(0, len(images), batch)
+    for start in progress_bar(chunks, desc="encoding tiles", unit="batch", enabled=progress):
+        x = images.batch(range(start, min(start + batch, len(images)))).to(device, dtype)
+        m_v, s_v = [], []
+        for dims in variants:
+            dist = vae.encode(x.flip(dims) if dims else x).latent_dist
+            m_v.append(dist.mean.float())
+            s_v.append(dist.std.float())
+        means.append(torch.stack(m_v, 1))
+        stds.append(torch.stack(s_v, 1))
+    return torch.cat(means), torch.cat(stds)
+
+
+@dataclasses.dataclass
+class Examples:
+    """One split's examples for the UNet stage: built on the CPU, moved to the training device
+    (``to``) by the task, which fills ``mean`` / ``std`` from ``images`` when ``data.cache``."""
+
+    caption_ids: torch.Tensor            # (N,) into the TextBank
+    metadata: torch.Tensor               # (N, 7) normalised
+    mean: torch.Tensor | None = None     # (N, V, C, h, w) VAE posterior mean per flip (cached)
+    std: torch.Tensor | None = None
+    images: TileImages | None = None     # the pixels the posteriors are encoded from
+
+    def __len__(self) -> int:
+        return int(self.caption_ids.shape[0])
+
+    def to(self, device: Any) -> "Examples":
+        """The same examples with their tensors on ``device`` (``images`` stay where they are)."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Examples(move(self.caption_ids), move(self.metadata), move(self.mean), move(self.std), self.images)

@@ -198,12 +198,12 @@ def select_places(folder: ModelFolder, query_override: dict, n: int, catalog, si
 
 
 def training_places(folder: ModelFolder, catalog, size: int) -> list:
-    """The tiles the model was trained on: ``generate train``'s own selection (``train.select``)
+    """The tiles the model was trained on: ``generate train``'s own selection (``data.select``)
     over its recorded data config, in this catalog; empty without a record."""
     from workbench.config import build
 
     from .config import DataConfig, GenerationConfig
-    from .train import select
+    from .data import select
 
     data = training_record(folder).get("data")
     if not data:

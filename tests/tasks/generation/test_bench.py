@@ -7,16 +7,10 @@ import pytest
 
 from tasks.generation import bench
 from tasks.generation.bench import Sampling, default_sampling, measure
-from tasks.generation.models import build_model
 from tasks.generation.run import inspect_folder
 from workbench.errors import WorkbenchError
 
 from tests.support.generation import make_catalog
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_model("tiny", tmp_path_factory.mktemp("models") / "tiny")
 
 
 def test_bench_measures_every_row_on_a_tiny_model(home, model_dir, one_torch_thread):
@@ -25,15 +19,15 @@ def test_bench_measures_every_row_on_a_tiny_model(home, model_dir, one_torch_thr
     folder.defaults["sampling"] = {"steps": 2, "guidance": 3.0, "scheduler": "ddim"}
     assert default_sampling(folder) == Sampling(2, 3.0, "ddim")     # the model's own defaults are picked
 
-    result = measure(folder, catalog=catalog, n=4, single=2, eval_batch=3, seed_call=Sampling(4, 7.5, "ddim"))
+    result = measure(folder, catalog=catalog, n=4, single=2, eval_batch=3, diffusers_call=Sampling(4, 7.5, "ddim"))
     rows = {(r["case"], r["batch"]): r for r in result.rows}
     assert len(rows) == 6 and all(r["images/s"] > 0 for r in result.rows)
 
-    seed_row, default_row = rows["(a) seed notebook call", 3], rows["(a) model defaults", 3]
-    assert (seed_row["steps"], seed_row["guidance"], default_row["steps"]) == (4, 7.5, 2)
-    for r in (seed_row, default_row):
+    diffusers_row, default_row = rows["(a) diffusers default call", 3], rows["(a) model defaults", 3]
+    assert (diffusers_row["steps"], diffusers_row["guidance"], default_row["steps"]) == (4, 7.5, 2)
+    for r in (diffusers_row, default_row):
         assert 0.0 <= r["location fidelity"] <= 1.0
-    assert default_row["ratio"] == pytest.approx(default_row["images/s"] / seed_row["images/s"])
+    assert default_row["ratio"] == pytest.approx(default_row["images/s"] / diffusers_row["images/s"])
 
     for batch in (1, 3):                           # one place at a time, then the eval batch
         batched = rows["(b) batched guidance: 1 UNet call of 2N", batch]

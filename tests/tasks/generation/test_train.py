@@ -1,22 +1,17 @@
-"""``workbench generate train``: the loss pieces, one training step, the two-stage recipe on a tiny
-synthetic catalog, exact resume, the saved model folder, and one-line errors."""
+"""``workbench generate train``: the two-stage recipe on a tiny synthetic catalog, exact resume, the
+saved model folder, and one-line errors (the loss pieces: test_losses.py; one step of each stage's
+task module: test_task.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from diffusers.training_utils import compute_snr
-from rasterio.transform import from_origin
 from safetensors.torch import load_file
 
-from tasks.generation.train import drop_captions, drop_metadata, flip_batch, min_snr_weights
 from workbench.data import geotiff
-from workbench.data.catalog import Catalog, Tile
 
 from tests.support.generation import make_catalog
 
@@ -26,130 +21,6 @@ TINY = ["--init", "tiny", "--set", "data.size=32", "--set", "train.batch_size=4"
 
 def _run_dir(stdout: str) -> Path:
     return Path(stdout.strip().splitlines()[-1])
-
-
-# ------------------------------------------------------------------------------ the loss pieces
-
-def test_min_snr_weights_worked_example():
-    # alpha_bar 0.5, 0.9, 0.99, 1/6 -> snr 1, 9, 99, 0.2; the SNR is diffusers' compute_snr, as the loss uses it
-    alphas = torch.tensor([0.5, 0.9, 0.99, 1 / 6], dtype=torch.float64)
-    snr = compute_snr(SimpleNamespace(alphas_cumprod=alphas), torch.arange(4))
-    assert torch.allclose(snr.double(), torch.tensor([1.0, 9.0, 99.0, 0.2], dtype=torch.float64), rtol=1e-5)
-    eps = min_snr_weights(snr, 5.0)
-    assert torch.allclose(eps, torch.tensor([1.0, 5 / 9, 5 / 99, 1.0]), rtol=1e-5)
-    v = min_snr_weights(snr, 5.0, "v_prediction")
-    assert torch.allclose(v, torch.tensor([0.5, 0.5, 5 / 100, 0.2 / 1.2]), rtol=1e-5)
-    assert torch.equal(min_snr_weights(snr, None), torch.ones(4))
-
-
-def test_compute_snr_is_alpha_bar_over_one_minus_alpha_bar_on_the_training_schedule():
-    """diffusers' compute_snr (what the loss weights use) on the schedule our models train with: the
-    closed form alpha_bar / (1 - alpha_bar) at every timestep, and so the same min-SNR weights."""
-    from diffusers import DDPMScheduler
-
-    from tasks.generation.models import SCHEDULER
-
-    noise = DDPMScheduler.from_config(SCHEDULER)
-    t = torch.arange(noise.config.num_train_timesteps)
-    a = noise.alphas_cumprod[t].float()
-    snr = compute_snr(noise, t)
-    assert snr.shape == t.shape and snr.dtype == torch.float32
-    assert torch.allclose(snr, a / (1 - a), rtol=1e-5)
-    for prediction in ("epsilon", "v_prediction"):
-        assert torch.allclose(min_snr_weights(snr, 5.0, prediction), min_snr_weights(a / (1 - a), 5.0, prediction),
-                              rtol=1e-5)
-
-
-def test_metadata_and_caption_dropout_rates():
-    g = torch.Generator().manual_seed(0)
-    md = torch.arange(1, 8, dtype=torch.float32).repeat(40_000, 1)
-    dropped = drop_metadata(md, 0.1, generator=g)
-    zero = dropped == 0
-    assert torch.equal(dropped[~zero], md[~zero])                          # kept values untouched
-    per_value = zero.float().mean(0)
-    assert torch.allclose(per_value, torch.full((7,), 0.1), atol=0.006)   # each value ~ 10 %
-    all_zero = zero.all(1).float().mean().item()
-    assert all_zero < 1e-4                                                 # independent: 1e-7, not 0.1
-    assert abs(zero[:, 0].float().mean() * zero[:, 1].float().mean() - (zero[:, 0] & zero[:, 1]).float().mean()) < 0.003
-    ids = torch.zeros(100_000, dtype=torch.long)
-    dropped_ids = drop_captions(ids, empty_id=9, p=0.1, generator=g)
-    assert set(dropped_ids.unique().tolist()) == {0, 9}
-    assert abs((dropped_ids == 9).float().mean().item() - 0.1) < 0.005
-    assert torch.equal(drop_metadata(md[:5], 0.0), md[:5]) and torch.equal(drop_captions(ids[:5], 9, 0.0), ids[:5])
-
-
-def test_flip_batch_applies_each_samples_own_flip():
-    x = torch.arange(2 * 3 * 3, dtype=torch.float32).reshape(1, 2, 3, 3).repeat(4, 1, 1, 1)
-    out = flip_batch(x, torch.tensor([0, 1, 2, 3]))
-    assert torch.equal(out[0], x[0]) and torch.equal(out[1], x[1].flip(-1))
-    assert torch.equal(out[2], x[2].flip(-2)) and torch.equal(out[3], x[3].flip((-2, -1)))
-
-
-def test_one_training_step_gives_a_finite_loss_and_trains_the_metadata_mlps(one_torch_thread):
-    from tasks.generation.config import load_config
-    from tasks.generation.models import build_pipeline
-    from tasks.generation.train import Examples, Objective, TextBank
-
-    pipe, _ = build_pipeline("tiny")
-    cfg = load_config("bluemarble-small", ["model.min_snr_gamma=5"])
-    text = TextBank(["a satellite image of open deep water", "a satellite image of land"], pipe.tokenizer,
-                    pipe.text_encoder, torch.device("cpu"))
-    assert text.table.shape[0] == 3 and text.empty_id == 2
-    obj = Objective(cfg, dict(pipe.scheduler.config), pipe.vae, text, torch.float32)
-    g = torch.Generator().manual_seed(0)
-    obj.train = Examples(caption_ids=torch.tensor([0, 1, 0, 1]), metadata=torch.rand(4, 7, generator=g) * 1000,
-                         mean=torch.randn(4, 4, 4, 16, 16, generator=g), std=torch.full((4, 4, 4, 16, 16), 0.01))
-    unet = pipe.unet.train()
-    torch.manual_seed(0)
-    loss, _ = obj.loss(unet, {"index": torch.arange(4)})
-    assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
-    loss.backward()
-    grad = unet.metadata_embedding[1].linear_1.weight.grad
-    assert grad is not None and grad.abs().sum() > 0
-    assert all(p.grad is None for p in pipe.vae.parameters())
-
-
-ZERO_SNR = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
-
-
-def test_zero_terminal_snr_model_trains_on_v_and_samples_from_pure_noise(one_torch_thread):
-    """The default model's schedule (model.build.scheduler): the last training step keeps none of the
-    image, sampling starts there, and the v loss is finite there (min-SNR off, as in the preset)."""
-    from tasks.generation.config import load_config
-    from tasks.generation.models import build_pipeline
-    from tasks.generation.train import Examples, Objective, TextBank
-
-    pipe, resolved = build_pipeline({"preset": "tiny", "scheduler": ZERO_SNR})
-    assert resolved["scheduler"]["beta_schedule"] == "scaled_linear"          # the rest kept from SD's
-    sched = pipe.scheduler
-    assert sched.config.prediction_type == "v_prediction" and float(sched.alphas_cumprod[-1]) == 0.0
-    sched.set_timesteps(20)
-    assert int(sched.timesteps[0]) == 999 and int(sched.timesteps[-1]) == 49   # trailing: starts at T
-    cfg = load_config("bluemarble-small")
-    assert cfg.model.min_snr_gamma is None and cfg.model.build["scheduler"] == ZERO_SNR
-    text = TextBank(["a satellite image"], pipe.tokenizer, pipe.text_encoder, torch.device("cpu"))
-    obj = Objective(cfg, dict(sched.config), pipe.vae, text, torch.float32)
-    g = torch.Generator().manual_seed(0)
-    obj.train = Examples(caption_ids=torch.zeros(4, dtype=torch.long), metadata=torch.rand(4, 7, generator=g) * 1000,
-                         mean=torch.randn(4, 1, 4, 16, 16, generator=g), std=torch.full((4, 1, 4, 16, 16), 0.01))
-    z, noise, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([999, 999])
-    assert torch.allclose(obj.noise.add_noise(z, noise, t), noise)          # nothing of z is left at T
-    assert torch.allclose(obj._target(z, noise, t), -z, atol=1e-6)          # so v at T is minus the image
-    torch.manual_seed(0)
-    loss, _ = obj.loss(pipe.unet.train(), {"index": torch.arange(4)})
-    assert torch.isfinite(loss) and loss.item() > 0
-
-
-def test_epsilon_with_zero_terminal_snr_is_refused():
-    from tasks.generation.config import load_config
-    from tasks.generation.models import build_pipeline
-    from tasks.generation.train import Objective, TextBank
-    from workbench.errors import WorkbenchError
-
-    pipe, _ = build_pipeline({"preset": "tiny", "scheduler": {"rescale_betas_zero_snr": True}})
-    text = TextBank(["a"], pipe.tokenizer, pipe.text_encoder, torch.device("cpu"))
-    with pytest.raises(WorkbenchError, match="needs prediction_type v_prediction"):
-        Objective(load_config("bluemarble-small"), dict(pipe.scheduler.config), pipe.vae, text, torch.float32)
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -163,8 +34,8 @@ def test_two_stage_recipe_writes_a_model_that_generate_loads(home, cli, one_torc
                          "--set", "data.cache=false", "--set", "data.flips=true", "--export", home / "exported")
     assert code == 0, err
     run = _run_dir(out)
-    vae_runs = sorted((home / "runs").glob("generation-bluemarble_small_vae-*"))
-    assert len(vae_runs) == 1 and run.name.startswith("generation-bluemarble_small-")
+    vae_runs = sorted((home / "runs").glob("generation-bluemarble-small-vae-*"))
+    assert len(vae_runs) == 1 and run.name.startswith("generation-bluemarble-small-")
     stage = json.loads((run / "generation.json").read_text())
     assert stage["stage"] == "unet" and stage["vae_run"] == vae_runs[0].name
     assert stage["cache"]["enabled"] is False and stage["cache"]["latent_variants"] is None  # encoded per batch
