@@ -58,7 +58,7 @@ def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None
 
     from .config import config_from_dict
 
-    return resume_config(resume, overrides, config_from_dict)
+    return resume_config(resume, overrides, config_from_dict, task=TASK)
 
 
 # ------------------------------------------------------------------------------ model folders
@@ -137,7 +137,7 @@ def export_model(src: Path, dst: str | Path) -> Path:
 def _stage_of(resume, runs_root) -> tuple[str, dict]:
     from workbench.train.run_dir import RunDir
 
-    run = RunDir.open(resume, runs_root)
+    run = RunDir.open(resume, runs_root, task=TASK)
     path = run.path / STAGE_FILE
     if not path.is_file():
         raise WorkbenchError(f"{run.path}: not a generation run ({STAGE_FILE} missing)")
@@ -177,7 +177,7 @@ def train_vae(cfg: GenerationConfig, sel: Selection, captions: Sequence[str], re
         if resume is not None:
             from workbench.train.run_dir import RunDir
 
-            init = RunDir.open(resume, runs_root).path / "model"
+            init = RunDir.open(resume, runs_root, task=TASK).path / "model"
         else:
             init = build_init_folder(cfg, captions, Path(tmp) / "model")
         train_images = TileImages(sel.train, d.size, d.bands, d.value_max).preload()
