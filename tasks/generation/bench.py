@@ -31,17 +31,29 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
 
-from .evaluate import (EvalOptions, caption_template, captions_of, generate_all, location_fidelity, mean_colours,
-                       other_places, real_images, sampler_settings, select_places, share_se)
+from .evaluate import (
+    EvalOptions,
+    caption_template,
+    captions_of,
+    generate_all,
+    location_fidelity,
+    mean_colours,
+    other_places,
+    real_images,
+    sampler_settings,
+    select_places,
+    share_se,
+)
 from .run import ModelFolder
 
 if TYPE_CHECKING:
@@ -265,7 +277,8 @@ def bench_guidance(pipe, places: Places, s: Sampling, batches: Sequence[tuple[in
                          diff=agree["uint8"], goal=f"outputs agree (<= {MAX_UINT8_DIFF})"))
         notes.append(f"(b) batch {batch} ({count} places): {fast / slow:.2f}x; max |difference| uint8 "
                      f"{agree['uint8']} ({'asserted' if fp32 else 'not asserted'} <= {MAX_UINT8_DIFF} in "
-                     f"{str(pipe.unet.dtype).removeprefix('torch.')}), latents {agree['latent']:.1e} (relative {agree['relative']:.1e})")
+                     f"{str(pipe.unet.dtype).removeprefix('torch.')}), latents {agree['latent']:.1e} "
+                     f"(relative {agree['relative']:.1e})")
         found.append({"batch": batch, **agree, "ratio": fast / slow})
     notes.append("(b) on 2 CPU cores with a tiny UNet the gain is small (~1.06-1.3x, most at batch 1, where two "
                  "calls of 1 leave the cores idler than one of 2); it matters most on GPUs, where one call of "

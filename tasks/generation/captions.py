@@ -17,9 +17,10 @@ underscores as spaces, as DiffusionSat's fMoW captions write it). Format specs w
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from workbench.errors import WorkbenchError
 

@@ -205,9 +205,9 @@ TRAIN_EXAMPLES = """examples:
 
 The VAE and the text encoder stay frozen; the SatUNet trains with the objective its scheduler
 names (epsilon or v; the default preset: v with zero terminal SNR), min-SNR weights
-(model.min_snr_gamma, 5 unless set; the default preset: none), EMA, metadata dropout 0.1 per value, caption dropout 0.1, gradient
-checkpointing on a GPU, and bf16 where the hardware has it (train.mixed_precision: auto; the
-default preset pins fp32, as its committed model was trained). Captions come from a template in
+(model.min_snr_gamma, 5 unless set; the default preset: none), EMA, metadata dropout 0.1 per value,
+caption dropout 0.1, gradient checkpointing on a GPU, and bf16 where the hardware has it
+(train.mixed_precision: auto, which both presets use). Captions come from a template in
 prompts/captions/ (data.captions: bluemarble, fmow, or a YAML path). A fresh model (--init, or
 model.init in the preset) with vae.enabled first fits its VAE to the tiles: a run of its own,
 runs/generation-<name>-vae-<time>, then the UNet run. The UNet run folder (printed last) gets

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from workbench.config import Presets
 from workbench.config import check as _check
@@ -30,16 +30,16 @@ INIT_CHOICES = ("tiny", "small")
 class DataConfig:
     """Which tiles, how they become (image, caption, metadata) examples, and what is dropped."""
 
-    catalog: Optional[str] = None            # catalog path (None = the workbench home's catalog)
-    source: Optional[str] = "bluemarble"     # catalog source filter (None = any source)
-    where: Optional[str] = None              # extra SQL filter on the catalog
+    catalog: str | None = None            # catalog path (None = the workbench home's catalog)
+    source: str | None = "bluemarble"     # catalog source filter (None = any source)
+    where: str | None = None              # extra SQL filter on the catalog
     train_split: str = "train"               # a split, or several: "train,val"
-    val_split: Optional[str] = "val"         # None: no validation loss
+    val_split: str | None = "val"         # None: no validation loss
     val_tiles: int = 256                     # at most this many val tiles (evenly spread) for val/loss
-    max_tiles: Optional[int] = None          # at most this many train tiles (evenly spread); None = all
+    max_tiles: int | None = None          # at most this many train tiles (evenly spread); None = all
     size: int = 64                           # image side in pixels (centre crop of larger tiles)
-    bands: Optional[list[int]] = None        # 1-based RGB band indexes; None = the first three
-    value_max: Optional[float] = None        # pixel value shown as white; None = 255 (uint8 tiles only)
+    bands: list[int] | None = None        # 1-based RGB band indexes; None = the first three
+    value_max: float | None = None        # pixel value shown as white; None = 255 (uint8 tiles only)
     captions: str = "bluemarble-plain"       # caption template: a name in prompts/captions/ or a YAML path
     metadata_in_caption: bool = False        # append DiffusionSat's metadata sentence to each caption
     caption_dropout: float = 0.1             # share of examples trained with the empty prompt
@@ -84,11 +84,11 @@ class SampleConfig:
 class ModelConfig:
     """What to train: an existing DiffusionSat folder, or a fresh miniature one."""
 
-    path: Optional[str] = None               # a DiffusionSat folder (or a generation run) to fine-tune
-    init: Optional[str] = None               # tiny | small: build a fresh miniature model instead
+    path: str | None = None               # a DiffusionSat folder (or a generation run) to fine-tune
+    init: str | None = None               # tiny | small: build a fresh miniature model instead
     build: dict = field(default_factory=dict)  # overrides of the init preset, e.g. {unet: {layers_per_block: 2}}
-    gradient_checkpointing: Optional[bool] = None  # None = on a GPU only
-    min_snr_gamma: Optional[float] = 5.0     # min-SNR loss weight min(snr, gamma) / snr; None = plain MSE
+    gradient_checkpointing: bool | None = None  # None = on a GPU only
+    min_snr_gamma: float | None = 5.0     # min-SNR loss weight min(snr, gamma) / snr; None = plain MSE
     noise_offset: float = 0.0                # extra per-channel noise (0 = off)
 
     def validate(self) -> None:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -131,7 +132,7 @@ class TileImages(torch.utils.data.Dataset):
             return self._memory[i]
         return torch.from_numpy(self.scale(self.read(i), self.tiles[i].path))
 
-    def preload(self) -> "TileImages":
+    def preload(self) -> TileImages:
         """Read every crop once (the Blue Marble train split is 30 MB as float32... x4: fine)."""
         if self._memory is None and len(self):
             self._memory = torch.stack([self[i] for i in range(len(self))])
@@ -182,7 +183,7 @@ class Selection:
     val: list
 
 
-def select(cfg: "GenerationConfig", catalog: Any, query_override: dict | None) -> Selection:
+def select(cfg: GenerationConfig, catalog: Any, query_override: dict | None) -> Selection:
     """The train tiles (``data.train_split``, at most ``data.max_tiles`` or ``--limit``, evenly
     spread) and the val tiles (``data.val_split``, at most ``data.val_tiles``; none, with a
     warning, when the split is empty) matching the run's query."""
@@ -300,7 +301,7 @@ class Examples:
     def __len__(self) -> int:
         return int(self.caption_ids.shape[0])
 
-    def to(self, device: Any) -> "Examples":
+    def to(self, device: Any) -> Examples:
         """The same examples with their tensors on ``device`` (``images`` stay where they are)."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Examples(move(self.caption_ids), move(self.metadata), move(self.mean), move(self.std), self.images)

@@ -34,10 +34,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -295,7 +296,8 @@ def generate_all(pipe, prompts: Sequence[str], metadata: Sequence[Sequence[float
 
 
 def write_generated(images: dict[str, np.ndarray], tiles: Sequence, prompts: Sequence[str], seeds: Sequence[int],
-                    folder: ModelFolder, opts: EvalOptions, out_dir: Path, batch_id: str, catalog) -> dict[str, list[int]]:
+                    folder: ModelFolder, opts: EvalOptions, out_dir: Path, batch_id: str,
+                    catalog) -> dict[str, list[int]]:
     """Every generated tile as PNG + GeoTIFF at its place, one catalog row each; ids per variant."""
     from workbench.data.catalog import Catalog
 

@@ -27,9 +27,10 @@ in the last place is reported at once, not after an hour of sampling.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from workbench.errors import WorkbenchError
 

@@ -15,7 +15,8 @@ checkpoints save and restore that RNG, which is what makes a resumed run exact.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -16,9 +16,9 @@ Stdlib only (lists of floats), so the CLI can validate input before importing to
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Mapping, Sequence
 
 from workbench.errors import WorkbenchError
 

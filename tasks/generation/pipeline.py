@@ -34,9 +34,10 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -99,7 +100,7 @@ class DiffusionSatPipeline(DiffusionPipeline):
     # ---- loading and saving ----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path | ModelFolder,  # type: ignore[override]
-                        **kwargs: Any) -> "DiffusionSatPipeline":
+                        **kwargs: Any) -> DiffusionSatPipeline:
         """Load a DiffusionSat folder (ours, or a released one), as ``DiffusionPipeline.from_pretrained``.
 
         ``torch_dtype`` (default float32); ``variant`` (default: the plain weights, else the one
@@ -442,7 +443,7 @@ def load_pipeline(folder: ModelFolder | str | Path, *, scheduler: str | None = N
 class quiet_loading:
     """transformers draws a progress bar per weight file: keep the terminal for our own bar."""
 
-    def __enter__(self) -> "quiet_loading":
+    def __enter__(self) -> quiet_loading:
         try:
             from transformers.utils import logging as hf_logging
         except ImportError:  # pragma: no cover

@@ -23,8 +23,9 @@ of a training step uses the global torch RNG, which the trainer's checkpoints sa
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,15 @@ from workbench.train.task import TaskModule
 
 from .config import GenerationConfig
 from .data import Examples, TextBank, TileImages, encode_posteriors
-from .losses import (FLIPS, drop_captions, drop_metadata, flip_batch, min_snr_weights, prediction_target,
-                     training_scheduler)
+from .losses import (
+    FLIPS,
+    drop_captions,
+    drop_metadata,
+    flip_batch,
+    min_snr_weights,
+    prediction_target,
+    training_scheduler,
+)
 
 TASK = "generation"
 

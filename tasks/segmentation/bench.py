@@ -157,7 +157,8 @@ def bench_predict(folder: Path, quick: bool, rows: list, notes: list) -> None:
     notes.append(f"(b) the whole {bsize}x{bsize} px crop: {default.plan.windows} windows vs "
                  f"{tiled_pred.plan.windows} windows")
     if run is None or model_run is rand:
-        rows.append(_row("(b) mean IoU vs GSHHS, defaults vs tile-window recipe", None, None, "", "n/a (no trained run)"))
+        rows.append(_row("(b) mean IoU vs GSHHS, defaults vs tile-window recipe", None, None, "",
+                         "n/a (no trained run)"))
         notes.append("(b) no runs/segmentation-* with a checkpoint (or not 3 bands): random weights, IoU n/a")
         return
     scores = []
@@ -221,7 +222,7 @@ class _StepClock:
 
 def bench_trainer(folder: Path, quick: bool, rows: list, notes: list) -> None:
     from tasks.segmentation.models import build_model
-    from workbench.train import Trainer
+    from workbench.train import FunctionTask, Trainer
     from workbench.train.config import TrainConfig
 
     batch, warm = 16, 2
@@ -260,7 +261,7 @@ def bench_trainer(folder: Path, quick: bool, rows: list, notes: list) -> None:
             self.resumed = t1
 
     clock = Interleaved()
-    trainer = Trainer(copy.deepcopy(init), cfg, data, None, loss_fn=_loss, task="bench", name="trainer",
+    trainer = Trainer(FunctionTask(copy.deepcopy(init), _loss, name="bench"), cfg, data, None, name="trainer",
                       callbacks=[clock], runs_root=folder / "runs")
     try:
         trainer.fit()

@@ -17,7 +17,6 @@ from workbench.commands.train_verb import add_train_verb, finish_train, train_co
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 from workbench.errors import WorkbenchError
 
-
 EXAMPLES = """examples:
   workbench segment train                                   the 'water' preset on Blue Marble tiles
   workbench segment train --preset unet3plus --set train.max_steps=50
@@ -141,14 +140,16 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import resolve_resume_config, train
 
     cfg = train_config(args, PRESETS, resolve_resume_config)
-    return finish_train(args, train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args)))
+    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args))
+    return finish_train(args, summary)
 
 
 def _eval_run_ref(args: argparse.Namespace) -> str:
     """``--run RUN``; the positional ``eval RUN`` of older scripts is still accepted."""
     given = [r for r in (args.run, args.run_positional) if r is not None]
     if not given:
-        raise WorkbenchError("segment eval: name the run with --run RUN (a run folder, name, unique prefix or 'latest')")
+        raise WorkbenchError("segment eval: name the run with --run RUN "
+                             "(a run folder, name, unique prefix or 'latest')")
     if len(given) == 2 and given[0] != given[1]:
         raise WorkbenchError(f"segment eval: two runs given ({given[0]!r} and {given[1]!r}); name one with --run")
     return given[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from workbench.config import Presets
 from workbench.config import check as _check
@@ -26,17 +26,17 @@ DEFAULT_PRESET = "water"
 class DataConfig(TileSelection):
     """Which tiles (a catalog query per split) and how they are cut into windows."""
 
-    bands: Optional[list[int]] = None        # 1-based band indexes; None = all bands
+    bands: list[int] | None = None        # 1-based band indexes; None = all bands
     window: int = 64                         # training window size (pixels)
     per_tile: int = 4                        # random windows per tile per epoch
     # tile: windows from each tile on its own; block: from mosaics of whole split blocks (tiles
     # sharing extra.block), so a window can be larger than a tile (workbench/data/blocks.py)
     context: Literal["tile", "block"] = "tile"
-    water_min: Optional[float] = None        # keep windows with at least this water fraction
-    water_max: Optional[float] = None        # ... and at most this one
+    water_min: float | None = None        # keep windows with at least this water fraction
+    water_max: float | None = None        # ... and at most this one
     augment: bool = True                     # flips / rot90 on the train split
     stats_max_tiles: int = 2000              # band statistics from at most this many train tiles
-    eval_stride: Optional[int] = None        # grid stride for val/test (None = window)
+    eval_stride: int | None = None        # grid stride for val/test (None = window)
 
     def validate(self) -> None:
         _check(self.window >= 8, "data.window: must be >= 8 pixels")
@@ -57,9 +57,9 @@ class DataConfig(TileSelection):
 @dataclass
 class ModelConfig:
     arch: str = "Unet"
-    encoder: Optional[str] = "resnet18"
+    encoder: str | None = "resnet18"
     classes: int = 1                          # 1 = binary (sigmoid); >= 2 = softmax over classes
-    encoder_weights_path: Optional[str] = None
+    encoder_weights_path: str | None = None
     kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -70,7 +70,7 @@ class ModelConfig:
 class LossConfig:
     terms: list[dict] = field(default_factory=lambda: [{"name": "bce", "weight": 1.0},
                                                        {"name": "dice", "weight": 1.0}])
-    deep_supervision_weights: Optional[list[float]] = None
+    deep_supervision_weights: list[float] | None = None
     cgm_weight: float = 1.0
 
     def validate(self) -> None:

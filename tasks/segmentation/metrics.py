@@ -9,9 +9,14 @@ from collections.abc import Sequence
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.metrics import (ConfusionMatrix, flatten_metrics, format_table, logits_to_labels,  # noqa: F401
-                               metrics_from_matrix, plot_confusion)
-
+from workbench.metrics import (  # noqa: F401
+    ConfusionMatrix,
+    flatten_metrics,
+    format_table,
+    logits_to_labels,
+    metrics_from_matrix,
+    plot_confusion,
+)
 
 # ----------------------------------------------------------------------------- threshold scan
 

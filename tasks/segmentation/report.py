@@ -5,8 +5,8 @@ matplotlib through ``Figure`` + the Agg canvas only (no pyplot global state, no 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

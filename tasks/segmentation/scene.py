@@ -27,8 +27,9 @@ catalog with 5-95 % water, prediction over ``data/bluemarble/mosaic.tif`` agains
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

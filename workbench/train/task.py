@@ -53,16 +53,6 @@ class Callback:
     def on_fit_end(self, trainer: Any, summary: dict) -> None: ...
 
 
-class EpochStartHook(Callback):
-    """A plain ``fn(trainer, epoch)`` as an ``on_epoch_start`` callback (small scripts, tests)."""
-
-    def __init__(self, fn: Callable[[Any, int], None]):
-        self.fn = fn
-
-    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
-        self.fn(trainer, epoch)
-
-
 class TaskModule:
     """What one task brings to the trainer: its model, objective, metrics and hooks.
 

@@ -44,7 +44,7 @@ from workbench.train.plots import plot_curves
 from workbench.train.run_dir import RunDir
 from workbench.train.schedule import LRSchedule
 from workbench.train.seeding import capture_rng, restore_rng, seed_everything
-from workbench.train.task import Callback, EpochStartHook, FunctionTask, TaskModule
+from workbench.train.task import Callback, FunctionTask, TaskModule
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +96,19 @@ class Trainer:
         runs_root: where run folders go (default: ``$WORKBENCH_HOME/runs``).
         callbacks: more hooks (see ``Callback``), fired after the task's own.
 
-    Transitional form, to be removed once segmentation and generation use ``TaskModule``:
-    ``Trainer(model, cfg, train_data, val_data, loss_fn=..., evaluate_fn=..., task="name",
-    param_groups=..., on_epoch_start=...)`` wraps the model and functions in a
-    ``FunctionTask`` and behaves exactly as the task form.
+    A bare model with a loss function is ``FunctionTask(model, loss_fn, name=...)``.
     """
 
     def __init__(self, task: TaskModule, /, cfg: TrainConfig, train_data: Dataset, val_data: Dataset | None = None,
                  *, name: str = "run", config: Any = None, collate_fn: Callable | None = None,
                  resume: str | Path | None = None, runs_root: str | Path | None = None,
-                 callbacks: Sequence[Callback] = (), **legacy: Any):
+                 callbacks: Sequence[Callback] = ()):
         from accelerate import Accelerator, PartialState
         from accelerate.utils import ProjectConfiguration
 
-        if isinstance(task, nn.Module):
-            task = _function_task(task, legacy)
-        elif legacy:
-            raise TypeError(f"Trainer(task, ...) got unexpected keyword argument(s) {', '.join(sorted(legacy))}: "
-                            "the task module gives the loss, evaluation, param groups and hooks")
+        if not isinstance(task, TaskModule):
+            raise TypeError(f"Trainer(task, ...) takes a TaskModule, not {type(task).__name__} "
+                            "(wrap a bare model and its loss function in FunctionTask)")
         self.task = task
         self.cfg, self.task_name, self.name = cfg, task.name, name
         self.train_data, self.val_data = train_data, val_data
@@ -562,19 +557,6 @@ class Trainer:
         summary = {**summary, "run_dir": str(self.run.path)}
         self._fire("on_fit_end", summary)
         return summary
-
-
-def _function_task(model: nn.Module, legacy: dict[str, Any]) -> FunctionTask:
-    """The transitional ``Trainer(model, ..., loss_fn=..., task="name")`` form as a ``FunctionTask``."""
-    known = {"loss_fn", "evaluate_fn", "task", "param_groups", "on_epoch_start"}
-    unknown = sorted(set(legacy) - known)
-    if unknown:
-        raise TypeError(f"Trainer() got unexpected keyword argument(s) {', '.join(unknown)}")
-    if legacy.get("loss_fn") is None:
-        raise TypeError("Trainer(model, ...) needs loss_fn=; or pass a TaskModule instead of the model")
-    hook = legacy.get("on_epoch_start")
-    return FunctionTask(model, legacy["loss_fn"], legacy.get("evaluate_fn"), legacy.get("param_groups"),
-                        name=legacy.get("task") or "task", callbacks=[EpochStartHook(hook)] if hook else [])
 
 
 def _now() -> str:

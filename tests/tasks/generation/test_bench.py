@@ -8,9 +8,8 @@ import pytest
 from tasks.generation import bench
 from tasks.generation.bench import Sampling, default_sampling, measure
 from tasks.generation.run import inspect_folder
-from workbench.errors import WorkbenchError
-
 from tests.support.generation import make_catalog
+from workbench.errors import WorkbenchError
 
 
 def test_bench_measures_every_row_on_a_tiny_model(home, model_dir, one_torch_thread):

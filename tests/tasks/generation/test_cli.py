@@ -15,11 +15,10 @@ from PIL import Image
 
 from tasks.generation.config import load_config
 from tasks.generation.models import build_model
+from tests.support.runner import run_workbench
 from workbench.config import to_dict
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
-
-from tests.support.runner import run_workbench
 
 PROMPT = "a satellite image of a river delta"
 

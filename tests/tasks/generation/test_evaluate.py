@@ -6,13 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.generation.evaluate import (by_distance, location_fidelity, nearest, nearest_reference, other_places,
-                                       pearson, r_interval, share_se)
+from tasks.generation.evaluate import (
+    by_distance,
+    location_fidelity,
+    nearest,
+    nearest_reference,
+    other_places,
+    pearson,
+    r_interval,
+    share_se,
+)
 from tasks.generation.run import inspect_folder
-from workbench.data.catalog import Catalog
-
 from tests.support.generation import make_catalog
-
+from workbench.data.catalog import Catalog
 
 # ------------------------------------------------------------------------------ the measures
 

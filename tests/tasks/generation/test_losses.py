@@ -10,8 +10,14 @@ import pytest
 import torch
 from diffusers.training_utils import compute_snr
 
-from tasks.generation.losses import (drop_captions, drop_metadata, flip_batch, min_snr_weights, prediction_target,
-                                     training_scheduler)
+from tasks.generation.losses import (
+    drop_captions,
+    drop_metadata,
+    flip_batch,
+    min_snr_weights,
+    prediction_target,
+    training_scheduler,
+)
 from tasks.generation.models import SCHEDULER
 from workbench.errors import WorkbenchError
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.generation.models import PRESETS, build_model, build_pipeline, count_parameters
-from tasks.generation.run import inspect_folder
 from tasks.generation.metadata import validate
+from tasks.generation.models import PRESETS, build_model, build_pipeline, count_parameters
 from tasks.generation.pipeline import SCHEDULERS, DiffusionSatPipeline, seeded_generators
+from tasks.generation.run import inspect_folder
 from tasks.generation.satunet import SatUNet, metadata_state_keys
 from workbench.errors import WorkbenchError
 

@@ -33,7 +33,8 @@ def cached_examples(n: int = 4, variants: int = 4, seed: int = 0, captions: int 
     """Examples whose VAE posteriors are given (as ``data.cache`` leaves them), 16 x 16 latents."""
     g = torch.Generator().manual_seed(seed)
     return Examples(caption_ids=torch.arange(n) % captions, metadata=torch.rand(n, 7, generator=g) * 1000,
-                    mean=torch.randn(n, variants, 4, 16, 16, generator=g), std=torch.full((n, variants, 4, 16, 16), 0.01))
+                    mean=torch.randn(n, variants, 4, 16, 16, generator=g),
+                    std=torch.full((n, variants, 4, 16, 16), 0.01))
 
 
 def test_one_training_step_gives_a_finite_loss_and_trains_the_metadata_mlps(tmp_path, one_torch_thread):

@@ -11,9 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from workbench.data import geotiff
-
 from tests.support.generation import make_catalog
+from workbench.data import geotiff
 
 TINY = ["--init", "tiny", "--set", "data.size=32", "--set", "train.batch_size=4", "--set", "train.trackers=[none]",
         "--set", "vae.enabled=false", "--set", "train.log_every_steps=1", "--no-progress"]

@@ -19,7 +19,7 @@ def tiny(home, cli):
 
 def one_line_error(code, err):
     assert code == 2
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err
     return lines[0]
 

@@ -192,7 +192,8 @@ def _check(spec, ref, batch, classes):
     loss = build_loss([spec], num_classes=classes)
     ours = loss(ours_x, y, valid)
     expected = ref(ref_x, y, valid)
-    torch.testing.assert_close(ours.double(), expected.detach(), rtol=1e-5, atol=1e-6, msg=lambda m, spec=spec: f"{spec}: {m}")
+    torch.testing.assert_close(ours.double(), expected.detach(), rtol=1e-5, atol=1e-6,
+                               msg=lambda m, spec=spec: f"{spec}: {m}")
     ours.backward()
     expected.backward()
     torch.testing.assert_close(ours_x.grad.double(), ref_x.grad, rtol=1e-4, atol=1e-6,

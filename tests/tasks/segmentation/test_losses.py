@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from tasks.segmentation.losses import boundary_band, build_loss, class_weights_from_counts
 from workbench.errors import WorkbenchError
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -16,8 +16,6 @@ from tasks.segmentation.models import (
 from tasks.segmentation.unet3plus import CGM_SUPPRESSED_LOGIT, UNet3Plus
 from workbench.errors import WorkbenchError
 
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

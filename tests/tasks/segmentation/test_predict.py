@@ -41,7 +41,8 @@ def make_run(root: Path, name: str = "segmentation-tiny-20240101-000000", bands:
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     save_checkpoint(run / "checkpoints" / "best.safetensors", with_prefix("model", model.state_dict()), {"step": 1})
-    BandStats([1500.0] * bands, [300.0] * bands, tiles=[str(crs_tile)] if crs_tile else []).save(run / "band_stats.json")
+    stats = BandStats([1500.0] * bands, [300.0] * bands, tiles=[str(crs_tile)] if crs_tile else [])
+    stats.save(run / "band_stats.json")
     (run / "threshold.json").write_text(json.dumps({"threshold": 0.5, "select": "iou"}))
     return run
 

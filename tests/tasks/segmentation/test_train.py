@@ -69,9 +69,8 @@ def home_runs(run: Path) -> Path:
 
 
 def test_resolved_config_roundtrips(tiny, cli):
-    from workbench.config import read_yaml
-
     from tasks.segmentation.config import config_from_dict
+    from workbench.config import read_yaml
 
     code, out, err = cli("segment", "train", *FAST, "--set", "train.lr=0.003", "--name", "cfgcheck")
     assert code == 0, err

@@ -24,7 +24,7 @@ from workbench.train.monitor import EarlyStopping
 from workbench.train.run_dir import RunDir, find_run
 from workbench.train.schedule import LRSchedule
 from workbench.train.seeding import capture_rng, restore_rng
-from workbench.train.task import Callback, FunctionTask, TaskModule
+from workbench.train.task import FunctionTask, TaskModule
 
 TINY = Path(__file__).resolve().parents[2] / "support" / "tiny_train.py"
 
@@ -434,41 +434,16 @@ def test_failed_setup_leaves_no_run_folder(home):
         Trainer(LinearTask(), cfg, Pairs(), loss_fn=mse)  # the task form takes no functions
 
 
-def test_transitional_model_and_functions_form_matches_the_task_form(home):
-    """Trainer(model, ..., loss_fn=, task=, param_groups=, on_epoch_start=) until segmentation and
-    generation use TaskModule: the same run as FunctionTask with the same pieces."""
-    from workbench.train import Trainer, seed_everything
+def test_the_trainer_takes_a_task_module(home):
+    """A bare model is refused with the way to wrap it; unknown keywords are refused as in any call."""
+    from workbench.train import Trainer
 
-    cfg = build(TrainConfig, {"epochs": 2, "batch_size": 8, "lr": 0.05, "cpu": True, "trackers": ["none"]})
-    epochs: list[int] = []
-
-    def hook(trainer, epoch):
-        epochs.append(epoch)
-        trainer.unwrapped.bias.requires_grad_(epoch >= 1)
-
-    class Hook(Callback):
-        def on_epoch_start(self, trainer, epoch):
-            hook(trainer, epoch)
-
-    def groups(model):
-        return [{"name": "w", "params": [model.weight]}, {"name": "b", "params": [model.bias], "lr_scale": 0.5}]
-
-    seed_everything(cfg.seed)
-    model = nn.Linear(4, 1)
-    old = Trainer(model, cfg, Pairs(), Pairs(8), loss_fn=mse, task="legacy", name="old", param_groups=groups(model),
-                  on_epoch_start=hook)
-    assert old.param_group("b")["base_lr"] == pytest.approx(0.025)
-    old_summary = old.fit()
-    assert epochs == [0, 1] and Path(old_summary["run_dir"]).name.startswith("legacy-old-")
-    seed_everything(cfg.seed)
-    model = nn.Linear(4, 1)
-    new_summary = Trainer(FunctionTask(model, mse, param_groups=groups(model), name="legacy", callbacks=[Hook()]),
-                          cfg, Pairs(), Pairs(8), name="new").fit()
-    a, b = final_weights(old_summary), final_weights(new_summary)
-    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
-    assert old_summary["best"]["value"] == new_summary["best"]["value"]
+    cfg = build(TrainConfig, {"cpu": True, "trackers": ["none"]})
+    with pytest.raises(TypeError, match="FunctionTask"):
+        Trainer(nn.Linear(4, 1), cfg, Pairs())
     with pytest.raises(TypeError, match="evaluate_every"):
-        Trainer(nn.Linear(4, 1), cfg, Pairs(), loss_fn=mse, evaluate_every=3)
+        Trainer(FunctionTask(nn.Linear(4, 1), mse), cfg, Pairs(), evaluate_every=3)
+    assert not (home / "runs").exists() or not list((home / "runs").iterdir())
 
 
 def checkpoint_tensors(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
