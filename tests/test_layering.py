@@ -176,3 +176,37 @@ def test_layering_rules():
 
 def test_no_import_circles():
     assert cycles(import_graph()) == []
+
+
+# One task shape: a reader who knows one task knows where everything of the others is.
+TASK_MODULES = ("cli", "config", "data", "models", "losses", "task", "train", "evaluate", "predict", "run")
+# What every task's run does and the platform does once (workbench.train.run_steps).
+SHARED_STEPS = ("compute_band_stats", "write_latest", "deep_merge", "parse_overrides")
+
+
+def task_packages() -> list[Path]:
+    return sorted(p for p in (ROOT / "tasks").iterdir() if (p / "__init__.py").is_file())
+
+
+def test_every_task_has_the_same_modules_for_the_same_jobs():
+    packages = task_packages()
+    assert [p.name for p in packages] == ["classification", "generation", "segmentation"]
+    for package in packages:
+        missing = [m for m in TASK_MODULES if not (package / f"{m}.py").is_file()]
+        assert not missing, f"tasks/{package.name} lacks {missing}"
+        assert list((package / "presets").glob("*.yaml")), f"tasks/{package.name} has no presets"
+        tree = ast.parse((package / "task.py").read_text())
+        bases = {getattr(b, "id", getattr(b, "attr", None)) for node in ast.walk(tree)
+                 if isinstance(node, ast.ClassDef) for b in node.bases}
+        assert "TaskModule" in bases, f"tasks/{package.name}/task.py defines no TaskModule"
+
+
+def test_the_shared_run_steps_are_called_not_rewritten():
+    """A task's train() goes through workbench.train.run_steps; no task does those steps itself."""
+    for package in task_packages():
+        train = (package / "train.py").read_text()
+        assert "workbench.train.run_steps" in train, f"tasks/{package.name}/train.py skips the shared run steps"
+        for path in sorted(package.rglob("*.py")):
+            called = {node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                      for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)}
+            assert not called & set(SHARED_STEPS), f"{path.relative_to(ROOT)} calls {called & set(SHARED_STEPS)}"
