@@ -16,7 +16,7 @@ from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_arg
 
 EVAL_EXAMPLES = """examples:
   workbench generate eval                                   the default model, 128 test places
-  workbench generate eval --model latest --n 128 --steps 20 --guidance 3
+  workbench generate eval --run latest --n 128 --steps 20 --guidance 3
   workbench generate eval --model runs/generation-bluemarble-small-20250101-120000/model --seg-run latest
   workbench generate eval --model ~/diffusionsat_256 --source folder --split test --seg-run none
   workbench data list --source generated --where "json_extract(extra, '$.variant') = 'zeroed'"
@@ -89,7 +89,10 @@ def register_eval(verbs, common: argparse.ArgumentParser) -> None:
                          description="Generate a tile for each of N test places, with and without metadata, "
                                      "and score them against the real tiles there.",
                          epilog=EVAL_EXAMPLES)
-    v.add_argument("--model", metavar="DIR", help="DiffusionSat folder or generation run (default: the workbench's)")
+    model = v.add_mutually_exclusive_group()
+    model.add_argument("--model", metavar="DIR", help="DiffusionSat folder (default: the workbench's)")
+    model.add_argument("--run", metavar="RUN",
+                       help="the model of a generation run (its name, a unique prefix, or latest)")
     v.add_argument("--n", type=int, default=128, metavar="N", help="number of test places (default 128)")
     add_sampler_args(v)
     v.add_argument("--seed", type=int, default=0, metavar="S",
@@ -180,7 +183,7 @@ def run_eval(args: argparse.Namespace) -> int:
     for flag, value, low in (("--n", args.n, 2), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1)):
         if value is not None and value < low:
             raise WorkbenchError(f"{flag} {value}: must be at least {low}")
-    folder = resolve_model(args.model)
+    folder = resolve_model(args.model, args.run)
     opts = EvalOptions(n=args.n, **sampler_settings(folder, args.steps, args.guidance, args.scheduler), seed=args.seed,
                        batch_size=args.batch_size, device=args.device, progress=not (args.no_progress or args.json))
     result = evaluate_generator(folder, opts, args.seg_run, query, catalog=args.catalog,

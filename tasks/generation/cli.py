@@ -32,7 +32,7 @@ EXAMPLES = """examples:
   workbench generate --run latest --lat 21.0 --lon 105.8 --prompt "a satellite image of vegetated land"
   workbench data list --source generated        the catalog rows they became
   workbench generate train --preset bluemarble-small      train the default model's recipe (see train --help)
-  workbench generate eval --model latest                  location fidelity, water-fraction correlation
+  workbench generate eval --run latest                    location fidelity, water-fraction correlation
   workbench generate seg-experiment --n 512               segmentation on real vs real + generated tiles
 
 Inputs are human units: degrees, metres per pixel (--gsd), a fraction (--cloud-cover), a
@@ -201,7 +201,7 @@ TRAIN_EXAMPLES = """examples:
   workbench generate train --run latest --set train.max_steps=2000 --where "lat > 0"
   workbench generate train --resume generation-bluemarble-small-20250101-120000
   workbench generate --run latest --lat 21.0 --lon 105.8 --prompt "a satellite image of vegetated land"
-  workbench generate eval --model latest                     location fidelity and water-fraction correlation
+  workbench generate eval --run latest                       location fidelity and water-fraction correlation
 
 The VAE and the text encoder stay frozen; the SatUNet trains with the objective its scheduler
 names (epsilon or v; the default preset: v with zero terminal SNR), min-SNR weights
