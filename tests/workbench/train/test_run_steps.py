@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.support.linear import Pairs, mse
 from tests.support.rasters import write_pair
 from workbench.config import build, dump_yaml
 from workbench.data.stats import BandStats, compute_band_stats
@@ -135,24 +136,6 @@ def test_write_tiles_json_records_the_query_splits_and_ids(home):
 
 
 # ---------------------------------------------------------------------- after fit: best weights, the end
-class Pairs(torch.utils.data.Dataset):
-    def __init__(self, n: int = 16):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 4, generator=g)
-        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 0.0])
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i]
-
-
-def mse(model, batch):
-    x, y = batch
-    return nn.functional.mse_loss(model(x).squeeze(-1), y), {}
-
-
 @pytest.fixture
 def fitted(home):
     """A finished 3-epoch run whose best evaluation is the first one, with EMA weights."""
@@ -163,7 +146,7 @@ def fitted(home):
                               "ema_decay": 0.5})
     task = FunctionTask(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 1)), mse,
                         evaluate_fn=lambda model, loader, acc: {"val/loss": next(scripted)}, name="small")
-    trainer = Trainer(task, cfg, Pairs(), Pairs(8), name="fit")
+    trainer = Trainer(task, cfg, Pairs(16), Pairs(8), name="fit")
     summary = trainer.fit()
     yield trainer, summary
     trainer.close()

@@ -15,13 +15,14 @@ import pytest
 import torch
 from torch import nn
 
+from tests.support.linear import Pairs, mse
 from workbench.config import build
 from workbench.errors import WorkbenchError
 from workbench.train import checkpoint as ckpt
 from workbench.train.config import ScheduleConfig, TrainConfig
 from workbench.train.ema import EMA
 from workbench.train.monitor import EarlyStopping
-from workbench.train.run_dir import RunDir, find_run
+from workbench.train.run_dir import RunDir
 from workbench.train.schedule import LRSchedule
 from workbench.train.seeding import capture_rng, restore_rng
 from workbench.train.task import FunctionTask, TaskModule
@@ -243,50 +244,7 @@ def test_load_weights_prefers_ema(tmp_path):
         ckpt.load_weights(tmp_path / "junk.safetensors", model)
 
 
-# ---------------------------------------------------------------------- run folders
-def test_run_dir_unique_names_and_lookup(home):
-    a = RunDir.create("seg", "water run", when=1_700_000_000)
-    b = RunDir.create("seg", "water run", when=1_700_000_000)
-    assert a.path != b.path and b.name == a.name + "-2"
-    assert a.name.startswith("seg-water run-") and a.checkpoints.is_dir()  # the name as given
-    a.update_summary(status="running")
-    b.update_summary(status="finished")
-    assert find_run(a.name) == a.path and find_run(str(b.path)) == b.path
-    assert find_run(b.name[:-1] + "2") == b.path
-    with pytest.raises(WorkbenchError, match="ambiguous"):
-        find_run("seg-water")
-    with pytest.raises(WorkbenchError, match="nope: no such run under runs/"):
-        find_run("nope")
-    assert a.plot_path("curve").name == "curve.png" and a.plot_path("curve").parent.is_dir()
-    a.append_metrics({"step": 1})
-    a.append_metrics({"step": 5})
-    with open(a.metrics_path, "a") as fh:
-        fh.write('{"step": 6, "torn')  # a killed run can leave half a line
-    a.truncate_metrics(4)
-    assert a.read_metrics() == [{"step": 1}]
-
-
 # ---------------------------------------------------------------------- the trainer, in process
-class Pairs(torch.utils.data.Dataset):
-    """Per-item (x, y) tuples: the default-collate path."""
-
-    def __init__(self, n: int = 24):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 4, generator=g)
-        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 0.0]) + 0.1
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i]
-
-
-def mse(model, batch):
-    x, y = batch
-    return nn.functional.mse_loss(model(x).squeeze(-1), y), {}
-
-
 class LinearTask(TaskModule):
     """A linear regression as a task module: the model is built in ``setup``."""
 
