@@ -440,8 +440,11 @@ def train_segmentation(preset: str, overrides: list[str], catalog_path: Path,
     config.yaml) with the overrides, trained on this catalog; the run folder."""
     from tasks.segmentation.config import load_config
     from tasks.segmentation.train import train
+    from workbench.commands.train_verb import fold_query
 
-    summary = train(load_config(preset, overrides), catalog=str(catalog_path), query_override=query_override or {})
+    # as the train verb does: the filters land in the run's config.yaml, so the run records its query
+    cfg = fold_query(load_config(preset, overrides), query_override or {})
+    summary = train(cfg, catalog=str(catalog_path), query_override=query_override or {})
     if not summary.get("run_dir"):
         raise WorkbenchError(f"training {preset} ended without a run folder")
     return Path(summary["run_dir"])
