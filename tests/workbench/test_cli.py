@@ -5,17 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from tests.support.runner import help_in_a_fresh_process
 from workbench.cli import build_parser
 
 
 def test_help_does_not_import_torch_or_rasterio():
-    code = ("import sys; from workbench.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
-            "for verb in (['data', '--help'], ['runs', '--help']):\n"
-            "    try:\n        main(verb)\n    except SystemExit as e:\n        assert e.code == 0\n"
-            "heavy = [m for m in ('torch', 'rasterio', 'numpy', 'accelerate') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = help_in_a_fresh_process([["--help"], ["data", "--help"], ["runs", "--help"]],
+                                  ("torch", "rasterio", "numpy", "accelerate"))
     assert out.returncode == 0, out.stderr
     assert "workbench data bluemarble" in out.stdout  # --help shows examples
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.support.runner import help_in_a_fresh_process
 from workbench.data.catalog import Catalog, Tile
 from workbench.data.query_args import add_query_args, query_from_args
 from workbench.errors import WorkbenchError
@@ -158,13 +157,8 @@ def test_query_args_feed_the_catalog_directly(filled):
 
 
 def test_data_help_is_cheap_and_has_examples():
-    code = ("import sys; from workbench.cli import main\n"
-            "for argv in (['data', 'list', '--help'], ['data', 'import', '--help'], ['data', 'bluemarble', '--help'],"
-            " ['data', 'stats', '--help']):\n"
-            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0\n"
-            "heavy = [m for m in ('torch', 'rasterio', 'numpy', 'PIL', 'tqdm') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = help_in_a_fresh_process([["data", verb, "--help"] for verb in ("list", "import", "bluemarble", "stats")],
+                                  ("torch", "rasterio", "numpy", "PIL", "tqdm"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("examples:") == 4
     assert "--water-min" in out.stdout and "Original_Image_" in out.stdout

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.support.ee_fakes import COLLECTION, FakeEarthEngine, constant, function_names, graph_tree, invocations
+from tests.support.runner import help_in_a_fresh_process
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
 from workbench.data.sources import earthengine as eng
@@ -258,12 +259,8 @@ def test_bad_input_is_one_line_exit_2(cli, home, case, expect):
 
 
 def test_help_does_not_import_ee_rasterio_or_numpy():
-    code = ("import sys; from workbench.cli import main\n"
-            "for argv in (['--help'], ['ee', '--help'], ['ee', 'export', '--help'], ['ee', 'status', '--help']):\n"
-            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0\n"
-            "heavy = [m for m in ('ee', 'rasterio', 'numpy', 'torch') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = help_in_a_fresh_process([["--help"], ["ee", "--help"], ["ee", "export", "--help"],
+                                   ["ee", "status", "--help"]], ("ee", "rasterio", "numpy", "torch"))
     assert out.returncode == 0, out.stderr
     assert "workbench ee export --point" in out.stdout
 
