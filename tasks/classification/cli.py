@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.commands import add_command, add_verb
+from workbench.commands import add_command, add_run_option, add_verb, run_from_args
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
@@ -81,8 +81,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v = add_verb(verbs, "eval", common, help="score a run on a split or any labelled tile query",
                  description="Score a run's best weights on labelled catalog tiles and print the report.",
                  epilog=EVAL_EXAMPLES)
-    v.add_argument("--run", metavar="RUN", help="trained run (folder, name, prefix or 'latest')")
-    v.add_argument("run_ref", nargs="?", metavar="RUN", help=argparse.SUPPRESS)   # the older positional form
+    add_run_option(v, older_positional=True)
     v.add_argument("--batch-size", type=int, default=256, metavar="N", help="crops per forward pass")
     v.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     add_query_args(v)
@@ -91,7 +90,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v = add_verb(verbs, "predict", common, help="write predicted labels and scores into the catalog",
                  description="Classify catalog tiles with a trained run and store the predictions.",
                  epilog=PREDICT_EXAMPLES)
-    v.add_argument("--run", required=True, metavar="RUN", help="trained run (folder, name, prefix or 'latest')")
+    add_run_option(v)
     v.add_argument("--batch-size", type=int, default=256, metavar="N", help="crops per forward pass")
     v.add_argument("--dry-run", action="store_true", help="predict and report, but write nothing")
     v.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -116,17 +115,6 @@ def _batch_size(n: int) -> int:
     return n
 
 
-def _run_ref(args: argparse.Namespace) -> str:
-    """``--run RUN``; ``eval RUN`` (positional, the older form) still works."""
-    from workbench.errors import WorkbenchError
-
-    if args.run and args.run_ref and args.run != args.run_ref:
-        raise WorkbenchError(f"two runs given ({args.run_ref} and --run {args.run}): give one --run RUN")
-    ref = args.run or args.run_ref
-    if not ref:
-        raise WorkbenchError("classify eval: which run? give --run RUN (a run folder, name, prefix or 'latest')")
-    return ref
-
 
 def run_eval(args: argparse.Namespace) -> int:
     from workbench.metrics import format_report
@@ -134,7 +122,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
     from .run import load_run
 
-    ref, bs = _run_ref(args), _batch_size(args.batch_size)
+    ref, bs = run_from_args(args, "classify eval"), _batch_size(args.batch_size)
     run = load_run(ref)
     query = query_from_args(args)
     split = query.pop("split", None)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.commands import add_command, add_verb
+from workbench.commands import add_command, add_run_option, add_verb, run_from_args
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 from workbench.errors import WorkbenchError
@@ -100,8 +100,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="Score a trained run's best weights on catalog tiles and print the "
                              "per-class table.",
                  epilog=EVAL_EXAMPLES)
-    v.add_argument("--run", metavar="RUN", help="run folder, name, unique prefix, or 'latest' (required)")
-    v.add_argument("run_positional", nargs="?", metavar="RUN", help=argparse.SUPPRESS)  # the older spelling
+    add_run_option(v, older_positional=True)
     v.add_argument("--threshold", type=float, metavar="T", help="probability threshold (default: the run's)")
     v.add_argument("--batch-size", type=int, metavar="N", help="windows per forward pass")
     v.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -113,7 +112,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="Sliding-window prediction of a trained run over a GeoTIFF scene, written "
                              "as a georeferenced mask; or pseudo-masks for catalog tiles.",
                  epilog=PREDICT_EXAMPLES)
-    v.add_argument("--run", required=True, metavar="RUN", help="trained run (folder, name, prefix or 'latest')")
+    add_run_option(v)
     v.add_argument("--input", metavar="SCENE.tif", help="GeoTIFF scene to predict")
     v.add_argument("--out", metavar="MASK.tif", help="output mask GeoTIFF (uint8, 255 = nodata)")
     v.add_argument("--probabilities", metavar="PROB.tif", help="also write float32 probabilities here")
@@ -144,24 +143,13 @@ def run_train(args: argparse.Namespace) -> int:
     return finish_train(args, summary)
 
 
-def _eval_run_ref(args: argparse.Namespace) -> str:
-    """``--run RUN``; the positional ``eval RUN`` of older scripts is still accepted."""
-    given = [r for r in (args.run, args.run_positional) if r is not None]
-    if not given:
-        raise WorkbenchError("segment eval: name the run with --run RUN "
-                             "(a run folder, name, unique prefix or 'latest')")
-    if len(given) == 2 and given[0] != given[1]:
-        raise WorkbenchError(f"segment eval: two runs given ({given[0]!r} and {given[1]!r}); name one with --run")
-    return given[0]
-
-
 def run_eval(args: argparse.Namespace) -> int:
     from workbench.train.run_dir import resolve_run
 
     from .evaluate import evaluate_run, result_line
     from .metrics import format_table
 
-    ref = resolve_run(_eval_run_ref(args), "segmentation")
+    ref = resolve_run(run_from_args(args, "segment eval"), "segmentation")
     if args.batch_size is not None and args.batch_size < 1:
         raise WorkbenchError("--batch-size: must be at least 1")
     query = query_from_args(args)
