@@ -64,8 +64,9 @@ def _select(cfg: ClassificationConfig, catalog, query_override: dict | None):
 def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: str | Path | None = None,
           query_override: dict | None = None, runs_root: str | Path | None = None, verbose: bool = True) -> dict:
     """Train, then score the test split with the best weights; returns the run summary."""
+    from workbench.data.contract import FILE as INPUTS_FILE
     from workbench.data.dataset import passthrough_collate
-    from workbench.train.run_steps import band_stats_for, finish_run, write_tiles_json
+    from workbench.train.run_steps import band_stats_for, finish_run, input_contract_for, write_tiles_json
     from workbench.train.trainer import Trainer
 
     from . import data as D
@@ -82,6 +83,8 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
     counts = D.class_counts(train_labels, len(classes))
     stats = band_stats_for(train_tiles, bands=D.bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
                            resume=resume, runs_root=runs_root, task=ClassificationTask.name)
+    contract = input_contract_for(train_tiles, bands=D.bands0(cfg), resume=resume, runs_root=runs_root,
+                                  task=ClassificationTask.name)
 
     train_ds = D.train_dataset(train_tiles, cfg, stats)
     val_ds = D.eval_dataset(val_tiles, cfg, stats)
@@ -92,6 +95,7 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
     run = trainer.run
     if trainer.is_main:
         stats.save(run.path / "band_stats.json")
+        contract.save(run.path / INPUTS_FILE)
         run.write_json("classes.json", {"classes": classes, "labels": d.labels,
                                         "land_max": d.land_max, "water_min": d.water_min,
                                         "bands": d.bands, "in_chans": train_ds.channels,

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.commands import add_command, add_run_option, add_verb, run_from_args
+from workbench.commands import add_command, add_input_options, add_run_option, add_verb, run_from_args
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 from workbench.errors import WorkbenchError
@@ -113,7 +113,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                              "as a georeferenced mask; or pseudo-masks for catalog tiles.",
                  epilog=PREDICT_EXAMPLES)
     add_run_option(v)
-    v.add_argument("--input", metavar="SCENE.tif", help="GeoTIFF scene to predict")
+    v.add_argument("--input", metavar="SCENE",
+                   help="scene to predict: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC item JSON, or any "
+                        "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...)")
+    add_input_options(v)
     v.add_argument("--out", metavar="MASK.tif", help="output mask GeoTIFF (uint8, 255 = nodata)")
     v.add_argument("--probabilities", metavar="PROB.tif", help="also write float32 probabilities here")
     v.add_argument("--window", type=int, metavar="N", help="window side in px (multiple of the model's stride)")
@@ -208,7 +211,8 @@ def _run_scene(args, query: dict) -> int:
     run = load_run(args.run, device=_device(args.device))
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
                         overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
-                        progress=not args.no_progress, tta=args.tta)
+                        progress=not args.no_progress, tta=args.tta, bands=args.bands, scale=args.scale,
+                        offset=args.offset)
     res["run"] = str(run.path)
     metrics = None
     if args.truth:
@@ -232,6 +236,7 @@ def _run_scene(args, query: dict) -> int:
         return 0
     print(f"run          {run.path} ({run.weights} weights, threshold {run.threshold:g})")
     print(f"input        {res['input']}  {res['width']}x{res['height']}  {res['crs']}")
+    print(f"bands        {res['inputs']}")
     print(f"windows      {res['windows']} of {res['window_used'][0]}x{res['window_used'][1]} px, overlap "
           f"{res['overlap']}, batch {res['batch_size']}, {res['blend']} blend"
           f"{'' if res['tta'] == 'none' else ', tta ' + res['tta']}, {res['device']}: "

@@ -34,7 +34,6 @@ experiment.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from workbench.data import geotiff
@@ -129,62 +127,21 @@ def plan_windows(height: int, width: int, window: int, overlap: int, stride: int
 # ------------------------------------------------------------------------------ scene access
 
 
-class _Scene:
-    """An open input scene checked against the run: bands, CRS, normalisation."""
+def open_input(run: Any, path: str | Path, bands: Sequence[str] | None = None, scale: float | None = None,
+               offset: float | None = None, warn: bool = True) -> Any:
+    """The input brought to the run's input contract (``workbench.data.contract.open_scene``):
+    any raster GDAL reads, a SAFE folder or a STAC item; ``read(window)`` gives normalised windows."""
+    from workbench.data.contract import open_scene
 
-    def __init__(self, run: Any, path: str | Path):
-        self.path = Path(path)
-        self.ds = geotiff.open_raster(self.path)
-        try:
-            self.info = geotiff.info_of(self.ds)
-            self._check(run)
-        except BaseException:
-            self.ds.close()
-            raise
-        scale, bias = run.stats.scale_bias()
-        self.scale, self.bias = scale[:, None, None], bias[:, None, None]
-        self.nodata = self.info.nodata
-        self.is_float = np.dtype(self.info.dtype).kind == "f"
+    return open_scene(run.contract, run.stats, path, run=getattr(run, "name", "?"), bands=bands, scale=scale,
+                      offset=offset, warn=warn)
 
-    def _check(self, run: Any) -> None:
-        info, name = self.info, getattr(run, "name", "?")
-        if run.bands:
-            self.bands = list(run.bands)
-            if max(self.bands) > info.count:
-                raise WorkbenchError(f"{self.path}: scene has {info.count} bands but run {name} reads bands "
-                                     f"{self.bands} ({len(self.bands)} checkpoint input bands)")
-        else:
-            self.bands = list(range(1, info.count + 1))
-            if info.count != run.in_channels:
-                raise WorkbenchError(f"{self.path}: scene has {info.count} bands but the checkpoint of run {name} "
-                                     f"expects {run.in_channels}")
-        if run.crs and info.crs:
-            import rasterio.crs
 
-            if rasterio.crs.CRS.from_user_input(run.crs) != rasterio.crs.CRS.from_user_input(info.crs):
-                raise WorkbenchError(f"{self.path}: scene CRS {info.crs} differs from the CRS of run {name}'s "
-                                     f"training tiles ({run.crs}); reproject it first (gdalwarp -t_srs {run.crs})")
-
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """(normalised float32 (B, h, w) with nodata pixels 0, valid bool (h, w))."""
-        try:
-            raw = self.ds.read(self.bands, window=window)
-        except RasterioError as exc:
-            raise WorkbenchError(f"{self.path}: truncated or corrupt GeoTIFF ({geotiff._short(exc)})") from None
-        bad = np.zeros(raw.shape[1:], bool)
-        if self.nodata is not None and not math.isnan(self.nodata):
-            bad |= (raw == self.nodata).any(axis=0)
-        if self.is_float:
-            bad |= np.isnan(raw).any(axis=0)
-        x = raw.astype(np.float32)
-        np.multiply(x, self.scale, out=x)
-        np.add(x, self.bias, out=x)
-        if bad.any():
-            x[:, bad] = 0.0
-        return x, ~bad
-
-    def close(self) -> None:
-        self.ds.close()
+def describe_inputs(scene: Any) -> str:
+    """``B04 B03 B02 B08 as reflectance (the file's scale/offset)``: what a summary says was read."""
+    stack = scene.stack
+    sources = sorted({r.source for r in stack.radiometry})
+    return f"{' '.join(stack.names)} as {stack.units} ({'; '.join(sources)})"
 
 
 def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -263,6 +220,7 @@ class Prediction:
     batch_size: int
     blend: str
     tta: str = "none"
+    inputs: str = ""       # which of the input's bands were read, in which units
 
 
 def _settings(run: Any, window, overlap, batch_size, blend, tta) -> tuple[int, int, int, str, str]:
@@ -283,19 +241,24 @@ def _settings(run: Any, window, overlap, batch_size, blend, tta) -> tuple[int, i
 
 def predict_probabilities(run: Any, input_path: str | Path, window: int | None = None, overlap: int | None = None,
                           batch_size: int | None = None, blend: str | None = None, progress: bool = True,
-                          naive: bool = False, tta: str | None = None) -> Prediction:
-    """Blended probabilities over a whole scene (no file written); see the module docstring."""
+                          naive: bool = False, tta: str | None = None, bands: Sequence[str] | None = None,
+                          scale: float | None = None, offset: float | None = None) -> Prediction:
+    """Blended probabilities over a whole scene (no file written); see the module docstring.
+    ``bands`` names the input's bands when it carries no names; ``scale`` / ``offset`` say how its
+    values become reflectance when it does not (``workbench.data.radiometry``)."""
     window, overlap, batch_size, blend, tta = _settings(run, window, overlap, batch_size, blend, tta)
     if naive:
         batch_size = 1
-    scene = _Scene(run, input_path)
+    scene = open_input(run, input_path, bands=bands, scale=scale, offset=offset, warn=progress)
     try:
-        return _predict(run, scene, window, overlap, batch_size, blend, progress, naive, tta)
+        pred = _predict(run, scene, window, overlap, batch_size, blend, progress, naive, tta)
+        pred.inputs = describe_inputs(scene)
+        return pred
     finally:
         scene.close()
 
 
-def _predict(run, scene: _Scene, window, overlap, batch_size, blend, progress, naive, tta="none") -> Prediction:
+def _predict(run, scene: Any, window, overlap, batch_size, blend, progress, naive, tta="none") -> Prediction:
     t0 = time.perf_counter()
     info = scene.info
     H, W = info.height, info.width
@@ -349,7 +312,7 @@ def _predict(run, scene: _Scene, window, overlap, batch_size, blend, progress, n
     return Prediction(acc, valid, info, plan, time.perf_counter() - t0, batch_size, blend, tta)
 
 
-def _strips(scene: _Scene, plan: Plan) -> Iterator[tuple[int, np.ndarray]]:
+def _strips(scene: Any, plan: Plan) -> Iterator[tuple[int, np.ndarray]]:
     """(row offset, normalised strip padded to (B, win_h, >= win_w)), the next strip read ahead in a thread."""
     H, W, wh, ww = plan.height, plan.width, plan.win_h, plan.win_w
     scene.valid_map = np.zeros((H, W), bool)
@@ -404,7 +367,7 @@ def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict
         "batch_size": pred.batch_size, "blend": pred.blend, "tta": pred.tta, "windows": pred.plan.windows,
         "seconds": pred.seconds, "windows_per_s": pred.plan.windows / max(pred.seconds, 1e-9),
         "valid_pixels": valid_px, "nodata_pixels": int(info.width * info.height - valid_px),
-        "threshold": run.threshold, "naive": naive, "device": str(_device_of(run.model)),
+        "threshold": run.threshold, "naive": naive, "device": str(_device_of(run.model)), "inputs": pred.inputs,
     }
     if pred.probs.shape[0] == 1:
         result["water_fraction"] = float((labels == 1).sum() / valid_px) if valid_px else None
@@ -413,12 +376,14 @@ def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict
 
 def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,
                   window: int | None = None, overlap: int | None = None, batch_size: int | None = None,
-                  blend: str | None = None, progress: bool = True, tta: str | None = None) -> dict:
+                  blend: str | None = None, progress: bool = True, tta: str | None = None,
+                  bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None) -> dict:
     """Predict a whole GeoTIFF scene and write the mask (and optionally probabilities); returns a summary.
 
     ``window``/``overlap``/``batch_size``/``blend``/``tta`` default to the run's ``predict`` config
     (256 / 32 / 16 / gaussian / none)."""
-    pred = predict_probabilities(run, input_path, window, overlap, batch_size, blend, progress, tta=tta)
+    pred = predict_probabilities(run, input_path, window, overlap, batch_size, blend, progress, tta=tta, bands=bands,
+                                 scale=scale, offset=offset)
     return _write(run, pred, out_path, prob_path, naive=False)
 
 

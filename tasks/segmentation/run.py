@@ -11,6 +11,9 @@ A run folder (written by the training side) holds ``config.yaml`` (the resolved
 band the run reads, its weights loaded (EMA ones when the checkpoint has them)
 and put in eval mode.
 
+``inputs.json`` (``workbench.data.contract``) says which named bands in which units the model
+reads; a scene is brought to them by name (and refused when it cannot be).
+
 The CRS of the run's training tiles (``crs``) is taken from the config when it
 records one (``data.crs``), else from the first file ``band_stats.json`` lists
 that still exists; ``None`` when neither is known (prediction then skips the CRS
@@ -43,6 +46,7 @@ class SegmentationRun:
     classes: int = 1                # model output channels (1 = binary, sigmoid)
     crs: str | None = None          # CRS of the training tiles, when known
     weights: str = "model"          # "ema" or "model"
+    contract: Any = None            # InputContract: the bands and units the model reads (inputs.json)
 
     @property
     def in_channels(self) -> int:
@@ -130,4 +134,14 @@ def load_run(ref: str | Path, device: str | None = None) -> SegmentationRun:
         except (ValueError, KeyError, TypeError):
             raise WorkbenchError(f"{tpath}: expected {{\"threshold\": number}}") from None
     return SegmentationRun(path=path, cfg=cfg, model=model, stats=stats, threshold=threshold, bands=bands,
-                           classes=classes, crs=_training_crs(cfg, stats), weights=state.get("weights", "model"))
+                           classes=classes, crs=_training_crs(cfg, stats), weights=state.get("weights", "model"),
+                           contract=load_contract(path, stats, bands))
+
+
+def load_contract(path: Path, stats: Any, bands: list[int] | None) -> Any:
+    """The run's ``inputs.json``; for a run from before it, the contract its band statistics imply."""
+    from workbench.data.contract import FILE, InputContract, legacy_contract
+
+    if (path / FILE).is_file():
+        return InputContract.load(path / FILE)
+    return legacy_contract(stats, bands)

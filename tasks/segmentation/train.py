@@ -49,9 +49,16 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
           query_override: dict | None = None, runs_root: str | Path | None = None, verbose: bool = True) -> dict:
     """Train, pick the threshold on val, score test; returns the run summary (with ``run_dir``,
     ``threshold``, ``test`` metrics). See the module docstring for what lands in the run folder."""
+    from workbench.data.contract import FILE as INPUTS_FILE
     from workbench.data.dataset import passthrough_collate
     from workbench.train.run_dir import RunDir
-    from workbench.train.run_steps import band_stats_for, finish_run, refuse_split_filter, write_tiles_json
+    from workbench.train.run_steps import (
+        band_stats_for,
+        finish_run,
+        input_contract_for,
+        refuse_split_filter,
+        write_tiles_json,
+    )
     from workbench.train.trainer import Trainer
 
     t_start = time.perf_counter()
@@ -73,6 +80,8 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)
     stats = band_stats_for(train_tiles, bands=bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
                            resume=resume, runs_root=runs_root)
+    contract = input_contract_for(train_tiles, bands=bands0(cfg), resume=resume, runs_root=runs_root,
+                                  task=SegmentationTask.name)
 
     train_ds = train_dataset(train_src, cfg, stats)
     val_ds = eval_dataset(val_src, cfg, stats)
@@ -82,6 +91,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     run = trainer.run
     if trainer.is_main:
         stats.save(run.path / "band_stats.json")
+        contract.save(run.path / INPUTS_FILE)
         write_tiles_json(run, catalog=catalog_path, query=query,
                          splits={"train": d.train_split, "val": d.val_split, "test": d.test_split},
                          tiles={"train": train_tiles, "val": val_tiles, "test": test_tiles},

@@ -36,3 +36,22 @@ def run_from_args(args: argparse.Namespace, verb: str) -> str:
     if not ref:
         raise WorkbenchError(f"{verb}: which run? give --run RUN (a run folder, name, unique prefix or 'latest')")
     return ref
+
+
+def add_input_options(v: argparse.ArgumentParser) -> None:
+    """``--bands --scale --offset``: what an input that does not say so itself is (every verb
+    that reads a user's scene takes the same three)."""
+    v.add_argument("--bands", metavar="NAMES", type=_band_list,
+                   help="names of the input's bands in order when the file carries none, e.g. B02,B03,B04,B08")
+    v.add_argument("--scale", type=float, metavar="S",
+                   help="reflectance = value x S + OFFSET, when the input does not declare it "
+                        "(default: 0.0001 for integers, 1 for floats)")
+    v.add_argument("--offset", type=float, metavar="O",
+                   help="see --scale; -0.1 for Sentinel-2 DN with the +1000 offset (baseline 04.00+)")
+
+
+def _band_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated band names, e.g. B02,B03,B04,B08")
+    return names

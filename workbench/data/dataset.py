@@ -17,7 +17,9 @@ a sampler (:mod:`workbench.data.samplers`). It is built for speed on small CPUs:
 Items (and batches, stacked) are dicts:
 
 * ``image``: float32 (C, H, W), ``(x - mean) / std`` per band when ``stats`` is given,
-  else the raw values as float; 0 in every band wherever ``valid`` is False.
+  else the values as float; ``x`` is reflectance (each tile's own ``value * scale + offset``,
+  :func:`workbench.data.radiometry.of_tile`; raw 8-bit values stay raw) unless
+  ``radiometry=False``; 0 in every band wherever ``valid`` is False.
 * ``mask``: int64 (H, W) (only with ``with_mask``); ``ignore_index`` where not valid.
 * ``valid``: bool (H, W); False where the image is nodata in any band (or NaN), or
   the mask is nodata.
@@ -45,6 +47,7 @@ from workbench import fastpaths
 from workbench.data import geotiff
 from workbench.data.augment import Augment, dihedral_batch
 from workbench.data.collate import passthrough_collate
+from workbench.data.radiometry import of_tile, units_of
 from workbench.data.samplers import GridWindows, RandomWindows, Windows
 from workbench.data.stats import BandStats
 from workbench.errors import WorkbenchError
@@ -66,13 +69,19 @@ def _read_window(ds, indexes: list[int], out: np.ndarray, row: int, col: int, si
 class _TileReader:
     """The open image (and mask) of one tile in one process, with what batching needs."""
 
-    __slots__ = ("image", "mask", "dtype", "mask_dtype", "nodata", "mask_nodata", "is_float")
+    __slots__ = ("image", "mask", "dtype", "mask_dtype", "nodata", "mask_nodata", "is_float", "affine", "units")
 
-    def __init__(self, path: str, mask_path: str | None, count: int, shape: tuple[int, int]):
+    def __init__(self, path: str, mask_path: str | None, count: int, shape: tuple[int, int],
+                 tile=None, positions: Sequence[int] = ()):
         self.image = geotiff.open_raster(path)
         self.mask = None
         try:
             info = geotiff.info_of(self.image)
+            rad = [of_tile(tile, self.image)[p] for p in positions] if tile is not None else []
+            self.units = units_of(rad) if rad else None
+            pairs = [r.affine() for r in rad]
+            # (scale, offset) per selected band that bring this tile to reflectance; None: identity
+            self.affine = None if all(a == (1.0, 0.0) for a in pairs) else np.asarray(pairs, np.float32).T
             if info.count != count:
                 raise WorkbenchError(f"{path}: has {info.count} bands but the other tiles have {count}")
             if (info.height, info.width) != tuple(shape):
@@ -122,7 +131,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, tiles: Sequence, sampler: RandomWindows | GridWindows,
                  bands: Sequence[int | str] | None = None, stats: BandStats | None = None,
                  augment: Augment | None = None, with_mask: bool = True, seed: int = 0,
-                 ignore_index: int = DEFAULT_IGNORE_INDEX, max_open: int = 256):
+                 ignore_index: int = DEFAULT_IGNORE_INDEX, max_open: int = 256, radiometry: bool = True):
         tiles = list(tiles)
         if not tiles:
             raise WorkbenchError("no tiles for the dataset (empty tile list): check the catalog query")
@@ -177,6 +186,8 @@ class WindowDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.ignore_index = int(ignore_index)
         self.max_open = max(int(max_open), 1)
+        self.radiometry = bool(radiometry)
+        self._units: tuple[str, str] | None = None
         self._pid: int | None = None
         self._readers: OrderedDict[int, _TileReader] = OrderedDict()
         self._scratch: dict[str, np.ndarray] = {}
@@ -235,7 +246,15 @@ class WindowDataset(torch.utils.data.Dataset):
             self._pid = pid
         r = self._readers.get(t)
         if r is None:
-            r = _TileReader(self.paths[t], self.mask_paths[t], self.count, tuple(self.shapes[t]))
+            r = _TileReader(self.paths[t], self.mask_paths[t], self.count, tuple(self.shapes[t]),
+                            self.tiles[t] if self.radiometry else None, self.bands)
+            if r.units is not None:
+                if self._units is None:
+                    self._units = (r.units, self.paths[t])
+                elif r.units != self._units[0]:
+                    r.close()
+                    raise WorkbenchError(f"{self.paths[t]}: values in {r.units} units but {self._units[1]} is in "
+                                         f"{self._units[0]}; one dataset reads one kind of units")
             self._readers[t] = r
         else:
             self._readers.move_to_end(t)
@@ -399,10 +418,16 @@ class WindowDataset(torch.utils.data.Dataset):
         transforms = p.transform if p is not None else np.zeros(B, np.int64)
         # Normalisation fused with brightness/contrast jitter: x * scale[b, c] + bias[b, c].
         scale, bias = self._scale[None, :], self._bias[None, :]
+        if any(r.affine is not None for r in img_readers):    # to reflectance first, tile by tile
+            ident = np.stack([np.ones(C, np.float32), np.zeros(C, np.float32)])
+            aff = np.stack([ident if r.affine is None else r.affine for r in img_readers])  # (B, 2, C)
+            bias = bias + scale * aff[:, 1]
+            scale = scale * aff[:, 0]
         if p is not None and p.jitter:
             scale = scale * p.contrast[:, None]
             bias = bias * p.contrast[:, None] + p.brightness[:, None]
-        identity = not (p is not None and p.jitter) and self.stats is None
+        identity = not (p is not None and p.jitter) and self.stats is None and \
+            all(r.affine is None for r in img_readers)
         s4, b4 = scale[:, :, None, None], bias[:, :, None, None]
         per_sample = s4.shape[0] > 1
 

@@ -124,8 +124,10 @@ def read(path: str | Path, window: Window | None = None, bands: Sequence[int] | 
 
 def write(path: str | Path, array: np.ndarray, transform: Affine | Sequence[float], crs: str | None,
           nodata: float | None = None, band_names: Sequence[str] | None = None,
-          compress: str | None = "deflate", tags: dict | None = None, tiled: bool | None = None) -> Path:
-    """Write atomically: to ``.name.tmp-PID`` beside the target, then rename."""
+          compress: str | None = "deflate", tags: dict | None = None, tiled: bool | None = None,
+          scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None) -> Path:
+    """Write atomically: to ``.name.tmp-PID`` beside the target, then rename. ``scales`` /
+    ``offsets``: GDAL's per-band ``value * scale + offset`` (how the numbers become reflectance)."""
     path = Path(path)
     arr = array[None] if array.ndim == 2 else array
     count, height, width = arr.shape
@@ -148,6 +150,10 @@ def write(path: str | Path, array: np.ndarray, transform: Affine | Sequence[floa
                 dst.set_band_description(i + 1, name)
             if tags:
                 dst.update_tags(**{k: str(v) for k, v in tags.items()})
+            if scales is not None:
+                dst.scales = tuple(float(v) for v in scales)
+            if offsets is not None:
+                dst.offsets = tuple(float(v) for v in offsets)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

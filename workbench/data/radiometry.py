@@ -171,3 +171,23 @@ def check_values(values: np.ndarray, valid: np.ndarray, radiometry: Sequence[Rad
 def units_of(radiometry: Sequence[Radiometry]) -> str:
     units = {r.units for r in radiometry}
     return units.pop() if len(units) == 1 else "mixed"
+
+
+def of_dataset(ds) -> list[Radiometry]:
+    """Per band of an open dataset: what it declares, else its dtype's convention."""
+    tags = ds.tags()
+    return [declared(ds, i + 1, tags) or by_convention(ds.dtypes[i]) for i in range(ds.count)]
+
+
+def of_tile(tile, ds=None) -> list[Radiometry]:
+    """A catalog tile's radiometry per band: what its import recorded (``extra.radiometry``), else
+    what its file declares or its dtype's convention (``ds``: the tile's open image, if at hand)."""
+    recorded = (getattr(tile, "extra", None) or {}).get("radiometry")
+    if recorded:
+        return [Radiometry.from_dict(d) for d in recorded]
+    if ds is not None:
+        return of_dataset(ds)
+    from workbench.data import geotiff
+
+    with geotiff.open_raster(getattr(tile, "path", tile)) as opened:
+        return of_dataset(opened)

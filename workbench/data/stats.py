@@ -1,5 +1,9 @@
 """Per-band mean/std of the training split, stored with the run.
 
+Statistics are in the tiles' reflectance units (``radiometry.of_tile``: uint16 DN x 0.0001,
+an offset product's ``- 0.1``, float as it is; raw 8-bit values stay raw), so tiles of one
+place in different forms pool into one normalisation, and band names are canonical.
+
 Normalisation uses statistics of the data at hand, never ImageNet constants: a
 Sentinel-2 NIR band or a uint16 reflectance has nothing to do with photographs.
 :func:`compute_band_stats` reads tiles block by block (never a whole scene at
@@ -153,7 +157,10 @@ def compute_band_stats(tiles: Sequence, bands: Sequence[int] | None = None, max_
         if not 0 <= b < count:
             raise WorkbenchError(f"{first.path}: band index {b} out of range (the file has {count} bands, "
                                  f"indices 0..{count - 1})")
-    names = [first.band_names[b] for b in sel]
+    from workbench.data.bands import canonical_names
+    from workbench.data.radiometry import of_tile
+
+    names = [canonical_names(list(first.band_names))[b] for b in sel]
     explicit = _explicit_names(first)
     acc = _Moments(len(sel))
     indexes = [b + 1 for b in sel]
@@ -165,8 +172,13 @@ def compute_band_stats(tiles: Sequence, bands: Sequence[int] | None = None, max_
                 raise WorkbenchError(f"{path}: has {info.count} bands but {first.path} has {count}; "
                                      f"band statistics need the same bands in every tile")
             mine = _explicit_names(info)
-            if explicit and mine and mine != explicit:
+            if explicit and mine and canonical_names(list(mine)) != canonical_names(list(explicit)):
                 raise WorkbenchError(f"{path}: bands {list(mine)} differ from {list(explicit)} in {first.path}")
+            rad = of_tile(t, ds)
+            affine = [rad[b].affine() for b in sel]
+            identity = all(a == (1.0, 0.0) for a in affine)
+            sc = np.array([a[0] for a in affine])[:, None]
+            of = np.array([a[1] for a in affine])[:, None]
             for window in _chunks(ds):
                 try:
                     block = ds.read(indexes, window=window)
@@ -178,10 +190,8 @@ def compute_band_stats(tiles: Sequence, bands: Sequence[int] | None = None, max_
                     ok &= ~(flat == np.asarray(info.nodata).astype(flat.dtype)).any(axis=0)
                 if np.issubdtype(flat.dtype, np.floating):
                     ok &= ~np.isnan(flat).any(axis=0)
-                if ok.all():
-                    acc.add(flat.astype(np.float64))
-                else:
-                    acc.add(flat[:, ok].astype(np.float64))
+                values = flat.astype(np.float64) if ok.all() else flat[:, ok].astype(np.float64)
+                acc.add(values if identity else values * sc + of)
     if acc.n == 0:
         raise WorkbenchError(f"no valid pixels to compute band statistics on: every pixel of "
                              f"{len(chosen)} tile(s) (e.g. {_path_of(chosen[0])}) is nodata")

@@ -3,6 +3,7 @@
     refuse_split_filter(query_override, "classify train")       # before any tile is read
     cfg = resume_config(args.resume, args.overrides, config_from_dict)
     stats = band_stats_for(train_tiles, bands=..., max_tiles=..., seed=..., resume=resume)
+    contract = input_contract_for(train_tiles, bands=..., resume=resume)    # saved as inputs.json
     trainer = Trainer(task, cfg.train, train_ds, val_ds, ...)
     write_tiles_json(trainer.run, catalog=..., query=..., splits=..., tiles={"train": ..., ...})
     summary = trainer.fit()
@@ -28,6 +29,7 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:
     from torch import nn
 
+    from workbench.data.contract import InputContract
     from workbench.data.stats import BandStats
     from workbench.train.run_dir import RunDir
 
@@ -71,6 +73,20 @@ def band_stats_for(train_tiles: Sequence, *, bands: Sequence[int] | None, max_ti
             return BandStats.load(saved)
     return compute_band_stats(train_tiles, bands=None if bands is None else list(bands), max_tiles=max_tiles,
                               seed=seed, split=None)
+
+
+def input_contract_for(train_tiles: Sequence, *, bands: Sequence[int] | None, resume: str | Path | None = None,
+                       runs_root: str | Path | None = None, task: str | None = None) -> InputContract:
+    """Which bands in which units the run reads (``workbench.data.contract``): from the train
+    tiles, or on resume the run's own ``inputs.json`` (``task`` as in ``resume_config``)."""
+    from workbench.data.contract import FILE, InputContract, contract_of
+    from workbench.train.run_dir import RunDir
+
+    if resume is not None:
+        saved = RunDir.open(resume, runs_root, task=task).path / FILE
+        if saved.is_file():
+            return InputContract.load(saved)
+    return contract_of(train_tiles, None if bands is None else list(bands))
 
 
 def write_tiles_json(run: RunDir, *, catalog: str | Path, query: Mapping[str, Any],

@@ -48,7 +48,7 @@ def test_pixels_equal_direct_windowed_read(tmp_path):
     img, mask = write_pair(tmp_path, "geo", size=80, bands=4, crs="EPSG:4326", origin=(105.0, 21.0), res=0.001,
                            seed=9)
     tiles.append(Tile(path=str(img), mask_path=str(mask), source="folder"))
-    ds = WindowDataset(tiles, RandomWindows(24, per_tile=4), seed=3)
+    ds = WindowDataset(tiles, RandomWindows(24, per_tile=4), seed=3, radiometry=False)
     batch = ds.__getitems__(list(range(len(ds))))
     assert batch["image"].dtype == torch.float32 and batch["image"].shape == (12, 4, 24, 24)
     assert batch["mask"].dtype == torch.int64 and batch["valid"].dtype == torch.bool
@@ -64,8 +64,8 @@ def test_pixels_equal_direct_windowed_read(tmp_path):
 
 def test_band_selection_by_index_and_name(tmp_path):
     tiles = make_tiles(tmp_path, n=1, size=48, bands=4)
-    a = WindowDataset(tiles, GridWindows(48), bands=[3, 0])
-    b = WindowDataset(tiles, GridWindows(48), bands=["nir", "red"])
+    a = WindowDataset(tiles, GridWindows(48), bands=[3, 0], radiometry=False)
+    b = WindowDataset(tiles, GridWindows(48), bands=["nir", "red"], radiometry=False)
     ref = read_window(tiles[0].path, 0, 0, 48)[[3, 0]].astype(np.float32)
     assert np.array_equal(a[0]["image"].numpy(), ref)
     assert np.array_equal(b[0]["image"].numpy(), ref)
@@ -74,15 +74,15 @@ def test_band_selection_by_index_and_name(tmp_path):
 def test_normalisation_uses_stats(tmp_path):
     tiles = make_tiles(tmp_path, n=1, size=32)
     stats = BandStats([1000.0, 1500.0, 2000.0], [100.0, 200.0, 400.0], ["red", "green", "blue"])
-    ds = WindowDataset(tiles, GridWindows(32), stats=stats)
+    ds = WindowDataset(tiles, GridWindows(32), stats=stats, radiometry=False)
     ref = read_window(tiles[0].path, 0, 0, 32).astype(np.float64)
     want = (ref - np.array([1000, 1500, 2000])[:, None, None]) / np.array([100, 200, 400])[:, None, None]
     np.testing.assert_allclose(ds[0]["image"].numpy(), want, rtol=1e-5, atol=1e-4)
     # stats of all file bands are subset along with the bands
-    ds2 = WindowDataset(tiles, GridWindows(32), stats=stats, bands=[2])
+    ds2 = WindowDataset(tiles, GridWindows(32), stats=stats, bands=[2], radiometry=False)
     np.testing.assert_allclose(ds2[0]["image"].numpy()[0], want[2], rtol=1e-5, atol=1e-4)
     with pytest.raises(WorkbenchError, match="statistics"):
-        WindowDataset(tiles, GridWindows(32), stats=BandStats([0.0] * 2, [1.0] * 2), bands=[0, 1, 2])
+        WindowDataset(tiles, GridWindows(32), stats=BandStats([0.0] * 2, [1.0] * 2), bands=[0, 1, 2], radiometry=False)
 
 
 def test_getitem_and_getitems_agree(tmp_path):
@@ -124,7 +124,7 @@ def test_augmentation_keeps_image_and_mask_aligned(tmp_path):
     p = geotiff.write(tmp_path / "a.tif", img, tr, "EPSG:32633")
     m = geotiff.write(tmp_path / "a_mask.tif", mask, tr, "EPSG:32633")
     tiles = [Tile(path=str(p), mask_path=str(m), source="folder")]
-    ds = WindowDataset(tiles, RandomWindows(16, per_tile=64), augment=Augment(brightness=0, contrast=0), seed=1)
+    ds = WindowDataset(tiles, RandomWindows(16, per_tile=64), augment=Augment(brightness=0, contrast=0), seed=1, radiometry=False)
     batch = ds.__getitems__(range(len(ds)))
     assert torch.equal(batch["image"][:, 0].long(), batch["mask"])
     # all 8 transforms were used, and each is the dihedral transform of the raw window
@@ -169,7 +169,7 @@ def test_nodata_marked_invalid_and_zeroed(tmp_path):
     m = geotiff.write(tmp_path / "n_mask.tif", mask, tr, "EPSG:32633", nodata=255)
     tiles = [Tile(path=str(p), mask_path=str(m), source="folder")]
     stats = BandStats([500.0] * 3, [100.0] * 3)
-    ds = WindowDataset(tiles, GridWindows(size), stats=stats, ignore_index=-1)
+    ds = WindowDataset(tiles, GridWindows(size), stats=stats, ignore_index=-1, radiometry=False)
     s = ds[0]
     bad = np.zeros((size, size), bool)
     bad[5:10, 5:10] = True
@@ -181,7 +181,7 @@ def test_nodata_marked_invalid_and_zeroed(tmp_path):
     ref = (img.astype(np.float64) - 500) / 100
     np.testing.assert_allclose(s["image"].numpy()[:, ~bad], ref[:, ~bad], rtol=1e-5, atol=1e-5)
     # augmentation moves the invalid pixels along with everything else
-    ds_aug = WindowDataset(tiles, GridWindows(size), stats=stats, augment=Augment(), ignore_index=-1, seed=4)
+    ds_aug = WindowDataset(tiles, GridWindows(size), stats=stats, augment=Augment(), ignore_index=-1, seed=4, radiometry=False)
     for e in range(4):
         ds_aug.set_epoch(e)
         a = ds_aug[0]

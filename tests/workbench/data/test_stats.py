@@ -33,10 +33,10 @@ def test_stats_match_numpy_across_tiles_and_blocks(tmp_path, monkeypatch):
     flat = np.concatenate([a.reshape(3, -1) for a in arrays], axis=1).astype(np.float64)
     np.testing.assert_allclose(st.mean, flat.mean(axis=1), rtol=1e-10)
     np.testing.assert_allclose(st.std, flat.std(axis=1), rtol=1e-9)
-    assert st.band_names == ["r", "g", "b"] and st.pixels == flat.shape[1]
+    assert st.band_names == ["red", "green", "blue"] and st.pixels == flat.shape[1]   # canonical names
     sub = compute_band_stats(tiles, bands=[2, 0])
     np.testing.assert_allclose(sub.mean, flat.mean(axis=1)[[2, 0]], rtol=1e-10)
-    assert sub.band_names == ["b", "r"]
+    assert sub.band_names == ["blue", "red"]
 
 
 def test_nodata_excluded(tmp_path):
@@ -44,7 +44,7 @@ def test_nodata_excluded(tmp_path):
     a[0, :3] = -9999  # rows 0-2 of band 0 are nodata -> those pixels leave both bands
     p = geotiff.write(tmp_path / "n.tif", a, TR, "EPSG:32633", nodata=-9999)
     st = compute_band_stats([tile(p)])
-    keep = a[:, 3:].reshape(2, -1).astype(np.float64)
+    keep = a[:, 3:].reshape(2, -1).astype(np.float64) * 1e-4     # int16: reflectance x 10000
     np.testing.assert_allclose(st.mean, keep.mean(axis=1))
     np.testing.assert_allclose(st.std, keep.std(axis=1))
     assert st.pixels == 70

@@ -1,0 +1,306 @@
+"""A run's input contract: which bands, in which units, from which radiometry it was trained on.
+
+    contract = contract_of(train_tiles, positions)      # training: from the tiles, checked
+    contract.save(run.path / "inputs.json")
+    scene = open_scene(contract, stats, "S2B_...SAFE")    # predict / eval: brought to it, or refused
+    x, valid = scene.read(window)                       # normalised float32 (bands, h, w)
+
+Band statistics are in the contract's units (reflectance for Sentinel-2-like data), so a
+scene is normalised as the training tiles were whatever form it comes in: uint16 DN, DN
+with the +1000 offset, float reflectance, bands in another order or a 13-band stack. What
+cannot be reconciled is refused in one line naming the input: a band the run needs and the
+scene lacks, a scene without band names for a run that has them (unless ``--bands`` names
+them), raw 8-bit values for a reflectance run (or the reverse), raw values of another dtype,
+and values that contradict the units assumed for them (``radiometry.check_values``).
+
+Runs from before the contract (no ``inputs.json``) get one built from their
+``band_stats.json`` band names: raw units, bands by position, as they were trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.data import bands as band_names
+from workbench.data.radiometry import RAW, REFLECTANCE, Radiometry, check_values, of_tile
+from workbench.errors import WorkbenchError
+
+FILE = "inputs.json"
+GSD_TOLERANCE = 2.0          # a scene whose pixels are this many times larger or smaller gets a warning
+CHECK_TILES = 256            # train tiles whose headers are checked for units and names
+
+
+@dataclass
+class InputBand:
+    name: str                           # canonical (or b<i> when the tiles had no names)
+    common_name: str | None
+    dtype: str                          # as the train tiles stored it
+    scale: float | None                 # the train tiles' radiometry (first tile), for the record
+    offset: float
+    nodata: float | None
+    radiometry: str = ""                # where that radiometry came from
+
+
+@dataclass
+class InputContract:
+    bands: list[InputBand]
+    units: str                          # reflectance or raw
+    gsd: float | None = None            # median train GSD in metres
+    crs: list[str] = field(default_factory=list)
+    legacy: bool = False                # built from an older run's band_stats.json
+
+    @property
+    def names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+    @property
+    def named(self) -> bool:
+        return not band_names.all_default(self.names)
+
+    def to_dict(self) -> dict:
+        return {"bands": [asdict(b) for b in self.bands], "units": self.units, "gsd": self.gsd, "crs": self.crs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputContract:
+        try:
+            return cls([InputBand(**b) for b in d["bands"]], str(d["units"]), d.get("gsd"), list(d.get("crs") or []))
+        except (KeyError, TypeError) as exc:
+            raise WorkbenchError(f"input contract: missing or bad field ({exc})") from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> InputContract:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise WorkbenchError(f"{path}: not a readable input contract ({exc})") from None
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"{path}: {exc}") from None
+
+    def describe(self) -> str:
+        return f"{', '.join(self.names)} in {self.units}" + ("" if self.units == REFLECTANCE else
+                                                           f" ({self.bands[0].dtype})")
+
+
+def legacy_contract(stats: Any, bands: Sequence[int] | None = None) -> InputContract:
+    """The contract an older run implies: raw units, its 1-based ``bands`` (all bands of its
+    statistics when None) read by position, as it was trained."""
+    numbers = list(bands) if bands else list(range(1, len(stats) + 1))
+    out = [InputBand(name=f"b{n}", common_name=None, dtype="", scale=None, offset=0.0, nodata=None,
+                     radiometry="older run: units not recorded") for n in numbers]
+    return InputContract(out, RAW, legacy=True)
+
+
+def tile_names(tile: Any, count: int | None = None) -> list[str]:
+    names = list(getattr(tile, "bands", None) or [])
+    if not names and count:
+        names = [f"b{i + 1}" for i in range(count)]
+    return band_names.canonical_names(names)
+
+
+def contract_of(tiles: Sequence[Any], positions: Sequence[int] | None = None) -> InputContract:
+    """The contract of a run trained on ``tiles`` reading bands at 0-based ``positions`` (all when
+    None). Tiles that disagree on band names or units are a one-line error naming the file:
+    their statistics could not be pooled into one normalisation."""
+    from workbench.data import geotiff
+
+    if not tiles:
+        raise WorkbenchError("no tiles to build the run's input contract from")
+    step = max(1, len(tiles) // CHECK_TILES)
+    checked = list(tiles)[::step]
+    first = None
+    crs, gsds = set(), []
+    for t in checked:
+        with geotiff.open_raster(t.path) as ds:
+            info = geotiff.info_of(ds)
+            rad = of_tile(t, ds)
+        names = tile_names(t, info.count) if getattr(t, "bands", None) else band_names.canonical_names(
+            list(info.band_names))
+        pos = list(range(info.count)) if positions is None else list(positions)
+        if max(pos) >= info.count:
+            raise WorkbenchError(f"{t.path}: has {info.count} bands; the run reads band {max(pos) + 1}")
+        sel = ([names[p] for p in pos], [rad[p] for p in pos], info)
+        if first is None:
+            first = (t, sel)
+        else:
+            _same(first, (t, sel))
+        if info.crs:
+            crs.add(info.crs)
+            gsds.append(info.gsd_metres())
+    t0, (names, rads, info) = first
+    units = rads[0].units
+    if any(r.units != units for r in rads):
+        raise WorkbenchError(f"{t0.path}: bands in different units ({', '.join(r.units for r in rads)})")
+    bands = [InputBand(name=n, common_name=band_names.common_name(n), dtype=info.dtype, scale=r.scale,
+                       offset=r.offset, nodata=info.nodata, radiometry=r.source) for n, r in zip(names, rads)]
+    gsd = float(np.median(gsds)) if gsds else None
+    return InputContract(bands, units, gsd, sorted(crs))
+
+
+def _same(a: tuple, b: tuple) -> None:
+    (ta, (na, ra, ia)), (tb, (nb, rb, ib)) = a, b
+    if na != nb and not (band_names.all_default(na) or band_names.all_default(nb)):
+        raise WorkbenchError(f"{tb.path}: bands {', '.join(nb)} differ from {', '.join(na)} of {ta.path}; "
+                             "one run reads one set of bands")
+    ua, ub = {r.units for r in ra}, {r.units for r in rb}
+    if ua != ub:
+        raise WorkbenchError(f"{tb.path}: values in {'/'.join(ub)} units ({rb[0].source}) but {ta.path} is in "
+                             f"{'/'.join(ua)} ({ra[0].source}); tiles of one run must be in the same units")
+    if ua == {RAW} and ia.dtype != ib.dtype:
+        raise WorkbenchError(f"{tb.path}: raw {ib.dtype} values but {ta.path} holds raw {ia.dtype}; raw values of "
+                             "different types cannot share one normalisation")
+
+
+# ---- the predict side ---------------------------------------------------------------------------
+
+class SceneReader:
+    """A scene brought to a run's contract: ``read(window)`` gives normalised float32 windows."""
+
+    def __init__(self, stack: Any, stats: Any, contract: InputContract, notes: list[str]):
+        self.stack, self.contract, self.notes = stack, contract, notes
+        scale, bias = stats.scale_bias()
+        self.scale, self.bias = scale[:, None, None], bias[:, None, None]
+        self.bands = list(range(len(contract.bands)))
+        from workbench.data.geotiff import RasterInfo
+
+        self.info = RasterInfo(path=str(stack.scene.path), width=stack.width, height=stack.height,
+                               count=len(stack.bands), dtype=str(stack.dtype),
+                               crs=stack.crs.to_string() if stack.crs else None,
+                               transform=tuple(stack.transform)[:6], nodata=None, band_names=tuple(stack.names))
+
+    def read(self, window) -> tuple[np.ndarray, np.ndarray]:
+        x, valid = self.stack.read(window)
+        np.multiply(x, self.scale, out=x)
+        np.add(x, self.bias, out=x)
+        if not valid.all():
+            x[:, ~valid] = 0.0
+        return x, valid
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: str = "?",
+               bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
+               use_scl: bool = True, warn: bool = True) -> SceneReader:
+    """Open any input (``inputs.describe``) and bring it to ``contract``, or refuse (module docstring)."""
+    from workbench.data.inputs import describe
+
+    scene = describe(path, bands=bands)
+    where = scene.path
+    wanted = contract.names
+    notes: list[str] = []
+    if contract.named and not band_names.all_default(scene.names):
+        found, notes = band_names.match(wanted, scene.names)
+        missing = [w for w, f in zip(wanted, found) if f is None]
+        if missing:
+            raise WorkbenchError(f"{where}: has no band {', '.join(missing)} that run {run} needs (it has "
+                                 f"{', '.join(scene.names)}; the run reads {', '.join(wanted)})")
+        chosen = [scene.bands[i].name for i in found]
+    elif contract.named:
+        if len(scene.bands) != len(wanted):
+            raise WorkbenchError(f"{where}: its {len(scene.bands)} bands carry no names and run {run} reads "
+                                 f"{len(wanted)} named bands ({', '.join(wanted)}); name them with "
+                                 f"--bands {','.join(wanted)} if that is their order")
+        raise WorkbenchError(f"{where}: its bands carry no names; run {run} reads {', '.join(wanted)}: say which "
+                             f"is which with --bands (e.g. --bands {','.join(wanted)})")
+    elif contract.legacy:                      # an older run: its band numbers, by position
+        numbers = [int(n[1:]) for n in wanted]
+        if numbers == list(range(1, len(numbers) + 1)) and len(scene.bands) != len(numbers):
+            raise WorkbenchError(f"{where}: scene has {len(scene.bands)} bands but the checkpoint of run {run} "
+                                 f"expects {len(numbers)}")
+        if max(numbers) > len(scene.bands):
+            raise WorkbenchError(f"{where}: has {len(scene.bands)} bands but run {run} reads bands "
+                                 f"{numbers} (an older run: bands by position)")
+        chosen = [scene.bands[n - 1].name for n in numbers]
+    else:                                      # a run without band names: by position, as trained
+        if len(scene.bands) != len(wanted):
+            raise WorkbenchError(f"{where}: has {len(scene.bands)} bands but run {run} was trained on "
+                                 f"{len(wanted)} unnamed bands")
+        chosen = scene.names
+    stack = scene.open(chosen, use_scl=use_scl, scale=scale, offset=offset)
+    try:
+        _check_units(contract, stack, where, run, user=scale is not None or offset is not None)
+        _check_gsd(contract, stack, where, run, warn)
+    except BaseException:
+        stack.close()
+        raise
+    if warn:
+        for n in notes:
+            print(f"note: {where}: {n}", file=sys.stderr)
+    return SceneReader(stack, stats, contract, notes)
+
+
+def _check_units(contract: InputContract, stack: Any, where: str, run: str, user: bool) -> None:
+    units = stack.units
+    if contract.legacy:                          # trained on the files' raw values: read them so
+        stack.radiometry = [Radiometry(None, 0.0, "older run: raw values")] * len(stack.bands)
+        return
+    if contract.units == RAW:
+        if units != RAW or str(stack.dtype) != contract.bands[0].dtype:
+            raise WorkbenchError(f"{where}: run {run} was trained on raw {contract.bands[0].dtype} values "
+                                 f"({contract.bands[0].radiometry}); this input holds {stack.dtype} "
+                                 f"{'reflectance' if units == REFLECTANCE else 'values'}, which it cannot read")
+        return
+    if units != REFLECTANCE:
+        raise WorkbenchError(f"{where}: {stack.dtype} values carry no reflectance, and run {run} reads "
+                             f"reflectance ({contract.describe()}); give --scale/--offset if they are reflectance "
+                             "in some scale")
+    raw = np.stack([d.read(i, out_shape=_small(stack), resampling=_nearest()) for d, i in stack._readers])
+    valid = ~_invalid_no_scl(stack, raw)
+    check_values(raw, valid, stack.radiometry, where)
+    refl = np.stack([raw[i].astype(np.float64) * (r.scale or 1.0) + r.offset
+                     for i, r in enumerate(stack.radiometry)])
+    if valid.any():
+        med = float(np.median(refl[:, valid]))
+        if not -0.5 < med < 1.5:
+            raise WorkbenchError(f"{where}: its values give a median reflectance of {med:.3g} "
+                                 f"({stack.radiometry[0].source}); that is not reflectance: check --scale/--offset")
+
+
+def _small(stack: Any, side: int = 512) -> tuple[int, int]:
+    f = max(1, math.ceil(max(stack.width, stack.height) / side))
+    return max(1, stack.height // f), max(1, stack.width // f)
+
+
+def _nearest():
+    from rasterio.enums import Resampling
+
+    return Resampling.nearest
+
+
+def _invalid_no_scl(stack: Any, raw: np.ndarray) -> np.ndarray:
+    scl, stack.scl = stack.scl, None
+    try:
+        return stack.invalid(raw)
+    finally:
+        stack.scl = scl
+
+
+def _check_gsd(contract: InputContract, stack: Any, where: str, run: str, warn: bool) -> None:
+    if not contract.gsd or stack.crs is None:
+        return
+    from workbench.data.geotiff import RasterInfo
+
+    info = RasterInfo(path=where, width=stack.width, height=stack.height, count=1, dtype=str(stack.dtype),
+                      crs=stack.crs.to_string(), transform=tuple(stack.transform)[:6], nodata=None, band_names=("",))
+    gsd = info.gsd_metres()
+    ratio = gsd / contract.gsd
+    if warn and not (1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE):
+        print(f"warning: {where}: {gsd:.3g} m pixels, run {run} was trained on {contract.gsd:.3g} m pixels",
+              file=sys.stderr)
