@@ -265,6 +265,18 @@ class Catalog:
             raise WorkbenchError(f"no tile with id {tile_id} in {self.path}")
         return rows[0]
 
+    def imported_from(self, sources: Iterable[str | Path]) -> set[str]:
+        """Which of these scenes (absolute paths or GDAL paths) have chips here (``extra.imported_from``)."""
+        keys = [str(p) if "://" in str(p) or str(p).startswith("/vsi") else str(Path(p).resolve()) for p in sources]
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            rows = self.conn.execute("SELECT DISTINCT json_extract(extra, '$.imported_from') FROM tiles WHERE "
+                                     f"json_extract(extra, '$.imported_from') IN ({', '.join('?' * len(chunk))}) "
+                                     "AND json_extract(extra, '$.chip') IS NOT NULL", chunk).fetchall()
+            found.update(r[0] for r in rows)
+        return found
+
     def existing_paths(self, candidates: Iterable[str | Path]) -> set[str]:
         """Which of these files already have a row (absolute paths): lets a re-import skip them."""
         stored = [self._store_path(p) for p in candidates]

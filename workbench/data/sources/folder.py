@@ -78,6 +78,8 @@ class ImportResult:
     derived_masks: int = 0
     block_deg: float | None = None
     unplaced: int = 0
+    chipped: int = 0                    # images / scenes cut into chips
+    radiometry: str = ""
 
 
 # ---- finding the files -----------------------------------------------------------------------
@@ -308,6 +310,18 @@ def water_fraction(path: str | Path) -> float | None:
     return water / valid if valid else None
 
 
+def water_fraction_of(mask, nodata: float = MASK_NODATA) -> float | None:
+    """``water_fraction`` of a mask array in memory (values > 0 are water; ``nodata`` ignored)."""
+    ok = mask != nodata
+    n = int(ok.sum())
+    return float(((mask > 0) & ok).sum() / n) if n else None
+
+
+def label_of(water_fraction: float) -> str:
+    """The label an imported tile with a mask gets: land below 5 % water, water above 95 %, else coast."""
+    return "land" if water_fraction < 0.05 else "water" if water_fraction > 0.95 else "coast"
+
+
 def date_from_tags(tags: dict) -> str | None:
     """An ISO date (YYYY-MM-DD) from the first date-like tag, or None."""
     for key in DATE_TAGS:
@@ -348,7 +362,7 @@ def _tile(checked: _Checked, source: str, mask_path: Path | None, wf: float | No
         lonlat = dict(lon=(w + e) / 2, lat=(s + n) / 2, west=w, south=s, east=e, north=n)
     label = item.label
     if label is None and wf is not None:
-        label = "land" if wf < 0.05 else "water" if wf > 0.95 else "coast"
+        label = label_of(wf)
     extra = {"imported_from": str(item.image.resolve())}
     if item.masked_copy is not None:
         extra["masked_copy"] = str(item.masked_copy.resolve())
@@ -365,20 +379,18 @@ def _tile(checked: _Checked, source: str, mask_path: Path | None, wf: float | No
 def import_folder(catalog: Catalog, root: str | Path, source: str | None = None, mode: str | None = None,
                   pattern: str | None = None, split: str = "auto", block_deg: float | None = None,
                   fractions: Sequence[float] = DEFAULT_FRACTIONS, progress: bool = False,
-                  log: Callable[[str], None] | None = None) -> ImportResult:
-    """Check every file, derive EE masks, then add all new tiles in one transaction."""
+                  log: Callable[[str], None] | None = None, chip_size: int | None = None,
+                  chips_root: str | Path | None = None) -> ImportResult:
+    """Check every file, derive EE masks, cut images larger than ``chip_size`` into chips
+    (``workbench.data.sources.scenes``, under ``chips_root``), then add all new tiles in one
+    transaction (chips written by a failed import are removed)."""
     root = Path(root)
-    if source is not None and source not in IMPORT_SOURCES:
-        raise WorkbenchError(f"--source {source!r}: unknown (known: {', '.join(IMPORT_SOURCES)})")
-    if split != "auto" and split not in SPLITS:
-        raise WorkbenchError(f"--split {split!r}: unknown (known: auto, {', '.join(SPLITS)})")
-    if block_deg is not None and not block_deg > 0:
-        raise WorkbenchError(f"--block-size {block_deg}: must be a positive number of degrees")
+    _check_options(source, split, block_deg)
     mode, layout, items = find_items(root, mode, pattern)
     source = source or ("earthengine" if layout == "earthengine" else "folder")
     result = ImportResult(root=root, mode=mode, source=source, layout=layout, found=len(items))
 
-    known = _known_paths(catalog, [it.image for it in items])
+    known = _known_paths(catalog, [it.image for it in items]) | catalog.imported_from([it.image for it in items])
     todo = [it for it in items if str(it.image.resolve()) not in known]
     result.already = len(items) - len(todo)
     if not todo:
@@ -394,17 +406,119 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
             bar.update(1)
     finally:
         bar.close()
+    large = [c for c in checked if chip_size and max(c.info.width, c.info.height) > chip_size]
+    small = [c for c in checked if c not in large]
+    radiometry = check_units([c.item.image for c in small]) if small else {}
 
-    tiles = []
-    for c in checked:                                    # phase 2: derived masks, attributes
-        mask_path = c.item.mask
-        if c.item.masked_copy is not None:
-            mask_path = c.item.derived_mask
-            _, _written = derive_water_mask(c.item.image, c.item.masked_copy, mask_path)
-            result.derived_masks += 1
-        wf = water_fraction(mask_path) if mask_path is not None else None
-        tiles.append(_tile(c, source, mask_path, wf))
+    tiles, written = [], []
+    try:
+        for c in checked:                                # phase 2: derived masks, chips, attributes
+            mask_path = c.item.mask
+            if c.item.masked_copy is not None:
+                mask_path = c.item.derived_mask
+                _, _written = derive_water_mask(c.item.image, c.item.masked_copy, mask_path)
+                result.derived_masks += 1
+            if c in large:
+                from workbench.data.sources import scenes
 
+                out = scenes.default_out(Path(chips_root or root / ".chips"), str(c.item.image), None)
+                chipped = scenes.chip_scene(c.item.image, out, mask=mask_path, chip_size=chip_size, source=source,
+                                            progress=progress, log=log)
+                written += chipped.written
+                tiles += chipped.tiles
+                result.chipped += 1
+                continue
+            wf = water_fraction(mask_path) if mask_path is not None else None
+            tile = _tile(c, source, mask_path, wf)
+            tile.extra["radiometry"] = radiometry[str(c.item.image)]
+            tiles.append(tile)
+        add_with_splits(catalog, tiles, result, split=split, block_deg=block_deg, fractions=fractions)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return result
+
+
+def _check_options(source: str | None, split: str, block_deg: float | None) -> None:
+    if source is not None and source not in IMPORT_SOURCES:
+        raise WorkbenchError(f"--source {source!r}: unknown (known: {', '.join(IMPORT_SOURCES)})")
+    if split != "auto" and split not in SPLITS:
+        raise WorkbenchError(f"--split {split!r}: unknown (known: auto, {', '.join(SPLITS)})")
+    if block_deg is not None and not block_deg > 0:
+        raise WorkbenchError(f"--block-size {block_deg}: must be a positive number of degrees")
+
+
+def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = None, *,
+                 chips_root: str | Path, chip_size: int = 256, source: str | None = None, split: str = "auto",
+                 block_deg: float | None = None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                 bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
+                 progress: bool = False, log: Callable[[str], None] | None = None) -> ImportResult:
+    """One scene (any input ``inputs.describe`` opens) and its mask, cut into chips under
+    ``chips_root/<scene>-<hash>`` and added in one transaction; a scene imported before is skipped."""
+    from workbench.data.inputs import describe, is_gdal_path
+    from workbench.data.sources import scenes
+
+    _check_options(source, split, block_deg)
+    source = source or "folder"
+    text = str(scene)
+    key = text if is_gdal_path(text) else str(Path(text).resolve())
+    result = ImportResult(root=Path(text), mode="scene", source=source, layout="scene", found=1)
+    if catalog.imported_from([key]):
+        result.already = 1
+        return result
+    info = describe(text, bands=bands)
+    out = scenes.default_out(Path(chips_root), key, info.scene_id)
+    chipped = scenes.chip_scene(key, out, mask=mask, chip_size=chip_size, bands=bands, scale=scale, offset=offset,
+                                source=source, progress=progress, log=log)
+    try:
+        if not chipped.tiles:
+            raise WorkbenchError(f"{text}: no chip of {chip_size} px holds a valid pixel")
+        add_with_splits(catalog, chipped.tiles, result, split=split, block_deg=block_deg, fractions=fractions)
+    except BaseException:
+        for p in chipped.written:
+            p.unlink(missing_ok=True)
+        raise
+    result.chipped = 1
+    result.radiometry = chipped.radiometry
+    return result
+
+
+def check_units(images: Sequence[Path], per_file: int = 64, max_files: int = 256) -> dict[str, list[dict]]:
+    """Each image's radiometry (``radiometry.of_dataset``), checked against the values of the whole
+    import pooled per kind of radiometry (one dark chip does not make a dataset): uint16 DN that
+    never go below 1000 carry an undeclared offset, float "reflectance" far above 1 is DN."""
+    import numpy as np
+
+    from workbench.data import geotiff
+    from workbench.data.radiometry import check_values, of_dataset, sample_values
+
+    found: dict[str, list[dict]] = {}
+    pools: dict[tuple, list] = {}
+    step = max(1, len(images) // max_files)
+    for i, path in enumerate(images):
+        with geotiff.open_raster(path) as ds:
+            rad = of_dataset(ds)
+            found[str(path)] = [r.to_dict() for r in rad]
+            if i % step:
+                continue
+            key = (ds.dtypes[0], ds.count, tuple(r.source for r in rad), ds.nodata)
+            vals = sample_values(ds, range(1, ds.count + 1), per_file)
+            pools.setdefault(key, [rad, path, []])[2].append(vals.reshape(ds.count, -1))
+    for (dtype, _count, _src, nodata), (rad, path, parts) in pools.items():
+        vals = np.concatenate(parts, axis=1)[:, :, None]
+        ok = np.ones(vals.shape[1:], bool)
+        if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+            ok &= ~(vals == np.asarray(nodata).astype(vals.dtype)).any(axis=0)
+        if vals.dtype.kind == "f":
+            ok &= ~np.isnan(vals).any(axis=0)
+        check_values(vals, ok, rad, f"{path} (and the other {dtype} files of this import)")
+    return found
+
+
+def add_with_splits(catalog: Catalog, tiles: list[Tile], result: ImportResult, *, split: str,
+                    block_deg: float | None, fractions: Sequence[float]) -> None:
+    """Give the new tiles their splits and add them in one transaction (phase 3)."""
     if split == "auto":
         points = [(t.lon, t.lat) if t.lon is not None else None for t in tiles]
         spans = sorted(max(t.east - t.west, t.north - t.south) for t in tiles if t.lon is not None)
@@ -421,10 +535,8 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
         for t in tiles:
             t.split = split
     result.unplaced = sum(t.lon is None for t in tiles)
-
-    catalog.add_tiles(tiles)                             # phase 3: one transaction
+    catalog.add_tiles(tiles)
     result.added = tiles
-    return result
 
 
 def _known_paths(catalog: Catalog, paths: list[Path]) -> set[str]:

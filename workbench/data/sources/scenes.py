@@ -1,0 +1,207 @@
+"""Cut a whole scene (and its water mask) into catalog chips.
+
+    chips = chip_scene("S2B_MSIL2A_....SAFE", mask="water.tif", out=home / "data/scenes/T33TUL-20230415")
+
+Any input :func:`workbench.data.inputs.describe` opens (GeoTIFF, COG, VRT, SAFE folder, STAC
+item, GDAL paths) is read window by window (memory bounded by one chip row, whatever the
+scene's size) and written as **chips**: GeoTIFFs of ``chip_size`` px on the scene's grid (the
+finest band's; 20 m Sentinel-2 bands resampled to it), the last row and column of chips
+snapped to the scene's edge so every chip has the full size. Chips, not windows into the
+scene, because a chip is a self-contained tile every task reads the same way as an exported
+one, fast, whatever the scene's format (a JP2 in a SAFE folder is slow to window into); the
+scene itself is never written to.
+
+Each chip keeps the scene's own values and dtype, with its radiometry *declared* (GDAL
+scale/offset: ``reflectance = value * scale + offset``, e.g. 0.0001 / -0.1 for a SAFE of
+baseline 04.00+), canonical band names, nodata (0 for integer DN, NaN for floats that had
+none) where the scene is nodata or its SCL says no data, saturated, cloud shadow, cloud or
+cirrus; the mask chip holds the mask's values with 255 where either is invalid. Chips with no
+valid pixel are left out. A scene whose units cannot be told (``radiometry.check_values``),
+a mask on another grid, or a mask with more than one band is refused before anything is written.
+
+The tiles returned are not yet in the catalog: the import adds them (with every other tile of
+the import) in one transaction, and removes the chips it wrote when anything fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from workbench.data import geotiff
+from workbench.data.catalog import Tile
+from workbench.errors import WorkbenchError
+
+DEFAULT_CHIP = 256
+MASK_NODATA = 255
+
+
+@dataclass
+class ChippedScene:
+    scene: str
+    out: Path
+    tiles: list[Tile]
+    written: list[Path]
+    skipped_empty: int
+    radiometry: str
+
+
+def chip_offsets(length: int, chip: int) -> list[int]:
+    """Chip starts along one axis: every ``chip`` px, the last one snapped to the edge."""
+    if length <= chip:
+        return [0]
+    starts = list(range(0, length - chip + 1, chip))
+    if starts[-1] + chip < length:
+        starts.append(length - chip)
+    return starts
+
+
+def default_out(root: Path, scene_path: str, scene_id: str | None) -> Path:
+    """``root/<scene id or file stem>-<8 hex of the absolute path>``: one folder per scene."""
+    name = scene_id or Path(str(scene_path).rstrip("/")).stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "scene"
+    digest = hashlib.sha256(str(Path(scene_path).resolve() if "://" not in scene_path else scene_path).encode())
+    return root / f"{name}-{digest.hexdigest()[:8]}"
+
+
+def _check_mask(stack, mask_path: Path) -> geotiff.RasterInfo:
+    info = geotiff.read_info(mask_path)
+    if info.count != 1:
+        raise WorkbenchError(f"{mask_path}: a mask must have one band, it has {info.count}")
+    grid = geotiff.RasterInfo(path=str(stack.scene.path), width=stack.width, height=stack.height, count=1,
+                              dtype=str(stack.dtype), crs=stack.crs.to_string() if stack.crs else None,
+                              transform=tuple(stack.transform)[:6], nodata=None, band_names=("",))
+    why = geotiff.same_grid(grid, info)
+    if why:
+        raise WorkbenchError(f"{mask_path}: mask is not on the grid of {stack.scene.path} ({why}; the grid is that "
+                             f"of its finest band{'s' if len(stack.bands) > 1 else ''})")
+    return info
+
+
+def _check_radiometry(stack) -> None:
+    from workbench.data.radiometry import check_values
+
+    side = 512
+    f = max(1, math.ceil(max(stack.width, stack.height) / side))
+    shape = (max(1, stack.height // f), max(1, stack.width // f))
+    from rasterio.enums import Resampling
+
+    raw = np.stack([ds.read(i, out_shape=shape, resampling=Resampling.nearest) for ds, i in stack._readers])
+    scl, stack.scl = stack.scl, None
+    try:
+        valid = ~stack.invalid(raw)
+    finally:
+        stack.scl = scl
+    check_values(raw, valid, stack.radiometry, str(stack.scene.path))
+
+
+def chip_scene(scene_path: str | Path, out: Path, mask: str | Path | None = None, chip_size: int = DEFAULT_CHIP,
+               bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
+               source: str = "folder", progress: bool = False, log: Callable[[str], None] | None = None
+               ) -> ChippedScene:
+    """Write the chips of one scene under ``out`` and return their catalog rows (see module docs)."""
+    from workbench.data.inputs import describe
+    from workbench.data.sources.folder import water_fraction_of
+    from workbench.progress import progress as progress_bar
+
+    if chip_size < 16:
+        raise WorkbenchError(f"--chip-size {chip_size}: must be at least 16 px")
+    scene = describe(scene_path, bands=bands)
+    with scene.open(scale=scale, offset=offset) as stack:
+        _check_radiometry(stack)
+        mask_info = _check_mask(stack, Path(mask)) if mask is not None else None
+        rows, cols = chip_offsets(stack.height, chip_size), chip_offsets(stack.width, chip_size)
+        ch, cw = min(chip_size, stack.height), min(chip_size, stack.width)
+        fill = _fill_value(stack)
+        scales = [r.affine()[0] if r.scale is not None else 1.0 for r in stack.radiometry]
+        offsets = [r.affine()[1] if r.scale is not None else 0.0 for r in stack.radiometry]
+        radiometry = [r.to_dict() for r in stack.radiometry]
+        tags = {k: v for k, v in {"SCENE_ID": scene.scene_id, "DATE_ACQUIRED": scene.date,
+                                  "SOURCE_SCENE": str(scene.path)}.items() if v}
+        written: list[Path] = []
+        tiles: list[Tile] = []
+        empty = 0
+        bar = progress_bar(total=len(rows) * len(cols), desc="chips", unit="chip", enabled=progress)
+        mask_ds = geotiff.open_raster(mask) if mask is not None else None
+        try:
+            for r in rows:
+                for c in cols:
+                    bar.update(1)
+                    win = Window(c, r, cw, ch)
+                    raw = stack.read_raw(win)
+                    bad = stack.invalid(raw, win)
+                    m = None
+                    if mask_ds is not None:
+                        m = mask_ds.read(1, window=win)
+                        if mask_info.nodata is not None and not math.isnan(mask_info.nodata):
+                            bad |= m == np.asarray(mask_info.nodata).astype(m.dtype)
+                    if bad.all():
+                        empty += 1
+                        continue
+                    if bad.any():
+                        raw[:, bad] = fill
+                    stem = f"r{r:05d}_c{c:05d}"
+                    transform = geotiff.window_transform(_grid_info(stack), win)
+                    crs = stack.crs.to_string() if stack.crs else None
+                    img_path = geotiff.write(out / f"{stem}.tif", raw, transform, crs, nodata=fill,
+                                             band_names=stack.names, tags=tags, scales=scales, offsets=offsets)
+                    written.append(img_path)
+                    mask_path = None
+                    if m is not None:
+                        mm = np.where(bad, MASK_NODATA, m).astype(np.uint8)
+                        mask_path = geotiff.write(out / f"{stem}_mask.tif", mm, transform, crs, nodata=MASK_NODATA,
+                                                  band_names=["water"], tags=tags)
+                        written.append(mask_path)
+                    tiles.append(_tile(img_path, mask_path, source, scene, (r, c), radiometry,
+                                       water_fraction_of(mm) if m is not None else None))
+        except BaseException:
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
+        finally:
+            bar.close()
+            if mask_ds is not None:
+                mask_ds.close()
+        rad_text = "; ".join(sorted({r.source for r in stack.radiometry}))
+    if log:
+        log(f"{scene.path}: {len(tiles)} chips of {chip_size} px in {out}" +
+            (f" ({empty} without a valid pixel left out)" if empty else ""))
+    return ChippedScene(str(scene.path), out, tiles, written, empty, rad_text)
+
+
+def _grid_info(stack) -> geotiff.RasterInfo:
+    return geotiff.RasterInfo(path=str(stack.scene.path), width=stack.width, height=stack.height, count=1,
+                              dtype=str(stack.dtype), crs=None, transform=tuple(stack.transform)[:6], nodata=None,
+                              band_names=("",))
+
+
+def _fill_value(stack) -> float:
+    """The chips' nodata: the bands' own (when they agree), else 0 (integers) or NaN (floats)."""
+    own = {b.nodata for b in stack.bands}
+    if len(own) == 1 and None not in own:
+        return own.pop()
+    return float("nan") if stack.dtype.kind == "f" else 0
+
+
+def _tile(path: Path, mask_path: Path | None, source: str, scene, chip: tuple[int, int], radiometry: list,
+          wf: float | None) -> Tile:
+    info = geotiff.read_info(path)
+    lonlat = {}
+    if info.crs:
+        w, s, e, n = info.lonlat_bounds()
+        lonlat = dict(lon=(w + e) / 2, lat=(s + n) / 2, west=w, south=s, east=e, north=n)
+    from workbench.data.sources.folder import label_of
+
+    label = None if wf is None else label_of(wf)
+    extra = {"imported_from": str(scene.path), "chip": list(chip), "radiometry": radiometry}
+    return Tile(path=str(path.resolve()), mask_path=str(mask_path.resolve()) if mask_path else None, source=source,
+                crs=info.crs, width=info.width, height=info.height, gsd=info.gsd_metres() if info.crs else None,
+                date=scene.date, cloud_cover=scene.cloud_cover, bands=list(info.band_names), water_fraction=wf,
+                label=label, scene_id=scene.scene_id, extra=extra, **lonlat)
