@@ -391,13 +391,16 @@ def safe_band_path(safe: str | Path, band: str, resolution: int | None = None) -
     return Path(safe) / "GRANULE" / granule_name() / "IMG_DATA" / f"R{res}m" / jp2_name(band, res)
 
 
-def _scl_native(g: Ground, resolution: int, nodata_edge: int) -> np.ndarray:
-    """SCL at 20 / 60 m: the class at each coarse pixel's upper-left 10 m pixel, 0 on the edge."""
+def scl_native(g: Ground, resolution: int, nodata_edge: int) -> np.ndarray:
+    """SCL at 20 / 60 m: the class at each coarse pixel's upper-left 10 m pixel, cloud (9) wherever
+    any of its 10 m pixels is cloud (as Sen2Cor errs on the side of cloud), 0 on the edge."""
     f = resolution // 10
-    scl = g.scl().copy()
-    scl[~g.valid(nodata_edge)] = SCL_NODATA
     h, w = g.shape
-    return scl[::f, ::f][: math.ceil(h / f), : math.ceil(w / f)]
+    scl = g.scl()[::f, ::f][: math.ceil(h / f), : math.ceil(w / f)].copy()
+    cloudy = _block_mean((g.cover == COVERS.index("cloud")).astype(np.float64), f) > 0
+    scl[cloudy] = SCL_OF_COVER["cloud"]
+    scl[:, : _coarse_edge(nodata_edge, f)] = SCL_NODATA
+    return scl
 
 
 def _coarse_edge(nodata_edge: int, f: int) -> int:
@@ -428,7 +431,7 @@ def write_safe(folder: str | Path, g: Ground, offset: bool = True, baseline: str
         t = native_transform(g, res)
         for band in files:
             if band == "SCL":
-                arr = _scl_native(g, res, nodata_edge)
+                arr = scl_native(g, res, nodata_edge)
             elif band == "TCI":
                 if not tci:
                     continue
@@ -676,7 +679,7 @@ def write_stac_item(path: str | Path, g: Ground, cog_dir: str | Path | None = No
         asset.extra_fields["proj:shape"] = list(dn.shape)
         asset.extra_fields["proj:transform"] = list(native_transform(g, res))[:6]
     if scl:
-        arr = _scl_native(g, 20, nodata_edge)
+        arr = scl_native(g, 20, nodata_edge)
         cog = _write_cog(cog_dir / "SCL.tif", arr, native_transform(g, 20), g.crs, 0)
         asset = pystac.Asset(href=str(cog), media_type=pystac.MediaType.COG, roles=["data"],
                              title="Scene classification map (SCL)")

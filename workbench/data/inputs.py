@@ -67,6 +67,7 @@ class SceneInput:
     scl: BandSource | None = None
     tags: dict = field(default_factory=dict)
     cloud_cover: float | None = None   # 0..1
+    missing: dict = field(default_factory=dict)   # band -> why it is absent (a SAFE's listed but missing JP2)
 
     @property
     def names(self) -> list[str]:
@@ -76,6 +77,9 @@ class SceneInput:
         for b in self.bands:
             if b.name == name:
                 return b
+        wanted = band_names.canonical(name) or name
+        if wanted in self.missing:
+            raise WorkbenchError(f"{self.path}: {self.missing[wanted]}")
         raise WorkbenchError(f"{self.path}: has no band {name} (it has {', '.join(self.names)})")
 
     def rename(self, names: Sequence[str]) -> None:
@@ -157,17 +161,24 @@ def describe_raster(path: str) -> SceneInput:
             raise WorkbenchError(f"{path}: has no bands")
         names = band_names.canonical_names(list(ds.descriptions))
         res = abs(ds.transform.e) if ds.transform else None
+        nodata = ds.nodata
+        if nodata is None and ds.driver == "SENTINEL2" and tags.get("SPECIAL_VALUE_NODATA") is not None:
+            nodata = float(tags["SPECIAL_VALUE_NODATA"])      # GDAL's SENTINEL2 driver declares none; L2A DN 0
         out = []
         for i, name in enumerate(names):
             out.append(BandSource(name=name, path=path, index=i + 1, radiometry=declared(ds, i + 1, tags, name),
-                                  nodata=ds.nodata, description=ds.descriptions[i] or "", resolution=res))
+                                  nodata=nodata, description=ds.descriptions[i] or "", resolution=res))
     scl = None
     if band_names.SCL in names:
         scl = out.pop(names.index(band_names.SCL))
     from workbench.data.sources.folder import cloud_from_tags, date_from_tags
 
-    return SceneInput(path=path, kind="raster", bands=out, date=date_from_tags(tags) or date_from_name(Path(path).name),
-                      scene_id=tags.get("SCENE_ID") or tags.get("PRODUCT_ID") or tags.get("SYSTEM:INDEX"),
+    # GDAL's SENTINEL2 driver gives PRODUCT_START_TIME and PRODUCT_URI (``....SAFE``)
+    date = date_from_tags(tags) or date_from_name(tags.get("PRODUCT_START_TIME", "")) or date_from_name(Path(path).name)
+    uri = tags.get("PRODUCT_URI")
+    uri = uri[:-5] if uri and uri.upper().endswith(".SAFE") else uri
+    return SceneInput(path=path, kind="raster", bands=out, date=date,
+                      scene_id=tags.get("SCENE_ID") or tags.get("PRODUCT_ID") or tags.get("SYSTEM:INDEX") or uri,
                       scl=scl, tags=tags, cloud_cover=cloud_from_tags(tags))
 
 
@@ -215,8 +226,11 @@ class Stack:
             return ds, b.index
         key = f"{b.path}|warp|{nearest}"
         if key not in self._handles:
+            # the band's nodata, not the file's: a SAFE's JP2s have no tag but DN 0 is no data, and
+            # bilinear resampling must not blend it into the valid pixels beside a swath edge
+            nodata = b.nodata if b.nodata is not None else ds.nodata
             self._handles[key] = WarpedVRT(ds, crs=self.crs, transform=self.transform, width=self.width,
-                                           height=self.height, nodata=ds.nodata,
+                                           height=self.height, src_nodata=nodata, nodata=nodata,
                                            resampling=Resampling.nearest if nearest else Resampling.bilinear)
         return self._handles[key], b.index
 
