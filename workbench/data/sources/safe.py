@@ -3,7 +3,7 @@
 Why a reader of our own rather than GDAL's ``SENTINEL2`` driver alone: the driver shows a
 product as subdatasets per resolution (``SENTINEL2_L2A:<MTD>:10m:EPSG_32633``), and a run
 needs B02 at 10 m beside B11 at 20 m and SCL, each read from its finest JP2 and brought onto
-one grid by :class:`workbench.data.inputs.Stack`. The subdatasets still work as any GDAL path
+one grid by :class:`workbench.data.scene.Stack`. The subdatasets still work as any GDAL path
 (``inputs.describe_raster``).
 
 What is read from ``MTD_MSIL2A.xml`` (tags matched by local name, so the namespace of any
@@ -22,8 +22,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from workbench.data import bands as band_names
-from workbench.data.inputs import BandSource, SceneInput, date_from_name
 from workbench.data.radiometry import S2_QUANTIFICATION, Radiometry
+from workbench.data.scene import BandSource, SceneInput, date_from_name
 from workbench.errors import WorkbenchError
 
 MTD = "MTD_MSIL2A.xml"
