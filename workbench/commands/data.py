@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.commands import add_command, add_verb
+from workbench.commands import add_command, add_input_options, add_verb
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 __all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_import", "run_list",
@@ -81,10 +81,19 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=run_bluemarble)
 
-    v = add_verb(verbs, "import", common, help="import a folder of your own GeoTIFFs",
-                 description="Import image/mask pairs, an Earth Engine Drive export or class folders.",
+    v = add_verb(verbs, "import", common, help="import your own GeoTIFFs, scenes, SAFE folders or STAC items",
+                 description="Import image/mask pairs, an Earth Engine Drive export, class folders, or a whole "
+                             "scene (cut into chips).",
                  epilog=IMPORT_EXAMPLES)
-    v.add_argument("dir", metavar="DIR", help="folder with the GeoTIFFs")
+    v.add_argument("dir", metavar="PATH",
+                   help="a folder of GeoTIFFs, or one scene: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC "
+                        "item JSON, or any path GDAL opens")
+    v.add_argument("--mask", metavar="MASK.tif", help="a scene's water mask (on the scene's grid)")
+    v.add_argument("--chip-size", type=int, default=256, metavar="PX",
+                   help="scenes and images larger than this are cut into chips of this side (default 256)")
+    v.add_argument("--chips", metavar="DIR",
+                   help="where chips are written (default: $WORKBENCH_HOME/data/scenes); never beside the inputs")
+    add_input_options(v)
     v.add_argument("--source", choices=("folder", "earthengine"),
                    help="catalog source (default: earthengine for the EE Drive layout, else folder)")
     v.add_argument("--mode", choices=("pairs", "classes"), help="layout (default: detected)")
@@ -186,19 +195,36 @@ def run_bluemarble(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from workbench.data.sources import folder
+    from workbench import paths
+    from workbench.data.sources import folder, safe
+    from workbench.errors import WorkbenchError
 
     t0 = time.perf_counter()
+    chips = Path(args.chips) if args.chips else paths.data_dir() / "scenes"
+    target = Path(args.dir)
+    is_scene = not target.is_dir() or safe.is_safe(target)
+    if not is_scene and (args.mask or args.bands or args.scale is not None or args.offset is not None):
+        raise WorkbenchError(f"{args.dir}: --mask, --bands, --scale and --offset apply to one scene, not a folder")
     with _catalog(args) as cat:
-        result = folder.import_folder(cat, args.dir, source=args.source, mode=args.mode, pattern=args.pattern,
-                                      split=args.split, block_deg=args.block_size,
-                                      progress=not args.no_progress)
+        if is_scene:
+            if args.mode or args.pattern:
+                raise WorkbenchError(f"{args.dir}: --mode and --pattern apply to folders, not to one scene")
+            result = folder.import_scene(cat, args.dir, args.mask, chips_root=chips, chip_size=args.chip_size,
+                                         source=args.source, split=args.split, block_deg=args.block_size,
+                                         bands=args.bands, scale=args.scale, offset=args.offset,
+                                         progress=not args.no_progress)
+        else:
+            result = folder.import_folder(cat, args.dir, source=args.source, mode=args.mode, pattern=args.pattern,
+                                          split=args.split, block_deg=args.block_size,
+                                          progress=not args.no_progress, chip_size=args.chip_size,
+                                          chips_root=chips)
         added = result.added
         print(f"{result.root}: {result.found} image(s), layout {result.layout}, mode {result.mode}, "
               f"source {result.source}")
         print(f"  added {len(added)} tile(s) to {cat.path}"
               + (f"; {result.already} already in the catalog" if result.already else "")
               + (f"; derived {result.derived_masks} water mask(s)" if result.derived_masks else "")
+              + (f"; {result.chipped} scene(s) cut into {args.chip_size} px chips" if result.chipped else "")
               + f" ({time.perf_counter() - t0:.1f} s)")
         if added:
             by_split = Counter(t.split for t in added)
@@ -206,6 +232,8 @@ def run_import(args: argparse.Namespace) -> int:
                   + (f" (geographic blocks of {result.block_deg:g} degrees)" if result.block_deg else ""))
             if result.unplaced:
                 print(f"  note: {result.unplaced} file(s) have no CRS: no coordinates, split by file name")
+            if result.radiometry:
+                print(f"  values: {result.radiometry}")
             labels = Counter(t.label or "-" for t in added)
             print("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
     return 0
