@@ -158,9 +158,12 @@ def _read_json(href: str, where: str) -> Any:
         raise WorkbenchError(f"{where}: no such file") from None
     except IsADirectoryError:
         raise WorkbenchError(f"{where}: a folder, not a STAC item JSON file") from None
-    except OSError as exc:          # urllib's HTTPError / URLError are OSErrors
-        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
-        raise WorkbenchError(f"{where}: cannot be read ({str(reason).strip()[:160]})") from None
+    except Exception as exc:        # pystac wraps urllib's HTTPError / URLError in a bare Exception
+        cause = exc.__cause__ or exc
+        reason = getattr(cause, "reason", None) or getattr(cause, "strerror", None) or cause
+        code = getattr(cause, "code", None)
+        text = f"HTTP {code} {reason}" if isinstance(code, int) else str(reason)
+        raise WorkbenchError(f"{where}: cannot be read ({text.strip()[:160]})") from None
 
 
 def _check_is_item(d: Any, where: str) -> None:

@@ -299,3 +299,54 @@ def test_import_refuses_an_item_without_bands_and_chips_a_good_one(items, tmp_pa
         tiles = cat.query()
     assert result.chipped == 1 and len(tiles) == 4
     assert all(t.extra["radiometry"][0]["offset"] == pytest.approx(-0.1) for t in tiles)
+
+
+def test_undeclared_offset_is_left_to_the_value_check(tmp_path, g):
+    """DN + 1000 with no raster:bands: nothing is guessed here, and the values give it away."""
+    from workbench.data.radiometry import check_values
+
+    def undeclared(d):
+        for a in d["assets"].values():
+            a.pop("raster:bands", None)
+
+    item = s2.write_stac_item(tmp_path / "orig" / "item.json", g, offset=True, extras=False)
+    scene = describe(_edit(item, tmp_path / "undeclared", undeclared))
+    with scene.open(["B02", "B03", "B04", "B08"], use_scl=False) as stack:
+        raw = stack.read_raw()
+        valid = ~stack.invalid(raw)
+        _one_line_error(lambda: check_values(raw, valid, stack.radiometry, scene.path), "+1000 offset")
+
+
+@pytest.fixture
+def served(items):
+    """The folder of one item served over http on localhost (pystac fetches the item; nothing leaves)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(items["common", True].parent))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_item_url_keeps_assets_remote(served):
+    for url in (f"{served}/item.json", f"/vsicurl/{served}/item.json"):
+        scene = describe(url)
+        assert scene.path == url and scene.names == list(BANDS)
+        assert scene.band("B02").path == f"/vsicurl/{served}/B02.tif"
+        assert scene.band("B11").resolution == 20 and scene.band("B02").radiometry.offset == pytest.approx(-0.1)
+        assert scene.scl.path == f"/vsicurl/{served}/SCL.tif"
+    _one_line_error(lambda: describe(f"{served}/other.json"), f"{served}/other.json", "cannot be read")
+
+
+def test_file_url(items):
+    item = items["s2", False]
+    assert describe(item.as_uri()).band("B04").path == str(item.parent / "B04.tif")
