@@ -265,7 +265,7 @@ class Catalog:
             raise WorkbenchError(f"no tile with id {tile_id} in {self.path}")
         return rows[0]
 
-    def imported_from(self, sources: Iterable[str | Path]) -> set[str]:
+    def chipped_scenes(self, sources: Iterable[str | Path]) -> set[str]:
         """Which of these scenes (absolute paths or GDAL paths) have chips here (``extra.imported_from``)."""
         keys = [str(p) if "://" in str(p) or str(p).startswith("/vsi") else str(Path(p).resolve()) for p in sources]
         found: set[str] = set()

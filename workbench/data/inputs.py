@@ -86,7 +86,7 @@ def describe_raster(path: str) -> SceneInput:
     scl = None
     if band_names.SCL in names:
         scl = out.pop(names.index(band_names.SCL))
-    from workbench.data.sources.folder import cloud_from_tags, date_from_tags
+    from workbench.data.tags import cloud_from_tags, date_from_tags
 
     # GDAL's SENTINEL2 driver gives PRODUCT_START_TIME and PRODUCT_URI (``....SAFE``)
     date = date_from_tags(tags) or date_from_name(tags.get("PRODUCT_START_TIME", "")) or date_from_name(Path(path).name)

@@ -30,11 +30,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from workbench.data.catalog import Catalog, Tile
+from workbench.data.sources.scenes import label_of, water_fraction_of  # noqa: F401 (re-exported)
 from workbench.data.splits import DEFAULT_FRACTIONS, SPLITS, lonlat_splits
+from workbench.data.tags import CLOUD_TAGS, DATE_TAGS, cloud_from_tags, date_from_tags  # noqa: F401 (re-exported)
 from workbench.errors import WorkbenchError
 
 MODES = ("pairs", "classes")
@@ -44,13 +45,6 @@ EE_IMAGE, EE_MASKED = "Original_Image_", "Masked_Image_"
 DERIVED_SUFFIX = "_water_mask"
 MASK_NODATA = 255
 MAX_MASKED_MISMATCH = 0.01     # share of non-water pixels a "masked copy" may differ from its image
-
-# GeoTIFF tags that carry an acquisition date or a cloud percentage (upper-cased on lookup).
-DATE_TAGS = ("DATE_ACQUIRED", "ACQUISITION_DATE", "SENSING_DATE", "SENSING_TIME", "DATE",
-             "SYSTEM:TIME_START", "SYSTEM_TIME_START", "TIME_START")
-CLOUD_TAGS = ("CLOUDY_PIXEL_PERCENTAGE", "CLOUD_COVER", "CLOUD_COVERAGE_ASSESSMENT", "CLOUDY_PERCENTAGE",
-              "CLOUD_COVER_PERCENTAGE")
-
 
 @dataclass
 class Item:
@@ -310,50 +304,6 @@ def water_fraction(path: str | Path) -> float | None:
     return water / valid if valid else None
 
 
-def water_fraction_of(mask, nodata: float = MASK_NODATA) -> float | None:
-    """``water_fraction`` of a mask array in memory (values > 0 are water; ``nodata`` ignored)."""
-    ok = mask != nodata
-    n = int(ok.sum())
-    return float(((mask > 0) & ok).sum() / n) if n else None
-
-
-def label_of(water_fraction: float) -> str:
-    """The label an imported tile with a mask gets: land below 5 % water, water above 95 %, else coast."""
-    return "land" if water_fraction < 0.05 else "water" if water_fraction > 0.95 else "coast"
-
-
-def date_from_tags(tags: dict) -> str | None:
-    """An ISO date (YYYY-MM-DD) from the first date-like tag, or None."""
-    for key in DATE_TAGS:
-        value = tags.get(key)
-        if value in (None, ""):
-            continue
-        text = str(value).strip()
-        if re.fullmatch(r"\d{10,13}(\.\d+)?", text):          # epoch (EE system:time_start is in ms)
-            seconds = float(text) / (1000 if float(text) > 1e11 else 1)
-            return datetime.fromtimestamp(seconds, tz=UTC).date().isoformat()
-        m = re.match(r"(\d{4})[-:/]?(\d{2})[-:/]?(\d{2})", text)
-        if m:
-            try:
-                return datetime(int(m[1]), int(m[2]), int(m[3])).date().isoformat()
-            except ValueError:
-                continue
-    return None
-
-
-def cloud_from_tags(tags: dict) -> float | None:
-    """Cloud cover as a fraction 0..1 (the catalog's unit, as DiffusionSat's metadata) from the
-    first cloud tag, which Earth Engine and most providers write in percent; or None."""
-    for key in CLOUD_TAGS:
-        try:
-            value = float(tags[key])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if 0 <= value <= 100:
-            return value / 100.0
-    return None
-
-
 def _tile(checked: _Checked, source: str, mask_path: Path | None, wf: float | None) -> Tile:
     info, item = checked.info, checked.item
     lonlat = None
@@ -390,7 +340,7 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
     source = source or ("earthengine" if layout == "earthengine" else "folder")
     result = ImportResult(root=root, mode=mode, source=source, layout=layout, found=len(items))
 
-    known = _known_paths(catalog, [it.image for it in items]) | catalog.imported_from([it.image for it in items])
+    known = _known_paths(catalog, [it.image for it in items]) | catalog.chipped_scenes([it.image for it in items])
     todo = [it for it in items if str(it.image.resolve()) not in known]
     result.already = len(items) - len(todo)
     if not todo:
@@ -464,7 +414,7 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
     text = str(scene)
     key = text if is_gdal_path(text) else str(Path(text).resolve())
     result = ImportResult(root=Path(text), mode="scene", source=source, layout="scene", found=1)
-    if catalog.imported_from([key]):
+    if catalog.chipped_scenes([key]):
         result.already = 1
         return result
     info = describe(text, bands=bands)

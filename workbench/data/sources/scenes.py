@@ -108,7 +108,6 @@ def chip_scene(scene_path: str | Path, out: Path, mask: str | Path | None = None
                ) -> ChippedScene:
     """Write the chips of one scene under ``out`` and return their catalog rows (see module docs)."""
     from workbench.data.inputs import describe
-    from workbench.data.sources.folder import water_fraction_of
     from workbench.progress import progress as progress_bar
 
     if chip_size < 16:
@@ -176,6 +175,18 @@ def chip_scene(scene_path: str | Path, out: Path, mask: str | Path | None = None
     return ChippedScene(str(scene.path), out, tiles, written, empty, rad_text)
 
 
+def water_fraction_of(mask, nodata: float = MASK_NODATA) -> float | None:
+    """``water_fraction`` of a mask array in memory (values > 0 are water; ``nodata`` ignored)."""
+    ok = mask != nodata
+    n = int(ok.sum())
+    return float(((mask > 0) & ok).sum() / n) if n else None
+
+
+def label_of(water_fraction: float) -> str:
+    """The label an imported tile with a mask gets: land below 5 % water, water above 95 %, else coast."""
+    return "land" if water_fraction < 0.05 else "water" if water_fraction > 0.95 else "coast"
+
+
 def _grid_info(stack) -> geotiff.RasterInfo:
     return geotiff.RasterInfo(path=str(stack.scene.path), width=stack.width, height=stack.height, count=1,
                               dtype=str(stack.dtype), crs=None, transform=tuple(stack.transform)[:6], nodata=None,
@@ -197,8 +208,6 @@ def _tile(path: Path, mask_path: Path | None, source: str, scene, chip: tuple[in
     if info.crs:
         w, s, e, n = info.lonlat_bounds()
         lonlat = dict(lon=(w + e) / 2, lat=(s + n) / 2, west=w, south=s, east=e, north=n)
-    from workbench.data.sources.folder import label_of
-
     label = None if wf is None else label_of(wf)
     extra = {"imported_from": str(scene.path), "chip": list(chip), "radiometry": radiometry}
     return Tile(path=str(path.resolve()), mask_path=str(mask_path.resolve()) if mask_path else None, source=source,

@@ -280,15 +280,18 @@ def test_mask_of_another_size(home, cli, seeded):
 
 def test_missing_directory(home, cli, seeded):
     cat, before = seeded
-    _assert_user_error(cli("data", "import", home / "nope", "--no-progress"), "nope", "no such directory")
+    _assert_user_error(cli("data", "import", home / "nope", "--no-progress"), "nope", "no such file or folder")
     assert snapshot(cat) == before
 
 
-def test_a_file_instead_of_a_directory(home, cli, seeded):
+def test_a_file_is_one_scene_and_a_folder_option_is_refused(home, cli, seeded):
     cat, before = seeded
     f = make_pairs(home / "in", 1)[0]
-    _assert_user_error(cli("data", "import", f, "--no-progress"), f.name, "not a directory")
+    _assert_user_error(cli("data", "import", f, "--mode", "pairs", "--no-progress"), f.name, "not to one scene")
     assert snapshot(cat) == before
+    code, out, err = cli("data", "import", f, "--no-progress")       # one image: a scene of one chip
+    assert code == 0, err
+    assert "layout scene" in out and "added 1 tile" in out
 
 
 def test_unknown_source(home, cli, seeded):
