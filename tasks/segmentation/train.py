@@ -70,14 +70,9 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
         train_src, val_src, test_src = (context_of(cat, tiles, cfg)
                                         for tiles in (train_tiles, val_tiles, test_tiles))
 
-    warn_splits(train_tiles + val_tiles + test_tiles, cfg)
     class_counts = scan_masks(train_tiles, cfg.model.classes, d.stats_max_tiles)
     val_counts = scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)
     val_no_water = cfg.binary and int(val_counts[1:].sum()) == 0
-    if val_no_water and cfg.train.monitor.startswith("val/"):
-        print(f"warning: split {d.val_split} has no water pixels: the checkpoint kept by {cfg.train.monitor} "
-              f"means nothing (every land-only prediction scores well); import more ground or resplit",
-              file=sys.stderr)
     stats = band_stats_for(train_tiles, bands=bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
                            resume=resume, runs_root=runs_root)
 
@@ -98,6 +93,12 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
                                                     "picked": len(b.picked)} for b in src]
                                            for split, src in (("train", train_src), ("val", val_src),
                                                               ("test", test_src))})
+    if trainer.is_main:       # once every input is checked (a bad one is a one-line error, no warnings)
+        warn_splits(train_tiles + val_tiles + test_tiles, cfg)
+        if val_no_water and cfg.train.monitor.startswith("val/"):
+            print(f"warning: split {d.val_split} has no water pixels: the checkpoint kept by {cfg.train.monitor} "
+                  f"means nothing (every land-only prediction scores well); import more ground or resplit",
+                  file=sys.stderr)
     try:
         summary = trainer.fit()
         if trainer.is_main:
