@@ -32,8 +32,9 @@ Tiles come from the catalog's train/val/test split column (--source / --where re
 preset's data.source and data.where). Labels (data.labels: auto) come from each tile's water
 fraction when every tile has one (Blue Marble, mask imports: land < data.land_max, water >
 data.water_min), else from the label column (class-per-folder imports); the classes are the
-preset's data.classes when the train labels fit them, else the sorted train labels. The run
-folder (printed last) gets config.yaml, band_stats.json, classes.json, tiles.json, checkpoints/, metrics.json, plots/.
+preset's data.classes when the train labels fit them, else the sorted train labels.
+The run folder (printed last) gets config.yaml, band_stats.json, classes.json, tiles.json,
+checkpoints/, metrics.json, plots/.
 Presets: {presets}
 
 """ + QUERY_HELP

@@ -37,8 +37,9 @@ TRAIN_EXAMPLES = """examples:
 
 The train/val/test tiles are those matching the filters in each split of the catalog's
 split column. A preset's data.source and data.where are its default dataset: --source, --where
-(or --set data.source / data.where) replace both; --label, --bbox, --water-min ... narrow it. The run folder (printed on the last line) gets config.yaml, band_stats.json,
-tiles.json, threshold.json (chosen on val), checkpoints/, metrics.json (test) and plots/.
+(or --set data.source / data.where) replace both; --label, --bbox, --water-min ... narrow it.
+The run folder (printed on the last line) gets config.yaml, band_stats.json, tiles.json,
+threshold.json (chosen on val; 0.5 when val has no water), checkpoints/, metrics.json (test), plots/.
 Presets: {presets}
 
 """ + QUERY_HELP
