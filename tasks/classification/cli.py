@@ -25,13 +25,16 @@ TRAIN_EXAMPLES = """examples:
   workbench classify train --set model.name=efficientnet_b0 --set train.epochs=5
   workbench classify train --set data.land_max=0.02 --set data.water_min=0.98   redefine 'coast'
   workbench classify train --preset vit-tiny-finetune --set model.weights_path=weights/vit_tiny.safetensors
-  workbench classify train --source folder --set data.source=null --set data.size=32   class-folder imports
+  workbench classify train --source folder --set data.size=32     a class-folder import (data import DIR --mode classes)
   workbench classify train --resume classification-water-coast-land-20250101-120000
 
-Tiles come from the catalog's train/val/test split column; labels from its label column
-(class-per-folder imports: workbench data import DIR --mode classes) or, for Blue Marble,
-from each tile's water fraction (data.labels: water_fraction). The run folder (printed last)
-gets config.yaml, band_stats.json, classes.json, tiles.json, checkpoints/, metrics.json, plots/.
+Tiles come from the catalog's train/val/test split column (--source / --where replace the
+preset's data.source and data.where). Labels (data.labels: auto) come from each tile's water
+fraction when every tile has one (Blue Marble, mask imports: land < data.land_max, water >
+data.water_min), else from the label column (class-per-folder imports); the classes are the
+preset's data.classes when the train labels fit them, else the sorted train labels.
+The run folder (printed last) gets config.yaml, band_stats.json, classes.json, tiles.json,
+checkpoints/, metrics.json, plots/.
 Presets: {presets}
 
 """ + QUERY_HELP

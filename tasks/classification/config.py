@@ -6,7 +6,9 @@
 A tile gets one label. Labels come from the catalog's ``label`` column (class-per-folder
 imports, Blue Marble's stored labels) or are derived from each tile's water fraction with
 thresholds the run records (``data.labels: water_fraction``), so "coast" can be redefined
-without rebuilding the catalog. This module imports no torch.
+without rebuilding the catalog. ``data.labels: auto`` (the presets') picks one of the two for
+the tiles a run selects (``data.resolve_labels``), so a preset works on Blue Marble and on a
+class-per-folder import alike. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class DataConfig(TileSelection):
 
     bands: list[int] | None = None        # 1-based band indexes; None = all bands
     size: int = 64                           # pixels read per tile (random crop in training, grid at eval)
-    labels: Literal["label", "water_fraction"] = "label"
+    labels: Literal["auto", "label", "water_fraction"] = "label"   # auto: see data.resolve_labels
     land_max: float = 0.05                   # water_fraction labels: land below this ...
     water_min: float = 0.95                  # ... water above this, coast between
     classes: list[str] | None = None      # class order (None = sorted labels of the train tiles)

@@ -23,6 +23,35 @@ from .config import ClassificationConfig
 log = logging.getLogger(__name__)
 
 
+def resolve_labels(cfg: ClassificationConfig, tiles: Sequence) -> str:
+    """Turn ``data.labels: auto`` into ``water_fraction`` or ``label`` for the selected tiles
+    (set in ``cfg``, so the run's config.yaml records what was used), and return it.
+
+    ``water_fraction`` when every tile has one: the labels then follow ``data.land_max`` /
+    ``data.water_min`` (the catalog's stored labels of Blue Marble and of mask imports are the
+    same rule at 5 / 95 %, but could not be redefined); else the ``label`` column when every
+    tile has one (class-per-folder imports carry no mask); else a user error naming a tile
+    that has neither. Any other value is returned as it is."""
+    d = cfg.data
+    if d.labels != "auto":
+        return d.labels
+    tiles = list(tiles)
+    if tiles and all(t.water_fraction is not None for t in tiles):
+        d.labels = "water_fraction"
+    elif tiles and all(t.label for t in tiles):
+        d.labels = "label"
+    else:
+        bad = next((t for t in tiles if t.water_fraction is None and not t.label), None)
+        if bad is None:
+            raise WorkbenchError("data.labels auto: some selected tiles have only a label, others only a water "
+                                 "fraction: set data.labels=label or data.labels=water_fraction")
+        raise WorkbenchError(f"tile {bad.id} ({bad.path}) has neither a label nor a water fraction (data.labels "
+                             f"auto): import it with a mask or as a class folder (data import DIR --mode classes), "
+                             f"or leave it out with --where")
+    log.info("labels: %s", d.labels)
+    return d.labels
+
+
 def label_of(tile, cfg: ClassificationConfig) -> str | None:
     """The tile's class: its ``label`` column, or land / coast / water from its water fraction."""
     d = cfg.data
@@ -35,7 +64,11 @@ def label_of(tile, cfg: ClassificationConfig) -> str | None:
 
 
 def select_tiles(cat, query: dict, split: str, cfg: ClassificationConfig, need_labels: bool = True) -> list:
-    """Tiles of ``split`` matching ``query``; with ``need_labels`` every one must have a label."""
+    """Tiles of ``split`` matching ``query``; with ``need_labels`` every one must have a label.
+    ``data.labels: auto`` is resolved here first, over the run's three splits (``resolve_labels``)."""
+    d = cfg.data
+    if d.labels == "auto":
+        resolve_labels(cfg, cat.query(**{**query, "split": [d.train_split, d.val_split, d.test_split]}))
     tiles = cat.query(**{**query, "split": split})
     if not tiles:
         shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
@@ -43,10 +76,14 @@ def select_tiles(cat, query: dict, split: str, cfg: ClassificationConfig, need_l
     if need_labels:
         missing = [t for t in tiles if label_of(t, cfg) is None]
         if missing:
-            what = "label" if cfg.data.labels == "label" else "water fraction (data.labels: water_fraction)"
+            if cfg.data.labels == "label":
+                what, fix = "label", "import labelled tiles or narrow the query, e.g. --where \"label IS NOT NULL\""
+            else:          # a --where on the label column would not help: labels come from the masks here
+                what = "water fraction (data.labels: water_fraction)"
+                fix = ("import them with masks, take labels from the label column (--set data.labels=label), "
+                       "or narrow the query, e.g. --where \"water_fraction IS NOT NULL\"")
             raise WorkbenchError(f"{len(missing)} of {len(tiles)} {split} tiles have no {what}, e.g. tile "
-                                 f"{missing[0].id} ({missing[0].path}): import labelled tiles or narrow the "
-                                 f"query, e.g. --where \"label IS NOT NULL\"")
+                                 f"{missing[0].id} ({missing[0].path}): {fix}")
     _check_sizes(tiles, cfg.data.size)
     return tiles
 
@@ -60,15 +97,21 @@ def _check_sizes(tiles: Sequence, size: int) -> None:
 
 
 def class_names(cfg: ClassificationConfig, train_tiles: Sequence) -> list[str]:
-    """``data.classes`` when given (every train label must be one), else the sorted train labels."""
+    """``data.classes`` when given and every train label is one of them (their order: the preset's
+    water, coast, land), else the sorted train labels, said in one line on stderr: a preset's
+    class list describes its default dataset, a class-folder import brings its own classes."""
     seen = sorted({label_of(t, cfg) for t in train_tiles})
+    if len(seen) < 2:
+        raise WorkbenchError(f"the train tiles carry only the label(s) {seen}: a classifier needs two classes")
     if cfg.data.classes is None:
-        if len(seen) < 2:
-            raise WorkbenchError(f"the train tiles carry only the label(s) {seen}: a classifier needs two classes")
         return seen
     unknown = [c for c in seen if c not in cfg.data.classes]
     if unknown:
-        raise WorkbenchError(f"train tiles are labelled {unknown}, which data.classes {cfg.data.classes} lacks")
+        import sys
+
+        print(f"note: the train labels {seen} are not all in data.classes {list(cfg.data.classes)}: "
+              f"the classes are the sorted train labels", file=sys.stderr)
+        return seen
     return list(cfg.data.classes)
 
 

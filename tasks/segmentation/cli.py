@@ -31,12 +31,15 @@ TRAIN_EXAMPLES = """examples:
   workbench segment train --preset attention-unet --set train.epochs=5 --set data.window=64
   workbench segment train --set model.encoder=resnet34 --set train.lr=3e-4 --name r34
   workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"
-  workbench segment train --source folder --set data.source=null   your imported tiles
+  workbench segment train --source folder                        your imported tiles, 'water' recipe
+  workbench segment train --where "source = 'folder' AND date >= '2023'"
   workbench segment train --resume segmentation-water-20250101-120000
 
 The train/val/test tiles are those matching the filters in each split of the catalog's
-split column. The run folder (printed on the last line) gets config.yaml, band_stats.json,
-tiles.json, threshold.json (chosen on val), checkpoints/, metrics.json (test) and plots/.
+split column. A preset's data.source and data.where are its default dataset: --source, --where
+(or --set data.source / data.where) replace both; --label, --bbox, --water-min ... narrow it.
+The run folder (printed on the last line) gets config.yaml, band_stats.json, tiles.json,
+threshold.json (chosen on val; 0.5 when val has no water), checkpoints/, metrics.json (test), plots/.
 Presets: {presets}
 
 """ + QUERY_HELP

@@ -24,6 +24,7 @@ Run-dir contract (``runs/segmentation-<name>-<time>/``): ``config.yaml``, ``band
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
                                         for tiles in (train_tiles, val_tiles, test_tiles))
 
     class_counts = scan_masks(train_tiles, cfg.model.classes, d.stats_max_tiles)
-    scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)
+    val_counts = scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)
+    val_no_water = cfg.binary and int(val_counts[1:].sum()) == 0
     stats = band_stats_for(train_tiles, bands=bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
                            resume=resume, runs_root=runs_root)
     contract = input_contract_for(train_tiles, bands=bands0(cfg), resume=resume, runs_root=runs_root,
@@ -101,19 +103,42 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
                                                     "picked": len(b.picked)} for b in src]
                                            for split, src in (("train", train_src), ("val", val_src),
                                                               ("test", test_src))})
+    if trainer.is_main:       # once every input is checked (a bad one is a one-line error, no warnings)
+        warn_splits(train_tiles + val_tiles + test_tiles, cfg)
+        if val_no_water and cfg.train.monitor.startswith("val/"):
+            print(f"warning: split {d.val_split} has no water pixels: the checkpoint kept by {cfg.train.monitor} "
+                  f"means nothing (every land-only prediction scores well); import more ground or resplit",
+                  file=sys.stderr)
     try:
         summary = trainer.fit()
         if trainer.is_main:
-            summary = _after_fit(trainer, cfg, stats, val_ds, test_tiles, summary, verbose, test_src)
+            summary = _after_fit(trainer, cfg, stats, val_ds, test_tiles, summary, verbose, test_src,
+                                 val_no_water=val_no_water)
             finish_run(trainer, summary, run_table if verbose else None, started=t_start,
-                       threshold=summary.get("threshold"), test=summary.get("test_short"))
+                       threshold=summary.get("threshold"), test=summary.get("test_short"),
+                       **({"threshold_reason": summary["threshold_reason"]} if summary.get("threshold_reason")
+                          else {}))
     finally:
         trainer.close()
     return summary
 
 
+def warn_splits(tiles: list, cfg: SegmentationConfig) -> list[str]:
+    """``splits.split_warnings`` of the run's train/val/test tiles, one line each on stderr: a run
+    on a val split without water cannot choose a checkpoint or a threshold, and should say so."""
+    from workbench.data.splits import split_warnings
+
+    d = cfg.data
+    lines = split_warnings(tiles, splits=(d.train_split, d.val_split, d.test_split),
+                           hint="import more ground, or re-split it: workbench data import DIR --resplit "
+                                "--block-size DEG")
+    for line in lines:
+        print(line, file=sys.stderr)
+    return lines
+
+
 def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summary: dict, verbose: bool,
-               test_src=None) -> dict:
+               test_src=None, val_no_water: bool = False) -> dict:
     from workbench.train.plots import draw_plots
     from workbench.train.run_steps import reload_best
 
@@ -128,15 +153,26 @@ def _after_fit(trainer, cfg: SegmentationConfig, stats, val_ds, test_tiles, summ
 
     threshold = 0.5
     scan = None
+    reason = None
     if cfg.binary:
         scan = scan_thresholds(model, val_ds, cfg, device, bs)
-        threshold = float(scan["best_threshold"]) if scan["best_threshold"] is not None else 0.5
+        if val_no_water:        # every threshold "wins" on land only: the scan is kept, not used
+            reason = f"{cfg.data.val_split} split has no water pixels"
+        elif scan["best_threshold"] is None:
+            reason = f"no threshold scored on the {cfg.data.val_split} split"
+        else:
+            threshold = float(scan["best_threshold"])
+        if reason:
+            print(f"warning: threshold 0.5, not chosen: {reason}", file=sys.stderr)
     # Multi-class models predict the argmax: the threshold is recorded (0.5) but not used.
     run.write_json("threshold.json", {"threshold": threshold, "binary": cfg.binary, "split": cfg.data.val_split,
-                                      "select": cfg.eval.select, "scan": scan})
+                                      "select": cfg.eval.select, "scan": scan,
+                                      **({"reason": reason} if reason else {})})
 
     out = dict(summary)
     out["threshold"] = threshold if cfg.binary else None
+    if reason:
+        out["threshold_reason"] = reason
     if not test_tiles:
         log.warning("no %s tiles with masks: the run has no test metrics", cfg.data.test_split)
         run.write_json("metrics.json", {"split": cfg.data.test_split, "tiles": 0, "threshold": out["threshold"]})
@@ -168,7 +204,9 @@ def run_table(summary: dict) -> str:
     from workbench.train.run_dir import fmt, summary_table
 
     t = summary.get("test_short") or {}
-    return summary_table(summary, [("threshold (val)", fmt(summary.get("threshold"), "{:g}")),
+    why = summary.get("threshold_reason")
+    threshold = fmt(summary.get("threshold"), "{:g}") + (f" (not chosen: {why})" if why else "")
+    return summary_table(summary, [("threshold (val)", threshold),
                                    ("test mean IoU", fmt(t.get("mean_iou"))),
                                    ("test water IoU", fmt(t.get("water_iou"))),
                                    ("test water F1", fmt(t.get("water_f1")))])

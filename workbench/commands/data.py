@@ -18,7 +18,7 @@ from workbench.commands import add_command, add_input_options, add_verb
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 __all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_import", "run_list",
-           "run_stats"]
+           "run_remove", "run_resplit", "run_stats"]
 
 EXAMPLES = """examples:
   workbench data bluemarble                       offline default: Blue Marble tiles + GSHHS water masks
@@ -28,6 +28,8 @@ EXAMPLES = """examples:
   workbench data list --split test --water-min 0.05 --water-max 0.95 --limit 5
   workbench data list --where "lat > 60 AND label = 'coast'" --json
   workbench data stats --source bluemarble
+  workbench data remove --imported-from ~/exports/delta --dry-run
+  workbench data import ~/exports/delta --resplit --block-size 0.05
 """
 
 BLUEMARBLE_EXAMPLES = """examples:
@@ -44,12 +46,27 @@ IMPORT_EXAMPLES = """examples:
   workbench data import ~/tiles --pattern "img/{name}.tif,lbl/{name}.tif"
   workbench data import ~/drive/Segmentation --source earthengine   Original_Image_i / Masked_Image_i
   workbench data import ~/eurosat --mode classes --split train
+  workbench data import ~/exports/delta --resplit        redo the splits of tiles imported from there
 
 Layouts found automatically: X.tif + X_mask.tif; images/X.tif + masks/X.tif; the Earth Engine
 Drive export (Original_Image_{i}.tif + Masked_Image_{i}.tif, water set to 0: a 0/1 mask is derived
 and written as Original_Image_{i}_water_mask.tif); DIR/<class>/*.tif. Every file is read fully and
 every mask checked against its image's grid before anything is written to the catalog.
+Splits (--split auto): squares of 5120 m on the ground (--block-size: squares of that many
+degrees instead), each block's split from a hash of where it is, so the same place gets the same
+split in every import; a warning line follows when a split is too small or has no water / land.
 """
+
+REMOVE_EXAMPLES = """examples:
+  workbench data remove --imported-from ~/exports/delta           undo that import
+  workbench data remove --source folder --where "date < '2020-01-01'" --dry-run
+  workbench data remove --all                                     every row (the files stay)
+
+Removes catalog rows only, in one transaction, and asks nothing: never a file. Masks the
+workbench derived on import (Original_Image_{i}_water_mask.tif) stay on disk too. A filter
+(or --all) is required; --dry-run lists the rows instead.
+
+""" + QUERY_HELP
 
 LIST_EXAMPLES = """examples:
   workbench data list --source bluemarble --label coast --limit 10
@@ -102,9 +119,22 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--split", default="auto", metavar="S",
                    help="auto (geographic blocks, about 70/15/15), train, val or test (default auto)")
     v.add_argument("--block-size", type=float, metavar="DEG",
-                   help="geographic block side in degrees for --split auto (default: chosen from the tiles)")
+                   help="geographic block side in degrees for --split auto (default: 5120 m squares on the ground)")
+    v.add_argument("--resplit", action="store_true",
+                   help="import nothing: recompute the split of the tiles already imported from DIR "
+                        "(--split, --block-size) in one transaction")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=run_import)
+
+    v = add_verb(verbs, "remove", common, help="remove catalog rows (undo an import); files stay",
+                 description="Remove the catalog rows the filters select, in one transaction. Never deletes a file.",
+                 epilog=REMOVE_EXAMPLES)
+    v.add_argument("--imported-from", metavar="DIR",
+                   help="tiles an import read from DIR (or below it), i.e. undo 'data import DIR'")
+    v.add_argument("--all", action="store_true", help="allow removing every row when no filter is given")
+    v.add_argument("--dry-run", action="store_true", help="list the rows that would go; remove nothing")
+    add_query_args(v)
+    v.set_defaults(func=run_remove)
 
     v = add_verb(verbs, "list", common, help="list tiles (a table, or --json lines)",
                  description="List catalog tiles matching the filters, in id order.",
@@ -199,6 +229,8 @@ def run_import(args: argparse.Namespace) -> int:
     from workbench.data.sources import folder, safe
     from workbench.errors import WorkbenchError
 
+    if getattr(args, "resplit", False):
+        return run_resplit(args)
     t0 = time.perf_counter()
     chips = Path(args.chips) if args.chips else paths.data_dir() / "scenes"
     target = Path(args.dir)
@@ -236,6 +268,92 @@ def run_import(args: argparse.Namespace) -> int:
                 print(f"  values: {result.radiometry}")
             labels = Counter(t.label or "-" for t in added)
             print("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+        if added and args.split == "auto":
+            print_split_warnings(cat.query(source=result.source))
+    return 0
+
+
+def print_split_warnings(tiles: Sequence[Any], hint: str = "import more ground or set --block-size") -> list[str]:
+    """Print ``splits.split_warnings`` of ``tiles`` on stderr, one line each (and return them).
+
+    After an import the tiles are every catalog tile of the import's source: what a run on
+    ``--source folder`` would split, this import and earlier ones together."""
+    from workbench.data.splits import split_warnings
+
+    lines = split_warnings(tiles, hint=hint)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return lines
+
+
+def run_resplit(args: argparse.Namespace) -> int:
+    """``data import DIR --resplit``: the tiles imported from DIR get the split the current rule
+    gives (``splits.ground_splits``, or --split for all), in one transaction; imports nothing."""
+    from workbench.data.splits import SPLITS, ground_splits
+    from workbench.errors import WorkbenchError
+
+    if args.split != "auto" and args.split not in SPLITS:
+        raise WorkbenchError(f"--split {args.split!r}: unknown (known: auto, {', '.join(SPLITS)})")
+    if args.block_size is not None and not args.block_size > 0:
+        raise WorkbenchError(f"--block-size {args.block_size}: must be a positive number of degrees")
+    root = Path(args.dir)
+    with _catalog(args) as cat:
+        tiles = cat.imported_from(root)
+        if not tiles:
+            raise WorkbenchError(f"{root}: no tile in {cat.path} was imported from there (nothing to re-split)")
+        if args.split == "auto":
+            points = [(t.lon, t.lat) if t.lon is not None else None for t in tiles]
+            splits, blocks, size = ground_splits(points, block_deg=args.block_size,
+                                                 fallback_keys=[Path(t.path).name for t in tiles])
+        else:
+            splits, blocks, size = [args.split] * len(tiles), [None] * len(tiles), None
+        changes = []
+        for t, split, block in zip(tiles, splits, blocks):
+            extra = dict(t.extra)
+            extra.pop("block", None)
+            extra.pop("block_deg", None)
+            if block is not None:
+                extra.update(block=list(block), block_deg=size)
+            if split != t.split or extra != t.extra:
+                changes.append((t.id, split, extra))
+        cat.set_splits(changes)
+        before = {t.id: t.split for t in tiles}
+        moved = sum(1 for tid, split, _ in changes if split != before[tid])
+        print(f"{root}: {len(tiles)} tile(s) imported from there; {moved} changed split"
+              + (f" (ground blocks of {args.block_size:g} degrees)" if args.block_size else
+                 " (ground blocks of 5120 m)" if args.split == "auto" else f" (all {args.split})"))
+        from collections import Counter
+
+        by_split = Counter(splits)
+        print("  splits: " + ", ".join(f"{s} {by_split[s]}" for s in SPLITS if by_split[s]))
+        if args.split == "auto":
+            print_split_warnings(cat.query(source=sorted({t.source for t in tiles})))
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    """``data remove``: the rows the filters (and/or --imported-from) select go, in one transaction."""
+    from workbench.errors import WorkbenchError
+
+    query = query_from_args(args)
+    if not query and not args.imported_from and not args.all:
+        raise WorkbenchError("data remove: give a filter (--imported-from DIR, --source, --where ...) "
+                             "or --all to remove every row")
+    with _catalog(args) as cat:
+        if args.imported_from:
+            tiles = cat.imported_from(args.imported_from, **query)
+        else:
+            tiles = cat.query(**query)
+        derived = [t for t in tiles if (t.extra or {}).get("masked_copy") and t.mask_path]
+        if args.dry_run:
+            for t in tiles:
+                print(f"{t.id}\t{t.source}\t{t.split or '-'}\t{_short_path(t.path, cat.root)}")
+            print(f"would remove {len(tiles)} tile row(s) from {cat.path} (dry run: nothing removed)")
+            return 0
+        removed = cat.remove([t.id for t in tiles])
+        print(f"removed {removed} tile row(s) from {cat.path}; no file was deleted"
+              + (f" ({len(derived)} water mask(s) the import derived are still on disk, e.g. "
+                 f"{derived[0].mask_path})" if derived else ""))
     return 0
 
 

@@ -11,6 +11,12 @@ be a folder fails at once), and the tile filters of the command line folded into
 so the ``config.yaml`` the run writes selects the same tiles on its own and ``runs compare``
 shows a differing ``--where``. ``--print-config`` prints that config and stops.
 
+A preset describes a recipe, not a dataset: its ``data.source`` + ``data.where`` are only its
+DEFAULT dataset (``water``: Blue Marble, coastal tiles). A command line that selects a dataset
+(``--source``, ``--where``, ``--set data.source=...`` or ``--set data.where=...``) replaces that
+default as a whole, so ``segment train --source folder`` trains on every folder tile, not on
+the folder tiles that happen to pass a Blue-Marble-only ``where`` (``drop_default_dataset``).
+
 Stdlib only: task CLIs import it at ``--help`` time.
 """
 
@@ -30,6 +36,8 @@ from workbench.errors import WorkbenchError
 # train() (tiles come from data.train_split / val_split / test_split), and ``--limit`` has no
 # config key in the tasks' data sections (it stays a command-line cap).
 NOT_FOLDED = ("split", "limit")
+# The config keys (and command-line filters) that choose a dataset rather than narrow one.
+DATASET_KEYS = ("source", "where")
 
 
 def add_train_verb(verbs, common: argparse.ArgumentParser, *, default: str, task_dir: str, func: Callable,
@@ -74,24 +82,53 @@ def train_config(args: argparse.Namespace, presets: Any, resume_config: Callable
         cfg = presets.load(args.preset, overrides)
     if isinstance(getattr(cfg, "name", None), str):
         check_run_name(cfg.name, "name")
-    fold_query(cfg, query_from_args(args) if hasattr(args, "where") else {})
+    set_keys = {o.split("=", 1)[0].strip() for o in overrides}
+    fold_query(cfg, query_from_args(args) if hasattr(args, "where") else {},
+               default_dataset=not args.resume, set_keys=set_keys)
     if getattr(args, "print_config", False):
         print_config(cfg)
         raise SystemExit(0)
     return cfg
 
 
-def fold_query(cfg: Any, query: dict[str, Any]) -> Any:
+def drop_default_dataset(cfg: Any, query: dict[str, Any], set_keys: set[str] | frozenset = frozenset()) -> bool:
+    """When the command line selects a dataset, forget the preset's: ``data.source`` and
+    ``data.where`` not given with ``--set`` become None (any source, no condition), before the
+    command line's ``--source`` / ``--where`` are folded in. Returns whether it dropped them.
+
+    Why as a whole: a preset's ``where`` is written for its own dataset (``water``'s picks
+    Blue Marble's coastal tiles and its ``extra.depth``); kept under ``--source folder`` it
+    silently trains on whichever folder tiles happen to pass it. ``--set data.source=null``
+    is then no longer needed (and still harmless). Narrowing filters (``--label``, ``--bbox``,
+    ``--water-min`` ...) do not select a dataset: they are AND-ed onto the preset's as before."""
+    data = getattr(cfg, "data", None)
+    chosen = {k for k in DATASET_KEYS if query.get(k) is not None} | {
+        k for k in DATASET_KEYS if f"data.{k}" in set_keys}
+    if not chosen or data is None or not all(hasattr(data, k) for k in DATASET_KEYS):
+        return False
+    for key in DATASET_KEYS:
+        if f"data.{key}" not in set_keys:
+            setattr(data, key, None)
+    return True
+
+
+def fold_query(cfg: Any, query: dict[str, Any], default_dataset: bool = True,
+               set_keys: set[str] | frozenset = frozenset()) -> Any:
     """Record the command line's tile filters in ``cfg.data`` (changed in place, and returned).
 
-    The result selects exactly the tiles train() selects from ``cfg`` plus ``query_override``
-    (``workbench.data.catalog.run_query``): ``--source`` and ``--where`` replace ``data.source``
-    and ``data.where`` (they do in train() too: ``--where`` is not AND-ed with the preset's), and
-    the other filters (``--label --pred-label --bbox --water-min --water-max --date-from
-    --date-to``) are AND-ed onto ``data.where`` as the SQL the catalog runs for them. train()
-    still receives ``query_override``; its filters then only repeat what ``data`` holds.
-    ``--split`` and ``--limit`` are left to train() (``NOT_FOLDED``)."""
+    With ``default_dataset`` (a preset's config; not a resumed run's own) a dataset chosen on
+    the command line first replaces the preset's whole selection (``drop_default_dataset``;
+    ``set_keys``: the keys given with ``--set``). Then the result selects exactly the tiles
+    train() selects from ``cfg`` plus ``query_override`` (``workbench.data.catalog.run_query``):
+    ``--source`` and ``--where`` replace ``data.source`` and ``data.where`` (they do in train()
+    too: ``--where`` is not AND-ed with the preset's), and the other filters (``--label
+    --pred-label --bbox --water-min --water-max --date-from --date-to``) are AND-ed onto
+    ``data.where`` as the SQL the catalog runs for them. train() still receives
+    ``query_override``; its filters then only repeat what ``data`` holds. ``--split`` and
+    ``--limit`` are left to train() (``NOT_FOLDED``)."""
     folded = {k: v for k, v in query.items() if k not in NOT_FOLDED and v is not None}
+    if default_dataset:
+        drop_default_dataset(cfg, folded, set_keys)
     if not folded:
         return cfg
     data = getattr(cfg, "data", None)

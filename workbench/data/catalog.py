@@ -241,6 +241,46 @@ class Catalog:
         with self.transaction() as conn:
             conn.executemany("DELETE FROM tiles WHERE id = ?", [(int(i),) for i in ids])
 
+    def remove(self, ids: Sequence[int]) -> int:
+        """Delete these rows in one transaction and return how many went (ids not there count 0).
+
+        Only rows: the files they point at are the user's (or the workbench's own derived
+        files, which the caller may mention); tiles whose ``parent_id`` named a removed row
+        keep their row with ``parent_id`` NULL (the schema's ON DELETE SET NULL)."""
+        ids = [int(i) for i in ids]
+        removed = 0
+        with self.transaction() as conn:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                removed += conn.execute(f"DELETE FROM tiles WHERE id IN ({', '.join('?' * len(chunk))})",
+                                        chunk).rowcount
+        return removed
+
+    def set_splits(self, changes: Sequence[tuple[int, str | None, dict]]) -> int:
+        """Set (tile id, split, extra) for many tiles in one transaction (a re-split); returns the count."""
+        with self.transaction() as conn:
+            conn.executemany("UPDATE tiles SET split = ?, extra = ? WHERE id = ?",
+                             [(split, json.dumps(extra or {}, sort_keys=True), int(tid))
+                              for tid, split, extra in changes])
+        return len(changes)
+
+    def imported_from(self, root: str | Path, **filters: Any) -> list[Tile]:
+        """Tiles matching ``filters`` whose ``extra.imported_from`` (the file an import read) lies
+        under ``root`` (a folder) or is ``root`` (a file): what one ``data import`` added.
+
+        Compared as resolved paths, in Python, so a folder name that is a prefix of another
+        (``/data/a`` vs ``/data/ab``) does not match."""
+        base = Path(root).expanduser().resolve()
+        where = "json_extract(extra, '$.imported_from') IS NOT NULL"
+        if filters.get("where"):
+            where = f"({filters['where']}) AND {where}"
+        out = []
+        for t in self.query(**{**filters, "where": where}):
+            src = Path(t.extra["imported_from"])
+            if src == base or src.is_relative_to(base):
+                out.append(t)
+        return out
+
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))

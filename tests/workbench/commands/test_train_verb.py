@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from workbench.cli import common_options
-from workbench.commands.train_verb import add_train_verb, fold_query, train_config
+from workbench.commands.train_verb import add_train_verb, drop_default_dataset, fold_query, train_config
 from workbench.config import Presets, dump_yaml, to_dict
 from workbench.data.catalog import Catalog, Tile, TileSelection, run_query
 from workbench.data.query_args import filters_as_sql, query_from_args
@@ -94,6 +94,7 @@ def test_the_folded_config_selects_exactly_what_train_selects(presets, catalog, 
     args = parse(*argv)
     override = query_from_args(args)
     before = presets.load("base")
+    drop_default_dataset(before, override)  # a dataset on the command line replaces the preset's
     trained = ids(catalog, run_query(before.data.source, before.data.where, override))  # what train() selects
     cfg = train_config(args, presets, no_resume)
     assert ids(catalog, run_query(cfg.data.source, cfg.data.where)) == trained     # the config alone
@@ -213,3 +214,20 @@ def test_fold_needs_a_data_section():
         fold_query(NoData(), {"where": "lat > 0"})
     assert fold_query(NoData(), {}) == NoData()
 
+
+
+def test_a_dataset_on_the_command_line_replaces_the_presets_whole(presets):
+    """--source / --where / --set data.source / --set data.where drop the preset's source AND where;
+    narrowing filters keep them (see test_where_and_source_replace_the_presets_as_train_does)."""
+    cfg = train_config(parse("--source", "folder"), presets, no_resume)
+    assert (cfg.data.source, cfg.data.where) == ("folder", None)
+    cfg = train_config(parse("--where", "source = 'folder'"), presets, no_resume)
+    assert (cfg.data.source, cfg.data.where) == (None, "source = 'folder'")
+    cfg = train_config(parse("--source", "folder", "--set", "data.source=null"), presets, no_resume)
+    assert (cfg.data.source, cfg.data.where) == ("folder", None)
+    cfg = train_config(parse("--set", "data.source=folder"), presets, no_resume)
+    assert (cfg.data.source, cfg.data.where) == ("folder", None)
+    cfg = train_config(parse("--source", "folder", "--set", "data.where=lat > 0"), presets, no_resume)
+    assert (cfg.data.source, cfg.data.where) == ("folder", "lat > 0")
+    cfg = train_config(parse("--source", "folder", "--water-min", "0.2"), presets, no_resume)
+    assert (cfg.data.source, cfg.data.where) == ("folder", "water_fraction >= 0.2")

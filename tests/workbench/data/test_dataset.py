@@ -124,7 +124,8 @@ def test_augmentation_keeps_image_and_mask_aligned(tmp_path):
     p = geotiff.write(tmp_path / "a.tif", img, tr, "EPSG:32633")
     m = geotiff.write(tmp_path / "a_mask.tif", mask, tr, "EPSG:32633")
     tiles = [Tile(path=str(p), mask_path=str(m), source="folder")]
-    ds = WindowDataset(tiles, RandomWindows(16, per_tile=64), augment=Augment(brightness=0, contrast=0), seed=1, radiometry=False)
+    ds = WindowDataset(tiles, RandomWindows(16, per_tile=64), augment=Augment(brightness=0, contrast=0), seed=1,
+                       radiometry=False)
     batch = ds.__getitems__(range(len(ds)))
     assert torch.equal(batch["image"][:, 0].long(), batch["mask"])
     # all 8 transforms were used, and each is the dihedral transform of the raw window
@@ -181,7 +182,8 @@ def test_nodata_marked_invalid_and_zeroed(tmp_path):
     ref = (img.astype(np.float64) - 500) / 100
     np.testing.assert_allclose(s["image"].numpy()[:, ~bad], ref[:, ~bad], rtol=1e-5, atol=1e-5)
     # augmentation moves the invalid pixels along with everything else
-    ds_aug = WindowDataset(tiles, GridWindows(size), stats=stats, augment=Augment(), ignore_index=-1, seed=4, radiometry=False)
+    ds_aug = WindowDataset(tiles, GridWindows(size), stats=stats, augment=Augment(), ignore_index=-1, seed=4,
+                           radiometry=False)
     for e in range(4):
         ds_aug.set_epoch(e)
         a = ds_aug[0]

@@ -22,7 +22,7 @@ file leaves the catalog exactly as it was, and a re-import adds nothing (paths a
 unique). Attributes come from the files: centre and bounds reprojected to
 EPSG:4326, GSD in metres, band names, water fraction from the mask (nodata
 ignored), date and cloud cover from GeoTIFF tags when present. Splits are
-geographic blocks of lon/lat (``splits.lonlat_splits``) unless one split is given.
+fixed-size blocks on the ground (``splits.ground_splits``) unless one split is given.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from workbench.data.catalog import Catalog, Tile
 from workbench.data.sources.scenes import label_of, water_fraction_of  # noqa: F401 (re-exported)
-from workbench.data.splits import DEFAULT_FRACTIONS, SPLITS, lonlat_splits
+from workbench.data.splits import DEFAULT_FRACTIONS, SPLITS, ground_splits
 from workbench.data.tags import CLOUD_TAGS, DATE_TAGS, cloud_from_tags, date_from_tags  # noqa: F401 (re-exported)
 from workbench.errors import WorkbenchError
 
@@ -471,16 +471,14 @@ def add_with_splits(catalog: Catalog, tiles: list[Tile], result: ImportResult, *
     """Give the new tiles their splits and add them in one transaction (phase 3)."""
     if split == "auto":
         points = [(t.lon, t.lat) if t.lon is not None else None for t in tiles]
-        spans = sorted(max(t.east - t.west, t.north - t.south) for t in tiles if t.lon is not None)
-        span = spans[len(spans) // 2] if spans else None
-        splits, size = lonlat_splits(points, block_deg=block_deg, tile_span_deg=span, fractions=fractions,
-                                     fallback_keys=[Path(t.path).name for t in tiles])
+        splits, blocks, size = ground_splits(points, block_deg=block_deg, fractions=fractions,
+                                             fallback_keys=[Path(t.path).name for t in tiles])
         result.block_deg = size
-        for t, s, p in zip(tiles, splits, points):
+        for t, s, b in zip(tiles, splits, blocks):
             t.split = s
-            if p is not None:
+            if b is not None:
                 t.extra["block_deg"] = size
-                t.extra["block"] = [int(p[0] // size), int(p[1] // size)]
+                t.extra["block"] = list(b)
     else:
         for t in tiles:
             t.split = split

@@ -210,8 +210,8 @@ def test_tags_date_and_cloud(tmp_path):
 
 
 def test_auto_split_is_by_geographic_blocks(home, cli):
-    make_pairs(home / "in", 40)
-    assert cli("data", "import", home / "in", "--no-progress")[0] == 0
+    make_pairs(home / "in", 40)     # 6.4 x 2.6 km: 4 default ground blocks, so a finer override
+    assert cli("data", "import", home / "in", "--no-progress", "--block-size", "0.005")[0] == 0
     tiles = Catalog().query()
     per_block: dict = {}
     for t in tiles:
