@@ -215,7 +215,7 @@ def _run_scene(args, query: dict) -> int:
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
                         overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
                         progress=not args.no_progress, tta=args.tta, bands=args.bands, scale=args.scale,
-                        offset=args.offset)
+                        offset=args.offset, scl_nodata=args.scl_nodata)
     res["run"] = str(run.path)
     metrics = None
     if args.truth:

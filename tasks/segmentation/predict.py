@@ -128,13 +128,13 @@ def plan_windows(height: int, width: int, window: int, overlap: int, stride: int
 
 
 def open_input(run: Any, path: str | Path, bands: Sequence[str] | None = None, scale: float | None = None,
-               offset: float | None = None, warn: bool = True) -> Any:
+               offset: float | None = None, warn: bool = True, scl_nodata: Sequence[int] | None = None) -> Any:
     """The input brought to the run's input contract (``workbench.data.contract.open_scene``):
     any raster GDAL reads, a SAFE folder or a STAC item; ``read(window)`` gives normalised windows."""
     from workbench.data.contract import open_scene
 
     return open_scene(run.contract, run.stats, path, run=getattr(run, "name", "?"), bands=bands, scale=scale,
-                      offset=offset, warn=warn)
+                      offset=offset, warn=warn, scl_nodata=scl_nodata)
 
 
 def describe_inputs(scene: Any) -> str:
@@ -242,14 +242,15 @@ def _settings(run: Any, window, overlap, batch_size, blend, tta) -> tuple[int, i
 def predict_probabilities(run: Any, input_path: str | Path, window: int | None = None, overlap: int | None = None,
                           batch_size: int | None = None, blend: str | None = None, progress: bool = True,
                           naive: bool = False, tta: str | None = None, bands: Sequence[str] | None = None,
-                          scale: float | None = None, offset: float | None = None) -> Prediction:
+                          scale: float | None = None, offset: float | None = None,
+                          scl_nodata: Sequence[int] | None = None) -> Prediction:
     """Blended probabilities over a whole scene (no file written); see the module docstring.
     ``bands`` names the input's bands when it carries no names; ``scale`` / ``offset`` say how its
     values become reflectance when it does not (``workbench.data.radiometry``)."""
     window, overlap, batch_size, blend, tta = _settings(run, window, overlap, batch_size, blend, tta)
     if naive:
         batch_size = 1
-    scene = open_input(run, input_path, bands=bands, scale=scale, offset=offset, warn=progress)
+    scene = open_input(run, input_path, bands=bands, scale=scale, offset=offset, warn=progress, scl_nodata=scl_nodata)
     try:
         pred = _predict(run, scene, window, overlap, batch_size, blend, progress, naive, tta)
         pred.inputs = describe_inputs(scene)
@@ -377,13 +378,14 @@ def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict
 def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,
                   window: int | None = None, overlap: int | None = None, batch_size: int | None = None,
                   blend: str | None = None, progress: bool = True, tta: str | None = None,
-                  bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None) -> dict:
+                  bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
+                  scl_nodata: Sequence[int] | None = None) -> dict:
     """Predict a whole GeoTIFF scene and write the mask (and optionally probabilities); returns a summary.
 
     ``window``/``overlap``/``batch_size``/``blend``/``tta`` default to the run's ``predict`` config
     (256 / 32 / 16 / gaussian / none)."""
     pred = predict_probabilities(run, input_path, window, overlap, batch_size, blend, progress, tta=tta, bands=bands,
-                                 scale=scale, offset=offset)
+                                 scale=scale, offset=offset, scl_nodata=scl_nodata)
     return _write(run, pred, out_path, prob_path, naive=False)
 
 

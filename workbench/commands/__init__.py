@@ -48,6 +48,18 @@ def add_input_options(v: argparse.ArgumentParser) -> None:
                         "(default: 0.0001 for integers, 1 for floats)")
     v.add_argument("--offset", type=float, metavar="O",
                    help="see --scale; -0.1 for Sentinel-2 DN with the +1000 offset (baseline 04.00+)")
+    v.add_argument("--scl-nodata", metavar="CLASSES", type=_class_list, default=None,
+                   help="Sentinel-2 SCL classes that are no ground (default 0,1,3,8,9,10: no data, saturated, "
+                        "cloud shadow, clouds, cirrus); 'none' keeps every pixel")
+
+
+def _class_list(text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SCL class numbers like 0,1,3,8,9,10 or 'none'") from None
 
 
 def _band_list(text: str) -> list[str]:

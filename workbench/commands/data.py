@@ -244,6 +244,7 @@ def run_import(args: argparse.Namespace) -> int:
             result = folder.import_scene(cat, args.dir, args.mask, chips_root=chips, chip_size=args.chip_size,
                                          source=args.source, split=args.split, block_deg=args.block_size,
                                          bands=args.bands, scale=args.scale, offset=args.offset,
+                                         scl_nodata=args.scl_nodata,
                                          progress=not args.no_progress)
         else:
             result = folder.import_folder(cat, args.dir, source=args.source, mode=args.mode, pattern=args.pattern,

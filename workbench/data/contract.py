@@ -197,7 +197,7 @@ class SceneReader:
 
 def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: str = "?",
                bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
-               use_scl: bool = True, warn: bool = True) -> SceneReader:
+               scl_nodata: Sequence[int] | None = None, warn: bool = True) -> SceneReader:
     """Open any input (``inputs.describe``) and bring it to ``contract``, or refuse (module docstring)."""
     from workbench.data.inputs import describe
 
@@ -233,7 +233,10 @@ def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: st
             raise WorkbenchError(f"{where}: has {len(scene.bands)} bands but run {run} was trained on "
                                  f"{len(wanted)} unnamed bands")
         chosen = scene.names
-    stack = scene.open(chosen, use_scl=use_scl, scale=scale, offset=offset)
+    from workbench.data.scene import SCL_INVALID
+
+    stack = scene.open(chosen, scl_nodata=SCL_INVALID if scl_nodata is None else scl_nodata, scale=scale,
+                       offset=offset)
     try:
         _check_units(contract, stack, where, run, user=scale is not None or offset is not None)
         _check_gsd(contract, stack, where, run, warn)

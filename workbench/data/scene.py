@@ -76,11 +76,12 @@ class SceneInput:
         for b, n in zip(self.bands, names):
             b.name = band_names.canonical(n) or n
 
-    def open(self, names: Sequence[str] | None = None, *, use_scl: bool = True,
+    def open(self, names: Sequence[str] | None = None, *, scl_nodata: Sequence[int] | None = SCL_INVALID,
              scale: float | None = None, offset: float | None = None) -> Stack:
         """A :class:`Stack` of the bands ``names`` (default: all), in that order."""
         chosen = [self.band(n) for n in names] if names else list(self.bands)
-        return Stack(self, chosen, self.scl if use_scl else None, scale=scale, offset=offset)
+        return Stack(self, chosen, self.scl if scl_nodata else None, scale=scale, offset=offset,
+                     scl_nodata=scl_nodata or ())
 
 
 def date_from_name(name: str) -> str | None:
@@ -117,8 +118,10 @@ class Stack:
     band's declared one, else its dtype's convention (:func:`radiometry.by_convention`)."""
 
     def __init__(self, scene: SceneInput, chosen: Sequence[BandSource], scl: BandSource | None,
-                 scale: float | None = None, offset: float | None = None):
+                 scale: float | None = None, offset: float | None = None,
+                 scl_nodata: Sequence[int] = SCL_INVALID):
         self.scene, self.bands, self.scl_band = scene, list(chosen), scl
+        self.scl_nodata = tuple(int(c) for c in scl_nodata)
         self._handles: dict[str, object] = {}
         self._readers: list = []
         try:
@@ -189,12 +192,16 @@ class Stack:
         for i, b in enumerate(self.bands):
             if b.nodata is not None and not (isinstance(b.nodata, float) and math.isnan(b.nodata)):
                 bad |= raw[i] == np.asarray(b.nodata).astype(raw.dtype)
+        if all(b.nodata is None for b in self.bands):
+            # no nodata declared (e.g. an EE export of divide(10000)): 0 in every band is where
+            # the export was masked, not ground
+            bad |= (raw == 0).all(axis=0)
         if raw.dtype.kind == "f":
             bad |= np.isnan(raw).any(axis=0)
         if self.scl is not None:
             ds, index = self.scl
             scl = ds.read(index, window=window)
-            bad |= np.isin(scl, SCL_INVALID)
+            bad |= np.isin(scl, self.scl_nodata)
         return bad
 
     def read(self, window=None) -> tuple[np.ndarray, np.ndarray]:

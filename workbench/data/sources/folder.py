@@ -403,7 +403,8 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
                  chips_root: str | Path, chip_size: int = 256, source: str | None = None, split: str = "auto",
                  block_deg: float | None = None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                  bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
-                 progress: bool = False, log: Callable[[str], None] | None = None) -> ImportResult:
+                 scl_nodata: Sequence[int] | None = None, progress: bool = False,
+                 log: Callable[[str], None] | None = None) -> ImportResult:
     """One scene (any input ``inputs.describe`` opens) and its mask, cut into chips under
     ``chips_root/<scene>-<hash>`` and added in one transaction; a scene imported before is skipped."""
     from workbench.data.inputs import describe, is_gdal_path
@@ -420,7 +421,7 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
     info = describe(text, bands=bands)
     out = scenes.default_out(Path(chips_root), key, info.scene_id)
     chipped = scenes.chip_scene(key, out, mask=mask, chip_size=chip_size, bands=bands, scale=scale, offset=offset,
-                                source=source, progress=progress, log=log)
+                                scl_nodata=scl_nodata, source=source, progress=progress, log=log)
     try:
         if not chipped.tiles:
             raise WorkbenchError(f"{text}: no chip of {chip_size} px holds a valid pixel")

@@ -104,8 +104,8 @@ def _check_radiometry(stack) -> None:
 
 def chip_scene(scene_path: str | Path, out: Path, mask: str | Path | None = None, chip_size: int = DEFAULT_CHIP,
                bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
-               source: str = "folder", progress: bool = False, log: Callable[[str], None] | None = None
-               ) -> ChippedScene:
+               scl_nodata: Sequence[int] | None = None, source: str = "folder", progress: bool = False,
+               log: Callable[[str], None] | None = None) -> ChippedScene:
     """Write the chips of one scene under ``out`` and return their catalog rows (see module docs)."""
     from workbench.data.inputs import describe
     from workbench.progress import progress as progress_bar
@@ -113,7 +113,9 @@ def chip_scene(scene_path: str | Path, out: Path, mask: str | Path | None = None
     if chip_size < 16:
         raise WorkbenchError(f"--chip-size {chip_size}: must be at least 16 px")
     scene = describe(scene_path, bands=bands)
-    with scene.open(scale=scale, offset=offset) as stack:
+    from workbench.data.scene import SCL_INVALID
+
+    with scene.open(scale=scale, offset=offset, scl_nodata=SCL_INVALID if scl_nodata is None else scl_nodata) as stack:
         _check_radiometry(stack)
         mask_info = _check_mask(stack, Path(mask)) if mask is not None else None
         rows, cols = chip_offsets(stack.height, chip_size), chip_offsets(stack.width, chip_size)

@@ -1,0 +1,134 @@
+"""Sentinel-2 in, right maps out: a whole scene + mask imported as chips, a run trained on them with
+the default preset, and the same ground predicted in every form users bring it in."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import sentinel2 as s2
+from tests.support.runner import run_workbench
+from tests.support.segmentation import run_dir_of
+from workbench.data import geotiff
+
+TINY = ["--set", "data.window=64", "--set", "train.max_steps=3", "--set", "train.epochs=1",
+        "--set", "train.batch_size=4", "--set", "train.eval_batch_size=8", "--set", "train.log_every_steps=1"]
+
+
+def rows(home: Path) -> int:
+    with sqlite3.connect(home / "data" / "catalog.sqlite") as conn:
+        return conn.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run trained on a 256 px scene (DN GeoTIFF + mask) cut into 64 px chips, with the
+    default preset and nothing but the source and tiny step counts on the command line."""
+    home = tmp_path_factory.mktemp("s2home")
+
+    def cli(*args):
+        p = run_workbench(*args, env={"WORKBENCH_HOME": str(home)}, cwd=home)
+        return p.returncode, p.stdout, p.stderr
+
+    g = s2.ground(256, seed=0)
+    scene = s2.write_dn_geotiff(home / "scene.tif", g)
+    mask = s2.write_mask(home / "scene_mask.tif", g)
+    code, out, err = cli("data", "import", scene, "--mask", mask, "--chip-size", "64", "--block-size", "0.003",
+                         "--no-progress")
+    assert code == 0, err
+    code, out, err = cli("segment", "train", "--preset", "water", "--source", "folder", *TINY)
+    assert code == 0, err
+    return home, run_dir_of(out), cli
+
+
+@pytest.mark.slow
+def test_a_scene_imports_as_chips_in_every_split(trained):
+    home, run, _ = trained
+    with sqlite3.connect(home / "data" / "catalog.sqlite") as conn:
+        got = conn.execute("SELECT split, COUNT(*), MIN(width), MAX(width), MIN(date), MIN(scene_id) "
+                           "FROM tiles GROUP BY split").fetchall()
+    splits = {r[0]: r for r in got}
+    assert set(splits) == {"train", "val", "test"} and sum(r[1] for r in got) == 16
+    assert all(r[2] == r[3] == 64 for r in got) and all(r[4] == "2023-04-15" for r in got)
+    inputs = json.loads((run / "inputs.json").read_text())
+    assert [b["name"] for b in inputs["bands"]] == ["B02", "B03", "B04", "B08"]
+    assert inputs["units"] == "reflectance"
+
+
+@pytest.mark.slow
+def test_every_form_of_the_same_ground_gives_the_same_mask(trained, tmp_path):
+    home, run, cli = trained
+    g = s2.ground(128, seed=5)
+    forms = {
+        "uint16": s2.write_dn_geotiff(tmp_path / "dn.tif", g),
+        "EE names": s2.write_dn_geotiff(tmp_path / "ee.tif", g, names="ee"),
+        "reordered": s2.write_dn_geotiff(tmp_path / "re.tif", g, bands=("B08", "B04", "B02", "B03")),
+        "13 bands": s2.write_dn_geotiff(tmp_path / "all.tif", g, bands=s2.ALL_BANDS),
+        "float": s2.write_float_geotiff(tmp_path / "f.tif", g),
+        "SAFE": s2.write_safe(tmp_path / "safe", g, offset=True),
+        "STAC": s2.write_stac_item(tmp_path / "stac" / "item.json", g, offset=True),
+    }
+    masks = {}
+    for what, path in forms.items():
+        out = tmp_path / f"{what.replace(' ', '_')}_mask.tif"
+        code, _, err = cli("segment", "predict", "--run", run, "--input", path, "--out", out, "--scl-nodata", "none",
+                           "--no-progress")
+        assert code == 0, (what, err)
+        masks[what] = geotiff.read(out)[0]
+        assert geotiff.read_info(out).crs == g.crs
+    ref = masks["uint16"]
+    valid = ref != 255
+    assert not valid[:, :s2.NODATA_EDGE].any() and valid[:, s2.NODATA_EDGE:].all()
+    for what, m in masks.items():
+        assert np.array_equal(m != 255, valid), what
+        assert (m[valid] != ref[valid]).mean() < 1e-3, what
+    # With the SCL's clouds left out the SAFE's map has nodata where the cloud is, the same elsewhere.
+    out = tmp_path / "safe_scl.tif"
+    assert cli("segment", "predict", "--run", run, "--input", forms["SAFE"], "--out", out, "--no-progress")[0] == 0
+    scl = geotiff.read(out)[0]
+    cloud = np.isin(g.scl(), (8, 9, 10))
+    assert cloud.any() and (scl[cloud] == 255).all()
+    assert (scl[valid & ~cloud] == 255).mean() < 0.01        # only the cloud's 20 m rim besides
+
+
+@pytest.mark.slow
+def test_the_next_utm_zone_is_read_on_its_own_grid(trained, tmp_path):
+    home, run, cli = trained
+    g = s2.ground(128, seed=5)
+    image, _ = s2.write_next_zone(tmp_path / "z34.tif", g)
+    code, _, err = cli("segment", "predict", "--run", run, "--input", image, "--out", tmp_path / "m.tif",
+                       "--no-progress")
+    assert code == 0, err
+    assert geotiff.read_info(tmp_path / "m.tif").crs == "EPSG:32634"
+
+
+@pytest.mark.slow
+def test_what_cannot_be_read_is_one_line_and_changes_nothing(trained, tmp_path):
+    home, run, cli = trained
+    g = s2.ground(128, seed=5)
+    before = rows(home)
+    no_b08 = s2.write_safe(tmp_path / "nob08", g, bands=tuple(b for b in s2.L2A_BANDS if b != "B08"))
+    silent = s2.write_dn_geotiff(tmp_path / "silent.tif", g, dn_offset=1000)
+    bare_item = s2.write_stac_item(tmp_path / "bare" / "item.json", g, bands=())
+    cases = [
+        (("segment", "predict", "--run", run, "--input", no_b08, "--out", tmp_path / "a.tif"), ("B08", no_b08.name)),
+        (("segment", "predict", "--run", run, "--input", silent, "--out", tmp_path / "b.tif"), ("offset", "silent")),
+        (("segment", "predict", "--run", run, "--input", bare_item, "--out", tmp_path / "c.tif"), ("item.json",)),
+        (("data", "import", silent, "--chip-size", "64"), ("offset", "silent")),
+        (("data", "import", bare_item), ("item.json", "asset")),
+    ]
+    other_grid = s2.write_mask(tmp_path / "small_mask.tif", s2.ground(96, seed=5))
+    cases.append((("data", "import", s2.write_dn_geotiff(tmp_path / "s.tif", g), "--mask", other_grid),
+                  ("small_mask.tif", "grid")))
+    for args, words in cases:
+        code, out, err = cli(*args, "--no-progress")
+        assert code == 2, (args, out, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        for w in words:
+            assert w in err, (w, err)
+    assert rows(home) == before
+    assert not any((tmp_path / n).exists() for n in ("a.tif", "b.tif", "c.tif"))
