@@ -269,16 +269,14 @@ class ChipJob:
 
 
 def plan_jobs(spec: ExportSpec, plan: ChipPlan, units: Sequence[Scene], out: Path) -> list[ChipJob]:
-    """(unit, chip) pairs: per scene, the chips its footprint touches. Splits come from
-    geographic blocks of the chip *locations*, so one place is in one split in every scene."""
-    from workbench.data.splits import lonlat_block, lonlat_splits
+    """(unit, chip) pairs: per scene, the chips its footprint touches. Splits come from the
+    ground blocks of the chip *locations* (``splits.ground_splits``), so one place is in one split
+    in every scene, every export and every later import of the same ground."""
+    from workbench.data.splits import ground_splits
 
-    spans = sorted(max(c.lonlat[2] - c.lonlat[0], c.lonlat[3] - c.lonlat[1]) for c in plan.chips)
-    span = spans[len(spans) // 2] if spans else None
     centres = [c.centre for c in plan.chips]
-    splits, block_deg = lonlat_splits(centres, tile_span_deg=span)
-    where = {c.id: (s, list(lonlat_block(lon, lat, block_deg))) for c, s, (lon, lat) in
-             zip(plan.chips, splits, centres)}
+    splits, blocks, block_deg = ground_splits(centres)
+    where = {c.id: (s, list(b)) for c, s, b in zip(plan.chips, splits, blocks)}
     jobs = []
     for unit in units:
         folder = unit_dir(out, spec, unit)
