@@ -34,7 +34,11 @@ def evaluate_run(run, query: dict, split: str | None = None, catalog: str | Path
     with open_existing(catalog or run.cfg.data.catalog) as cat:
         tiles = select_tiles(cat, q, split, run.cfg)
     check_bands(tiles, run)
-    result = score_tiles(run.model, tiles, run.cfg, run.stats, run.classes, torch.device(device), batch_size,
+    from workbench.data.contract import tile_positions
+    from workbench.train.run_steps import config_reading
+
+    cfg = config_reading(run.cfg, tile_positions(run.contract, tiles, run=run.name))
+    result = score_tiles(run.model, tiles, cfg, run.stats, run.classes, torch.device(device), batch_size,
                          progress=progress)
     return {"run": str(run.path), "split": split, "query": q, **result["metrics"]}
 

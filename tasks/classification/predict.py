@@ -24,6 +24,8 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     """Predict every tile ``query`` selects (default: the run's ``data.source``); returns counts,
     the CSV path and, where tiles carry labels of the run's classes, the metrics against them."""
     from workbench.data.catalog import open_existing
+    from workbench.data.contract import tile_positions
+    from workbench.train.run_steps import config_reading
 
     from .evaluate import score_tiles
     from .run import check_bands, load_run
@@ -38,7 +40,8 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
             shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
             raise WorkbenchError(f"no tiles match the query ({shown}) in {cat.path}")
         check_bands(tiles, run)
-        result = score_tiles(run.model, tiles, run.cfg, run.stats, run.classes, dev, batch_size, progress=progress)
+        cfg = config_reading(run.cfg, tile_positions(run.contract, tiles, run=run.name))
+        result = score_tiles(run.model, tiles, cfg, run.stats, run.classes, dev, batch_size, progress=progress)
         rows = [(t.id, run.classes[int(p)], float(s)) for t, p, s in zip(tiles, result["pred"], result["score"])]
         if not dry_run:
             cat.set_predictions(rows, model_id=run.name)

@@ -32,6 +32,7 @@ class ClassificationRun:
     stats: Any               # BandStats
     classes: list[str]
     in_chans: int
+    contract: Any = None     # InputContract (inputs.json): the bands and units the model reads
 
     @property
     def name(self) -> str:
@@ -58,8 +59,11 @@ def load_run(ref: str | Path, device: str | torch.device = "cpu") -> Classificat
                              len(info["classes"]), cfg.data.size)
     load_weights(resolve_checkpoint(run.path), model, prefer_ema=True)
     model.to(device).eval()
-    return ClassificationRun(run.path, cfg, model, BandStats.load(run.path / "band_stats.json"),
-                             list(info["classes"]), int(info["in_chans"]))
+    from workbench.data.contract import load_contract
+
+    stats = BandStats.load(run.path / "band_stats.json")
+    return ClassificationRun(run.path, cfg, model, stats, list(info["classes"]), int(info["in_chans"]),
+                             load_contract(run.path, stats, cfg.data.bands))
 
 
 def json_file(path: Path) -> dict:
@@ -71,7 +75,10 @@ def json_file(path: Path) -> dict:
 
 
 def check_bands(tiles: Sequence, run: ClassificationRun) -> None:
-    """Every tile must give the run's band count (a 4-band model cannot read 3-band tiles)."""
+    """Every tile must give the run's band count (a 4-band model cannot read 3-band tiles); runs
+    that read named bands find them by name instead (``contract.tile_positions``)."""
+    if run.contract is not None and run.contract.named and not run.contract.legacy:
+        return
     want = run.cfg.data.bands
     for t in tiles:
         have = len(t.bands or [])

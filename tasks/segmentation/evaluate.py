@@ -115,6 +115,10 @@ def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | 
     model = loaded.model
     device = next(model.parameters()).device
     model.eval()
+    from workbench.data.contract import tile_positions
+    from workbench.train.run_steps import config_reading
+
+    cfg = config_reading(cfg, tile_positions(loaded.contract, tiles, run=loaded.name))
     ds = eval_dataset(sources, cfg, loaded.stats)
     metrics, _ = score_dataset(model, ds, cfg, device, batch_size or cfg.train.eval_batch_size or
                                cfg.train.batch_size, t)

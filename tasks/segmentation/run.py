@@ -93,6 +93,7 @@ def _training_crs(cfg: SegmentationConfig, stats: Any) -> str | None:
 def load_run(ref: str | Path, device: str | None = None) -> SegmentationRun:
     """Find a run (path, name under ``runs/``, unique prefix or ``latest``) and load its model
     (best weights, EMA ones when the checkpoint has them, eval mode; on ``device`` or CPU)."""
+    from workbench.data.contract import load_contract
     from workbench.data.stats import BandStats
     from workbench.train.checkpoint import load_weights
     from workbench.train.run_dir import resolve_run
@@ -137,11 +138,3 @@ def load_run(ref: str | Path, device: str | None = None) -> SegmentationRun:
                            classes=classes, crs=_training_crs(cfg, stats), weights=state.get("weights", "model"),
                            contract=load_contract(path, stats, bands))
 
-
-def load_contract(path: Path, stats: Any, bands: list[int] | None) -> Any:
-    """The run's ``inputs.json``; for a run from before it, the contract its band statistics imply."""
-    from workbench.data.contract import FILE, InputContract, legacy_contract
-
-    if (path / FILE).is_file():
-        return InputContract.load(path / FILE)
-    return legacy_contract(stats, bands)

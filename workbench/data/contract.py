@@ -307,3 +307,48 @@ def _check_gsd(contract: InputContract, stack: Any, where: str, run: str, warn: 
     if warn and not (1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE):
         print(f"warning: {where}: {gsd:.3g} m pixels, run {run} was trained on {contract.gsd:.3g} m pixels",
               file=sys.stderr)
+
+
+def load_contract(run_path: str | Path, stats: Any, bands: Sequence[int] | None = None) -> InputContract:
+    """A run's ``inputs.json``; for a run from before it, the contract its band statistics imply
+    (``bands``: its 1-based ``data.bands``)."""
+    path = Path(run_path) / FILE
+    if path.is_file():
+        return InputContract.load(path)
+    return legacy_contract(stats, bands)
+
+
+def tile_positions(contract: InputContract, tiles: Sequence[Any], *, run: str = "?") -> list[int] | None:
+    """0-based positions of the contract's bands in catalog ``tiles`` (all sharing one layout),
+    matched by canonical name, with their units checked on a sample; None for runs that read
+    tiles by position (no names, or older runs). A tile that lacks a band, has another layout
+    than the first, or holds other units is a one-line error naming it."""
+    from workbench.data import geotiff
+
+    if not tiles or contract.legacy or not contract.named:
+        return None
+    step = max(1, len(tiles) // CHECK_TILES)
+    first: list[int] | None = None
+    for t in list(tiles)[::step]:
+        with geotiff.open_raster(t.path) as ds:
+            names = tile_names(t, ds.count) if getattr(t, "bands", None) else band_names.canonical_names(
+                list(ds.descriptions))
+            rad = of_tile(t, ds)
+            dtype = ds.dtypes[0]
+        found, _ = band_names.match(contract.names, names)
+        missing = [w for w, f in zip(contract.names, found) if f is None]
+        if missing:
+            raise WorkbenchError(f"{t.path}: has no band {', '.join(missing)} that run {run} reads (it has "
+                                 f"{', '.join(names)})")
+        if first is None:
+            first = list(found)
+        elif list(found) != first:
+            raise WorkbenchError(f"{t.path}: its bands {', '.join(names)} are in another order than the other "
+                                 "tiles'; predict tiles of one layout at a time (e.g. --source / --where)")
+        units = {rad[i].units for i in found}
+        if units != {contract.units}:
+            raise WorkbenchError(f"{t.path}: values in {'/'.join(units)} units ({rad[found[0]].source}); run {run} "
+                                 f"reads {contract.describe()}")
+        if contract.units == RAW and dtype != contract.bands[0].dtype:
+            raise WorkbenchError(f"{t.path}: raw {dtype} values; run {run} reads raw {contract.bands[0].dtype}")
+    return first

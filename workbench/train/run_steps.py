@@ -134,3 +134,14 @@ def finish_run(trainer: Any, summary: dict, table: Callable[[dict], str] | None 
     if table is not None:
         print(table(summary))
     return summary
+
+
+def config_reading(cfg: Any, positions: Sequence[int] | None) -> Any:
+    """``cfg`` with ``data.bands`` set to the 1-based bands at 0-based ``positions`` (what
+    ``contract.tile_positions`` found in the tiles to score), so a run trained on ``B2 B3 B4 B8``
+    exports reads the same bands of a 12-band chip; unchanged when ``positions`` is None."""
+    import dataclasses
+
+    if positions is None:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, bands=[int(p) + 1 for p in positions]))

@@ -116,3 +116,25 @@ def test_scl_clouds_and_nodata_are_invalid(tmp_path, g, trained):
     assert not valid[:, :s2.NODATA_EDGE].any()
     _, plain_valid = read_all(contract, stats, s2.write_dn_geotiff(tmp_path / "dn.tif", g))
     assert valid.sum() < plain_valid.sum()               # the cloud is left out of the SAFE's map
+
+
+def test_catalog_tiles_are_read_by_band_name(tmp_path, g, trained):
+    from workbench.data.contract import tile_positions
+
+    contract, _ = trained
+    def tile(path):
+        return Tile(path=str(path), source="folder", bands=list(geotiff.read_info(path).band_names))
+
+    full = tile(s2.write_dn_geotiff(tmp_path / "all.tif", g, bands=s2.ALL_BANDS))
+    assert tile_positions(contract, [full]) == [1, 2, 3, 7]            # B02 B03 B04 B08 of 13
+    ee = tile(s2.write_dn_geotiff(tmp_path / "ee.tif", g, bands=("B08", "B04", "B02", "B03"), names="ee"))
+    assert tile_positions(contract, [ee]) == [2, 3, 1, 0]
+    with pytest.raises(WorkbenchError, match="another order"):
+        tile_positions(contract, [full, ee])
+    rgb = tile(s2.write_dn_geotiff(tmp_path / "rgb.tif", g, bands=("B02", "B03", "B04")))
+    with pytest.raises(WorkbenchError, match=r"rgb\.tif: has no band B08"):
+        tile_positions(contract, [rgb])
+    u8 = tile(geotiff.write(tmp_path / "u8.tif", (g.stack(s2.TEN_M) * 255).astype("uint8"), g.transform, g.crs,
+                            band_names=list(s2.TEN_M)))
+    with pytest.raises(WorkbenchError, match=r"u8\.tif: values in raw units"):
+        tile_positions(contract, [u8])
