@@ -14,8 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = ["data", "training", "segmentation", "classification", "generation", "earthengine", "api", "design",
-         "diffusionsat", "results"]
+PAGES = ["data", "sentinel2", "training", "segmentation", "classification", "generation", "earthengine", "api",
+         "design", "diffusionsat", "results"]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
@@ -62,3 +62,58 @@ def test_readme_is_a_guide_not_a_log():
     text = "\n".join(lines)
     assert "docs/results.md" in text
     assert "seed notes" not in text.lower()
+
+
+SH = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
+TINY_TRAIN = ["--set", "train.max_steps=2", "--set", "train.epochs=1", "--set", "train.batch_size=4",
+              "--set", "train.eval_batch_size=8"]
+
+
+def _sentinel2_inputs(cwd: Path) -> None:
+    """The files docs/sentinel2.md names, made from synthetic Sentinel-2 ground."""
+    import dataclasses
+
+    import numpy as np
+    from rasterio.transform import Affine
+
+    from tests.support import sentinel2 as s2
+    from workbench.data import geotiff
+
+    big = s2.ground(2048, seed=0)               # 20 km, 10 km east of the makers' default place,
+    big = dataclasses.replace(big, transform=Affine.translation(10_000, 0) * big.transform)  # 3 splits
+    s2.write_dn_geotiff(cwd / "scene.tif", big)
+    s2.write_mask(cwd / "water.tif", big)
+    other = s2.ground(256, seed=4)
+    s2.write_safe(cwd, other, offset=True)
+    s2.write_stac_item(cwd / "item.json", other, cog_dir=cwd / "cogs")
+    s2.write_ee_chips(cwd / "ee-exports", s2.ground(2048, seed=2), chip=128)
+    g = s2.ground(2048, seed=3)
+    dn = g.dn(s2.TEN_M)
+    for r in range(0, 2048, 128):
+        for c in range(0, 2048, 128):
+            cover = np.bincount(g.cover[r:r + 64, c:c + 64].ravel(), minlength=len(s2.COVERS)).argmax()
+            geotiff.write(cwd / "eurosat" / s2.COVERS[cover] / f"r{r}_c{c}.tif", dn[:, r:r + 64, c:c + 64],
+                          g.transform * g.transform.translation(c, r), g.crs, nodata=0, band_names=list(s2.TEN_M))
+
+
+@pytest.mark.slow
+def test_sentinel2_guide_commands_run(tmp_path):
+    """Every command of docs/sentinel2.md's ```sh blocks, each block in a fresh WORKBENCH_HOME,
+    on the files the guide names; training lines get tiny step counts."""
+    import shlex
+
+    from tests.support.runner import run_workbench
+
+    blocks = SH.findall((DOCS / "sentinel2.md").read_text())
+    assert len(blocks) >= 3
+    _sentinel2_inputs(tmp_path)
+    for i, block in enumerate(blocks):
+        home = tmp_path / f"home{i}"
+        for line in block.strip().splitlines():
+            args = shlex.split(line)
+            assert args[0] == "workbench", line
+            if args[2:3] == ["train"]:
+                args += TINY_TRAIN
+            p = run_workbench(*args[1:], env={"WORKBENCH_HOME": str(home)}, cwd=tmp_path)
+            assert p.returncode == 0, (line, p.stdout[-2000:], p.stderr[-2000:])
+    assert (tmp_path / "map.tif").is_file() and (tmp_path / "map_stac.tif").is_file()

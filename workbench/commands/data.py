@@ -282,6 +282,7 @@ def print_split_warnings(tiles: Sequence[Any], hint: str = "import more ground o
     from workbench.data.splits import split_warnings
 
     lines = split_warnings(tiles, hint=hint)
+    sys.stdout.flush()                       # after the summary printed so far, not inside it
     for line in lines:
         print(line, file=sys.stderr)
     return lines
