@@ -48,16 +48,17 @@ _ALIASES = {
 }
 _S2 = re.compile(r"^(?:S2_)?B0?(\d{1,2}|8A)(?:_(?:10|20|60)M)?$")
 _LANDSAT = re.compile(r"^SR_B([1-7])$")
-_DEFAULT = re.compile(r"^b\d+$")
+_DEFAULT = re.compile(r"^b[1-9]\d*$")
 
 
 def canonical(name: str | None) -> str | None:
     """The canonical name of a band description, or None when it names no band we know.
 
-    ``"B2"`` -> ``"B02"``, ``"b8a"`` -> ``"B8A"``, ``"B4, central wavelength 665 nm"`` -> ``"B04"``,
-    ``"SR_B3"`` -> ``"SR_B3"``, ``"R"`` / ``"Red"`` -> ``"red"``, ``"SCL"`` -> ``"SCL"``."""
-    if not name:
-        return None
+    ``"B2"`` -> ``"B02"``, ``"B8a"`` -> ``"B8A"`` (but ``b1``, ``b2``: unnamed),
+    ``"B4, central wavelength 665 nm"`` -> ``"B04"``, ``"SR_B3"`` -> ``"SR_B3"``,
+    ``"R"`` / ``"Red"`` -> ``"red"``, ``"SCL"`` -> ``"SCL"``."""
+    if not name or is_default_name(str(name).strip()):
+        return None                # rasterio's b1, b2 ... for a band without a description
     text = str(name).strip()
     head = re.split(r"[,\s(]", text, maxsplit=1)[0]
     upper = head.upper()

@@ -18,8 +18,9 @@ Where a band's radiometry comes from, first found wins:
    reflectance; e.g. Blue Marble, PNG-like RGB): a raw run only reads the same raw dtype.
 
 A convention is checked against the values (:func:`check_values`): float values far above 1
-are DN, not reflectance; integer values that never go below 1000 carry the baseline-04.00
-offset. Those are refused with the flag that would settle them, never guessed.
+are DN, not reflectance; integer values that never go below 1000 while their darkest band
+sits just above it carry the baseline-04.00 offset. Those are refused with the flag that
+would settle them, never guessed.
 
 numpy only; rasterio objects are passed in.
 """
@@ -40,8 +41,11 @@ RAW = "raw"
 REFLECTANCE = "reflectance"
 # float values whose 99th percentile is above this are not reflectance (bright snow and sun glint stay below)
 MAX_FLOAT_REFLECTANCE = 2.0
-# integer DN whose every band's 1st percentile is at or above this carry the +1000 offset
+# integer DN whose every band's 1st percentile is at or above OFFSET_FLOOR_DN, the darkest
+# band's below OFFSET_DARK_DN, carry the +1000 offset: dark ground (water in NIR, shadow) sits
+# just above 1000 then. Data that never gets that dark (a desert) cannot tell and is let through.
 OFFSET_FLOOR_DN = 1000
+OFFSET_DARK_DN = 1600
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,7 @@ def check_values(values: np.ndarray, valid: np.ndarray, radiometry: Sequence[Rad
     integer_conv = [r for r in radiometry if r.scale is not None and "taken as reflectance x" in r.source]
     if kinds in "ui" and integer_conv and len(integer_conv) == len(radiometry):
         floors = np.percentile(px, 1, axis=1)
-        if np.all(floors >= OFFSET_FLOOR_DN):
+        if np.all(floors >= OFFSET_FLOOR_DN) and floors.min() < OFFSET_DARK_DN:
             raise WorkbenchError(f"{what}: no band goes below {OFFSET_FLOOR_DN} (1st percentiles "
                                  f"{', '.join(f'{v:.0f}' for v in floors)}): the values look like Sentinel-2 DN "
                                  "with the +1000 offset of processing baseline 04.00, which the file does not "

@@ -78,14 +78,14 @@ def test_offset_product_reads_as_ground_reflectance(product, g):
 def test_no_offset_product(tmp_path, g):
     scene = describe(s2.write_safe(tmp_path, g, offset=False))
     assert scene.bands[0].radiometry.offset == 0.0 and scene.tags["PROCESSING_BASELINE"] == "03.01"
-    with scene.open(["B08"], use_scl=False) as stack:
+    with scene.open(["B08"], scl_nodata=()) as stack:
         x, valid = stack.read()
     np.testing.assert_allclose(x[0][valid], g.reflectance["B08"][valid], atol=1e-4)
     assert not valid[:, :EDGE].any() and valid[:, EDGE:].all()
 
 
 def test_20m_bands_resampled_onto_10m(product, g):
-    with describe(product).open(["B02", "B11", "B8A"], use_scl=False) as stack:
+    with describe(product).open(["B02", "B11", "B8A"], scl_nodata=()) as stack:
         assert stack.transform == g.transform                 # the finest band's grid
         x, valid = stack.read()
     inner = np.zeros(g.shape, bool)

@@ -94,14 +94,14 @@ def test_ten_metre_bands_read_as_ground_reflectance(items, g, keys, offset):
 
 
 def test_without_scl_only_the_nodata_edge_is_invalid(items, g):
-    with describe(items["s2", True]).open(["B08"], use_scl=False) as stack:
+    with describe(items["s2", True]).open(["B08"], scl_nodata=()) as stack:
         x, valid = stack.read()
     assert not valid[:, :EDGE].any() and valid[:, EDGE:].all()
     np.testing.assert_allclose(x[0][valid], g.reflectance["B08"][valid], atol=1e-4)
 
 
 def test_twenty_metre_band_on_the_ten_metre_grid(items, g):
-    with describe(items["common", False]).open(["B11", "B02"], use_scl=False) as stack:
+    with describe(items["common", False]).open(["B11", "B02"], scl_nodata=()) as stack:
         assert stack.transform == g.transform                     # the finest chosen band's grid
         x, valid = stack.read()
     inner = valid.copy()
@@ -311,7 +311,7 @@ def test_undeclared_offset_is_left_to_the_value_check(tmp_path, g):
 
     item = s2.write_stac_item(tmp_path / "orig" / "item.json", g, offset=True, extras=False)
     scene = describe(_edit(item, tmp_path / "undeclared", undeclared))
-    with scene.open(["B02", "B03", "B04", "B08"], use_scl=False) as stack:
+    with scene.open(["B02", "B03", "B04", "B08"], scl_nodata=()) as stack:
         raw = stack.read_raw()
         valid = ~stack.invalid(raw)
         _one_line_error(lambda: check_values(raw, valid, stack.radiometry, scene.path), "+1000 offset")
