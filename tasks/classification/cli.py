@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.commands import add_command, add_run_option, add_verb, run_from_args
+from workbench.commands import add_command, add_input_options, add_run_option, add_verb, run_from_args
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   workbench classify train                                  water / coast / land on Blue Marble (make classify)
   workbench classify train --preset vit-scratch             a ViT from scratch (patch 8, width 100, 8 layers, 8 heads)
   workbench classify predict --run latest --source bluemarble
+  workbench classify predict --run latest --input S2B_MSIL2A_...SAFE --out classes.tif
   workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"
   workbench classify eval --run latest --split val
 """
@@ -54,10 +55,21 @@ PREDICT_EXAMPLES = """examples:
   workbench classify predict --run latest --split test --dry-run
   workbench classify predict --run RUN --where "source = 'generated'"
   workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"    then use them
+  workbench classify predict --run latest --input scene.tif --out classes.tif    a whole scene
+  workbench classify predict --run latest --input S2B_MSIL2A_...SAFE --out classes.tif --stride 128 \\
+      --probabilities probs.tif
 
-Writes pred_label, pred_score (probability of that class) and model_id (the run's name)
-into the catalog for every selected tile, in one transaction, and a CSV under the run's
-predictions/ folder.
+Catalog mode (tile filters): writes pred_label, pred_score (probability of that class) and
+model_id (the run's name) into the catalog for every selected tile, in one transaction, and a
+CSV under the run's predictions/ folder.
+
+Scene mode (--input/--out): the scene (a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC
+item, any GDAL path), brought to the run's bands and units, is cut into windows of the run's
+tile side (data.size) every --stride px (default: that side; the last row/column snapped to the
+edge) and each window gets one class. The output is a uint8 GeoTIFF with one pixel per window
+(the scene's CRS, its pixels scaled by the stride), the class index or 255 = no class (windows
+less than half valid), the class names in its CLASSES tag; --probabilities adds a float32
+GeoTIFF, one band per class (NaN = no class). The catalog is not touched.
 
 """ + QUERY_HELP
 
@@ -90,13 +102,26 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     add_query_args(v)
     v.set_defaults(func=run_eval)
 
-    v = add_verb(verbs, "predict", common, help="write predicted labels and scores into the catalog",
-                 description="Classify catalog tiles with a trained run and store the predictions.",
+    v = add_verb(verbs, "predict", common, help="classify catalog tiles, or every window of a whole scene",
+                 description="Classify catalog tiles with a trained run and store the predictions; or classify "
+                             "a whole scene window by window into a GeoTIFF class map.",
                  epilog=PREDICT_EXAMPLES)
     add_run_option(v)
-    v.add_argument("--batch-size", type=int, default=256, metavar="N", help="crops per forward pass")
+    v.add_argument("--input", metavar="SCENE",
+                   help="scene to classify: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC item JSON, or any "
+                        "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...)")
+    add_input_options(v)
+    v.add_argument("--out", metavar="CLASSES.tif", help="scene mode: the class map (uint8, one pixel per window, "
+                                                        "255 = no class)")
+    v.add_argument("--probabilities", metavar="P.tif", help="scene mode: also write float32 class probabilities")
+    v.add_argument("--stride", type=int, metavar="PX", help="scene mode: px between windows (default: the run's "
+                                                           "tile side, data.size)")
+    v.add_argument("--batch-size", type=int, metavar="N", help="crops (windows) per forward pass (default 256 "
+                                                              "tiles, 64 scene windows)")
+    v.add_argument("--device", metavar="D", help="torch device (default: cuda when available, else cpu)")
     v.add_argument("--dry-run", action="store_true", help="predict and report, but write nothing")
     v.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_query_args(v)
     v.set_defaults(func=run_predict)
 
@@ -138,13 +163,68 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+SCENE_OPTIONS = ("out", "probabilities", "stride", "bands", "scale", "offset", "scl_nodata")
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    from workbench.errors import WorkbenchError
+
+    query = query_from_args(args)
+    if args.input:
+        if query:
+            raise WorkbenchError(f"--input classifies a scene; tile filters ({', '.join(sorted(query))}) select "
+                                 "catalog tiles: give one or the other")
+        if args.dry_run:
+            raise WorkbenchError("--dry-run is for catalog tiles; a scene prediction writes only --out")
+        if not args.out:
+            raise WorkbenchError("--input needs --out CLASSES.tif, where the class map goes")
+        return _run_scene(args)
+    given = [f"--{o.replace('_', '-')}" for o in SCENE_OPTIONS if getattr(args, o, None) is not None]
+    if given:
+        raise WorkbenchError(f"{', '.join(given)} belong(s) to scene mode: give --input SCENE too")
+    return _run_catalog(args, query)
+
+
+def _run_scene(args: argparse.Namespace) -> int:
+    import torch
+
+    from .predict import predict_scene
+    from .run import load_run
+
+    bs = _batch_size(args.batch_size if args.batch_size is not None else 64)
+    run = load_run(run_from_args(args, "classify predict"),
+                   args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, stride=args.stride, batch_size=bs,
+                        progress=not (args.no_progress or args.json), bands=args.bands, scale=args.scale,
+                        offset=args.offset, scl_nodata=args.scl_nodata)
+    if args.json:
+        print(json.dumps(res, default=str))
+        return 0
+    print(f"run      {res['run']}")
+    print(f"input    {res['input']}  {res['width']}x{res['height']}  {res['crs']}")
+    print(f"bands    {res['inputs']}")
+    print(f"windows  {res['rows']}x{res['cols']} of {res['size']} px every {res['stride']} px, batch "
+          f"{res['batch_size']}, {res['device']}: {res['seconds']:.1f} s")
+    names = [*res["classes"], "no class"]
+    counts = [*(res["counts"][c] for c in res["classes"]), res["no_class"]]
+    width = max(len(n) for n in names)
+    print(f"\n  {'class'.ljust(width)}  windows  share")
+    for n, c in zip(names, counts):
+        print(f"  {n.ljust(width)}  {c:7d}  {100 * c / max(res['windows'], 1):5.1f} %")
+    print(f"\n{res['out']}")
+    if res["probabilities"]:
+        print(res["probabilities"])
+    return 0
+
+
+def _run_catalog(args: argparse.Namespace, query: dict) -> int:
     from workbench.metrics import format_report
 
     from .predict import predict_catalog
 
-    out = predict_catalog(args.run, query_from_args(args), catalog=args.catalog,
-                          batch_size=_batch_size(args.batch_size), dry_run=args.dry_run, progress=not args.json)
+    out = predict_catalog(args.run, query, catalog=args.catalog,
+                          batch_size=_batch_size(args.batch_size if args.batch_size is not None else 256),
+                          device=args.device, dry_run=args.dry_run, progress=not (args.json or args.no_progress))
     if args.json:
         print(json.dumps({k: v for k, v in out.items() if k != "metrics"} |
                          {"macro_f1": (out["metrics"] or {}).get("mean_f1")}, default=str))

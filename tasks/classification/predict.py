@@ -1,10 +1,29 @@
-"""``predict_catalog``: classify catalog tiles with a run and write the result back to the catalog.
+"""Classify with a run: catalog tiles (``predict_catalog``) or a whole scene (``predict_scene``).
+
+``predict_catalog``: classify catalog tiles with a run and write the result back to the catalog.
 
 Each selected tile gets ``pred_label``, ``pred_score`` (softmax probability of that class)
 and ``model_id`` (the run's folder name) in one transaction, and the run keeps a CSV of
 what it wrote (``predictions/catalog-<time>.csv``). That is what lets another task pick
 tiles by predicted class: ``workbench segment train --where "pred_label = 'coast' AND
 pred_score > 0.9"``.
+
+``predict_scene``: a whole scene of any size and form (a GeoTIFF / COG / VRT, a Sentinel-2
+``.SAFE`` folder, a STAC item, any GDAL path) classified window by window, one class per window
+of the run's tile side (``data.size``): the classifier was trained on tiles of that side, so
+that is the ground one of its labels describes. The scene is brought to the run's input
+contract (``workbench.data.contract.open_scene``: bands by name, reflectance units, or a
+one-line refusal before anything is written), cut into a grid of windows every ``stride`` px
+(default: the window side; the last row/column snapped to the scene edge), read one strip of
+window rows at a time (``workbench.inference``) and batched through the model. A window with
+fewer than half of its pixels valid (nodata, NaN, SCL cloud) gets no class: a label drawn
+mostly from zero-filled pixels says nothing about the ground.
+
+Output: a uint8 GeoTIFF with one pixel per window (the scene's CRS, its transform scaled by
+the stride, ``WindowGrid.transform``), the class index or 255 = no class, band description
+``class`` and tags ``CLASSES`` (the names in index order), ``run``, ``size``, ``stride``;
+optionally a float32 GeoTIFF of the softmax probabilities (one band per class, NaN where no
+class). Both are written atomically (``workbench.data.geotiff.write``).
 """
 
 from __future__ import annotations
@@ -12,11 +31,17 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
+
+NO_CLASS = 255
+MIN_VALID = 0.5          # a window needs at least this share of valid pixels to get a class
 
 
 def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None = None, batch_size: int = 256,
@@ -83,3 +108,97 @@ def _write_csv(run_path: Path, tiles, rows) -> str:
             w.writerow([tid, t.path, t.label or "", label, f"{score:.6f}"])
     os.replace(tmp, out)
     return str(out)
+
+
+# ---- a whole scene ------------------------------------------------------------------------------
+
+def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,
+                  stride: int | None = None, batch_size: int = 64, progress: bool = True,
+                  bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
+                  scl_nodata: Sequence[int] | None = None) -> dict:
+    """Classify every ``run.cfg.data.size`` px window of a scene and write the class map (and
+    optionally the probabilities); see the module docstring. ``bands`` / ``scale`` / ``offset``
+    say what an input that does not say so itself is; ``scl_nodata``: the SCL classes that are
+    no ground. Returns the summary (counts per class, the grid, what was read)."""
+    from workbench.data.contract import open_scene
+    from workbench.inference import ModelRunner, device_of, plan_grid, read_strips
+    from workbench.progress import progress as progress_bar
+
+    if batch_size < 1:
+        raise WorkbenchError(f"batch size must be at least 1, got {batch_size}")
+    if len(run.classes) >= NO_CLASS:
+        raise WorkbenchError(f"run {run.name}: {len(run.classes)} classes do not fit a uint8 map with "
+                             f"{NO_CLASS} = no class")
+    t0 = time.perf_counter()
+    scene = open_scene(run.contract, run.stats, input_path, run=run.name, bands=bands, scale=scale, offset=offset,
+                       scl_nodata=scl_nodata, warn=progress)
+    try:
+        info = scene.info
+        grid = plan_grid(info.height, info.width, int(run.cfg.data.size), stride, where=info.path)
+        runner = ModelRunner(run.model)
+        k, size = len(run.classes), grid.size
+        probs = np.full((k, *grid.shape), np.nan, np.float32)
+        known = np.zeros(grid.shape, bool)
+        batch = np.empty((batch_size, len(scene.bands), size, size), np.float32)
+        where: list[tuple[int, int]] = []
+
+        def flush() -> None:
+            p = torch.softmax(runner(batch[:len(where)]), dim=1).numpy()
+            for (i, j), pi in zip(where, p):
+                probs[:, i, j] = pi
+            bar.update(len(where))
+            where.clear()
+
+        bar = progress_bar(total=grid.windows, desc="classify", unit="win", enabled=progress)
+        try:
+            for i, _, x, valid in read_strips(scene.read, grid):
+                for j, c in enumerate(grid.cols):
+                    if valid[:, c:c + size].mean() < MIN_VALID:
+                        bar.update(1)
+                        continue
+                    known[i, j] = True
+                    batch[len(where)] = x[:, :, c:c + size]
+                    where.append((i, j))
+                    if len(where) == batch_size:
+                        flush()
+            if where:
+                flush()
+        finally:
+            bar.close()
+        inputs = _describe_inputs(scene)
+        device = str(device_of(run.model))
+    finally:
+        scene.close()
+    labels = np.full(grid.shape, NO_CLASS, np.uint8)
+    if known.any():
+        labels[known] = probs[:, known].argmax(axis=0).astype(np.uint8)
+    seconds = time.perf_counter() - t0
+    return _write_scene(run, info, grid, labels, probs, out_path, prob_path) | {
+        "inputs": inputs, "seconds": seconds, "windows_per_s": grid.windows / max(seconds, 1e-9), "device": device,
+        "batch_size": batch_size}
+
+
+def _describe_inputs(scene: Any) -> str:
+    """``B02 B03 B04 B08 as reflectance (the file's scale/offset)``: what the summary says was read."""
+    stack = scene.stack
+    return f"{' '.join(stack.names)} as {stack.units} ({'; '.join(sorted({r.source for r in stack.radiometry}))})"
+
+
+def _write_scene(run: Any, info: Any, grid: Any, labels: np.ndarray, probs: np.ndarray, out_path, prob_path) -> dict:
+    from workbench.data import geotiff
+
+    transform = grid.transform(info.affine)
+    run_path = str(Path(run.path).resolve())
+    tags = {"CLASSES": ",".join(run.classes), "run": run_path, "size": grid.size, "stride": grid.stride,
+            "input": info.path}
+    out = geotiff.write(out_path, labels, transform, info.crs, nodata=NO_CLASS, band_names=["class"], tags=tags)
+    prob_out = None
+    if prob_path:
+        prob_out = geotiff.write(prob_path, probs, transform, info.crs, nodata=float("nan"),
+                                 band_names=[f"p_{c}" for c in run.classes], tags=tags)
+    counts = {c: int((labels == i).sum()) for i, c in enumerate(run.classes)}
+    return {"run": run_path, "input": info.path, "out": str(out), "probabilities": str(prob_out) if prob_out
+            else None, "classes": list(run.classes), "counts": counts, "no_class": int((labels == NO_CLASS).sum()),
+            "windows": grid.windows, "rows": grid.shape[0], "cols": grid.shape[1], "size": grid.size,
+            "stride": grid.stride, "width": info.width, "height": info.height, "crs": info.crs,
+            "transform": list(transform)[:6]}
