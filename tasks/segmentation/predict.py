@@ -33,7 +33,6 @@ experiment.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +47,7 @@ from rasterio.windows import Window
 from workbench.data import geotiff
 from workbench.data.augment import dihedral, inverse_transform
 from workbench.errors import WorkbenchError
+from workbench.inference import ModelRunner, device_of
 
 BLENDS = ("gaussian", "mean")
 # test-time augmentation: the D4 transforms (workbench.data.augment numbering) each window is seen under
@@ -154,33 +154,23 @@ def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
 # ------------------------------------------------------------------------------ the model
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _probabilities(logits: torch.Tensor) -> torch.Tensor:
     logits = logits.float()
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
 
 class _Runner:
-    """Runs batches through the model: channels_last + inference_mode (+ bf16 autocast on CUDA).
+    """Probabilities for a batch (``workbench.inference.ModelRunner``: channels_last,
+    inference_mode, bf16 autocast on CUDA), averaged over test-time augmentation.
 
-    With several ``transforms`` (test-time augmentation) each batch is run once per transform
-    and the probabilities, transformed back, are averaged: a model trained with dihedral
-    augmentation has no preferred orientation, so its errors under the 4 or 8 views partly cancel.
+    With several ``transforms`` each batch is run once per transform and the probabilities,
+    transformed back, are averaged: a model trained with dihedral augmentation has no preferred
+    orientation, so its errors under the 4 or 8 views partly cancel.
     """
 
     def __init__(self, model: torch.nn.Module, channels_last: bool, transforms: Sequence[int] = (0,)):
-        self.model, self.device = model, _device_of(model)
-        self.channels_last = channels_last
+        self.runner = ModelRunner(model, channels_last=channels_last)
         self.transforms = tuple(transforms)
-        model.eval()
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        else:
-            model.to(memory_format=torch.contiguous_format)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.transforms == (0,):
@@ -192,19 +182,7 @@ class _Runner:
         return total / len(self.transforms)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x)
-        if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
-        if self.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                    else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            out = self.model(t)
-            if isinstance(out, dict):
-                out = out["out"]
-            p = _probabilities(out)
-        return p.float().cpu().contiguous().numpy()
+        return _probabilities(self.runner(x)).contiguous().numpy()
 
 
 # ------------------------------------------------------------------------------ the engine
@@ -368,7 +346,7 @@ def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict
         "batch_size": pred.batch_size, "blend": pred.blend, "tta": pred.tta, "windows": pred.plan.windows,
         "seconds": pred.seconds, "windows_per_s": pred.plan.windows / max(pred.seconds, 1e-9),
         "valid_pixels": valid_px, "nodata_pixels": int(info.width * info.height - valid_px),
-        "threshold": run.threshold, "naive": naive, "device": str(_device_of(run.model)), "inputs": pred.inputs,
+        "threshold": run.threshold, "naive": naive, "device": str(device_of(run.model)), "inputs": pred.inputs,
     }
     if pred.probs.shape[0] == 1:
         result["water_fraction"] = float((labels == 1).sum() / valid_px) if valid_px else None
