@@ -332,30 +332,34 @@ def write_next_zone(path: str | Path, g: Ground, mask_path: str | Path | None = 
 
 # ---- SAFE ------------------------------------------------------------------------------------
 
-def _write_jp2(path: Path, arr: np.ndarray, transform: Affine, crs: str) -> Path:
-    """A lossless JPEG 2000 (``JP2OpenJPEG``, ``QUALITY=100 REVERSIBLE=YES``) with GeoJP2/GMLJP2
-    georeferencing and no nodata, written under a temporary name and renamed. The driver only
-    copies, so the array goes through an in-memory GeoTIFF first (writing with mode "w" would
-    leave the georeferencing in a ``.aux.xml`` beside a temporary name)."""
+def _copy_written(path: Path, arr: np.ndarray, transform: Affine, crs: str, nodata: float | None, suffix: str,
+                  driver: str, **options) -> Path:
+    """Write ``arr`` with a copy-only ``driver`` (JP2OpenJPEG, COG): through an in-memory GeoTIFF,
+    to a temporary name, then renamed (writing with mode "w" would leave the georeferencing in
+    an ``.aux.xml`` beside the temporary name)."""
     arr = arr[None] if arr.ndim == 2 else arr
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.jp2")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{suffix}")
     try:
         with MemoryFile() as mf:
             with mf.open(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-                         dtype=arr.dtype, crs=crs, transform=transform) as mem:
+                         dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata) as mem:
                 mem.write(arr)
             with mf.open() as mem:
-                rasterio.shutil.copy(mem, tmp, driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES",
-                                     BLOCKXSIZE=1024, BLOCKYSIZE=1024)
+                rasterio.shutil.copy(mem, tmp, driver=driver, **options)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-        aux = tmp.with_name(tmp.name + ".aux.xml")
-        if aux.exists():
-            aux.unlink()
+        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
+            if leftover.exists():
+                leftover.unlink()
     return path
+
+
+def _write_jp2(path: Path, arr: np.ndarray, transform: Affine, crs: str) -> Path:
+    """A lossless JPEG 2000 (``QUALITY=100 REVERSIBLE=YES``) with GeoJP2/GMLJP2 georeferencing
+    and no nodata, as in a SAFE product."""
+    return _copy_written(path, arr, transform, crs, None, ".jp2", "JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES",
+                         BLOCKXSIZE=1024, BLOCKYSIZE=1024)
 
 
 # files of each resolution folder of a real L2A granule (B08 only at 10 m; B01, B09 at 60 m)
@@ -615,23 +619,9 @@ def _lonlat_bounds(g: Ground) -> tuple[float, float, float, float]:
 # ---- STAC item over COGs ---------------------------------------------------------------------
 
 def _write_cog(path: Path, arr: np.ndarray, transform: Affine, crs: str, nodata: float | None) -> Path:
-    """A Cloud-Optimised GeoTIFF (GDAL's COG driver: tiled, deflate, overviews), temp name + rename."""
-    arr = arr[None] if arr.ndim == 2 else arr
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.tif")
-    try:
-        with MemoryFile() as mf:
-            with mf.open(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-                         dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata) as mem:
-                mem.write(arr)
-            with mf.open() as mem:
-                rasterio.shutil.copy(mem, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=128,
-                                     OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="NEAREST")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """A Cloud-Optimised GeoTIFF (GDAL's COG driver: tiled, deflate, overviews)."""
+    return _copy_written(path, arr, transform, crs, nodata, ".tif", "COG", COMPRESS="DEFLATE", BLOCKSIZE=128,
+                         OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="NEAREST")
 
 
 def write_stac_item(path: str | Path, g: Ground, cog_dir: str | Path | None = None,

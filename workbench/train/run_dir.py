@@ -32,6 +32,7 @@ from typing import Any
 
 from workbench import paths
 from workbench.errors import WorkbenchError
+from workbench.files import write_json_atomic  # noqa: F401 (used here and re-exported)
 
 STATUSES = ("running", "finished", "stopped_early", "failed")
 
@@ -76,13 +77,6 @@ def check_run_name(name: str, what: str = "name", max_bytes: int = MAX_NAME_BYTE
     if size > max_bytes:
         raise refuse(f"too long ({size} bytes; a run name has at most {max_bytes})")
     return text
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON under a temp name then rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class RunDir:
