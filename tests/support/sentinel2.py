@@ -746,3 +746,26 @@ def write_ee_chips(folder: str | Path, g: Ground, chip: int = 64, bands: Sequenc
                                   band_names=_names(bands, names), tags=_tags(g, common))
             out.append((image, mask))
     return out
+
+
+def write_demo(folder: str | Path, train_size: int = 512, other_size: int = 384) -> dict[str, Path]:
+    """The files of the figures in docs/results.md ("Sentinel-2 inputs"): a scene + mask to
+    train on, and another piece of ground (+ its mask) in every form to predict."""
+    folder = Path(folder)
+    g, o = ground(train_size, seed=0), ground(other_size, seed=1)
+    out = {"scene": write_dn_geotiff(folder / "scene.tif", g), "scene_mask": write_mask(folder / "scene_mask.tif", g),
+           "other_mask": write_mask(folder / "other_mask.tif", o),
+           "uint16": write_dn_geotiff(folder / "other.tif", o),
+           "reordered": write_dn_geotiff(folder / "other_reordered.tif", o, bands=("B08", "B04", "B02", "B03")),
+           "float": write_float_geotiff(folder / "other_float.tif", o),
+           "13 bands": write_dn_geotiff(folder / "other_13.tif", o, bands=ALL_BANDS),
+           "SAFE": write_safe(folder, o, offset=True),
+           "STAC": write_stac_item(folder / "stac" / "item.json", o, offset=True)}
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    for what, path in write_demo(sys.argv[1] if len(sys.argv) > 1 else "s2-demo").items():
+        print(f"{what:10s} {path}")

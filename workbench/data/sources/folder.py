@@ -306,6 +306,8 @@ def water_fraction(path: str | Path) -> float | None:
 
 def _tile(checked: _Checked, source: str, mask_path: Path | None, wf: float | None) -> Tile:
     info, item = checked.info, checked.item
+    from workbench.data.scene import date_from_name
+
     lonlat = None
     if info.crs:
         w, s, e, n = info.lonlat_bounds()
@@ -318,7 +320,9 @@ def _tile(checked: _Checked, source: str, mask_path: Path | None, wf: float | No
         extra["masked_copy"] = str(item.masked_copy.resolve())
     return Tile(path=str(item.image.resolve()), mask_path=str(mask_path.resolve()) if mask_path else None,
                 source=source, crs=info.crs, width=info.width, height=info.height,
-                gsd=info.gsd_metres() if info.crs else None, date=date_from_tags(checked.tags),
+                gsd=info.gsd_metres() if info.crs else None,
+                date=date_from_tags(checked.tags) or date_from_name(item.image.name),
+                scene_id=checked.tags.get("SCENE_ID") or checked.tags.get("PRODUCT_ID"),
                 cloud_cover=cloud_from_tags(checked.tags),
                 bands=list(info.band_names), water_fraction=wf, label=label, extra=extra,
                 **(lonlat or {}))

@@ -372,3 +372,20 @@ def test_two_concurrent_imports_lose_no_rows(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert len([json.loads(line) for line in out.stdout.splitlines()]) == 60
+
+
+def test_date_from_the_file_name_and_scene_id_from_tags(home, cli):
+    from tests.support import sentinel2 as s2
+    from workbench.data import geotiff as gt
+
+    g = s2.ground(64, seed=1)
+    folder = home / "named"
+    img = s2.write_dn_geotiff(folder / "S2_20220704_chip.tif", g, tags={"DATE_ACQUIRED": ""})
+    s2.write_mask(folder / "S2_20220704_chip_mask.tif", g)
+    assert gt.read_info(img).count == 4
+    code, out, err = cli("data", "import", folder, "--no-progress")
+    assert code == 0, err
+    with Catalog(home / "data" / "catalog.sqlite") as cat:
+        (tile,) = cat.query(source="folder")
+    assert tile.date == "2022-07-04" and tile.scene_id == g.scene_id
+    assert [r["scale"] for r in tile.extra["radiometry"]] == [pytest.approx(1e-4)] * 4
