@@ -132,3 +132,19 @@ def test_what_cannot_be_read_is_one_line_and_changes_nothing(trained, tmp_path):
             assert w in err, (w, err)
     assert rows(home) == before
     assert not any((tmp_path / n).exists() for n in ("a.tif", "b.tif", "c.tif"))
+
+
+@pytest.mark.slow
+def test_ee_style_chips_train_with_the_water_preset_and_nothing_else(tmp_path):
+    """The acceptance command as a user types it: ``--source folder`` and a step cap, no other override."""
+    s2.write_ee_chips(tmp_path / "export", s2.ground(2048, seed=2), chip=128)
+    env = {"WORKBENCH_HOME": str(tmp_path / "home")}
+    p = run_workbench("data", "import", tmp_path / "export", "--no-progress", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "splits: train" in p.stdout and " val " in p.stdout and " test " in p.stdout
+    p = run_workbench("segment", "train", "--source", "folder", "--set", "train.max_steps=2", env=env)
+    assert p.returncode == 0, p.stderr
+    run = run_dir_of(p.stdout)
+    inputs = json.loads((run / "inputs.json").read_text())
+    assert [b["name"] for b in inputs["bands"]] == ["B02", "B03", "B04", "B08"]     # EE's B2 B3 B4 B8
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
