@@ -246,6 +246,13 @@ def run_import(args: argparse.Namespace) -> int:
                                          bands=args.bands, scale=args.scale, offset=args.offset,
                                          scl_nodata=args.scl_nodata,
                                          progress=not args.no_progress)
+        elif folder.scene_products(target):
+            if args.mode or args.pattern:
+                raise WorkbenchError(f"{args.dir}: holds scene products (.SAFE, STAC items): --mode and --pattern "
+                                     "apply to folders of GeoTIFFs")
+            result = folder.import_scenes(cat, target, chips_root=chips, chip_size=args.chip_size,
+                                          source=args.source, split=args.split, block_deg=args.block_size,
+                                          scl_nodata=args.scl_nodata, progress=not args.no_progress)
         else:
             result = folder.import_folder(cat, args.dir, source=args.source, mode=args.mode, pattern=args.pattern,
                                           split=args.split, block_deg=args.block_size,

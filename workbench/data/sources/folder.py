@@ -439,6 +439,55 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
     return result
 
 
+def scene_products(root: str | Path) -> list[Path]:
+    """The scene products directly in a folder: Sentinel-2 ``.SAFE`` folders and STAC item JSONs."""
+    from workbench.data.sources.safe import is_safe
+
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if not p.name.startswith(".") and
+                   ((p.is_dir() and is_safe(p)) or (p.is_file() and p.suffix.lower() == ".json"))),
+                  key=_natural_key)
+
+
+def import_scenes(catalog: Catalog, root: str | Path, *, chips_root: str | Path, chip_size: int = 256,
+                  source: str | None = None, split: str = "auto", block_deg: float | None = None,
+                  fractions: Sequence[float] = DEFAULT_FRACTIONS, scl_nodata: Sequence[int] | None = None,
+                  progress: bool = False, log: Callable[[str], None] | None = None) -> ImportResult:
+    """Every SAFE folder and STAC item in ``root`` (no masks: for prediction, classification or
+    pseudo-masks), cut into chips; all of them go in with one transaction, or none (the chips
+    already written are removed), and scenes imported before are skipped."""
+    from workbench.data.inputs import describe
+    from workbench.data.sources import scenes
+
+    _check_options(source, split, block_deg)
+    source = source or "folder"
+    products = scene_products(root)
+    result = ImportResult(root=Path(root), mode="scenes", source=source, layout="scene products",
+                          found=len(products))
+    known = catalog.chipped_scenes(products)
+    todo = [p for p in products if str(p.resolve()) not in known]
+    result.already = len(products) - len(todo)
+    tiles, written = [], []
+    try:
+        for p in todo:
+            key = str(p.resolve())
+            out = scenes.default_out(Path(chips_root), key, describe(key).scene_id)
+            chipped = scenes.chip_scene(key, out, chip_size=chip_size, scl_nodata=scl_nodata, source=source,
+                                        progress=progress, log=log)
+            written += chipped.written
+            tiles += chipped.tiles
+            result.chipped += 1
+        if tiles:
+            add_with_splits(catalog, tiles, result, split=split, block_deg=block_deg, fractions=fractions)
+    except BaseException:
+        for w in written:
+            w.unlink(missing_ok=True)
+        raise
+    return result
+
+
 def check_units(images: Sequence[Path], per_file: int = 64, max_files: int = 256) -> dict[str, list[dict]]:
     """Each image's radiometry (``radiometry.of_dataset``), checked against the values of the whole
     import pooled per kind of radiometry (one dark chip does not make a dataset): uint16 DN that

@@ -389,3 +389,25 @@ def test_date_from_the_file_name_and_scene_id_from_tags(home, cli):
         (tile,) = cat.query(source="folder")
     assert tile.date == "2022-07-04" and tile.scene_id == g.scene_id
     assert [r["scale"] for r in tile.extra["radiometry"]] == [pytest.approx(1e-4)] * 4
+
+
+def test_a_folder_of_scene_products_imports_each_scene_in_one_go(home, cli):
+    from tests.support import sentinel2 as s2
+
+    g = s2.ground(128, seed=2)
+    products = home / "products"
+    s2.write_safe(products, g, offset=True)                 # baseline 05.09
+    s2.write_safe(products, g, offset=False)                # baseline 03.01, the same ground
+    s2.write_stac_item(products / "item.json", g, cog_dir=home / "cogs")
+    code, out, err = cli("data", "import", products, "--chip-size", "64", "--no-progress")
+    assert code == 0, err
+    assert "3 image(s), layout scene products" in out and "3 scene(s) cut" in out
+    with Catalog(home / "data" / "catalog.sqlite") as cat:
+        tiles = cat.query()
+    assert len(tiles) == 12 and len({t.scene_id for t in tiles}) == 3
+    by_chip: dict = {}
+    for t in tiles:                                          # one place, one split, in every product
+        by_chip.setdefault(tuple(t.extra["chip"]), set()).add(t.split)
+    assert all(len(s) == 1 for s in by_chip.values())
+    code, out, err = cli("data", "import", products, "--chip-size", "64", "--no-progress")
+    assert code == 0 and "added 0 tile(s)" in out and "3 already" in out
