@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from workbench.data import bands as band_names
-from workbench.data.radiometry import Radiometry, by_convention, user_given
+from workbench.data.radiometry import REFLECTANCE, Radiometry, by_convention, user_given
 from workbench.errors import WorkbenchError
 
 # Sentinel-2 scene classification classes that are not ground to learn from or map
@@ -192,9 +192,9 @@ class Stack:
         for i, b in enumerate(self.bands):
             if b.nodata is not None and not (isinstance(b.nodata, float) and math.isnan(b.nodata)):
                 bad |= raw[i] == np.asarray(b.nodata).astype(raw.dtype)
-        if all(b.nodata is None for b in self.bands):
-            # no nodata declared (e.g. an EE export of divide(10000)): 0 in every band is where
-            # the export was masked, not ground
+        if all(b.nodata is None for b in self.bands) and self.units == REFLECTANCE:
+            # reflectance without a declared nodata (e.g. an EE export of divide(10000)): 0 in
+            # every band is where the export was masked, not ground (raw 8-bit RGB keeps its blacks)
             bad |= (raw == 0).all(axis=0)
         if raw.dtype.kind == "f":
             bad |= np.isnan(raw).any(axis=0)

@@ -447,8 +447,20 @@ def scene_products(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted((p for p in root.iterdir() if not p.name.startswith(".") and
-                   ((p.is_dir() and is_safe(p)) or (p.is_file() and p.suffix.lower() == ".json"))),
-                  key=_natural_key)
+                   ((p.is_dir() and is_safe(p)) or _is_stac_item(p))), key=_natural_key)
+
+
+def _is_stac_item(path: Path) -> bool:
+    """A JSON file that says it is a STAC item (an export's manifest.json is not)."""
+    import json
+
+    if not (path.is_file() and path.suffix.lower() == ".json") or path.stat().st_size > 16 << 20:
+        return False
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc
 
 
 def import_scenes(catalog: Catalog, root: str | Path, *, chips_root: str | Path, chip_size: int = 256,
