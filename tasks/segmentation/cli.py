@@ -59,12 +59,18 @@ PREDICT_EXAMPLES = """examples:
   workbench segment predict --run segmentation-water-20250101-120000 --input scene.tif --out mask.tif \\
       --probabilities prob.tif --window 512 --overlap 64 --batch-size 8
   workbench segment predict --run latest --input scene.tif --out mask.tif --tta d4    8 views averaged
+  workbench segment predict --run latest --input S2B_MSIL2A_20230415T100029_N0509_R122_T33TUL_20230415T130000.SAFE \\
+      --out map.tif                                          SAFE: 10 m bands, offset, SCL clouds
+  workbench segment predict --run latest --input item.json --out map.tif           STAC item over COGs
+  workbench segment predict --run latest --input plain.tif --bands B02,B03,B04,B08 --offset -0.1 --out m.tif
+  workbench segment predict --run latest --input scenes/ --out masks/              every scene of a folder
   workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif \\
       --truth data/bluemarble/mosaic_mask.tif                 also score: test tiles with 5-95 % water
   workbench segment predict --run latest --where "source = 'generated'" --write-masks --min-confidence 0.9
 
-Scene mode (--input/--out): a sliding window (default: the run's predict config, window 256,
-overlap 32, batch 16, gaussian blend) over a GeoTIFF of any size; writes a uint8 mask on the
+Scene mode (--input/--out): the input is brought to the run's bands and units by name and
+radiometry, or refused (docs/sentinel2.md); a sliding window (default: the run's predict config,
+window 256, overlap 32, batch 16, gaussian blend) over a scene of any size; writes a uint8 mask on the
 input's grid (0 land, 1 water or the class index, 255 nodata) and optionally float32
 probabilities. With --truth, the mask is scored against a truth mask on the same grid over the
 catalog tiles the filters select (default --split test --water-min 0.05 --water-max 0.95), or
@@ -117,8 +123,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  epilog=PREDICT_EXAMPLES)
     add_run_option(v)
     v.add_argument("--input", metavar="SCENE",
-                   help="scene to predict: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC item JSON, or any "
-                        "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...)")
+                   help="scene to predict: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC item JSON, any "
+                        "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...), or a folder of them (--out: a folder)")
     add_input_options(v)
     v.add_argument("--out", metavar="MASK.tif", help="output mask GeoTIFF (uint8, 255 = nodata)")
     v.add_argument("--probabilities", metavar="PROB.tif", help="also write float32 probabilities here")
@@ -208,9 +214,15 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_scene(args, query: dict) -> int:
+    from workbench.data.inputs import refuse_overwrite
+
     from .predict import predict_scene
     from .run import load_run
 
+    if Path(args.input).is_dir() and not _is_product(args.input):
+        return _run_folder(args)
+    refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities},
+                     {"--input": args.input, "--truth": args.truth})
     run = load_run(args.run, device=_device(args.device))
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
                         overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
@@ -258,6 +270,55 @@ def _run_scene(args, query: dict) -> int:
         print(f"\nscore against {args.truth} over {where}:")
         print(format_table(metrics))
         print(format_boundary(metrics["boundary"]))
+    return 0
+
+
+def _is_product(path: str) -> bool:
+    from workbench.data.sources.safe import is_safe
+
+    return is_safe(Path(path))
+
+
+def _run_folder(args) -> int:
+    """``--input DIR --out DIR``: every scene of DIR (``inputs.inputs_in``) predicted to
+    ``OUT/<name>_mask.tif``; checked before the first prediction, so a bad input stops nothing
+    half-way through the outputs."""
+    from workbench.data.inputs import inputs_in
+
+    from .predict import predict_scene
+    from .run import load_run
+
+    if args.truth or args.probabilities:
+        raise WorkbenchError(f"--input {args.input} is a folder: --truth and --probabilities apply to one scene")
+    src, out = Path(args.input), Path(args.out)
+    if out.resolve() == src.resolve() or out.is_file():
+        raise WorkbenchError(f"--out {out}: give a new folder for the masks (not the input folder, not a file)")
+    scenes = inputs_in(src)
+    if not scenes:
+        raise WorkbenchError(f"{src}: no scene to predict (GeoTIFF/VRT/JP2, .SAFE folder or STAC item)")
+    run = load_run(args.run, device=_device(args.device))
+    from .predict import open_input
+
+    for scene in scenes:                  # every scene brought to the run's inputs before any is predicted
+        open_input(run, scene, bands=args.bands, scale=args.scale, offset=args.offset, warn=False,
+                   scl_nodata=args.scl_nodata).close()
+    rows = []
+    for scene in scenes:
+        res = predict_scene(run, scene, out / f"{scene.stem}_mask.tif", window=args.window, overlap=args.overlap,
+                            batch_size=args.batch_size, blend=args.blend, progress=not args.no_progress,
+                            tta=args.tta, bands=args.bands, scale=args.scale, offset=args.offset,
+                            scl_nodata=args.scl_nodata)
+        rows.append(res)
+    if args.json:
+        print(json.dumps({"run": str(run.path), "scenes": rows}, default=str))
+        return 0
+    from workbench.commands.data import format_table
+
+    print(f"run  {run.path}")
+    print(format_table(["scene", "size", "water %", "mask"],
+                       [[Path(r["input"]).name, f"{r['width']}x{r['height']}",
+                         "-" if r.get("water_fraction") is None else f"{100 * r['water_fraction']:.1f}",
+                         r["out"]] for r in rows], right=(2,)))
     return 0
 
 

@@ -95,3 +95,60 @@ def describe_raster(path: str) -> SceneInput:
     return SceneInput(path=path, kind="raster", bands=out, date=date,
                       scene_id=tags.get("SCENE_ID") or tags.get("PRODUCT_ID") or tags.get("SYSTEM:INDEX") or uri,
                       scl=scl, tags=tags, cloud_cover=cloud_from_tags(tags))
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
+
+
+def inputs_in(folder: str | Path) -> list[Path]:
+    """The scenes directly in a folder that :func:`describe` opens: rasters (``.tif .tiff .vrt
+    .jp2``; masks ``*_mask.tif`` and the assets of the folder's STAC items left out), ``.SAFE``
+    products and STAC item JSONs."""
+    from workbench.data.sources import safe
+
+    folder = Path(folder)
+    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    items = [p for p in entries if p.is_file() and p.suffix.lower() == ".json" and _says_stac_item(p)]
+    assets = {a for item in items for a in _local_assets(item)}
+    out = []
+    for p in entries:
+        if (p.is_dir() and safe.is_safe(p)) or p in items:
+            out.append(p)
+        elif p.is_file() and p.suffix.lower() in RASTER_SUFFIXES and not p.stem.endswith("_mask") \
+                and p.resolve() not in assets:
+            out.append(p)
+    return out
+
+
+def _local_assets(item: Path) -> set[Path]:
+    import json
+
+    doc = json.loads(item.read_text())
+    hrefs = [a.get("href") for a in (doc.get("assets") or {}).values() if isinstance(a, dict)]
+    return {(item.parent / h).resolve() for h in hrefs if isinstance(h, str) and "://" not in h}
+
+
+def _says_stac_item(path: Path) -> bool:
+    import json
+
+    try:
+        doc = json.loads(path.read_text()) if path.stat().st_size < 16 << 20 else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc
+
+
+def refuse_overwrite(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None]) -> None:
+    """Outputs never replace inputs, nor each other: one line naming the two flags that collide."""
+    def key(p):
+        return str(Path(p).resolve()) if p and "://" not in str(p) and not str(p).startswith("/vsi") else None
+
+    seen: dict[str, str] = {key(v): k for k, v in inputs.items() if key(v)}
+    for flag, path in outputs.items():
+        k = key(path)
+        if k is None:
+            continue
+        if k in seen:
+            raise WorkbenchError(f"{flag} {path}: the same file as {seen[k]}; an output never replaces an input "
+                                 "or another output")
+        seen[k] = flag

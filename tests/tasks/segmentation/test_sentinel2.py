@@ -148,3 +148,41 @@ def test_ee_style_chips_train_with_the_water_preset_and_nothing_else(tmp_path):
     inputs = json.loads((run / "inputs.json").read_text())
     assert [b["name"] for b in inputs["bands"]] == ["B02", "B03", "B04", "B08"]     # EE's B2 B3 B4 B8
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_folder_of_scenes_is_predicted_into_another_folder(trained, tmp_path):
+    home, run, cli = trained
+    g = s2.ground(128, seed=5)
+    scenes = tmp_path / "scenes"
+    s2.write_dn_geotiff(scenes / "a.tif", g)
+    s2.write_mask(scenes / "a_mask.tif", g)                   # a mask beside its scene is no scene
+    s2.write_float_geotiff(scenes / "b.tif", g)
+    s2.write_safe(scenes, g)
+    s2.write_stac_item(scenes / "item.json", g, cog_dir=scenes)  # its COGs are assets, not scenes
+    code, out, err = cli("segment", "predict", "--run", run, "--input", scenes, "--out", tmp_path / "masks",
+                         "--no-progress")
+    assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    assert len(written) == 4 and "a_mask.tif" in written and "item_mask.tif" in written, written
+    a, b = (geotiff.read(tmp_path / "masks" / n)[0] for n in ("a_mask.tif", "b_mask.tif"))
+    assert np.array_equal(a, b)
+    s2.write_dn_geotiff(scenes / "c.tif", g, bands=("B02", "B03"))           # cannot be read: nothing written
+    code, out, err = cli("segment", "predict", "--run", run, "--input", scenes, "--out", tmp_path / "m2",
+                         "--no-progress")
+    assert code == 2 and "c.tif" in err and not (tmp_path / "m2").exists()
+    code, out, err = cli("segment", "predict", "--run", run, "--input", scenes, "--out", scenes, "--no-progress")
+    assert code == 2 and "new folder" in err
+
+
+def test_outputs_never_replace_inputs(tmp_path):
+    from workbench.data.inputs import refuse_overwrite
+    from workbench.errors import WorkbenchError
+
+    scene = tmp_path / "scene.tif"
+    cases = [({"--out": scene}, {"--input": scene}), ({"--out": tmp_path / "t.tif"}, {"--truth": tmp_path / "t.tif"}),
+             ({"--out": tmp_path / "m.tif", "--probabilities": tmp_path / "m.tif"}, {"--input": scene})]
+    for outputs, inputs in cases:
+        with pytest.raises(WorkbenchError, match="never replaces"):
+            refuse_overwrite(outputs, inputs)
+    refuse_overwrite({"--out": tmp_path / "m.tif", "--probabilities": None}, {"--input": scene, "--truth": None})

@@ -452,15 +452,9 @@ def scene_products(root: str | Path) -> list[Path]:
 
 def _is_stac_item(path: Path) -> bool:
     """A JSON file that says it is a STAC item (an export's manifest.json is not)."""
-    import json
+    from workbench.data.inputs import _says_stac_item
 
-    if not (path.is_file() and path.suffix.lower() == ".json") or path.stat().st_size > 16 << 20:
-        return False
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc
+    return path.is_file() and path.suffix.lower() == ".json" and _says_stac_item(path)
 
 
 def import_scenes(catalog: Catalog, root: str | Path, *, chips_root: str | Path, chip_size: int = 256,
