@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from workbench.commands import add_command, add_input_options, add_run_option, add_verb, run_from_args
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
@@ -188,12 +189,19 @@ def run_predict(args: argparse.Namespace) -> int:
 def _run_scene(args: argparse.Namespace) -> int:
     import torch
 
+    from workbench.data.inputs import refuse_overwrite
+
     from .predict import predict_scene
     from .run import load_run
 
     bs = _batch_size(args.batch_size if args.batch_size is not None else 64)
+    folder = Path(args.input).is_dir() and not (Path(args.input) / "MTD_MSIL2A.xml").is_file()
+    if not folder:
+        refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities}, {"--input": args.input})
     run = load_run(run_from_args(args, "classify predict"),
                    args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if folder:
+        return _run_folder(args, run, bs)
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, stride=args.stride, batch_size=bs,
                         progress=not (args.no_progress or args.json), bands=args.bands, scale=args.scale,
                         offset=args.offset, scl_nodata=args.scl_nodata)
@@ -214,6 +222,40 @@ def _run_scene(args: argparse.Namespace) -> int:
     print(f"\n{res['out']}")
     if res["probabilities"]:
         print(res["probabilities"])
+    return 0
+
+
+def _run_folder(args: argparse.Namespace, run, batch_size: int) -> int:
+    """``--input DIR --out DIR``: a class map ``OUT/<name>_classes.tif`` per scene of DIR
+    (``inputs.inputs_in``), every scene checked against the run before the first is predicted."""
+    from workbench.commands.data import format_table
+    from workbench.data.contract import open_scene
+    from workbench.data.inputs import inputs_in
+    from workbench.errors import WorkbenchError
+
+    from .predict import predict_scene
+
+    src, out = Path(args.input), Path(args.out)
+    if args.probabilities:
+        raise WorkbenchError(f"--input {src} is a folder: --probabilities applies to one scene")
+    if out.resolve() == src.resolve() or out.is_file():
+        raise WorkbenchError(f"--out {out}: give a new folder for the class maps (not the input folder, not a file)")
+    scenes = inputs_in(src)
+    if not scenes:
+        raise WorkbenchError(f"{src}: no scene to classify (GeoTIFF/VRT/JP2, .SAFE folder or STAC item)")
+    for scene in scenes:
+        open_scene(run.contract, run.stats, scene, run=run.name, bands=args.bands, scale=args.scale,
+                   offset=args.offset, scl_nodata=args.scl_nodata, warn=False).close()
+    rows = [predict_scene(run, scene, out / f"{scene.stem}_classes.tif", stride=args.stride, batch_size=batch_size,
+                          progress=not (args.no_progress or args.json), bands=args.bands, scale=args.scale,
+                          offset=args.offset, scl_nodata=args.scl_nodata) for scene in scenes]
+    if args.json:
+        print(json.dumps({"run": str(run.path), "scenes": rows}, default=str))
+        return 0
+    print(f"run  {run.path}")
+    print(format_table(["scene", *run.classes, "no class", "map"],
+                       [[Path(r["input"]).name, *(r["counts"][c] for c in run.classes), r["no_class"], r["out"]]
+                        for r in rows], right=range(1, len(run.classes) + 2)))
     return 0
 
 

@@ -130,3 +130,19 @@ def test_what_cannot_be_read_is_one_line_and_nothing_is_written(trained, cli, tm
         assert len(lines) == 1 and "Traceback" not in err, (args, err)
         assert all(w in lines[0] for w in words), (words, lines[0])
         assert not (tmp_path / "out").exists(), args
+
+
+def test_a_folder_of_scenes_gives_a_class_map_each(trained, cli, tmp_path, one_torch_thread):
+    g = s2.ground(128, seed=5)
+    scenes = tmp_path / "scenes"
+    s2.write_dn_geotiff(scenes / "a.tif", g)
+    s2.write_float_geotiff(scenes / "b.tif", g)
+    code, out, err = cli("classify", "predict", "--run", trained, "--input", scenes, "--out", tmp_path / "maps")
+    assert code == 0, err
+    a, b = (geotiff.read(tmp_path / "maps" / f"{n}_classes.tif")[0] for n in "ab")
+    assert a.shape == (4, 4) and np.array_equal(a, b)
+    code, out, err = cli("classify", "predict", "--run", trained, "--input", scenes, "--out", scenes)
+    assert code == 2 and "new folder" in err
+    code, out, err = cli("classify", "predict", "--run", trained, "--input", scenes / "a.tif", "--out",
+                         scenes / "a.tif")
+    assert code == 2 and "never replaces" in err
