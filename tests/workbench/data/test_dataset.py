@@ -314,3 +314,27 @@ def test_truncated_file_is_a_one_line_error(tmp_path):
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(WorkbenchError, match=r"cut\.tif.*(truncated|corrupt)"):
         ds.__getitems__(range(len(ds)))
+
+
+def test_uint16_offset_and_float_tiles_of_one_ground_give_the_same_tensors(tmp_path):
+    """Each tile is brought to reflectance by its own radiometry before the shared normalisation,
+    so the forms of one ground can be mixed in one run and pooled into one set of statistics."""
+    from tests.support import sentinel2 as s2
+    from workbench.data.stats import compute_band_stats
+
+    g = s2.ground(64, seed=4)
+    paths = [s2.write_dn_geotiff(tmp_path / "dn.tif", g),
+             s2.write_dn_geotiff(tmp_path / "off.tif", g, dn_offset=1000, declare_offset=True),
+             s2.write_float_geotiff(tmp_path / "f.tif", g, edge_value=float("nan"))]
+    mask = s2.write_mask(tmp_path / "m.tif", g)
+    tiles = [Tile(path=str(p), mask_path=str(mask), source="folder", split="train") for p in paths]
+    stats = compute_band_stats(tiles, split=None)
+    assert 0 < stats.mean[0] < 1                                  # reflectance, not DN
+    ds = WindowDataset(tiles, GridWindows(64), stats=stats)
+    batch = ds.__getitems__(list(range(len(ds))))
+    ok = batch["valid"].all(dim=0)
+    assert ok.float().mean() > 0.7
+    for i in (1, 2):
+        np.testing.assert_allclose(batch["image"][i][:, ok].numpy(), batch["image"][0][:, ok].numpy(), atol=1e-4)
+    single = compute_band_stats(tiles[:1], split=None)
+    np.testing.assert_allclose(stats.mean, single.mean, atol=1e-6)   # the three forms pool to one ground's stats
