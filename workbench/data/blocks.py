@@ -15,6 +15,9 @@ neighbours come along, image and mask). A tile without ``extra.block`` is a bloc
 own. ``Block.picked`` / ``picked_pixels`` say how much of the block the given tiles cover
 (e.g. to weight windows per block).
 
+Radiometry: a mosaic declares its tiles' scale/offset (GDAL's, ``radiometry.of_tile``), so it
+is brought to reflectance as its tiles are; tiles with another scale/offset cannot share one.
+
 Pixel grid: the tiles are placed by their geotransforms (one CRS, one pixel size, no
 rotation, whole-pixel offsets; anything else is a user error naming the tile). Pixels that
 no tile covers, and padding on the east/south sides up to ``min_size`` px, are the
@@ -114,13 +117,16 @@ def _mosaic(key: tuple, group: list, chosen: list, min_size: int, folder: Path) 
     for t in group:
         if not t.mask_path:
             raise WorkbenchError(f"{t.path}: a tile without a mask cannot join a block mosaic")
+    from workbench.data.radiometry import of_tile
+
     infos = [geotiff.read_info(t.path) for t in group]
+    rads = [[r.affine() for r in of_tile(t)] for t in group]
     ref = infos[0]
     a, b, c0, d, e, f0 = ref.transform[:6]
     if b or d:
         raise WorkbenchError(f"{ref.path}: a rotated geotransform cannot be mosaicked into a block")
     offsets = []
-    for info in infos:
+    for i, info in enumerate(infos):
         ta, tb, tc, td, te, tf = info.transform[:6]
         why = None
         if not geotiff.same_crs(info.crs, ref.crs):
@@ -132,6 +138,8 @@ def _mosaic(key: tuple, group: list, chosen: list, min_size: int, folder: Path) 
             why = f"an offset of {col:g} x {row:g} px, not whole pixels"
         if why is None and (info.count, info.dtype, info.nodata) != (ref.count, ref.dtype, ref.nodata):
             why = "different bands, data type or nodata"
+        if why is None and rads[i] != rads[0]:
+            why = "another scale/offset to reflectance"
         if why:
             raise WorkbenchError(f"{info.path}: cannot share a block mosaic with {ref.path} ({why})")
         offsets.append((int(round(row)), int(round(col))))
@@ -162,7 +170,7 @@ def _mosaic(key: tuple, group: list, chosen: list, min_size: int, folder: Path) 
         tags = dict(BLOCK=json.dumps(list(block)) if block is not None else "", SPLIT=split,
                     TILE_IDS=json.dumps([t.id for t in group]))
         geotiff.write(path, image, transform, ref.crs, nodata=ref.nodata, band_names=list(ref.band_names),
-                      tags=tags)
+                      tags=tags, scales=[a[0] for a in rads[0]], offsets=[a[1] for a in rads[0]])
         geotiff.write(mask_path, mask, transform, ref.crs, nodata=MASK_NODATA, band_names=["mask"], tags=tags)
     bands = list(group[0].bands or ref.band_names)
     chosen_paths = {str(t.path) for t in chosen}

@@ -151,3 +151,27 @@ def test_train_on_blocks_end_to_end(home, cli, one_torch_thread):
     assert [len(blocks[s]) for s in ("train", "val", "test")] == [2, 1, 1]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["tiles"] == 4 and 0.0 <= metrics["mean_iou"] <= 1.0
+
+
+def test_a_mosaic_keeps_its_tiles_radiometry(tmp_path):
+    """Chips of an offset product declare scale 0.0001 / offset -0.1: their mosaic must too, or
+    it would be read 0.1 too bright."""
+    from tests.support import sentinel2 as s2
+    from workbench.data.catalog import Catalog, Tile
+    from workbench.data.radiometry import of_tile
+
+    g = s2.ground(64, seed=1)
+    dn = g.dn(s2.TEN_M, 1000)
+    cat = Catalog(tmp_path / "catalog.sqlite")
+    tiles = []
+    for i, c in enumerate((0, 32)):
+        t = g.transform * g.transform.translation(c, 0)
+        img = geotiff.write(tmp_path / f"c{i}.tif", dn[:, :, c:c + 32], t, g.crs, nodata=0,
+                            band_names=list(s2.TEN_M), scales=[1e-4] * 4, offsets=[-0.1] * 4)
+        m = geotiff.write(tmp_path / f"c{i}_mask.tif", g.water[:, c:c + 32], t, g.crs)
+        tiles.append(Tile(path=str(img), mask_path=str(m), source="folder", split="train",
+                          extra={"block": [0, 0]}))
+    cat.add_tiles(tiles)
+    (block,) = block_mosaics(cat, cat.query())
+    assert [r.affine() for r in of_tile(block)] == [(pytest.approx(1e-4), pytest.approx(-0.1))] * 4
+    cat.close()
