@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -365,7 +366,7 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
     radiometry = check_units([c.item.image for c in small]) if small else {}
 
     tiles, written = [], []
-    try:
+    with removed_on_failure(written):
         for c in checked:                                # phase 2: derived masks, chips, attributes
             mask_path = c.item.mask
             if c.item.masked_copy is not None:
@@ -387,11 +388,19 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
             tile.extra["radiometry"] = radiometry[str(c.item.image)]
             tiles.append(tile)
         add_with_splits(catalog, tiles, result, split=split, block_deg=block_deg, fractions=fractions)
+    return result
+
+
+@contextmanager
+def removed_on_failure(written: list[Path]):
+    """The files an import wrote (chips, appended to ``written`` as they come) are removed when
+    anything fails before its catalog transaction commits: a failed import leaves nothing behind."""
+    try:
+        yield written
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
         raise
-    return result
 
 
 def _check_options(source: str | None, split: str, block_deg: float | None) -> None:
@@ -426,14 +435,10 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
     out = scenes.default_out(Path(chips_root), key, info.scene_id)
     chipped = scenes.chip_scene(key, out, mask=mask, chip_size=chip_size, bands=bands, scale=scale, offset=offset,
                                 scl_nodata=scl_nodata, source=source, progress=progress, log=log)
-    try:
+    with removed_on_failure(chipped.written):
         if not chipped.tiles:
             raise WorkbenchError(f"{text}: no chip of {chip_size} px holds a valid pixel")
         add_with_splits(catalog, chipped.tiles, result, split=split, block_deg=block_deg, fractions=fractions)
-    except BaseException:
-        for p in chipped.written:
-            p.unlink(missing_ok=True)
-        raise
     result.chipped = 1
     result.radiometry = chipped.radiometry
     return result
@@ -476,7 +481,7 @@ def import_scenes(catalog: Catalog, root: str | Path, *, chips_root: str | Path,
     todo = [p for p in products if str(p.resolve()) not in known]
     result.already = len(products) - len(todo)
     tiles, written = [], []
-    try:
+    with removed_on_failure(written):
         for p in todo:
             key = str(p.resolve())
             out = scenes.default_out(Path(chips_root), key, describe(key).scene_id)
@@ -487,10 +492,6 @@ def import_scenes(catalog: Catalog, root: str | Path, *, chips_root: str | Path,
             result.chipped += 1
         if tiles:
             add_with_splits(catalog, tiles, result, split=split, block_deg=block_deg, fractions=fractions)
-    except BaseException:
-        for w in written:
-            w.unlink(missing_ok=True)
-        raise
     return result
 
 

@@ -411,3 +411,18 @@ def test_a_folder_of_scene_products_imports_each_scene_in_one_go(home, cli):
     assert all(len(s) == 1 for s in by_chip.values())
     code, out, err = cli("data", "import", products, "--chip-size", "64", "--no-progress")
     assert code == 0 and "added 0 tile(s)" in out and "3 already" in out
+
+
+def test_a_failing_product_leaves_no_chip_and_no_row(home, cli):
+    from tests.support import sentinel2 as s2
+
+    g = s2.ground(128, seed=2)
+    products = home / "products"
+    s2.write_safe(products, g, offset=True)
+    s2.write_stac_item(products / "z_item.json", g, cog_dir=home / "cogs", bands=("B02", "B03", "B04", "B08"),
+                       offset=False)
+    (home / "cogs" / "B03.tif").unlink()                     # the item's B03 asset is gone: fails after the SAFE
+    code, out, err = cli("data", "import", products, "--chip-size", "64", "--chips", home / "chips", "--no-progress")
+    assert code == 2 and "B03" in err and len(err.strip().splitlines()) == 1, err
+    assert not [p for p in (home / "chips").rglob("*") if p.is_file()]
+    assert not (home / "data" / "catalog.sqlite").exists() or Catalog(home / "data" / "catalog.sqlite").count() == 0
