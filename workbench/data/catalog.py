@@ -334,13 +334,15 @@ class Catalog:
         where = filters.get("where")
 
         def group(col: str) -> dict:
-            sql = base.format(cols=f"COALESCE({col}, '-') AS k, COUNT(*)") + " GROUP BY k ORDER BY k"
+            sql = base.replace("{cols}", f"COALESCE({col}, '-') AS k, COUNT(*)", 1) + " GROUP BY k ORDER BY k"
             return {r[0]: r[1] for r in self._run(sql, params, where)}
 
-        summary = self._run(base.format(cols="COUNT(*), AVG(water_fraction), MIN(water_fraction), "
-                                             "MAX(water_fraction), SUM(mask_path IS NOT NULL)"), params, where)[0]
-        wf_sql = base.format(cols="source, split, COUNT(*), AVG(water_fraction), "
-                                  "SUM(water_fraction > 0.05 AND water_fraction < 0.95)")
+        # the head's {cols} only: a user's --where is SQL, never a format string
+        summary = self._run(base.replace("{cols}", "COUNT(*), AVG(water_fraction), MIN(water_fraction), "
+                                                   "MAX(water_fraction), SUM(mask_path IS NOT NULL)", 1),
+                            params, where)[0]
+        wf_sql = base.replace("{cols}", "source, split, COUNT(*), AVG(water_fraction), "
+                                        "SUM(water_fraction > 0.05 AND water_fraction < 0.95)", 1)
         by_source_split = [dict(source=r[0], split=r[1], tiles=r[2], mean_water=r[3], mixed=r[4])
                            for r in self._run(wf_sql + " GROUP BY source, split ORDER BY source, split",
                                               params, where)]
@@ -386,7 +388,7 @@ class Catalog:
                 clauses.append(f"date {op} ?")
                 params.append(str(f[key]))
         if f.get("where"):
-            clauses.append(f"({f['where']})")
+            clauses.append(f"({check_where(f['where'])})")
         sql = head + (" WHERE " + " AND ".join(clauses) if clauses else "")
         if head.startswith("SELECT *"):
             sql += " ORDER BY id"
@@ -427,6 +429,35 @@ def open_existing(path: str | Path | None = None) -> Catalog:
     if path is not None and not Path(path).is_file():
         raise WorkbenchError(f"{path}: no such catalog (build one with: workbench data bluemarble)")
     return Catalog(path)
+
+
+def check_where(where: str) -> str:
+    """A ``--where`` must be one expression: its parentheses balanced outside quotes, no ``;``
+    and no comment, so it cannot close the parentheses it is put in and drop the filters beside
+    it (``1=1) OR (1=1`` would return test tiles to ``--split train``)."""
+    depth, quote, i, text = 0, None, 0, str(where)
+    closing = {"'": "'", '"': '"', "`": "`", "[": "]"}
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == closing[quote]:
+                quote = None
+        elif ch in closing:
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                break
+        elif ch == ";" or text.startswith("--", i) or text.startswith("/*", i):
+            raise WorkbenchError(f"malformed query --where {where!r}: one expression only (no ';' and no comments)")
+        i += 1
+    if depth != 0 or quote:
+        raise WorkbenchError(f"malformed query --where {where!r}: unbalanced {'quote' if quote else 'parentheses'}; "
+                             "give one "
+                             "expression, e.g. \"lat > 60 AND (label = 'coast' OR label = 'water')\"")
+    return text
 
 
 def run_query(source: str | Sequence[str] | None, where: str | None, override: dict | None = None) -> dict:

@@ -226,7 +226,17 @@ class Trainer:
         if every and self.state.step % every == 0 and self.state.batch_in_epoch < self._batches_in_epoch:
             self._save_last()  # the epoch's last step is saved after its evaluation instead
 
+    def _refuse_non_finite(self, loss: float) -> None:
+        """Stop a run whose training loss is no longer a number (checked where the loss is read
+        anyway: every ``log_every_steps`` and at each epoch's end, no extra device sync); the run
+        is marked failed, never finished, and its last checkpoint is not overwritten."""
+        if not math.isfinite(loss):
+            raise WorkbenchError(f"step {self.state.step}: the training loss is {loss}; the run stops (marked "
+                                 "failed). Lower train.lr, or set train.clip_grad_norm")
+
     def _end_epoch(self) -> None:
+        if self.state.epoch_loss_count:
+            self._refuse_non_finite(float(self._epoch_loss) / self.state.epoch_loss_count)
         epoch = self.state.epoch
         last = epoch + 1 >= self.cfg.epochs or (self.cfg.max_steps and self.state.step >= self.cfg.max_steps)
         if (epoch + 1) % self.cfg.eval_every_epochs == 0 or last:
@@ -372,6 +382,7 @@ class Trainer:
         values = {"train/loss": mean, **{(k if "/" in k else f"train/{k}"): v / n
                                          for k, v in self._window_logs.items()}}
         self._window_loss, self._window_count, self._window_logs = 0.0, 0, {}
+        self._refuse_non_finite(mean)
         self._bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.3g}", refresh=False)
         self._record("train", values, lr)
 

@@ -487,3 +487,19 @@ def test_exact_resume_after_sigkill(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["event"] == "train"] == list(range(1, 13))
     assert math.isclose(summary["best"]["value"], ref_summary["best"]["value"], rel_tol=0, abs_tol=0)
+
+
+def test_a_loss_that_is_no_longer_a_number_stops_the_run_as_failed(home):
+    from workbench.train import Trainer
+
+    cfg = build(TrainConfig, {"epochs": 3, "batch_size": 8, "lr": 1e30, "optimizer": "sgd", "cpu": True,
+                              "trackers": ["none"], "monitor": "train/loss", "log_every_steps": 1})
+    trainer = Trainer(FunctionTask(nn.Linear(4, 1), mse, name="lin"), cfg, Pairs(), name="blowup")
+    with pytest.raises(WorkbenchError, match=r"training loss is (nan|inf)") as e:
+        trainer.fit()
+    assert "\n" not in str(e.value)
+    summary = json.loads((trainer.run.path / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    trainer.close()
+    with pytest.raises(WorkbenchError, match="finite number"):
+        build(TrainConfig, {"lr": float("inf")})
