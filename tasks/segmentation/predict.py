@@ -394,6 +394,11 @@ def write_masks(run: Any, catalog: Any, tiles: Sequence[Any], min_confidence: fl
         raise WorkbenchError(f"min confidence {min_confidence}: expected a number between 0 and 1")
     from workbench.progress import progress as progress_bar
 
+    truth = [t for t in tiles if t.mask_path and Path(t.mask_path) != pseudo_mask_path(t.path)]
+    if truth:
+        raise WorkbenchError(f"{truth[0].path}: has a mask of its own ({truth[0].mask_path}); pseudo-masks never "
+                             f"replace a tile's mask ({len(truth)} such tile(s)): narrow the filters, e.g. "
+                             "--where \"mask_path IS NULL\"")
     changes = []
     for tile in progress_bar(list(tiles), desc="pseudo-masks", unit="tile", enabled=progress):
         if tile.id is None:

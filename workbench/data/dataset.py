@@ -554,7 +554,7 @@ def _nodata_pixels(raw: np.ndarray, nodatas: list, check_nan: bool, bad: np.ndar
             bad[sel] |= np.logical_or.reduce(raw[sel] == v, axis=1)
         found = True
     if check_nan and np.issubdtype(raw.dtype, np.floating):
-        nan = np.logical_or.reduce(np.isnan(raw), axis=1)
+        nan = np.logical_or.reduce(~np.isfinite(raw), axis=1)
         if found:
             bad |= nan
         else:

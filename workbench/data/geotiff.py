@@ -141,9 +141,9 @@ def write(path: str | Path, array: np.ndarray, transform: Affine | Sequence[floa
         tiled = width >= 512 and height >= 512
     if tiled:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(arr)
             for i, name in enumerate(band_names or []):
@@ -154,11 +154,30 @@ def write(path: str | Path, array: np.ndarray, transform: Affine | Sequence[floa
                 dst.scales = tuple(float(v) for v in scales)
             if offsets is not None:
                 dst.offsets = tuple(float(v) for v in offsets)
+        _check_written(tmp, path, arr)
         os.replace(tmp, path)
+    except OSError as exc:                 # a full disk, a read-only folder: one line, nothing renamed
+        raise WorkbenchError(f"{path}: could not be written ({exc.strerror or exc})") from None
+    except RasterioError as exc:
+        raise WorkbenchError(f"{path}: could not be written ({_short(exc)})") from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _check_written(tmp: Path, path: Path, arr: np.ndarray) -> None:
+    """Read the temporary file back before it is renamed into place: a write the disk cut short
+    (GDAL may only warn) must fail here, not leave a truncated GeoTIFF under the real name."""
+    try:
+        with rasterio.open(tmp) as ds:
+            if (ds.count, ds.height, ds.width) != arr.shape:
+                raise WorkbenchError(f"{path}: written file holds {ds.count}x{ds.height}x{ds.width}, not {arr.shape}")
+            for _, window in ds.block_windows(1):
+                ds.read(window=window)
+    except RasterioError as exc:
+        raise WorkbenchError(f"{path}: the written file does not read back ({_short(exc)}); nothing was "
+                             "replaced (disk full?)") from None
 
 
 def same_grid(a: RasterInfo, b: RasterInfo) -> str | None:

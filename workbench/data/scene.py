@@ -197,7 +197,7 @@ class Stack:
             # every band is where the export was masked, not ground (raw 8-bit RGB keeps its blacks)
             bad |= (raw == 0).all(axis=0)
         if raw.dtype.kind == "f":
-            bad |= np.isnan(raw).any(axis=0)
+            bad |= ~np.isfinite(raw).all(axis=0)
         if self.scl is not None:
             ds, index = self.scl
             scl = ds.read(index, window=window)

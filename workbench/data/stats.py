@@ -185,7 +185,7 @@ def compute_band_stats(tiles: Sequence, bands: Sequence[int] | None = None, max_
                 if info.nodata is not None and not (isinstance(info.nodata, float) and math.isnan(info.nodata)):
                     ok &= ~(flat == np.asarray(info.nodata).astype(flat.dtype)).any(axis=0)
                 if np.issubdtype(flat.dtype, np.floating):
-                    ok &= ~np.isnan(flat).any(axis=0)
+                    ok &= np.isfinite(flat).all(axis=0)
                 values = flat.astype(np.float64) if ok.all() else flat[:, ok].astype(np.float64)
                 acc.add(values if identity else values * sc + of)
     if acc.n == 0:

@@ -268,6 +268,15 @@ def test_write_masks_updates_catalog_once(home, run_dir, monkeypatch):
         assert set(np.unique(m)) <= {0, 1, 255}
         known = m != 255
         assert row.water_fraction == pytest.approx((m == 1).sum() / known.sum() if known.any() else None)
+    # again: the tiles' masks are now their own pseudo-masks, which may be redone ...
+    assert write_masks(run, cat, Catalog().query(source="generated"), min_confidence=0.6, progress=False) == 3
+    # ... but a tile's own (ground-truth) mask is never replaced
+    truth = make_scene(home / "gen" / "truth_mask.tif", width=64, height=48, bands=1, nodata=None)
+    first = Catalog().query(source="generated")[0]
+    cat.update_many([(first.id, {"mask_path": str(truth)})])
+    with pytest.raises(WorkbenchError, match="has a mask of its own"):
+        write_masks(run, cat, Catalog().query(source="generated"), progress=False)
+    assert Catalog().get(first.id).mask_path == str(truth)
 
 
 def test_cli_predict_and_score(home, run_dir, cli):

@@ -27,6 +27,7 @@ fixed-size blocks on the ground (``splits.ground_splits``) unless one split is g
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -312,6 +313,10 @@ def _tile(checked: _Checked, source: str, mask_path: Path | None, wf: float | No
     lonlat = None
     if info.crs:
         w, s, e, n = info.lonlat_bounds()
+        if not all(math.isfinite(v) for v in (w, s, e, n)) or not (-180.5 <= w <= e <= 180.5 and
+                                                                  -90.5 <= s <= n <= 90.5):
+            raise WorkbenchError(f"{item.image}: lies at lon {w:g}..{e:g}, lat {s:g}..{n:g}, not on the Earth: "
+                                 "check its CRS and geotransform")
         lonlat = dict(lon=(w + e) / 2, lat=(s + n) / 2, west=w, south=s, east=e, north=n)
     label = item.label
     if label is None and wf is not None:
@@ -408,8 +413,8 @@ def _check_options(source: str | None, split: str, block_deg: float | None) -> N
         raise WorkbenchError(f"--source {source!r}: unknown (known: {', '.join(IMPORT_SOURCES)})")
     if split != "auto" and split not in SPLITS:
         raise WorkbenchError(f"--split {split!r}: unknown (known: auto, {', '.join(SPLITS)})")
-    if block_deg is not None and not block_deg > 0:
-        raise WorkbenchError(f"--block-size {block_deg}: must be a positive number of degrees")
+    if block_deg is not None and not (math.isfinite(block_deg) and 0 < block_deg <= 180):
+        raise WorkbenchError(f"--block-size {block_deg}: must be a positive number of degrees (at most 180)")
 
 
 def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = None, *,

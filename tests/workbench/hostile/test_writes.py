@@ -1,0 +1,36 @@
+"""Writes that cannot complete fail loudly, in one line, and never leave a file under the real name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+
+from workbench.data import geotiff
+from workbench.errors import WorkbenchError
+
+T = from_origin(500_000, 4_600_000, 10, 10)
+
+
+def test_a_write_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WorkbenchError, match=r"could not be written") as e:
+        geotiff.write(tmp_path / "file" / "m.tif", np.zeros((8, 8), "uint8"), T, "EPSG:32633")
+    assert "\n" not in str(e.value)
+
+
+def test_a_truncated_temporary_file_is_never_renamed(tmp_path, monkeypatch):
+    """What a full disk leaves: the temp file reads back short; the target must not appear."""
+    real = geotiff._check_written
+
+    def cut_then_check(tmp, path, arr):
+        data = tmp.read_bytes()
+        tmp.write_bytes(data[: len(data) // 3])
+        real(tmp, path, arr)
+
+    monkeypatch.setattr(geotiff, "_check_written", cut_then_check)
+    target = tmp_path / "big.tif"
+    with pytest.raises(WorkbenchError, match=r"big\.tif: .*(does not read back|could not be written)"):
+        geotiff.write(target, np.random.default_rng(0).integers(0, 9999, (2, 600, 600)).astype("uint16"), T,
+                      "EPSG:32633")
+    assert not target.exists() and not list(tmp_path.iterdir())
