@@ -20,7 +20,6 @@ Runs from before the contract (no ``inputs.json``) get one built from their
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -173,12 +172,7 @@ class SceneReader:
         scale, bias = stats.scale_bias()
         self.scale, self.bias = scale[:, None, None], bias[:, None, None]
         self.bands = list(range(len(contract.bands)))
-        from workbench.data.geotiff import RasterInfo
-
-        self.info = RasterInfo(path=str(stack.scene.path), width=stack.width, height=stack.height,
-                               count=len(stack.bands), dtype=str(stack.dtype),
-                               crs=stack.crs.to_string() if stack.crs else None,
-                               transform=tuple(stack.transform)[:6], nodata=None, band_names=tuple(stack.names))
+        self.info = stack.info
 
     def read(self, window) -> tuple[np.ndarray, np.ndarray]:
         x, valid = self.stack.read(window)
@@ -235,7 +229,7 @@ def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: st
     stack = scene.open(chosen, scl_nodata=SCL_INVALID if scl_nodata is None else scl_nodata, scale=scale,
                        offset=offset)
     try:
-        _check_units(contract, stack, where, run, user=scale is not None or offset is not None)
+        _check_units(contract, stack, where, run)
         _check_gsd(contract, stack, where, run, warn)
     except BaseException:
         stack.close()
@@ -246,7 +240,7 @@ def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: st
     return SceneReader(stack, stats, contract, notes)
 
 
-def _check_units(contract: InputContract, stack: Any, where: str, run: str, user: bool) -> None:
+def _check_units(contract: InputContract, stack: Any, where: str, run: str) -> None:
     units = stack.units
     if contract.legacy:                          # trained on the files' raw values: read them so
         stack.radiometry = [Radiometry(None, 0.0, "older run: raw values")] * len(stack.bands)
@@ -261,8 +255,7 @@ def _check_units(contract: InputContract, stack: Any, where: str, run: str, user
         raise WorkbenchError(f"{where}: {stack.dtype} values carry no reflectance, and run {run} reads "
                              f"reflectance ({contract.describe()}); give --scale/--offset if they are reflectance "
                              "in some scale")
-    raw = np.stack([d.read(i, out_shape=_small(stack), resampling=_nearest()) for d, i in stack._readers])
-    valid = ~_invalid_no_scl(stack, raw)
+    raw, valid = stack.sample()
     check_values(raw, valid, stack.radiometry, where)
     refl = np.stack([raw[i].astype(np.float64) * (r.scale or 1.0) + r.offset
                      for i, r in enumerate(stack.radiometry)])
@@ -273,33 +266,10 @@ def _check_units(contract: InputContract, stack: Any, where: str, run: str, user
                                  f"({stack.radiometry[0].source}); that is not reflectance: check --scale/--offset")
 
 
-def _small(stack: Any, side: int = 512) -> tuple[int, int]:
-    f = max(1, math.ceil(max(stack.width, stack.height) / side))
-    return max(1, stack.height // f), max(1, stack.width // f)
-
-
-def _nearest():
-    from rasterio.enums import Resampling
-
-    return Resampling.nearest
-
-
-def _invalid_no_scl(stack: Any, raw: np.ndarray) -> np.ndarray:
-    scl, stack.scl = stack.scl, None
-    try:
-        return stack.invalid(raw)
-    finally:
-        stack.scl = scl
-
-
 def _check_gsd(contract: InputContract, stack: Any, where: str, run: str, warn: bool) -> None:
     if not contract.gsd or stack.crs is None:
         return
-    from workbench.data.geotiff import RasterInfo
-
-    info = RasterInfo(path=where, width=stack.width, height=stack.height, count=1, dtype=str(stack.dtype),
-                      crs=stack.crs.to_string(), transform=tuple(stack.transform)[:6], nodata=None, band_names=("",))
-    gsd = info.gsd_metres()
+    gsd = stack.info.gsd_metres()
     ratio = gsd / contract.gsd
     if warn and not (1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE):
         print(f"warning: {where}: {gsd:.3g} m pixels, run {run} was trained on {contract.gsd:.3g} m pixels",

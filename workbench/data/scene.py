@@ -174,6 +174,24 @@ class Stack:
 
         return units_of(self.radiometry)
 
+    @property
+    def info(self):
+        """The stack's pixel grid as a ``geotiff.RasterInfo``: what masks are checked against and
+        outputs are written on."""
+        from workbench.data.geotiff import RasterInfo
+
+        return RasterInfo(path=str(self.scene.path), width=self.width, height=self.height, count=len(self.bands),
+                          dtype=str(self.dtype), crs=self.crs.to_string() if self.crs else None,
+                          transform=tuple(self.transform)[:6], nodata=None, band_names=tuple(self.names))
+
+    def sample(self, max_side: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """A decimated read of every band (``radiometry.sample_values``) and its valid pixels
+        (nodata only: the SCL is not sampled): what the units of a scene are checked on."""
+        from workbench.data.radiometry import sample_values
+
+        raw = np.concatenate([sample_values(ds, [index], max_side) for ds, index in self._readers])
+        return raw, ~self.invalid(raw, scl=False)
+
     def read_raw(self, window=None) -> np.ndarray:
         """(bands, h, w) in the bands' own dtype (upcast to a common one)."""
         from rasterio.errors import RasterioError
@@ -186,8 +204,8 @@ class Stack:
                 raise WorkbenchError(f"{b.path}: truncated or corrupt raster ({str(exc).strip()[:160]})") from None
         return np.stack(parts) if len(parts) > 1 else parts[0][None]
 
-    def invalid(self, raw: np.ndarray, window=None) -> np.ndarray:
-        """(h, w) True where any band is nodata or NaN, or SCL says no ground."""
+    def invalid(self, raw: np.ndarray, window=None, scl: bool = True) -> np.ndarray:
+        """(h, w) True where any band is nodata or not finite, or (``scl``) the SCL says no ground."""
         bad = np.zeros(raw.shape[1:], bool)
         for i, b in enumerate(self.bands):
             if b.nodata is not None and not (isinstance(b.nodata, float) and math.isnan(b.nodata)):
@@ -198,7 +216,7 @@ class Stack:
             bad |= (raw == 0).all(axis=0)
         if raw.dtype.kind == "f":
             bad |= ~np.isfinite(raw).all(axis=0)
-        if self.scl is not None:
+        if scl and self.scl is not None:
             ds, index = self.scl
             scl = ds.read(index, window=window)
             bad |= np.isin(scl, self.scl_nodata)

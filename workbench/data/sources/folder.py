@@ -436,9 +436,9 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
     if catalog.chipped_scenes([key]):
         result.already = 1
         return result
-    info = describe(text, bands=bands)
+    info = describe(key, bands=bands)
     out = scenes.default_out(Path(chips_root), key, info.scene_id)
-    chipped = scenes.chip_scene(key, out, mask=mask, chip_size=chip_size, bands=bands, scale=scale, offset=offset,
+    chipped = scenes.chip_scene(info, out, mask=mask, chip_size=chip_size, bands=bands, scale=scale, offset=offset,
                                 scl_nodata=scl_nodata, source=source, progress=progress, log=log)
     with removed_on_failure(chipped.written):
         if not chipped.tiles:
@@ -489,8 +489,9 @@ def import_scenes(catalog: Catalog, root: str | Path, *, chips_root: str | Path,
     with removed_on_failure(written):
         for p in todo:
             key = str(p.resolve())
-            out = scenes.default_out(Path(chips_root), key, describe(key).scene_id)
-            chipped = scenes.chip_scene(key, out, chip_size=chip_size, scl_nodata=scl_nodata, source=source,
+            info = describe(key)
+            out = scenes.default_out(Path(chips_root), key, info.scene_id)
+            chipped = scenes.chip_scene(info, out, chip_size=chip_size, scl_nodata=scl_nodata, source=source,
                                         progress=progress, log=log)
             written += chipped.written
             tiles += chipped.tiles

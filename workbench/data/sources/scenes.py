@@ -37,6 +37,8 @@ from rasterio.windows import Window
 
 from workbench.data import geotiff
 from workbench.data.catalog import Tile
+from workbench.data.radiometry import check_values
+from workbench.data.scene import SceneInput
 from workbench.errors import WorkbenchError
 
 DEFAULT_CHIP = 256
@@ -75,48 +77,30 @@ def _check_mask(stack, mask_path: Path) -> geotiff.RasterInfo:
     info = geotiff.read_info(mask_path)
     if info.count != 1:
         raise WorkbenchError(f"{mask_path}: a mask must have one band, it has {info.count}")
-    grid = geotiff.RasterInfo(path=str(stack.scene.path), width=stack.width, height=stack.height, count=1,
-                              dtype=str(stack.dtype), crs=stack.crs.to_string() if stack.crs else None,
-                              transform=tuple(stack.transform)[:6], nodata=None, band_names=("",))
-    why = geotiff.same_grid(grid, info)
+    why = geotiff.same_grid(stack.info, info)
     if why:
         raise WorkbenchError(f"{mask_path}: mask is not on the grid of {stack.scene.path} ({why}; the grid is that "
                              f"of its finest band{'s' if len(stack.bands) > 1 else ''})")
     return info
 
 
-def _check_radiometry(stack) -> None:
-    from workbench.data.radiometry import check_values
-
-    side = 512
-    f = max(1, math.ceil(max(stack.width, stack.height) / side))
-    shape = (max(1, stack.height // f), max(1, stack.width // f))
-    from rasterio.enums import Resampling
-
-    raw = np.stack([ds.read(i, out_shape=shape, resampling=Resampling.nearest) for ds, i in stack._readers])
-    scl, stack.scl = stack.scl, None
-    try:
-        valid = ~stack.invalid(raw)
-    finally:
-        stack.scl = scl
-    check_values(raw, valid, stack.radiometry, str(stack.scene.path))
-
-
-def chip_scene(scene_path: str | Path, out: Path, mask: str | Path | None = None, chip_size: int = DEFAULT_CHIP,
-               bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
+def chip_scene(scene_path: str | Path | SceneInput, out: Path, mask: str | Path | None = None,
+               chip_size: int = DEFAULT_CHIP, bands: Sequence[str] | None = None, scale: float | None = None,
+               offset: float | None = None,
                scl_nodata: Sequence[int] | None = None, source: str = "folder", progress: bool = False,
                log: Callable[[str], None] | None = None) -> ChippedScene:
-    """Write the chips of one scene under ``out`` and return their catalog rows (see module docs)."""
+    """Write the chips of one scene (a path, or what ``inputs.describe`` made of it) under ``out``
+    and return their catalog rows (see module docs)."""
     from workbench.data.inputs import describe
     from workbench.progress import progress as progress_bar
 
     if chip_size < 16:
         raise WorkbenchError(f"--chip-size {chip_size}: must be at least 16 px")
-    scene = describe(scene_path, bands=bands)
+    scene = scene_path if isinstance(scene_path, SceneInput) else describe(scene_path, bands=bands)
     from workbench.data.scene import SCL_INVALID
 
     with scene.open(scale=scale, offset=offset, scl_nodata=SCL_INVALID if scl_nodata is None else scl_nodata) as stack:
-        _check_radiometry(stack)
+        check_values(*stack.sample(), stack.radiometry, str(stack.scene.path))
         mask_info = _check_mask(stack, Path(mask)) if mask is not None else None
         rows, cols = chip_offsets(stack.height, chip_size), chip_offsets(stack.width, chip_size)
         ch, cw = min(chip_size, stack.height), min(chip_size, stack.width)
@@ -149,7 +133,7 @@ def chip_scene(scene_path: str | Path, out: Path, mask: str | Path | None = None
                     if bad.any():
                         raw[:, bad] = fill
                     stem = f"r{r:05d}_c{c:05d}"
-                    transform = geotiff.window_transform(_grid_info(stack), win)
+                    transform = geotiff.window_transform(stack.info, win)
                     crs = stack.crs.to_string() if stack.crs else None
                     img_path = geotiff.write(out / f"{stem}.tif", raw, transform, crs, nodata=fill,
                                              band_names=stack.names, tags=tags, scales=scales, offsets=offsets)
@@ -187,12 +171,6 @@ def water_fraction_of(mask, nodata: float = MASK_NODATA) -> float | None:
 def label_of(water_fraction: float) -> str:
     """The label an imported tile with a mask gets: land below 5 % water, water above 95 %, else coast."""
     return "land" if water_fraction < 0.05 else "water" if water_fraction > 0.95 else "coast"
-
-
-def _grid_info(stack) -> geotiff.RasterInfo:
-    return geotiff.RasterInfo(path=str(stack.scene.path), width=stack.width, height=stack.height, count=1,
-                              dtype=str(stack.dtype), crs=None, transform=tuple(stack.transform)[:6], nodata=None,
-                              band_names=("",))
 
 
 def _fill_value(stack) -> float:
