@@ -55,6 +55,7 @@ class Radiometry:
     scale: float | None
     offset: float = 0.0
     source: str = ""          # where it came from: said in summaries and errors
+    assumed: bool = False     # the dtype's convention, nothing declared it: check_values may refuse it
 
     @property
     def units(self) -> str:
@@ -70,23 +71,19 @@ class Radiometry:
     @classmethod
     def from_dict(cls, d: Mapping) -> Radiometry:
         scale = d.get("scale")
-        return cls(None if scale is None else float(scale), float(d.get("offset") or 0.0), str(d.get("source", "")))
-
-    def same_as(self, other: Radiometry) -> bool:
-        if self.scale is None or other.scale is None:
-            return self.scale is None and other.scale is None
-        return math.isclose(self.scale, other.scale, rel_tol=1e-9) and \
-            math.isclose(self.offset, other.offset, rel_tol=1e-9, abs_tol=1e-12)
+        return cls(None if scale is None else float(scale), float(d.get("offset") or 0.0), str(d.get("source", "")),
+                   bool(d.get("assumed", False)))
 
 
 def by_convention(dtype: str) -> Radiometry:
     """What a dtype's values mean when nothing else says (see the module docstring)."""
     kind, size = np.dtype(dtype).kind, np.dtype(dtype).itemsize
     if kind == "f":
-        return Radiometry(1.0, 0.0, "float values taken as reflectance")
+        return Radiometry(1.0, 0.0, "float values taken as reflectance", assumed=True)
     if kind in "ui" and size >= 2:
         return Radiometry(1.0 / S2_QUANTIFICATION, 0.0,
-                          f"{dtype} values taken as reflectance x {S2_QUANTIFICATION:g} (Sentinel-2 / Earth Engine)")
+                          f"{dtype} values taken as reflectance x {S2_QUANTIFICATION:g} (Sentinel-2 / Earth Engine)",
+                          assumed=True)
     return Radiometry(None, 0.0, f"{dtype} values in raw units (no reflectance)")
 
 
@@ -155,14 +152,13 @@ def check_values(values: np.ndarray, valid: np.ndarray, radiometry: Sequence[Rad
     for i, r in enumerate(radiometry):
         if r.scale is None:
             continue
-        if kinds == "f" and r.source.startswith("float values"):
+        if kinds == "f" and r.assumed:
             p99 = float(np.nanpercentile(px[i], 99))
             if p99 > MAX_FLOAT_REFLECTANCE:
                 raise WorkbenchError(f"{what}: float values up to {p99:.0f} are not reflectance (0..1): they look "
                                      "like digital numbers; pass --scale 0.0001 (and --offset if the data "
                                      "has one)")
-    integer_conv = [r for r in radiometry if r.scale is not None and "taken as reflectance x" in r.source]
-    if kinds in "ui" and integer_conv and len(integer_conv) == len(radiometry):
+    if kinds in "ui" and radiometry and all(r.assumed and r.scale is not None for r in radiometry):
         floors = np.percentile(px, 1, axis=1)
         if np.all(floors >= OFFSET_FLOOR_DN) and floors.min() < OFFSET_DARK_DN:
             raise WorkbenchError(f"{what}: no band goes below {OFFSET_FLOOR_DN} (1st percentiles "
