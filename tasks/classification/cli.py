@@ -189,13 +189,13 @@ def run_predict(args: argparse.Namespace) -> int:
 def _run_scene(args: argparse.Namespace) -> int:
     import torch
 
-    from workbench.data.inputs import refuse_overwrite
+    from workbench.data.inputs import is_folder_input, refuse_overwrite
 
     from .predict import predict_scene
     from .run import load_run
 
     bs = _batch_size(args.batch_size if args.batch_size is not None else 64)
-    folder = Path(args.input).is_dir() and not (Path(args.input) / "MTD_MSIL2A.xml").is_file()
+    folder = is_folder_input(args.input)
     if not folder:
         refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities}, {"--input": args.input})
     run = load_run(run_from_args(args, "classify predict"),
@@ -229,23 +229,18 @@ def _run_folder(args: argparse.Namespace, run, batch_size: int) -> int:
     """``--input DIR --out DIR``: a class map ``OUT/<name>_classes.tif`` per scene of DIR
     (``inputs.inputs_in``), every scene checked against the run before the first is predicted."""
     from workbench.commands.data import format_table
-    from workbench.data.contract import open_scene
-    from workbench.data.inputs import inputs_in
+    from workbench.data.contract import check_scenes
+    from workbench.data.inputs import folder_inputs
     from workbench.errors import WorkbenchError
 
     from .predict import predict_scene
 
-    src, out = Path(args.input), Path(args.out)
     if args.probabilities:
-        raise WorkbenchError(f"--input {src} is a folder: --probabilities applies to one scene")
-    if out.resolve() == src.resolve() or out.is_file():
-        raise WorkbenchError(f"--out {out}: give a new folder for the class maps (not the input folder, not a file)")
-    scenes = inputs_in(src)
-    if not scenes:
-        raise WorkbenchError(f"{src}: no scene to classify (GeoTIFF/VRT/JP2, .SAFE folder or STAC item)")
-    for scene in scenes:
-        open_scene(run.contract, run.stats, scene, run=run.name, bands=args.bands, scale=args.scale,
-                   offset=args.offset, scl_nodata=args.scl_nodata, warn=False).close()
+        raise WorkbenchError(f"--input {args.input} is a folder: --probabilities applies to one scene")
+    out = Path(args.out)
+    scenes = folder_inputs(args.input, out, "class maps")
+    check_scenes(run.contract, run.stats, scenes, run=run.name, bands=args.bands, scale=args.scale,
+                 offset=args.offset, scl_nodata=args.scl_nodata)
     rows = [predict_scene(run, scene, out / f"{scene.stem}_classes.tif", stride=args.stride, batch_size=batch_size,
                           progress=not (args.no_progress or args.json), bands=args.bands, scale=args.scale,
                           offset=args.offset, scl_nodata=args.scl_nodata) for scene in scenes]

@@ -214,12 +214,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_scene(args, query: dict) -> int:
-    from workbench.data.inputs import refuse_overwrite
+    from workbench.data.inputs import is_folder_input, refuse_overwrite
 
     from .predict import predict_scene
     from .run import load_run
 
-    if Path(args.input).is_dir() and not _is_product(args.input):
+    if is_folder_input(args.input):
         return _run_folder(args)
     refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities},
                      {"--input": args.input, "--truth": args.truth})
@@ -273,35 +273,23 @@ def _run_scene(args, query: dict) -> int:
     return 0
 
 
-def _is_product(path: str) -> bool:
-    from workbench.data.sources.safe import is_safe
-
-    return is_safe(Path(path))
-
-
 def _run_folder(args) -> int:
     """``--input DIR --out DIR``: every scene of DIR (``inputs.inputs_in``) predicted to
     ``OUT/<name>_mask.tif``; checked before the first prediction, so a bad input stops nothing
     half-way through the outputs."""
-    from workbench.data.inputs import inputs_in
+    from workbench.data.contract import check_scenes
+    from workbench.data.inputs import folder_inputs
 
     from .predict import predict_scene
     from .run import load_run
 
     if args.truth or args.probabilities:
         raise WorkbenchError(f"--input {args.input} is a folder: --truth and --probabilities apply to one scene")
-    src, out = Path(args.input), Path(args.out)
-    if out.resolve() == src.resolve() or out.is_file():
-        raise WorkbenchError(f"--out {out}: give a new folder for the masks (not the input folder, not a file)")
-    scenes = inputs_in(src)
-    if not scenes:
-        raise WorkbenchError(f"{src}: no scene to predict (GeoTIFF/VRT/JP2, .SAFE folder or STAC item)")
+    out = Path(args.out)
+    scenes = folder_inputs(args.input, out, "masks")
     run = load_run(args.run, device=_device(args.device))
-    from .predict import open_input
-
-    for scene in scenes:                  # every scene brought to the run's inputs before any is predicted
-        open_input(run, scene, bands=args.bands, scale=args.scale, offset=args.offset, warn=False,
-                   scl_nodata=args.scl_nodata).close()
+    check_scenes(run.contract, run.stats, scenes, run=run.name, bands=args.bands, scale=args.scale,
+                 offset=args.offset, scl_nodata=args.scl_nodata)
     rows = []
     for scene in scenes:
         res = predict_scene(run, scene, out / f"{scene.stem}_mask.tif", window=args.window, overlap=args.overlap,

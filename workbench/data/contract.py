@@ -240,6 +240,14 @@ def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: st
     return SceneReader(stack, stats, contract, notes)
 
 
+def check_scenes(contract: InputContract, stats: Any, scenes: Sequence[str | Path], *, run: str = "?",
+                 **reading: Any) -> None:
+    """Bring every scene to the contract (``open_scene``, then closed) before any is predicted,
+    so a folder with one unreadable scene stops before the first output is written."""
+    for scene in scenes:
+        open_scene(contract, stats, scene, run=run, warn=False, **reading).close()
+
+
 def _check_units(contract: InputContract, stack: Any, where: str, run: str) -> None:
     units = stack.units
     if contract.legacy:                          # trained on the files' raw values: read them so

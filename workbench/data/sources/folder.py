@@ -450,21 +450,14 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
 
 
 def scene_products(root: str | Path) -> list[Path]:
-    """The scene products directly in a folder: Sentinel-2 ``.SAFE`` folders and STAC item JSONs."""
-    from workbench.data.sources.safe import is_safe
+    """The scene products directly in a folder: Sentinel-2 ``.SAFE`` folders and STAC item JSONs
+    (``inputs.inputs_in`` less the plain rasters, which a folder import reads as it always has)."""
+    from workbench.data.inputs import inputs_in
 
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if not p.name.startswith(".") and
-                   ((p.is_dir() and is_safe(p)) or _is_stac_item(p))), key=_natural_key)
-
-
-def _is_stac_item(path: Path) -> bool:
-    """A JSON file that says it is a STAC item (an export's manifest.json is not)."""
-    from workbench.data.inputs import _says_stac_item
-
-    return path.is_file() and path.suffix.lower() == ".json" and _says_stac_item(path)
+    return [p for p in inputs_in(root) if p.is_dir() or p.suffix.lower() == ".json"]
 
 
 def import_scenes(catalog: Catalog, root: str | Path, *, chips_root: str | Path, chip_size: int = 256,
