@@ -102,11 +102,9 @@ def legacy_contract(stats: Any, bands: Sequence[int] | None = None) -> InputCont
     return InputContract(out, RAW, legacy=True)
 
 
-def tile_names(tile: Any, count: int | None = None) -> list[str]:
-    names = list(getattr(tile, "bands", None) or [])
-    if not names and count:
-        names = [f"b{i + 1}" for i in range(count)]
-    return band_names.canonical_names(names)
+def tile_names(tile: Any, ds: Any) -> list[str]:
+    """Canonical band names of a tile: its catalog row's band list, else its open file's descriptions."""
+    return band_names.canonical_names(list(getattr(tile, "bands", None) or ds.descriptions))
 
 
 def contract_of(tiles: Sequence[Any], positions: Sequence[int] | None = None) -> InputContract:
@@ -125,8 +123,7 @@ def contract_of(tiles: Sequence[Any], positions: Sequence[int] | None = None) ->
         with geotiff.open_raster(t.path) as ds:
             info = geotiff.info_of(ds)
             rad = of_tile(t, ds)
-        names = tile_names(t, info.count) if getattr(t, "bands", None) else band_names.canonical_names(
-            list(info.band_names))
+            names = tile_names(t, ds)
         pos = list(range(info.count)) if positions is None else list(positions)
         if max(pos) >= info.count:
             raise WorkbenchError(f"{t.path}: has {info.count} bands; the run reads band {max(pos) + 1}")
@@ -306,8 +303,7 @@ def tile_positions(contract: InputContract, tiles: Sequence[Any], *, run: str = 
     first: list[int] | None = None
     for t in list(tiles)[::step]:
         with geotiff.open_raster(t.path) as ds:
-            names = tile_names(t, ds.count) if getattr(t, "bands", None) else band_names.canonical_names(
-                list(ds.descriptions))
+            names = tile_names(t, ds)
             rad = of_tile(t, ds)
             dtype = ds.dtypes[0]
         found, _ = band_names.match(contract.names, names)
