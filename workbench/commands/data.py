@@ -153,11 +153,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 # ---- helpers --------------------------------------------------------------------------------------
 
-def _catalog(args: argparse.Namespace):
+def _catalog(args: argparse.Namespace, read_only: bool = False):
+    """The verb's catalog; the read-only verbs (list, stats) never create one, nor its folder."""
     from workbench import paths
     from workbench.data.catalog import Catalog
 
-    return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog(), read_only=read_only)
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:
@@ -368,7 +369,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     query = query_from_args(args)
-    with _catalog(args) as cat:
+    with _catalog(args, read_only=True) as cat:
         tiles = cat.query(**query)
         if args.json:
             out = sys.stdout
@@ -390,7 +391,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     query = query_from_args(args)
-    with _catalog(args) as cat:
+    with _catalog(args, read_only=True) as cat:
         s = cat.stats(**query)
     if args.json:
         print(json.dumps(s))
