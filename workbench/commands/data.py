@@ -106,6 +106,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                    help="a folder of GeoTIFFs, or one scene: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC "
                         "item JSON, or any path GDAL opens")
     v.add_argument("--mask", metavar="MASK.tif", help="a scene's water mask (on the scene's grid)")
+    v.add_argument("--mask-classes", type=int, default=2, metavar="N",
+                   help="masks hold classes 0..N-1 besides their nodata (default 2: 0 land, 1 water); any other "
+                        "value is refused")
     v.add_argument("--chip-size", type=int, default=256, metavar="PX",
                    help="scenes and images larger than this are cut into chips of this side (default 256)")
     v.add_argument("--chips", metavar="DIR",
@@ -245,7 +248,7 @@ def run_import(args: argparse.Namespace) -> int:
             result = folder.import_scene(cat, args.dir, args.mask, chips_root=chips, chip_size=args.chip_size,
                                          source=args.source, split=args.split, block_deg=args.block_size,
                                          bands=args.bands, scale=args.scale, offset=args.offset,
-                                         scl_nodata=args.scl_nodata,
+                                         scl_nodata=args.scl_nodata, mask_classes=args.mask_classes,
                                          progress=not args.no_progress)
         elif folder.scene_products(target):
             if args.mode or args.pattern:
@@ -258,7 +261,7 @@ def run_import(args: argparse.Namespace) -> int:
             result = folder.import_folder(cat, args.dir, source=args.source, mode=args.mode, pattern=args.pattern,
                                           split=args.split, block_deg=args.block_size,
                                           progress=not args.no_progress, chip_size=args.chip_size,
-                                          chips_root=chips)
+                                          chips_root=chips, mask_classes=args.mask_classes)
         added = result.added
         print(f"{result.root}: {result.found} image(s), layout {result.layout}, mode {result.mode}, "
               f"source {result.source}")
