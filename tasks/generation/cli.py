@@ -89,7 +89,11 @@ def register(sub, common: argparse.ArgumentParser) -> argparse._SubParsersAction
     how.add_argument("--num-images", type=int, metavar="K", help="images per prompt/place/date (default 1)")
     how.add_argument("--size", type=int, metavar="PX", help="image side in pixels (default: the model's)")
     how.add_argument("--device", default="auto", metavar="DEV", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
-    how.add_argument("--out", metavar="DIR", help="output folder (default: $WORKBENCH_HOME/generated/<time>)")
+    how.add_argument("--batch-size", type=int, default=8, metavar="N",
+                     help="images made at once (default 8; memory grows with it, not with --num-images)")
+    how.add_argument("--out", metavar="DIR|FILE.png",
+                     help="output folder (default: $WORKBENCH_HOME/generated/<time>); for one image, a file name "
+                          "(its .png and .tif side by side)")
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
     # ``workbench generate VERB ...``; no verb means "generate"
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
@@ -159,7 +163,7 @@ def _options(args: argparse.Namespace, file_opts: dict, model_sampling: dict | N
         raise WorkbenchError(f"guidance {opts['guidance']!r}: must be a number")
     opts.update(seed=secrets.randbelow(2 ** 31) if seed is None else seed, progress=not args.no_progress,
                 metadata_in_prompt=args.metadata_in_prompt, device=args.device,
-                guidance=float(opts["guidance"]))
+                guidance=float(opts["guidance"]), batch_size=args.batch_size)
     return opts
 
 
@@ -170,7 +174,8 @@ def _run(args: argparse.Namespace, jobs, folder, opts) -> int:
     outputs = generate(jobs, folder, opts, out_dir=out_dir, catalog=args.catalog,
                        log=lambda line: print(line, file=sys.stderr, flush=True))
     print(_table(outputs))
-    print(f"{len(outputs)} image(s) as PNG + GeoTIFF in {out_dir}; catalog rows (source generated) "
+    where = out_dir.parent if out_dir.suffix.lower() in (".png", ".tif", ".tiff") else out_dir
+    print(f"{len(outputs)} image(s) as PNG + GeoTIFF in {where}; catalog rows (source generated) "
           f"added to {args.catalog or paths.default_catalog()}")
     return 0
 

@@ -49,6 +49,7 @@ class Options:
     progress: bool = True
     metadata_in_prompt: bool = False
     device: str = "auto"
+    batch_size: int = 8     # images per pipeline call: memory is bounded whatever --num-images asks
 
 
 @dataclass
@@ -75,6 +76,8 @@ def check_options(opts: Options, folder: ModelFolder) -> int:
         raise WorkbenchError(f"--guidance {opts.guidance:g}: must be >= 0 (1 = no guidance, 7.5 is usual)")
     if opts.num_images < 1:
         raise WorkbenchError(f"--num-images {opts.num_images}: must be at least 1")
+    if opts.batch_size < 1:
+        raise WorkbenchError(f"--batch-size {opts.batch_size}: must be at least 1")
     if not 0 <= opts.seed < 2 ** 62:
         raise WorkbenchError(f"--seed {opts.seed}: must be within [0, 2**62)")
     if opts.device != "auto":
@@ -101,49 +104,77 @@ def geotransform(lat: float, lon: float, gsd: float, size: int) -> tuple[float, 
     return (dx, 0.0, lon - dx * size / 2, 0.0, -dy, lat + dy * size / 2)
 
 
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def check_out(out: str | Path, images: int) -> tuple[Path, str | None]:
+    """(folder, file stem or None) for ``--out``: a folder, or -- for exactly one image -- a file
+    name ending in .png/.tif whose PNG and GeoTIFF go side by side. Checked before the model
+    loads: a path under a file or in a folder that cannot be written fails in one line, at once."""
+    out = Path(out)
+    single = out.suffix.lower() in IMAGE_SUFFIXES
+    if single and images != 1:
+        raise WorkbenchError(f"--out {out}: names one image file, but {images} images are asked for: give a folder")
+    folder = out.parent if single else out
+    if single and out.is_dir():
+        raise WorkbenchError(f"--out {out}: is a folder; give a new file name or the folder without a file name")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise WorkbenchError(f"--out {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"--out {out}: {probe} cannot be written")
+    return folder, (out.stem if single else None)
+
+
 def generate(jobs: Sequence[Job], folder: ModelFolder, opts: Options, out_dir: str | Path | None = None,
              catalog: str | Path | None = None, on_output: Callable[[Output], None] | None = None,
              log: Callable[[str], None] | None = None) -> list[Output]:
     """Generate every job, write PNG + GeoTIFF for each image and add them to the catalog.
 
-    ``log`` hears one line once the model is loaded (so an error before that stays the only line)."""
+    Images are made ``opts.batch_size`` at a time. The options, ``out_dir`` and the catalog are
+    checked before the weights load, and ``log`` hears one line once the model is loaded (so an
+    error before that stays the only line)."""
     from workbench.data.catalog import Catalog
 
     from .pipeline import load_pipeline, seeded_generators
 
     size = check_options(opts, folder)
-    out_dir = Path(out_dir) if out_dir else default_out_dir()
-    pipe = load_pipeline(folder, scheduler=opts.scheduler, device=opts.device, progress=opts.progress)
-    model_id = folder.model_id()
-    if log:
-        log(f"generating {len(jobs) * opts.num_images} image(s) of {size} px with {folder.root} on {pipe.device} "
-            f"({opts.scheduler}, {opts.steps} steps, guidance {opts.guidance:g}, seed {opts.seed})")
+    out_dir, stem = check_out(out_dir if out_dir else default_out_dir(), len(jobs) * opts.num_images)
     outputs: list[Output] = []
     with Catalog(catalog) as cat:
+        pipe = load_pipeline(folder, scheduler=opts.scheduler, device=opts.device, progress=opts.progress)
+        model_id = folder.model_id()
+        if log:
+            log(f"generating {len(jobs) * opts.num_images} image(s) of {size} px with {folder.root} on {pipe.device} "
+                f"({opts.scheduler}, {opts.steps} steps, guidance {opts.guidance:g}, seed {opts.seed})")
         for index, job in enumerate(jobs):
-            seeds = [opts.seed + k for k in range(opts.num_images)]
             prompt = job.prompt + (_describe(job) if opts.metadata_in_prompt else "")
-            images = pipe(prompt, job.metadata.normalised(), num_images_per_prompt=len(seeds),
-                          generator=seeded_generators(seeds), num_inference_steps=opts.steps,
-                          guidance_scale=opts.guidance, height=size, width=size,
-                          batched_guidance=opts.batched_guidance, output_type="uint8").images
-            made = [write_image(img, out_dir, index, job, seed, prompt, opts, model_id)
-                    for img, seed in zip(images, seeds)]
-            ids = cat.add_tiles([catalog_tile(o, model_id) for o in made], replace=True)
-            for o, tile_id in zip(made, ids):
-                o.tile_id = tile_id
-                if on_output:
-                    on_output(o)
-            outputs.extend(made)
+            for first in range(0, opts.num_images, opts.batch_size):
+                seeds = [opts.seed + k for k in range(first, min(first + opts.batch_size, opts.num_images))]
+                images = pipe(prompt, job.metadata.normalised(), num_images_per_prompt=len(seeds),
+                              generator=seeded_generators(seeds), num_inference_steps=opts.steps,
+                              guidance_scale=opts.guidance, height=size, width=size,
+                              batched_guidance=opts.batched_guidance, output_type="uint8").images
+                made = [write_image(img, out_dir, index, job, seed, prompt, opts, model_id, stem=stem)
+                        for img, seed in zip(images, seeds)]
+                ids = cat.add_tiles([catalog_tile(o, model_id) for o in made], replace=True)
+                for o, tile_id in zip(made, ids):
+                    o.tile_id = tile_id
+                    if on_output:
+                        on_output(o)
+                outputs.extend(made)
     return outputs
 
 
 def write_image(image, out_dir: Path, index: int, job: Job, seed: int, prompt: str, opts: Options,
-                model_id: str, metadata_normalised: list[float] | None = None) -> Output:
+                model_id: str, metadata_normalised: list[float] | None = None, stem: str | None = None) -> Output:
     """PNG + GeoTIFF of one image at the job's place. ``metadata_normalised``: what the model was
-    actually given, when not the place's own vector (an evaluation with the metadata zeroed)."""
+    actually given, when not the place's own vector (an evaluation with the metadata zeroed).
+    ``stem``: the files' name (``--out tile.png``), else one made of index, place, date and seed."""
     md = job.metadata
-    stem = f"{index:03d}_{job.place}_{md.date.isoformat()}_seed{seed}"
+    stem = stem or f"{index:03d}_{job.place}_{md.date.isoformat()}_seed{seed}"
     given = md.normalised() if metadata_normalised is None else list(metadata_normalised)
     extra = {"seed": seed, "prompt": prompt, "place": job.place, "model_id": model_id, "steps": opts.steps,
              "guidance": opts.guidance, "scheduler": opts.scheduler or "model default",

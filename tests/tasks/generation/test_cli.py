@@ -123,12 +123,51 @@ def test_prompt_set_generates_prompts_x_places_x_dates(home, cli, model_dir, one
     (("--lat", 0, "--lon", 0, "--scheduler", "heun"), "--scheduler"),
     (("--lon", 0), "--lat is required"),
     (("--lat", 0, "--lon", 0, "--device", "nonsense"), "--device nonsense"),
+    (("--lat", 0, "--lon", 0, "--batch-size", 0), "--batch-size 0"),
+    (("--lat", 0, "--lon", 0, "--num-images", 2, "--out", "one.png"), "names one image file"),
+    (("--lat", 0, "--lon", 0, "--out", "afile/x"), "is a file, not a folder"),
+    (("--lat", 0, "--lon", 0, "--catalog", "corrupt.sqlite"), "not a workbench catalog"),
 ])
-def test_bad_input_is_one_line_exit_2(home, cli, model_dir, args, needle):
+def test_bad_input_is_one_line_exit_2(home, cli, model_dir, args, needle, monkeypatch):
+    (home / "afile").write_text("x")
+    (home / "corrupt.sqlite").write_bytes(b"garbage" * 500)
+    monkeypatch.chdir(home)
     code, _, err = _generate(cli, model_dir, *args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
     assert not (home / "generated").exists()
+
+
+def test_many_images_are_made_in_batches_and_one_image_can_be_a_file(home, cli, model_dir, one_torch_thread,
+                                                                      monkeypatch):
+    from tasks.generation import pipeline
+
+    sizes = []
+    real = pipeline.load_pipeline
+
+    class Counted:  # the real pipeline, noting how many images each call makes
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def __call__(self, *args, **kwargs):
+            sizes.append(kwargs["num_images_per_prompt"])
+            return self.pipe(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.pipe, name)
+
+    def counting(*args, **kwargs):
+        return Counted(real(*args, **kwargs))
+
+    monkeypatch.setattr(pipeline, "load_pipeline", counting)
+    code, out, err = _generate(cli, model_dir, "--lat", 0, "--lon", 0, "--num-images", 5, "--batch-size", 2,
+                               "--seed", 1, "--out", home / "many")
+    assert code == 0, err
+    assert sizes == [2, 2, 1] and len(list((home / "many").glob("*.png"))) == 5
+    code, out, err = _generate(cli, model_dir, "--lat", 0, "--lon", 0, "--seed", 1, "--out", home / "tile.png")
+    assert code == 0, err
+    assert (home / "tile.png").is_file() and (home / "tile.tif").is_file()
+    assert np.array_equal(_png(home / "tile.png"), _png(sorted((home / "many").glob("*seed1.png"))[0]))
 
 
 def test_prompt_set_errors_exit_2(home, cli, model_dir):
