@@ -120,6 +120,8 @@ def resolve(names: Sequence[str], available: Sequence[str], where: str,
             if pos is None:
                 wanted = " or ".join(_label(c) for c in alternatives)
                 has = ", ".join(available) or "no bands"
+                if available and band_names.all_default(available):
+                    has += " (bands without names: an index needs named bands)"
                 if also is not None and _find(alternatives, also) is not None:
                     raise WorkbenchError(f"{where}: index {name} needs {wanted}, which data.bands does not read "
                                          f"(the run reads {has}; the input has {', '.join(also)}): add it to "

@@ -73,6 +73,8 @@ def test_unknown_listed_twice_and_missing_bands_are_one_line():
     with pytest.raises(WorkbenchError, match=r"^rgbn.tif: index mndwi needs B11 \(swir16\); the input has "
                                              r"B02, B03, B04, B08$"):
         spectral.resolve(["mndwi"], ["B02", "B03", "B04", "B08"], "rgbn.tif")
+    with pytest.raises(WorkbenchError, match=r"needs B03 \(green\); the input has b1, b2 \(bands without names"):
+        spectral.resolve(["ndwi"], ["b1", "b2"], "t.tif")
     with pytest.raises(WorkbenchError, match=r"needs B08 \(nir\) or B8A \(nir08\), which data.bands does not read"):
         spectral.resolve(["ndwi"], ["B02", "B03", "B04"], "t.tif", also=["B02", "B03", "B04", "B08"])
 
