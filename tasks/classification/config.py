@@ -32,6 +32,9 @@ class DataConfig(TileSelection):
     """Which tiles (a catalog query per split), where their labels come from, and the crop read."""
 
     bands: list[int] | None = None        # 1-based band indexes; None = all bands
+    # spectral indices appended as channels after the bands, from their reflectance (workbench/data/indices.py:
+    # ndwi mndwi ndvi ndmi ndbi nbr); their bands must be among data.bands
+    indices: list[str] = field(default_factory=list)
     size: int = 64                           # pixels read per tile (random crop in training, grid at eval)
     labels: Literal["auto", "label", "water_fraction"] = "label"   # auto: see data.resolve_labels
     land_max: float = 0.05                   # water_fraction labels: land below this ...
@@ -51,6 +54,9 @@ class DataConfig(TileSelection):
         if self.bands is not None:
             _check(len(self.bands) >= 1 and all(b >= 1 for b in self.bands),
                    "data.bands: 1-based band indexes, e.g. [1, 2, 3]")
+        from workbench.data.indices import check_names
+
+        self.indices = check_names(self.indices)
 
 
 @dataclass

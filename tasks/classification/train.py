@@ -82,9 +82,9 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
     val_labels = D.label_indices(val_tiles, cfg, classes)
     counts = D.class_counts(train_labels, len(classes))
     stats = band_stats_for(train_tiles, bands=D.bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
-                           resume=resume, runs_root=runs_root, task=ClassificationTask.name)
+                           resume=resume, runs_root=runs_root, task=ClassificationTask.name, indices=d.indices)
     contract = input_contract_for(train_tiles, bands=D.bands0(cfg), resume=resume, runs_root=runs_root,
-                                  task=ClassificationTask.name)
+                                  task=ClassificationTask.name, indices=d.indices)
 
     train_ds = D.train_dataset(train_tiles, cfg, stats)
     val_ds = D.eval_dataset(val_tiles, cfg, stats)

@@ -27,6 +27,9 @@ class DataConfig(TileSelection):
     """Which tiles (a catalog query per split) and how they are cut into windows."""
 
     bands: list[int] | None = None        # 1-based band indexes; None = all bands
+    # spectral indices appended as channels after the bands, from their reflectance (workbench/data/indices.py:
+    # ndwi mndwi ndvi ndmi ndbi nbr); their bands must be among data.bands
+    indices: list[str] = field(default_factory=list)
     window: int = 64                         # training window size (pixels)
     per_tile: int = 4                        # random windows per tile per epoch
     # tile: windows from each tile on its own; block: from mosaics of whole split blocks (tiles
@@ -52,6 +55,9 @@ class DataConfig(TileSelection):
         if self.bands is not None:
             _check(len(self.bands) >= 1 and all(b >= 1 for b in self.bands),
                    "data.bands: 1-based band indexes, e.g. [1, 2, 3]")
+        from workbench.data.indices import check_names
+
+        self.indices = check_names(self.indices)
 
 
 @dataclass

@@ -122,7 +122,8 @@ def load_run(ref: str | Path, device: str | None = None) -> SegmentationRun:
     classes = int(cfg.model.classes)
     from .models import model_from_config
 
-    model = model_from_config(cfg, n_bands, skip_missing_encoder_weights=True)
+    # spectral index channels (data.indices) follow the bands
+    model = model_from_config(cfg, n_bands + len(stats.index_names), skip_missing_encoder_weights=True)
     state = load_weights(path, model, prefer_ema=True)
     model.eval()
     if device:

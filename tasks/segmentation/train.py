@@ -81,9 +81,9 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     val_counts = scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)
     val_no_water = cfg.binary and int(val_counts[1:].sum()) == 0
     stats = band_stats_for(train_tiles, bands=bands0(cfg), max_tiles=d.stats_max_tiles, seed=cfg.train.seed,
-                           resume=resume, runs_root=runs_root)
+                           resume=resume, runs_root=runs_root, indices=d.indices)
     contract = input_contract_for(train_tiles, bands=bands0(cfg), resume=resume, runs_root=runs_root,
-                                  task=SegmentationTask.name)
+                                  task=SegmentationTask.name, indices=d.indices)
 
     train_ds = train_dataset(train_src, cfg, stats)
     val_ds = eval_dataset(val_src, cfg, stats)

@@ -15,6 +15,10 @@ and values that contradict the units assumed for them (``radiometry.check_values
 
 Runs from before the contract (no ``inputs.json``) get one built from their
 ``band_stats.json`` band names: raw units, bands by position, as they were trained.
+
+``indices`` (``data.indices``) are spectral index channels the model reads after the bands
+(``workbench.data.indices``); a scene reader recomputes them from the scene's reflectance
+before normalising, so a run never needs them in its input files.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class InputContract:
     gsd: float | None = None            # median train GSD in metres
     crs: list[str] = field(default_factory=list)
     legacy: bool = False                # built from an older run's band_stats.json
+    indices: list[str] = field(default_factory=list)   # spectral index channels after the bands
 
     @property
     def names(self) -> list[str]:
@@ -65,12 +70,14 @@ class InputContract:
         return not band_names.all_default(self.names)
 
     def to_dict(self) -> dict:
-        return {"bands": [asdict(b) for b in self.bands], "units": self.units, "gsd": self.gsd, "crs": self.crs}
+        return {"bands": [asdict(b) for b in self.bands], "units": self.units, "gsd": self.gsd, "crs": self.crs,
+                "indices": list(self.indices)}
 
     @classmethod
     def from_dict(cls, d: dict) -> InputContract:
         try:
-            return cls([InputBand(**b) for b in d["bands"]], str(d["units"]), d.get("gsd"), list(d.get("crs") or []))
+            return cls([InputBand(**b) for b in d["bands"]], str(d["units"]), d.get("gsd"), list(d.get("crs") or []),
+                       indices=[str(n) for n in d.get("indices") or []])
         except (KeyError, TypeError) as exc:
             raise WorkbenchError(f"input contract: missing or bad field ({exc})") from None
 
@@ -90,7 +97,8 @@ class InputContract:
 
     def describe(self) -> str:
         return f"{', '.join(self.names)} in {self.units}" + ("" if self.units == REFLECTANCE else
-                                                           f" ({self.bands[0].dtype})")
+                                                           f" ({self.bands[0].dtype})") + \
+            (f" + {', '.join(self.indices)}" if self.indices else "")
 
 
 def legacy_contract(stats: Any, bands: Sequence[int] | None = None) -> InputContract:
@@ -107,10 +115,12 @@ def tile_names(tile: Any, ds: Any) -> list[str]:
     return band_names.canonical_names(list(getattr(tile, "bands", None) or ds.descriptions))
 
 
-def contract_of(tiles: Sequence[Any], positions: Sequence[int] | None = None) -> InputContract:
+def contract_of(tiles: Sequence[Any], positions: Sequence[int] | None = None,
+                indices: Sequence[str] = ()) -> InputContract:
     """The contract of a run trained on ``tiles`` reading bands at 0-based ``positions`` (all when
-    None). Tiles that disagree on band names or units are a one-line error naming the file:
-    their statistics could not be pooled into one normalisation."""
+    None) and appending spectral ``indices``. Tiles that disagree on band names or units are a
+    one-line error naming the file: their statistics could not be pooled into one normalisation;
+    so are indices whose bands the run does not read, and indices of raw-unit tiles."""
     from workbench.data import geotiff
 
     if not tiles:
@@ -142,7 +152,17 @@ def contract_of(tiles: Sequence[Any], positions: Sequence[int] | None = None) ->
     bands = [InputBand(name=n, common_name=band_names.common_name(n), dtype=info.dtype, scale=r.scale,
                        offset=r.offset, nodata=info.nodata, radiometry=r.source) for n, r in zip(names, rads)]
     gsd = float(np.median(gsds)) if gsds else None
-    return InputContract(bands, units, gsd, sorted(crs))
+    from workbench.data import indices as spectral
+
+    index_names = spectral.check_names(indices)
+    if index_names:
+        with geotiff.open_raster(t0.path) as ds:
+            every = tile_names(t0, ds)
+        spectral.resolve(index_names, names, str(t0.path), also=every if len(names) < len(every) else None)
+        if units != REFLECTANCE:
+            raise WorkbenchError(f"{t0.path}: spectral indices ({', '.join(index_names)}) need reflectance; the "
+                                 f"tiles hold raw {info.dtype} values ({rads[0].source})")
+    return InputContract(bands, units, gsd, sorted(crs), indices=index_names)
 
 
 def _same(a: tuple, b: tuple) -> None:
@@ -165,14 +185,20 @@ class SceneReader:
     """A scene brought to a run's contract: ``read(window)`` gives normalised float32 windows."""
 
     def __init__(self, stack: Any, stats: Any, contract: InputContract, notes: list[str]):
+        from workbench.data.indices import IndexChannels
+
         self.stack, self.contract, self.notes = stack, contract, notes
-        scale, bias = stats.scale_bias()
+        self.indices = IndexChannels(contract.indices, contract.names, stats, f"run's {FILE}") \
+            if contract.indices else None
+        scale, bias = stats.scale_bias() if self.indices is None else (self.indices.scale, self.indices.bias)
         self.scale, self.bias = scale[:, None, None], bias[:, None, None]
-        self.bands = list(range(len(contract.bands)))
+        self.bands = list(range(len(scale)))        # model input channels: bands, then indices
         self.info = stack.info
 
     def read(self, window) -> tuple[np.ndarray, np.ndarray]:
         x, valid = self.stack.read(window)
+        if self.indices is not None:                # from reflectance, before normalisation
+            x, valid = self.indices.append(x, valid)
         np.multiply(x, self.scale, out=x)
         np.add(x, self.bias, out=x)
         if not valid.all():
@@ -197,8 +223,9 @@ def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: st
         found, notes = band_names.match(wanted, scene.names)
         missing = [w for w, f in zip(wanted, found) if f is None]
         if missing:
-            raise WorkbenchError(f"{where}: has no band {', '.join(missing)} that run {run} needs (it has "
-                                 f"{', '.join(scene.names)}; the run reads {', '.join(wanted)})")
+            raise WorkbenchError(f"{where}: has no band {', '.join(missing)} that run {run} needs"
+                                 f"{_for_indices(contract, missing)} (it has {', '.join(scene.names)}; the run "
+                                 f"reads {', '.join(wanted)})")
         chosen = [scene.bands[i].name for i in found]
     elif contract.named:
         if len(scene.bands) != len(wanted):
@@ -235,6 +262,17 @@ def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: st
         for n in notes:
             print(f"note: {where}: {n}", file=sys.stderr)
     return SceneReader(stack, stats, contract, notes)
+
+
+def _for_indices(contract: InputContract, missing: Sequence[str]) -> str:
+    """`` for index mndwi`` when a missing band is one a spectral index of the run reads."""
+    from workbench.data import indices as spectral
+
+    if not contract.indices:
+        return ""
+    pairs = spectral.resolve(contract.indices, contract.names, FILE)
+    using = [n for n, (a, b) in zip(contract.indices, pairs) if {contract.names[a], contract.names[b]} & set(missing)]
+    return f" for index {', '.join(using)}" if using else ""
 
 
 def check_scenes(contract: InputContract, stats: Any, scenes: Sequence[str | Path], *, run: str = "?",

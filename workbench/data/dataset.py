@@ -47,6 +47,7 @@ from workbench import fastpaths
 from workbench.data import geotiff
 from workbench.data.augment import Augment, dihedral_batch
 from workbench.data.collate import passthrough_collate
+from workbench.data.indices import IndexChannels
 from workbench.data.radiometry import of_tile, units_of
 from workbench.data.samplers import GridWindows, RandomWindows, Windows
 from workbench.data.stats import BandStats
@@ -181,6 +182,12 @@ class WindowDataset(torch.utils.data.Dataset):
         else:
             self._scale = np.ones(len(self.bands), np.float32)
             self._bias = np.zeros(len(self.bands), np.float32)
+        # spectral index channels (data.indices, recorded in the statistics): the loop below
+        # then gives reflectance and IndexChannels.append_batch appends them and normalises all
+        self.indices = IndexChannels.for_dataset(self.stats, [self.band_names[b] for b in self.bands], augment,
+                                                 self.paths[0])
+        if self.indices is not None:
+            self._scale, self._bias = np.ones_like(self._scale), np.zeros_like(self._bias)
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
@@ -236,7 +243,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     @property
     def channels(self) -> int:
-        return len(self.bands)
+        return len(self.bands) + (len(self.indices) if self.indices is not None else 0)
 
     # ---- file handles ------------------------------------------------------------------------
     def _reader(self, t: int) -> _TileReader:
@@ -489,6 +496,8 @@ class WindowDataset(torch.utils.data.Dataset):
                 if bad is not None:
                     np.copyto(m, self.ignore_index, where=bad)
 
+        if self.indices is not None:  # after reflectance, before normalisation (see __init__)
+            image = self.indices.append_batch(image, valid, mask_t[0] if self.with_mask else None, self.ignore_index)
         out: dict[str, torch.Tensor] = {"image": image}
         if self.with_mask:
             out["mask"] = mask_t[0]

@@ -2,8 +2,8 @@
 
     refuse_split_filter(query_override, "classify train")       # before any tile is read
     cfg = resume_config(args.resume, args.overrides, config_from_dict)
-    stats = band_stats_for(train_tiles, bands=..., max_tiles=..., seed=..., resume=resume)
-    contract = input_contract_for(train_tiles, bands=..., resume=resume)    # saved as inputs.json
+    stats = band_stats_for(train_tiles, bands=..., max_tiles=..., seed=..., resume=resume, indices=...)
+    contract = input_contract_for(train_tiles, bands=..., resume=resume, indices=...)   # saved as inputs.json
     trainer = Trainer(task, cfg.train, train_ds, val_ds, ...)
     write_tiles_json(trainer.run, catalog=..., query=..., splits=..., tiles={"train": ..., ...})
     summary = trainer.fit()
@@ -60,10 +60,11 @@ def resume_config(resume: str | Path, overrides: Sequence[str] | None,
 
 def band_stats_for(train_tiles: Sequence, *, bands: Sequence[int] | None, max_tiles: int | None, seed: int,
                    resume: str | Path | None = None, runs_root: str | Path | None = None,
-                   task: str | None = None) -> BandStats:
+                   task: str | None = None, indices: Sequence[str] = ()) -> BandStats:
     """Mean / std per band over the train tiles (0-based ``bands``, at most ``max_tiles`` of them,
-    picked with ``seed``); on resume, the run's own ``band_stats.json`` when it has one (``task``
-    as in ``resume_config``)."""
+    picked with ``seed``), and of the spectral ``indices`` (``data.indices``) the model appends;
+    on resume, the run's own ``band_stats.json`` when it has one (``task`` as in
+    ``resume_config``)."""
     from workbench.data.stats import BandStats, compute_band_stats
     from workbench.train.run_dir import RunDir
 
@@ -72,13 +73,15 @@ def band_stats_for(train_tiles: Sequence, *, bands: Sequence[int] | None, max_ti
         if saved.is_file():
             return BandStats.load(saved)
     return compute_band_stats(train_tiles, bands=None if bands is None else list(bands), max_tiles=max_tiles,
-                              seed=seed, split=None)
+                              seed=seed, split=None, indices=list(indices or ()))
 
 
 def input_contract_for(train_tiles: Sequence, *, bands: Sequence[int] | None, resume: str | Path | None = None,
-                       runs_root: str | Path | None = None, task: str | None = None) -> InputContract:
-    """Which bands in which units the run reads (``workbench.data.contract``): from the train
-    tiles, or on resume the run's own ``inputs.json`` (``task`` as in ``resume_config``)."""
+                       runs_root: str | Path | None = None, task: str | None = None,
+                       indices: Sequence[str] = ()) -> InputContract:
+    """Which bands in which units the run reads, and which spectral ``indices`` it appends
+    (``workbench.data.contract``): from the train tiles, or on resume the run's own
+    ``inputs.json`` (``task`` as in ``resume_config``)."""
     from workbench.data.contract import FILE, InputContract, contract_of
     from workbench.train.run_dir import RunDir
 
@@ -86,7 +89,7 @@ def input_contract_for(train_tiles: Sequence, *, bands: Sequence[int] | None, re
         saved = RunDir.open(resume, runs_root, task=task).path / FILE
         if saved.is_file():
             return InputContract.load(saved)
-    return contract_of(train_tiles, None if bands is None else list(bands))
+    return contract_of(train_tiles, None if bands is None else list(bands), indices=list(indices or ()))
 
 
 def write_tiles_json(run: RunDir, *, catalog: str | Path, query: Mapping[str, Any],
