@@ -1,7 +1,7 @@
 """Generic pieces of whole-scene inference that every task's ``predict --input`` shares.
 
     grid = plan_grid(reader.info.height, reader.info.width, size=64, stride=32, where="scene.tif")
-    runner = ModelRunner(model)                       # eval, channels_last, inference_mode, bf16 on CUDA
+    runner = ModelRunner(model, precision="auto")     # eval, channels_last, inference_mode, bf16 where native
     for i, row, x, valid in read_strips(reader.read, grid):
         ...                                           # x: (bands, size, width) strip, valid: (size, width)
         logits = runner(batch)                        # float32 CPU tensor
@@ -12,7 +12,8 @@ way (windows every ``stride`` px, the last row/column snapped to the scene edge,
 pixel is seen and no window is padded), read it the same way (one strip of window rows at a
 time, never the whole scene: a 10980 x 10980 Sentinel-2 tile is 1.9 GB as float32 for four
 bands; the next strip is read in a thread while the model runs on this one) and run batches
-the same way (channels_last layout, ``torch.inference_mode``, bf16 autocast on CUDA). Tasks
+the same way (channels_last layout, ``torch.inference_mode``, bf16 autocast where the hardware
+has it natively: ``predict.precision``, :func:`resolve_precision`). Tasks
 differ only in what they make of a window's output (a blended mask, one class per window).
 """
 
@@ -107,16 +108,44 @@ def device_of(model: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``bf16`` or ``fp32`` for a ``predict.precision`` setting on ``device``.
+
+    ``auto`` is bf16 where the hardware computes it natively -- CUDA with bf16 support, and CPUs
+    with AMX or AVX512-BF16, the very check training's ``mixed_precision: auto`` makes
+    (``workbench.train.environment.cpu_has_native_bf16``): on this project's AVX512-BF16 CPU the
+    bare model runs 1.5x faster under bf16 autocast, while a CPU without bf16 units emulates it
+    and runs slower than fp32. ``bf16`` / ``fp32`` pin it."""
+    from workbench.train.environment import cpu_has_native_bf16
+
+    if precision not in PRECISIONS:
+        raise WorkbenchError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
 class ModelRunner:
     """``runner(x)``: the model's float32 output on the CPU for a float32 (N, C, H, W) numpy batch.
 
     The model is put in eval mode and channels_last layout (convolutions run faster in it on
-    CPUs and GPUs alike); each batch runs under ``torch.inference_mode`` and, on CUDA, bf16
-    autocast, its input copied through pinned memory. A model that returns a dict gives
-    its ``"out"`` entry (torchvision's segmentation models do)."""
+    CPUs and GPUs alike); each batch runs under ``torch.inference_mode``, its input copied
+    through pinned memory on CUDA. ``precision`` (``auto`` / ``bf16`` / ``fp32``,
+    :func:`resolve_precision`) chooses bf16 autocast; None keeps the runner's historic choice,
+    bf16 on CUDA only, for callers that pass no setting. ``runner.precision`` is what it uses.
+    A model that returns a dict gives its ``"out"`` entry (torchvision's segmentation models do)."""
 
-    def __init__(self, model: torch.nn.Module, channels_last: bool = True):
+    def __init__(self, model: torch.nn.Module, channels_last: bool = True, precision: str | None = None):
         self.model, self.device, self.channels_last = model, device_of(model), channels_last
+        if precision is None:
+            self.precision = "bf16" if self.device.type == "cuda" else "fp32"
+        else:
+            self.precision = resolve_precision(precision, self.device)
         model.eval()
         model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
@@ -126,7 +155,7 @@ class ModelRunner:
             t = t.pin_memory().to(self.device, non_blocking=True)
         if self.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
             out = self.model(t)

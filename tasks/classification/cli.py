@@ -120,6 +120,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--batch-size", type=int, metavar="N", help="crops (windows) per forward pass (default 256 "
                                                               "tiles, 64 scene windows)")
     v.add_argument("--device", metavar="D", help="torch device (default: cuda when available, else cpu)")
+    v.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="scene mode: bf16 autocast or fp32 (default: the run's predict.precision, auto = bf16 on "
+                        "CUDA and on CPUs with native bf16)")
     v.add_argument("--dry-run", action="store_true", help="predict and report, but write nothing")
     v.add_argument("--json", action="store_true", help="print the result as one JSON object")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -200,6 +203,8 @@ def _run_scene(args: argparse.Namespace) -> int:
         refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities}, {"--input": args.input})
     run = load_run(run_from_args(args, "classify predict"),
                    args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.precision:
+        run.cfg.predict.precision = args.precision
     if folder:
         return _run_folder(args, run, bs)
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, stride=args.stride, batch_size=bs,
@@ -212,7 +217,7 @@ def _run_scene(args: argparse.Namespace) -> int:
     print(f"input    {res['input']}  {res['width']}x{res['height']}  {res['crs']}")
     print(f"bands    {res['inputs']}")
     print(f"windows  {res['rows']}x{res['cols']} of {res['size']} px every {res['stride']} px, batch "
-          f"{res['batch_size']}, {res['device']}: {res['seconds']:.1f} s")
+          f"{res['batch_size']}, {res['device']} {res['precision']}: {res['seconds']:.1f} s")
     names = [*res["classes"], "no class"]
     counts = [*(res["counts"][c] for c in res["classes"]), res["no_class"]]
     width = max(len(n) for n in names)

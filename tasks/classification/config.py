@@ -24,6 +24,7 @@ from workbench.train.config import TrainConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "water-coast-land"
+PRECISIONS = ("auto", "bf16", "fp32")          # predict.precision (workbench.inference.resolve_precision)
 SCRATCH_VIT = "scratch_vit"              # model.name that builds the ViT of ``model.vit`` (no timm name)
 
 
@@ -93,6 +94,10 @@ class ViTConfig:
 class ModelConfig:
     name: str = "resnet18"                   # any timm model name, or scratch_vit
     weights_path: str | None = None       # local pretrained weights (timm checkpoint file); nothing is downloaded
+    # which bands that file was trained on: a known layout (workbench.weights.LAYOUTS, e.g.
+    # ssl4eo-s12-resnet18) or its channel order; the first layer is then built by band name
+    weight_layout: str | None = None
+    weight_bands: list[str] | None = None
     input_size: int | None = None         # resize crops before the model (e.g. 224 for ViT/16); None = data.size
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -103,6 +108,20 @@ class ModelConfig:
         _check(bool(self.name.strip()), "model.name: a timm model name (e.g. resnet18) or scratch_vit")
         _check(self.input_size is None or self.input_size >= 8, "model.input_size: must be >= 8 or null")
         _check(0.0 <= self.drop_rate < 1.0, "model.drop_rate: must be in [0, 1)")
+        from workbench.weights import check_config
+
+        check_config(self.weight_layout, self.weight_bands, self.weights_path, "model.weights_path")
+
+
+@dataclass
+class PredictConfig:
+    """How ``classify predict`` runs the model (``--precision`` overrides it for one call)."""
+
+    # auto: bf16 autocast on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), fp32 elsewhere
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+    def validate(self) -> None:
+        _check(self.precision in PRECISIONS, f"predict.precision: one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -153,6 +172,7 @@ class ClassificationConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property

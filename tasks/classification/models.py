@@ -6,7 +6,10 @@
 Nothing is downloaded. ``weights_path`` hands a local checkpoint to timm's own loader
 (``pretrained_cfg_overlay={"file": ...}``), which is what adapts it: the first conv is
 re-made for any band count (timm's ``adapt_input_conv``), a ViT's position embedding is
-resampled to the input size, and a classifier of another class count is dropped.
+resampled to the input size, and a classifier of another class count is dropped. When the
+file's bands are known (``model.weight_layout``: SSL4EO-S12, Prithvi, ImageNet RGB; or
+``model.weight_bands``) and the run's bands are named, :func:`load_band_aware` loads it
+instead, building the first layer for the run's bands by name (``workbench.weights``).
 
 ``Classifier`` resizes a crop to the model's input size when they differ (64-px tiles
 fed to a 224-px ViT-Tiny/16), exposes timm's coarse layer groups for staged
@@ -16,6 +19,8 @@ linear probe does not drift the statistics of a frozen backbone.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.errors import WorkbenchError
+from workbench.weights import run_band_names
 
 from .config import SCRATCH_VIT, ModelConfig, ViTConfig
 
@@ -68,8 +74,11 @@ class Classifier(nn.Module):
         return out
 
 
-def build_classifier(cfg: ModelConfig, in_chans: int, num_classes: int, data_size: int) -> Classifier:
-    """The model ``cfg`` names for ``in_chans`` bands and ``num_classes`` classes (2 = binary)."""
+def build_classifier(cfg: ModelConfig, in_chans: int, num_classes: int, data_size: int,
+                     bands: Sequence[str] | None = None) -> Classifier:
+    """The model ``cfg`` names for ``in_chans`` bands and ``num_classes`` classes (2 = binary).
+    ``bands``: the run's band names (its input contract), for band-aware pretrained weights
+    (``model.weight_layout`` / ``model.weight_bands``); see :func:`load_band_aware`."""
     if num_classes < 2:
         raise WorkbenchError(f"a classifier needs at least 2 classes, got {num_classes}")
     size = cfg.input_size or data_size
@@ -79,11 +88,12 @@ def build_classifier(cfg: ModelConfig, in_chans: int, num_classes: int, data_siz
                                  "(e.g. vit_tiny_patch16_224) for pretrained weights")
         net = scratch_vit(cfg.vit, in_chans, num_classes, size, cfg.drop_rate, cfg.drop_path_rate)
     else:
-        net = _timm_model(cfg, in_chans, num_classes, size)
+        net = _timm_model(cfg, in_chans, num_classes, size, bands)
     return Classifier(net, cfg.input_size)
 
 
-def _timm_model(cfg: ModelConfig, in_chans: int, num_classes: int, size: int) -> nn.Module:
+def _timm_model(cfg: ModelConfig, in_chans: int, num_classes: int, size: int,
+                bands: Sequence[str] | None = None) -> nn.Module:
     import timm
 
     if not timm.is_model(cfg.name):
@@ -100,13 +110,61 @@ def _timm_model(cfg: ModelConfig, in_chans: int, num_classes: int, size: int) ->
         if not cfg.weights_path:
             return timm.create_model(cfg.name, pretrained=False, **kwargs)
         path = Path(cfg.weights_path)
-        _check_weights(path, timm.create_model(cfg.name, pretrained=False, **kwargs), cfg.name)
+        net = timm.create_model(cfg.name, pretrained=False, **kwargs)
+        if (cfg.weight_layout or cfg.weight_bands) and run_band_names(bands) is not None:
+            load_band_aware(net, path, cfg.weight_layout, cfg.weight_bands, bands)
+            return net
+        _check_weights(path, net, cfg.name)
+        if cfg.weight_layout or cfg.weight_bands:
+            print(f"note: {path}: the run's bands carry no names, so the weights' first layer is adapted by "
+                  "position (timm), not by band", file=sys.stderr)
         return timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except WorkbenchError:
         raise
     except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
         raise WorkbenchError(f"model {cfg.name!r}: cannot build it for {in_chans} bands, {num_classes} classes, "
                              f"{size} px: {str(exc).splitlines()[0][:200]}") from None
+
+
+def load_band_aware(net: nn.Module, path: str | Path, weight_layout: str | None,
+                    weight_bands: Sequence[str] | None, bands: Sequence[str]) -> dict:
+    """Load a local checkpoint into the timm model ``net``, its first layer built for ``bands`` by
+    name (``workbench.weights``: the matching pretrained channels copied, the others from their
+    mean). timm's own loader cannot do this: it keeps a file's first channels (or refuses a file
+    that is not RGB). A 3-D patch embedding (Prithvi) is flattened for a 2-D ViT; the position
+    embedding is resampled to the model's token grid (timm's ``resample_abs_pos_embed``); a head
+    of another class count is dropped. Any other missing, unknown or misshapen tensor is a
+    one-line error naming the file. Returns the report (also kept as ``net.weights_report``)."""
+    from workbench.weights import band_aware, read_state_dict
+
+    sd = read_state_dict(path)
+    own = net.state_dict()
+    shared = len(set(own) & set(sd))
+    if shared < 0.5 * len(own):
+        raise WorkbenchError(f"{path}: not weights of this model ({shared} of its {len(own)} tensors found in it)")
+    channels = next((int(v.shape[1]) for v in own.values() if v.ndim == 4), None)
+    sd, report = band_aware(sd, path, weight_layout, weight_bands, bands, channels=channels)
+    if "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
+        from timm.layers import resample_abs_pos_embed
+
+        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], list(net.patch_embed.grid_size),
+                                                 num_prefix_tokens=getattr(net, "num_prefix_tokens", 1))
+    head = {f"{n}.{k}" for n, m in net.named_modules() if m is net.get_classifier() for k in m.state_dict()}
+    bad = sorted(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
+                 if k in own and k not in head and v.shape != own[k].shape)
+    unknown = sorted(k for k in sd if k not in own)
+    missing = sorted(k for k in own if k not in sd and k not in head and not k.endswith("num_batches_tracked"))
+    if bad or unknown or missing:
+        parts = [f"{len(bad)} tensors of another shape ({', '.join(bad[:3])})"] if bad else []
+        parts += [f"{len(missing)} missing ({', '.join(missing[:3])})"] if missing else []
+        parts += [f"{len(unknown)} unknown ({', '.join(unknown[:3])})"] if unknown else []
+        raise WorkbenchError(f"{path}: does not fit {type(net).__name__}: " + "; ".join(parts))
+    keep = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
+    net.load_state_dict(keep, strict=False)
+    report = {**(report or {}), "path": str(path), "loaded": len(keep),
+              "head_dropped": sorted(k for k in head if k in sd and k not in keep)}
+    net.weights_report = report
+    return report
 
 
 def _takes_img_size(name: str) -> bool:

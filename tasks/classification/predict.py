@@ -135,7 +135,8 @@ def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_p
     try:
         info = scene.info
         grid = plan_grid(info.height, info.width, int(run.cfg.data.size), stride, where=info.path)
-        runner = ModelRunner(run.model)
+        # predict.precision of the run's config (``--precision`` overrides it): auto = bf16 where native
+        runner = ModelRunner(run.model, precision=getattr(getattr(run.cfg, "predict", None), "precision", "auto"))
         k, size = len(run.classes), grid.size
         probs = np.full((k, *grid.shape), np.nan, np.float32)
         known = np.zeros(grid.shape, bool)
@@ -175,7 +176,7 @@ def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_p
     seconds = time.perf_counter() - t0
     return _write_scene(run, info, grid, labels, probs, out_path, prob_path) | {
         "inputs": inputs, "seconds": seconds, "windows_per_s": grid.windows / max(seconds, 1e-9), "device": device,
-        "batch_size": batch_size}
+        "batch_size": batch_size, "precision": runner.precision}
 
 
 def _describe_inputs(scene: Any) -> str:

@@ -39,8 +39,10 @@ class ClassificationTask(TaskModule):
     name = "classification"
 
     def __init__(self, cfg: ClassificationConfig, classes: Sequence[str], in_chans: int, train_labels: torch.Tensor,
-                 val_labels: torch.Tensor, class_weights: torch.Tensor | None = None):
+                 val_labels: torch.Tensor, class_weights: torch.Tensor | None = None,
+                 band_names: Sequence[str] | None = None):
         self.cfg, self.classes, self.in_chans = cfg, list(classes), in_chans
+        self.band_names = list(band_names) if band_names else None   # for band-aware pretrained weights
         self.train_labels, self.val_labels = train_labels, val_labels
         lc = cfg.loss
         self.criterion = MixupCrossEntropy(lc.label_smoothing, lc.mixup_alpha, lc.mixup_prob, class_weights)
@@ -49,7 +51,8 @@ class ClassificationTask(TaskModule):
     def setup(self, accelerator: Any) -> nn.Module:
         from .models import build_classifier
 
-        model = build_classifier(self.cfg.model, self.in_chans, len(self.classes), self.cfg.data.size)
+        model = build_classifier(self.cfg.model, self.in_chans, len(self.classes), self.cfg.data.size,
+                                 bands=self.band_names)
         model.freeze_norm = self.cfg.finetune.freeze_norm
         self.model = model.to(accelerator.device)
         return self.model

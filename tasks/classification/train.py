@@ -89,7 +89,8 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
     train_ds = D.train_dataset(train_tiles, cfg, stats)
     val_ds = D.eval_dataset(val_tiles, cfg, stats)
     weights = balanced_class_weights(counts, len(classes)) if cfg.loss.class_weights == "balanced" else None
-    task = ClassificationTask(cfg, classes, train_ds.channels, train_labels, val_labels, weights)
+    task = ClassificationTask(cfg, classes, train_ds.channels, train_labels, val_labels, weights,
+                              band_names=contract.names)
     trainer = Trainer(task, cfg.train, train_ds, val_ds, name=cfg.name, config=cfg, resume=resume,
                       collate_fn=passthrough_collate, runs_root=runs_root)
     run = trainer.run

@@ -139,6 +139,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--write-masks", action="store_true", help="tile mode: write pseudo-masks for catalog tiles")
     v.add_argument("--min-confidence", type=float, default=0.9, metavar="P",
                    help="tile mode: pixels less confident than P become nodata (default 0.9)")
+    v.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="bf16 autocast or fp32 (default: the run's predict.precision, auto = bf16 on CUDA and on "
+                        "CPUs with native bf16)")
     v.add_argument("--device", metavar="D", help="torch device (default: cuda when available, else cpu)")
     v.add_argument("--json", action="store_true", help="print the result as one JSON object")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -224,6 +227,8 @@ def _run_scene(args, query: dict) -> int:
     refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities},
                      {"--input": args.input, "--truth": args.truth})
     run = load_run(args.run, device=_device(args.device))
+    if args.precision:
+        run.cfg.predict.precision = args.precision
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
                         overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
                         progress=not args.no_progress, tta=args.tta, bands=args.bands, scale=args.scale,
@@ -288,6 +293,8 @@ def _run_folder(args) -> int:
     out = Path(args.out)
     scenes = folder_inputs(args.input, out, "masks")
     run = load_run(args.run, device=_device(args.device))
+    if args.precision:
+        run.cfg.predict.precision = args.precision
     check_scenes(run.contract, run.stats, scenes, run=run.name, bands=args.bands, scale=args.scale,
                  offset=args.offset, scl_nodata=args.scl_nodata)
     rows = []

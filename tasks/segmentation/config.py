@@ -19,6 +19,7 @@ from workbench.data.catalog import TileSelection
 from workbench.train.config import TrainConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+PRECISIONS = ("auto", "bf16", "fp32")          # predict.precision (workbench.inference.resolve_precision)
 DEFAULT_PRESET = "water"
 
 
@@ -65,11 +66,18 @@ class ModelConfig:
     arch: str = "Unet"
     encoder: str | None = "resnet18"
     classes: int = 1                          # 1 = binary (sigmoid); >= 2 = softmax over classes
-    encoder_weights_path: str | None = None
+    encoder_weights_path: str | None = None   # local pretrained encoder weights (nothing is downloaded)
+    # which bands that file was trained on: a known layout (workbench.weights.LAYOUTS, e.g.
+    # ssl4eo-s12-resnet18) or its channel order; the first conv is then built by band name
+    weight_layout: str | None = None
+    weight_bands: list[str] | None = None
     kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        from workbench.weights import check_config
+
         _check(self.classes >= 1, "model.classes: must be >= 1 (1 = binary water mask)")
+        check_config(self.weight_layout, self.weight_bands, self.encoder_weights_path, "model.encoder_weights_path")
 
 
 @dataclass
@@ -107,8 +115,11 @@ class PredictConfig:
     # test-time augmentation: average the probabilities of each window under these symmetries
     # (flips: 4 passes, d4: all 8 of the square); valid for models trained with dihedral augment
     tta: Literal["none", "flips", "d4"] = "none"
+    # auto: bf16 autocast on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), fp32 elsewhere
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     def validate(self) -> None:
+        _check(self.precision in PRECISIONS, f"predict.precision: one of {', '.join(PRECISIONS)}")
         _check(self.window >= 8, "predict.window: must be >= 8 pixels")
         _check(0 <= self.overlap < self.window, "predict.overlap: must be >= 0 and < predict.window")
         _check(self.batch_size >= 1, "predict.batch_size: must be >= 1")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,9 @@ def check_encoder(encoder: str) -> None:
 
 
 def build_model(arch: str, encoder: str | None = "resnet34", in_channels: int = 3, classes: int = 1,
-                encoder_weights_path: str | Path | None = None, **kwargs) -> nn.Module:
+                encoder_weights_path: str | Path | None = None, *, weight_layout: str | None = None,
+                weight_bands: Sequence[str] | None = None, bands: Sequence[str] | None = None,
+                **kwargs) -> nn.Module:
     """Build a segmentation model by architecture name (case-insensitive, ``_``/``-`` ignored,
     ``+`` read as "plus": ``"Unet++"``, ``"deeplabv3+"``, ``"attention_unet"``, ``"UNet3+"``).
 
@@ -134,6 +137,10 @@ def build_model(arch: str, encoder: str | None = "resnet34", in_channels: int = 
     ``cat_channels``...), except ``refine``: the width of a full-resolution refinement head
     (``refine.py``; 0 or absent: none). The model gets a ``workbench_spec`` dict (the
     arguments, enough to rebuild it) that ``describe`` reports.
+
+    ``weight_layout`` / ``weight_bands`` say which bands the encoder weights file was trained on,
+    ``bands`` the model's input bands by name: the first conv is then built by band name
+    (``load_encoder_weights``).
     """
     for label, value in (("in_channels", in_channels), ("classes", classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -181,8 +188,11 @@ def build_model(arch: str, encoder: str | None = "resnet34", in_channels: int = 
     spec = {"arch": cls.__name__, "encoder": encoder, "in_channels": in_channels, "classes": classes,
             "encoder_weights_path": str(encoder_weights_path) if encoder_weights_path else None,
             **{k: v for k, v in kwargs.items()}}
+    if weight_layout or weight_bands:
+        spec.update(weight_layout=weight_layout, weight_bands=list(weight_bands) if weight_bands else None)
     if encoder_weights_path:
-        spec["weights_report"] = load_encoder_weights(model, encoder_weights_path)
+        spec["weights_report"] = load_encoder_weights(model, encoder_weights_path, weight_layout=weight_layout,
+                                                      weight_bands=weight_bands, bands=bands)
     if refine:
         from .refine import Refined
 
@@ -192,10 +202,13 @@ def build_model(arch: str, encoder: str | None = "resnet34", in_channels: int = 
     return model
 
 
-def model_from_config(cfg: Any, in_channels: int, *, skip_missing_encoder_weights: bool = False) -> nn.Module:
+def model_from_config(cfg: Any, in_channels: int, *, skip_missing_encoder_weights: bool = False,
+                      bands: Sequence[str] | None = None) -> nn.Module:
     """``build_model`` from a run's config (``cfg.model``: arch, encoder, classes, kwargs,
-    encoder_weights_path) for ``in_channels`` input bands -- the one place training and run
-    loading turn a config into a model, so a loaded run is built exactly as it was trained.
+    encoder_weights_path, weight_layout, weight_bands) for ``in_channels`` input bands -- the one
+    place training and run loading turn a config into a model, so a loaded run is built exactly
+    as it was trained. ``bands``: the run's band names (its input contract), for band-aware
+    pretrained weights; None (or unnamed bands) adapts the file's first conv by position.
 
     ``skip_missing_encoder_weights``: build without the encoder weights file when it is gone
     (loading a finished run: its trained weights replace the encoder's anyway).
@@ -205,7 +218,8 @@ def model_from_config(cfg: Any, in_channels: int, *, skip_missing_encoder_weight
     if weights and skip_missing_encoder_weights and not Path(weights).is_file():
         weights = None
     return build_model(m.arch, m.encoder, in_channels=in_channels, classes=m.classes,
-                       encoder_weights_path=weights, **dict(m.kwargs or {}))
+                       encoder_weights_path=weights, weight_layout=getattr(m, "weight_layout", None),
+                       weight_bands=getattr(m, "weight_bands", None), bands=bands, **dict(m.kwargs or {}))
 
 
 def _refine_width(value, cls) -> int:
@@ -224,34 +238,11 @@ def _refine_width(value, cls) -> int:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` dict from a ``.safetensors`` or ``torch.save`` file (CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WorkbenchError(f"encoder weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    """A flat ``{name: tensor}`` dict from a ``.safetensors`` or ``torch.save`` file (CPU):
+    ``workbench.weights.read_state_dict``, its errors naming the encoder weights file."""
+    from workbench.weights import read_state_dict as read
 
-            obj = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle refused by weights_only, ...
-        raise WorkbenchError(f"cannot read encoder weights file {path}: {type(exc).__name__}: {exc}") from exc
-    for _ in range(3):  # unwrap {"state_dict": {...}} style checkpoints
-        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            break
-        inner = None
-        if isinstance(obj, dict):
-            for wrapper in ("state_dict", "model_state_dict", "model", "encoder", "module", "params"):
-                if isinstance(obj.get(wrapper), dict):
-                    inner = obj[wrapper]
-                    break
-        if inner is None:
-            break
-        obj = inner
-    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
-        raise WorkbenchError(f"encoder weights file {path} does not hold a state dict of tensors")
-    return dict(obj)
+    return read(path, what="encoder weights file")
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -290,15 +281,27 @@ def _some(keys, n: int = 4) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
-def load_encoder_weights(model: nn.Module, path: str | Path) -> dict:
+def load_encoder_weights(model: nn.Module, path: str | Path, *, weight_layout: str | None = None,
+                         weight_bands: Sequence[str] | None = None, bands: Sequence[str] | None = None) -> dict:
     """Load a local state dict into ``model.encoder`` (or ``model`` itself when it has no
     ``.encoder``), adapting the first conv to the model's input bands. Returns a report
-    ``{"path", "loaded", "adapted", "ignored"}``; raises ``WorkbenchError`` naming the file
-    for missing keys, unknown keys or shape mismatches."""
+    ``{"path", "loaded", "adapted", "ignored", "bands"}``; raises ``WorkbenchError`` naming the
+    file for missing keys, unknown keys or shape mismatches.
+
+    When the file's bands are known (``weight_layout``, a ``workbench.weights.LAYOUTS`` name, or
+    ``weight_bands``, its channel order) and the run's ``bands`` are named, the first conv is built
+    for the run's bands by name (``workbench.weights.adapt_first_layer``); otherwise the positional
+    adaptation of the module docstring applies (and ``report["bands"]`` says why)."""
+    from workbench.weights import band_aware
+
     encoder = getattr(model, "encoder", model)
     sd = read_state_dict(path)
     own = encoder.state_dict()
     sd = _rekey(sd, set(own))
+    first_conv = next((k for k, v in own.items() if v.ndim == 4), None)
+    sd, bands_report = band_aware(sd, path, weight_layout, weight_bands, bands,
+                                  first_key=first_conv if first_conv in sd else None,
+                                  channels=int(own[first_conv].shape[1]) if first_conv else None)
     ignored = sorted(k for k in sd if k not in own and _is_head(k))
     unexpected = sorted(k for k in sd if k not in own and not _is_head(k))
     missing = sorted(k for k in own if k not in sd and not k.endswith("num_batches_tracked"))
@@ -310,7 +313,6 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> dict:
             parts.append(f"{len(unexpected)} unknown keys ({_some(unexpected)})")
         raise WorkbenchError(f"encoder weights file {path} does not fit the {type(encoder).__name__} encoder: "
                              + "; ".join(parts))
-    first_conv = next((k for k, v in own.items() if v.ndim == 4), None)
     adapted, mismatched, result = [], [], {}
     for k, target in own.items():
         if k not in sd:
@@ -329,7 +331,10 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> dict:
         raise WorkbenchError(f"encoder weights file {path} has {len(mismatched)} tensors of the wrong shape "
                              f"(file vs model): {_some(mismatched, 3)}")
     encoder.load_state_dict(result, strict=False)
-    return {"path": str(path), "loaded": len(result), "adapted": adapted, "ignored": ignored}
+    if bands_report is not None and "matched" in bands_report:
+        adapted = [bands_report["first_layer"]]
+    return {"path": str(path), "loaded": len(result), "adapted": adapted, "ignored": ignored,
+            "bands": bands_report}
 
 
 # --------------------------------------------------------------------------- describe

@@ -34,12 +34,16 @@ class SegmentationTask(TaskModule):
         in_channels: bands per window (the train dataset's ``channels``).
         class_counts: pixel counts per class on the train split (``data.scan_masks``), for
             ``"auto"`` loss weights; None when the loss needs none.
+        band_names: the run's band names (its input contract), so pretrained weights of known
+            bands get their first layer built by band name (``model.weight_layout``).
     """
 
     name = "segmentation"
 
-    def __init__(self, cfg: SegmentationConfig, in_channels: int, class_counts: Sequence[float] | None = None):
+    def __init__(self, cfg: SegmentationConfig, in_channels: int, class_counts: Sequence[float] | None = None,
+                 band_names: Sequence[str] | None = None):
         self.cfg, self.in_channels, self.class_counts = cfg, int(in_channels), class_counts
+        self.band_names = list(band_names) if band_names else None
         self.model: nn.Module | None = None
         self.criterion: nn.Module | None = None
 
@@ -50,7 +54,7 @@ class SegmentationTask(TaskModule):
         from .models import model_from_config
 
         device = accelerator.device
-        self.model = model_from_config(self.cfg, self.in_channels).to(device)
+        self.model = model_from_config(self.cfg, self.in_channels, bands=self.band_names).to(device)
         self.criterion = loss_from_config(self.cfg, self.class_counts).to(device)
         return self.model
 
