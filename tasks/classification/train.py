@@ -90,7 +90,7 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
     val_ds = D.eval_dataset(val_tiles, cfg, stats)
     weights = balanced_class_weights(counts, len(classes)) if cfg.loss.class_weights == "balanced" else None
     task = ClassificationTask(cfg, classes, train_ds.channels, train_labels, val_labels, weights,
-                              band_names=contract.names)
+                              band_names=contract.channel_names)
     trainer = Trainer(task, cfg.train, train_ds, val_ds, name=cfg.name, config=cfg, resume=resume,
                       collate_fn=passthrough_collate, runs_root=runs_root)
     run = trainer.run

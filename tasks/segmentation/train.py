@@ -87,7 +87,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
 
     train_ds = train_dataset(train_src, cfg, stats)
     val_ds = eval_dataset(val_src, cfg, stats)
-    task = SegmentationTask(cfg, train_ds.channels, class_counts, band_names=contract.names)
+    task = SegmentationTask(cfg, train_ds.channels, class_counts, band_names=contract.channel_names)
     trainer = Trainer(task, cfg.train, train_ds, val_ds, name=cfg.name, config=cfg, resume=resume,
                       collate_fn=passthrough_collate, runs_root=runs_root)
     run = trainer.run

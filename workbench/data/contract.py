@@ -66,6 +66,12 @@ class InputContract:
         return [b.name for b in self.bands]
 
     @property
+    def channel_names(self) -> list[str]:
+        """What each model input channel holds: the bands, then the indices (``NDWI``), so a
+        pretrained first layer is matched channel by channel (an index takes the mean init)."""
+        return self.names + [n.upper() for n in self.indices]
+
+    @property
     def named(self) -> bool:
         return not band_names.all_default(self.names)
 
