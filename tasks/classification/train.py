@@ -41,15 +41,15 @@ def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None
     return resume_config(resume, overrides, config_from_dict, task=ClassificationTask.name)
 
 
-def _select(cfg: ClassificationConfig, catalog, query_override: dict | None):
+def _select(cfg: ClassificationConfig, catalog, query_override: dict | None, resume: str | Path | None = None):
     from workbench.data.catalog import open_existing
-    from workbench.train.run_steps import refuse_split_filter
+    from workbench.train.run_steps import refuse_split_filter, resumed_query
 
     from .data import select_tiles
 
     refuse_split_filter(query_override, "classify train")
     d = cfg.data
-    query = d.query(query_override)
+    query = resumed_query(resume, d.query(query_override), query_override)
     with open_existing(catalog or d.catalog) as cat:
         train_tiles = select_tiles(cat, query, d.train_split, cfg)
         val_tiles = select_tiles(cat, query, d.val_split, cfg)
@@ -66,7 +66,13 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
     """Train, then score the test split with the best weights; returns the run summary."""
     from workbench.data.contract import FILE as INPUTS_FILE
     from workbench.data.dataset import passthrough_collate
-    from workbench.train.run_steps import band_stats_for, finish_run, input_contract_for, write_tiles_json
+    from workbench.train.run_steps import (
+        band_stats_for,
+        check_resumed_tiles,
+        finish_run,
+        input_contract_for,
+        write_tiles_json,
+    )
     from workbench.train.trainer import Trainer
 
     from . import data as D
@@ -76,7 +82,12 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
 
     t_start = time.perf_counter()
     d = cfg.data
-    query, catalog_path, train_tiles, val_tiles, test_tiles = _select(cfg, catalog, query_override)
+    if resume is not None:  # one run for the config, the tile selection and the checkpoint
+        from workbench.train.run_dir import RunDir
+
+        resume = RunDir.open(resume, runs_root, task=ClassificationTask.name).path
+    query, catalog_path, train_tiles, val_tiles, test_tiles = _select(cfg, catalog, query_override, resume)
+    check_resumed_tiles(resume, {"train": train_tiles, "val": val_tiles, "test": test_tiles})
     classes = D.class_names(cfg, train_tiles)
     train_labels = D.label_indices(train_tiles, cfg, classes)
     val_labels = D.label_indices(val_tiles, cfg, classes)

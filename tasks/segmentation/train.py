@@ -55,9 +55,11 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     from workbench.train.run_dir import RunDir
     from workbench.train.run_steps import (
         band_stats_for,
+        check_resumed_tiles,
         finish_run,
         input_contract_for,
         refuse_split_filter,
+        resumed_query,
         write_tiles_json,
     )
     from workbench.train.trainer import Trainer
@@ -66,7 +68,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     refuse_split_filter(query_override, "segment train")
     if resume is not None:  # one run for the config, the band statistics and the checkpoint
         resume = RunDir.open(resume, runs_root, task=SegmentationTask.name).path
-    query = base_query(cfg, query_override)
+    query = resumed_query(resume, base_query(cfg, query_override), query_override)
     d = cfg.data
     with open_catalog(cfg, catalog) as cat:
         train_tiles = query_split(cat, query, d.train_split)
@@ -76,6 +78,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
         catalog_path = str(cat.path)
         train_src, val_src, test_src = (context_of(cat, tiles, cfg)
                                         for tiles in (train_tiles, val_tiles, test_tiles))
+    check_resumed_tiles(resume, {"train": train_tiles, "val": val_tiles, "test": test_tiles})
 
     class_counts = scan_masks(train_tiles, cfg.model.classes, d.stats_max_tiles)
     val_counts = scan_masks(val_tiles, cfg.model.classes, d.stats_max_tiles)

@@ -44,6 +44,61 @@ def refuse_split_filter(query_override: Mapping[str, Any] | None, verb: str,
                              f"(or set {settings})")
 
 
+def _recorded_tiles(resume: str | Path | None) -> dict | None:
+    """The resumed run's ``tiles.json`` (None when not resuming, or for a run from before it)."""
+    import json
+
+    if resume is None:
+        return None
+    path = Path(resume) / "tiles.json"
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise WorkbenchError(f"{path}: not readable JSON; the run's tile selection is needed to resume it") from None
+    if not isinstance(info, dict) or not isinstance(info.get("query"), dict):
+        raise WorkbenchError(f"{path}: has no query; the run's tile selection is needed to resume it")
+    return info
+
+
+def resumed_query(resume: str | Path | None, query: Mapping[str, Any],
+                  query_override: Mapping[str, Any] | None) -> dict:
+    """The filters a resumed run goes on with: the ones it recorded when it started (command-line
+    filters included), not the config's, so ``--resume`` never trains on another tile set. Filters
+    given again with ``--resume`` must be the recorded ones: anything else is refused in one line."""
+    import json
+
+    info = _recorded_tiles(resume)
+    if info is None:
+        return dict(query)
+    recorded = info["query"]
+    given = json.loads(json.dumps(dict(query_override or {}), default=list))
+    for key, value in given.items():
+        if recorded.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            raise WorkbenchError(f"{flag} {value!r} contradicts the resumed run, which selected its tiles with "
+                                 f"{key}={recorded.get(key)!r} ({Path(resume) / 'tiles.json'}); resume without "
+                                 "filters, or start a new run")
+    return dict(recorded)
+
+
+def check_resumed_tiles(resume: str | Path | None, tiles: Mapping[str, Sequence]) -> None:
+    """Refuse to resume when the recorded query now gives other tiles (the catalog changed under
+    the run: an import, a re-split): the rest of the run would train on a set it did not start on."""
+    info = _recorded_tiles(resume)
+    if info is None:
+        return
+    for role, role_tiles in tiles.items():
+        if role not in info:
+            continue
+        now, then = [t.id for t in role_tiles], list(info[role])
+        if now != then:
+            raise WorkbenchError(f"the catalog now gives {len(now)} {role} tile(s) for the resumed run's query, "
+                                 f"it started with {len(then)} ({Path(resume) / 'tiles.json'}): the catalog changed "
+                                 "since; start a new run")
+
+
 def resume_config(resume: str | Path, overrides: Sequence[str] | None,
                   config_from_dict: Callable[[dict], Any], runs_root: str | Path | None = None,
                   task: str | None = None) -> Any:

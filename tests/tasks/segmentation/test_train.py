@@ -120,3 +120,34 @@ def test_resume_latest_continues_the_last_segmentation_run(tiny, cli):
     steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
              if r.get("event") == "train"]
     assert steps == [1, 2, 3, 4]
+
+
+def test_resume_keeps_the_command_line_filters_and_refuses_other_tiles(tiny, cli):
+    """Filters given on the command line are the run's: --resume reuses them (not the preset's), refuses
+    different ones, and refuses when the catalog now gives other tiles for them."""
+    from tests.support.rasters import write_pair
+
+    where = "id % 2 = 0 OR split != 'train'"
+    code, out, err = cli("segment", "train", *FAST, "--where", where, "--set", "train.max_steps=2",
+                         "--set", "train.epochs=3")
+    assert code == 0, err
+    run = run_dir_of(out)
+    tiles = json.loads((run / "tiles.json").read_text())
+    assert tiles["query"]["where"] == where and len(tiles["train"]) == 3
+
+    before = {p: p.read_bytes() for p in (run / "tiles.json", run / "checkpoints" / "last.safetensors")}
+    code, out, err = cli("segment", "train", "--resume", run.name, "--where", "id % 3 = 0")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "contradicts the resumed run" in err, err
+    assert {p: p.read_bytes() for p in before} == before
+
+    code, out, err = cli("segment", "train", "--resume", run.name, "--set", "train.max_steps=3")
+    assert code == 0, err
+    assert json.loads((run / "tiles.json").read_text())["train"] == tiles["train"]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+
+    extra = tiny / "in" / "more"
+    for i in range(2):
+        write_pair(extra, f"more{i}", size=SIZE, seed=50 + i, origin=(520_000.0 + 1000 * i, 4_650_000.0))
+    assert cli("data", "import", extra, "--split", "train", "--no-progress")[0] == 0
+    code, out, err = cli("segment", "train", "--resume", run.name, "--set", "train.max_steps=4")
+    assert code == 2 and "the catalog changed" in err and len(err.strip().splitlines()) == 1, err
