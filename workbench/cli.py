@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -100,6 +101,28 @@ def _run(argv: Sequence[str] | None) -> int:
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except (OSError, sqlite3.DatabaseError, MemoryError) as exc:
+        if os.environ.get("WORKBENCH_DEBUG") == "1" or isinstance(exc, BrokenPipeError):
+            raise
+        print(f"workbench: error: {environment_error(exc, args)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
         return 130
+
+
+def environment_error(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line for what the machine or its files refused (a full disk, a path under a file, a
+    read-only folder, a damaged catalog, memory): those are the user's to fix, not bugs, so they
+    name the file and the reason instead of a traceback (``WORKBENCH_DEBUG=1`` shows it)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory: try a smaller --batch-size or --window, or fewer images at once"
+    if isinstance(exc, sqlite3.DatabaseError):
+        from workbench import paths
+
+        where = getattr(args, "catalog", None) or paths.default_catalog()
+        return f"{where}: catalog database error ({exc}); nothing more was written"
+    assert isinstance(exc, OSError)
+    name = exc.filename if exc.filename is not None else "a file"
+    other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    return f"{name}{other}: {exc.strerror or exc}"

@@ -69,8 +69,9 @@ def load_config(path: Path) -> SegmentationConfig:
     """The run's ``SegmentationConfig``; a file that does not fit the schema is a one-line error."""
     from workbench.config import build, read_yaml
 
+    data = read_yaml(path)  # its errors name the file already
     try:
-        return build(SegmentationConfig, read_yaml(path))
+        return build(SegmentationConfig, data)
     except WorkbenchError as exc:
         raise WorkbenchError(f"{path}: {exc}") from None
 

@@ -106,6 +106,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                    help="a folder of GeoTIFFs, or one scene: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC "
                         "item JSON, or any path GDAL opens")
     v.add_argument("--mask", metavar="MASK.tif", help="a scene's water mask (on the scene's grid)")
+    v.add_argument("--mask-classes", type=int, default=2, metavar="N",
+                   help="masks hold classes 0..N-1 besides their nodata (default 2: 0 land, 1 water); any other "
+                        "value is refused")
     v.add_argument("--chip-size", type=int, default=256, metavar="PX",
                    help="scenes and images larger than this are cut into chips of this side (default 256)")
     v.add_argument("--chips", metavar="DIR",
@@ -153,11 +156,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 # ---- helpers --------------------------------------------------------------------------------------
 
-def _catalog(args: argparse.Namespace):
+def _catalog(args: argparse.Namespace, read_only: bool = False):
+    """The verb's catalog; the read-only verbs (list, stats) never create one, nor its folder."""
     from workbench import paths
     from workbench.data.catalog import Catalog
 
-    return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog(), read_only=read_only)
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:
@@ -244,7 +248,7 @@ def run_import(args: argparse.Namespace) -> int:
             result = folder.import_scene(cat, args.dir, args.mask, chips_root=chips, chip_size=args.chip_size,
                                          source=args.source, split=args.split, block_deg=args.block_size,
                                          bands=args.bands, scale=args.scale, offset=args.offset,
-                                         scl_nodata=args.scl_nodata,
+                                         scl_nodata=args.scl_nodata, mask_classes=args.mask_classes,
                                          progress=not args.no_progress)
         elif folder.scene_products(target):
             if args.mode or args.pattern:
@@ -257,7 +261,7 @@ def run_import(args: argparse.Namespace) -> int:
             result = folder.import_folder(cat, args.dir, source=args.source, mode=args.mode, pattern=args.pattern,
                                           split=args.split, block_deg=args.block_size,
                                           progress=not args.no_progress, chip_size=args.chip_size,
-                                          chips_root=chips)
+                                          chips_root=chips, mask_classes=args.mask_classes)
         added = result.added
         print(f"{result.root}: {result.found} image(s), layout {result.layout}, mode {result.mode}, "
               f"source {result.source}")
@@ -368,7 +372,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     query = query_from_args(args)
-    with _catalog(args) as cat:
+    with _catalog(args, read_only=True) as cat:
         tiles = cat.query(**query)
         if args.json:
             out = sys.stdout
@@ -390,7 +394,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     query = query_from_args(args)
-    with _catalog(args) as cat:
+    with _catalog(args, read_only=True) as cat:
         s = cat.stats(**query)
     if args.json:
         print(json.dumps(s))

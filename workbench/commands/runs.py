@@ -73,7 +73,9 @@ def run_list(args: argparse.Namespace) -> int:
             continue
         best = summary.get("best") or {}
         test = _test_block(summary)
-        rows.append({"run": run.name, "task": task, "status": summary.get("status", "unknown"),
+        problem = run.summary_problem()
+        rows.append({"run": run.name, "task": task,
+                     "status": "unreadable summary.json" if problem else summary.get("status", "unknown"),
                      "steps": summary.get("steps"), "monitor": summary.get("monitor"),
                      "best": best.get("value"), "best_step": best.get("step"),
                      "test": test or None, "started": summary.get("started"), "path": str(run.path)})
@@ -100,7 +102,10 @@ def run_compare(args: argparse.Namespace) -> int:
     runs = []
     for ref in args.runs:
         run = RunDir(find_run(ref))
-        runs.append((run, run.read_summary(), flatten(run.read_config())))
+        problem = run.summary_problem()
+        if problem:
+            raise WorkbenchError(problem)
+        runs.append((run, run.read_summary(), flatten(run.read_config(missing_ok=True))))
     names = [run.name for run, _, _ in runs]
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -12,6 +12,7 @@ be moved or shared as a whole.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -121,26 +122,69 @@ def _retry_locked(action: Callable[[], Any], attempts: int = 50) -> Any:
 
 
 class Catalog:
-    """Open (creating if needed) the catalog at ``path`` or the default location."""
+    """Open the catalog at ``path`` or the default location: creating it if needed, or, with
+    ``read_only``, only reading one that exists (no file, folder, WAL or schema is ever made,
+    so listing a catalog in a read-only folder works and a typo never leaves an empty catalog).
 
-    def __init__(self, path: str | Path | None = None):
+    Every open checks the schema: its version and the ``tiles`` columns must be the ones this
+    workbench knows (a newer or hand-edited catalog is refused, not half-written). Writers also
+    run SQLite's ``quick_check`` first, so an import never commits into a catalog with corrupt
+    pages."""
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False):
         self.path = Path(path) if path else paths.default_catalog()
+        self.read_only = bool(read_only)
+        if self.read_only and not self.path.is_file():
+            raise WorkbenchError(f"{self.path}: no such catalog (build one with: workbench data bluemarble)")
         self.root = self.path.parent.resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA busy_timeout = 120000")
-            _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            with self.transaction():
-                for stmt in filter(str.strip, SCHEMA.split(";")):
-                    self.conn.execute(stmt)
-                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                  (str(SCHEMA_VERSION),))
+            if self.read_only:
+                self.conn = _connect_read_only(self.path)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = self._connect_writer()
+            self._check_schema()
         except sqlite3.DatabaseError as exc:
-            raise WorkbenchError(f"{self.path}: not a workbench catalog ({exc})") from None
+            raise WorkbenchError(f"{self.path}: not a workbench catalog, or a corrupt one ({exc})") from None
+        except OSError as exc:
+            raise WorkbenchError(f"{self.path}: cannot open the catalog ({exc.strerror or exc})") from None
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        self.conn = conn
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 120000")
+        # no table yet: a new file, or one that another importer is creating right now
+        fresh = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        if not fresh:  # checked before anything (the WAL switch included) touches the file
+            _quick_check(conn, self.path)
+            self._check_schema()
+        _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self.transaction():
+            for stmt in filter(str.strip, SCHEMA.split(";")):
+                conn.execute(stmt)
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        return conn
+
+    def _check_schema(self) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"tiles", "meta"} <= tables:
+            raise WorkbenchError(f"{self.path}: not a workbench catalog (no tiles/meta tables)")
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = row[0] if row else None
+        if str(version) != str(SCHEMA_VERSION):
+            raise WorkbenchError(f"{self.path}: catalog schema version {version}; this workbench reads version "
+                                 f"{SCHEMA_VERSION} (made by another workbench version?)")
+        have = [r[1] for r in self.conn.execute("PRAGMA table_info(tiles)")]
+        want = ["id", *COLUMNS]
+        if set(have) != set(want):
+            extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+            raise WorkbenchError(f"{self.path}: the tiles table does not have this workbench's columns ("
+                                 + "; ".join(p for p in (f"unknown: {', '.join(extra)}" if extra else "",
+                                                         f"missing: {', '.join(missing)}" if missing else "")
+                                             if p) + ")")
 
     def close(self) -> None:
         self.conn.close()
@@ -418,17 +462,44 @@ class Catalog:
         return Tile(**d)
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can never write. A WAL catalog needs its ``-shm`` file, which SQLite
+    cannot make in a read-only folder; then the file is opened as immutable (no other writer can
+    be running there either: it could not write its own WAL)."""
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=120, isolation_level=None)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 120000")
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse to write into a catalog with corrupt pages (SQLite's quick_check: O(pages), no index
+    cross-check) -- an import would otherwise commit beside damage and report success."""
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+    if rows != ["ok"]:
+        raise WorkbenchError(f"{path}: the catalog is corrupt (SQLite quick_check: {'; '.join(rows)[:200]}); "
+                             "restore it from a copy, nothing was written")
+
+
 def _read_only(action: int, *_: Any) -> int:
     allowed = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
 
 
-def open_existing(path: str | Path | None = None) -> Catalog:
+def open_existing(path: str | Path | None = None, read_only: bool = False) -> Catalog:
     """The catalog at ``path`` (default: the workbench home's); a path given but missing is a user
     error rather than a new empty catalog that would make a run train on nothing."""
     if path is not None and not Path(path).is_file():
         raise WorkbenchError(f"{path}: no such catalog (build one with: workbench data bluemarble)")
-    return Catalog(path)
+    return Catalog(path, read_only=read_only)
 
 
 def check_where(where: str) -> str:

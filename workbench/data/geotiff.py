@@ -122,57 +122,180 @@ def read(path: str | Path, window: Window | None = None, bands: Sequence[int] | 
             raise WorkbenchError(f"{path}: truncated or corrupt GeoTIFF ({_short(exc)})") from None
 
 
+OVERVIEW_RESAMPLINGS = ("nearest", "average", "mode", "bilinear", "cubic")
+
+
+class RasterWriter:
+    """Write a raster window by window, so a scene-sized map never has to sit in memory.
+
+        with RasterWriter("mask.tif", width=W, height=H, count=1, dtype="uint8", affine=t, crs=crs,
+                          nodata=255) as out:
+            for row_off, rows in finished_rows():
+                out.write(rows, row_off=row_off)
+        path = out.path                      # closed (and renamed into place) by the ``with``
+
+    Why this shape: pixels go to a tiled GeoTIFF under a temporary name beside the target (GDAL's
+    block cache gathers partial tiles, so any row band may be written); ``close()`` turns that into
+    a Cloud-Optimised GeoTIFF (``cog=True``: GDAL's COG driver via ``rasterio.shutil.copy``, which
+    builds the internal overviews with ``overview_resampling`` and puts them before the full
+    resolution, so a viewer or a range request reads a zoomed-out map without the whole file),
+    reads every block of the result back (a disk that filled up must fail here), and only then
+    renames it onto the target. An exception inside the ``with`` (or a failed write/close)
+    removes the temporaries and leaves an existing target untouched; OS and GDAL errors are one
+    line naming the target. ``cog=False`` keeps the plain (tiled or striped) GeoTIFF.
+    """
+
+    def __init__(self, path: str | Path, *, width: int, height: int, count: int, dtype: str | np.dtype,
+                 affine: Affine | Sequence[float], crs: str | None, nodata: float | None = None,
+                 band_names: Sequence[str] | None = None, tags: dict | None = None, cog: bool = True,
+                 overview_resampling: str = "nearest", compress: str | None = "deflate",
+                 tiled: bool | None = None, blocksize: int = 256, scales: Sequence[float] | None = None,
+                 offsets: Sequence[float] | None = None):
+        self.path = Path(path)
+        self.shape = (int(count), int(height), int(width))
+        if min(self.shape) < 1:
+            raise WorkbenchError(f"{self.path}: cannot write a raster of {count} band(s) x {height} x {width} px")
+        if overview_resampling not in OVERVIEW_RESAMPLINGS:
+            raise WorkbenchError(f"overview resampling {overview_resampling!r}: expected one of "
+                                 f"{', '.join(OVERVIEW_RESAMPLINGS)}")
+        if band_names is not None and len(band_names) != count:
+            raise WorkbenchError(f"{self.path}: {len(band_names)} band name(s) for {count} band(s)")
+        self.cog, self.compress, self.blocksize = cog, compress, int(blocksize)
+        self.overview_resampling = overview_resampling
+        if not isinstance(affine, Affine):
+            affine = Affine(*list(affine)[:6])
+        self.dtype = np.dtype(dtype)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        # the COG is a copy of a first, plain tiled file: the overviews must precede the pixels
+        self._stage = self._tmp.with_name(self._tmp.name + ".stage") if cog else self._tmp
+        profile = dict(driver="GTiff", width=self.shape[2], height=self.shape[1], count=self.shape[0],
+                       dtype=self.dtype.name, crs=crs, transform=affine, nodata=nodata, BIGTIFF="IF_SAFER")
+        if cog and compress:
+            profile.update(compress="deflate", zlevel=1)     # the staged copy is read once: fast, not small
+        elif compress:
+            profile["compress"] = compress
+        if tiled is None:
+            tiled = cog or (width >= 512 and height >= 512)
+        if tiled:
+            profile.update(tiled=True, blockxsize=self.blocksize, blockysize=self.blocksize)
+        self._ds = None
+        self._done = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._ds = rasterio.open(self._stage, "w", **profile)
+            for i, name in enumerate(band_names or []):
+                self._ds.set_band_description(i + 1, name)
+            if tags:
+                self._ds.update_tags(**{k: str(v) for k, v in tags.items()})
+            if scales is not None:
+                self._ds.scales = tuple(float(v) for v in scales)
+            if offsets is not None:
+                self._ds.offsets = tuple(float(v) for v in offsets)
+        except BaseException as exc:
+            self.abort()
+            raise self._one_line(exc) from None
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, array: np.ndarray, window: Window | None = None, *, row_off: int | None = None) -> None:
+        """Write ``array`` ((bands, h, w), or (h, w) for one band) at ``window``, or as full-width
+        rows starting at ``row_off`` (0 when neither is given)."""
+        if self._ds is None:
+            raise WorkbenchError(f"{self.path}: writer is closed")
+        arr = array[None] if array.ndim == 2 else array
+        count, height, width = self.shape
+        if window is None:
+            window = Window(0, int(row_off or 0), arr.shape[-1], arr.shape[-2])
+        c0, r0 = int(window.col_off), int(window.row_off)
+        if arr.shape != (count, int(window.height), int(window.width)) or c0 < 0 or r0 < 0 or \
+                c0 + arr.shape[2] > width or r0 + arr.shape[1] > height:
+            self.abort()
+            raise WorkbenchError(f"{self.path}: a block of {arr.shape} at row {r0}, col {c0} does not fit a raster "
+                                 f"of {count} band(s) x {height} x {width} px")
+        try:
+            self._ds.write(arr.astype(self.dtype, copy=False), window=window)
+        except BaseException as exc:
+            self.abort()
+            raise self._one_line(exc) from None
+
+    def close(self) -> Path:
+        """Finish the file (overviews and COG layout when ``cog``), check it, rename it onto the target."""
+        if self._done:
+            return self.path
+        if self._ds is None:
+            raise WorkbenchError(f"{self.path}: writer was aborted, nothing written")
+        try:
+            ds, self._ds = self._ds, None
+            ds.close()
+            if self.cog:
+                import rasterio.shutil
+
+                options = dict(BLOCKSIZE=self.blocksize, OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
+                               BIGTIFF="IF_SAFER", COMPRESS=(self.compress or "none").upper())
+                rasterio.shutil.copy(self._stage, self._tmp, driver="COG", **options)
+                self._stage.unlink()
+            _check_written(self._tmp, self.path, self.shape)
+            os.replace(self._tmp, self.path)
+            self._done = True
+        except BaseException as exc:
+            self.abort()
+            raise self._one_line(exc) from None
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far; the target is left as it was."""
+        ds, self._ds = self._ds, None
+        if ds is not None:
+            try:
+                ds.close()
+            except Exception:       # closing a half-written file may fail again; it is deleted next
+                pass
+        for p in {self._stage, self._tmp, self._tmp.with_name(self._tmp.name + ".ovr.tmp")}:
+            if p.exists():
+                p.unlink()
+
+    def _one_line(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, OSError):        # a full disk, a read-only folder: one line, nothing renamed
+            return WorkbenchError(f"{self.path}: could not be written ({exc.strerror or exc})")
+        if isinstance(exc, RasterioError):
+            return WorkbenchError(f"{self.path}: could not be written ({_short(exc)})")
+        return exc
+
+
 def write(path: str | Path, array: np.ndarray, transform: Affine | Sequence[float], crs: str | None,
           nodata: float | None = None, band_names: Sequence[str] | None = None,
           compress: str | None = "deflate", tags: dict | None = None, tiled: bool | None = None,
-          scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None) -> Path:
-    """Write atomically: to ``.name.tmp-PID`` beside the target, then rename. ``scales`` /
-    ``offsets``: GDAL's per-band ``value * scale + offset`` (how the numbers become reflectance)."""
-    path = Path(path)
+          scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None, cog: bool = False,
+          overview_resampling: str = "nearest") -> Path:
+    """Write a whole array atomically (a :class:`RasterWriter` fed one block): to
+    ``.name.tmp-PID`` beside the target, then rename. ``scales`` / ``offsets``: GDAL's per-band
+    ``value * scale + offset`` (how the numbers become reflectance). ``cog``: a Cloud-Optimised
+    GeoTIFF with internal overviews, for maps people look at (masks, probabilities)."""
     arr = array[None] if array.ndim == 2 else array
     count, height, width = arr.shape
-    if not isinstance(transform, Affine):
-        transform = Affine(*list(transform)[:6])
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=arr.dtype,
-                   crs=crs, transform=transform, nodata=nodata)
-    if compress:
-        profile["compress"] = compress
-    if tiled is None:
-        tiled = width >= 512 and height >= 512
-    if tiled:
-        profile.update(tiled=True, blockxsize=256, blockysize=256)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(arr)
-            for i, name in enumerate(band_names or []):
-                dst.set_band_description(i + 1, name)
-            if tags:
-                dst.update_tags(**{k: str(v) for k, v in tags.items()})
-            if scales is not None:
-                dst.scales = tuple(float(v) for v in scales)
-            if offsets is not None:
-                dst.offsets = tuple(float(v) for v in offsets)
-        _check_written(tmp, path, arr)
-        os.replace(tmp, path)
-    except OSError as exc:                 # a full disk, a read-only folder: one line, nothing renamed
-        raise WorkbenchError(f"{path}: could not be written ({exc.strerror or exc})") from None
-    except RasterioError as exc:
-        raise WorkbenchError(f"{path}: could not be written ({_short(exc)})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with RasterWriter(path, width=width, height=height, count=count, dtype=arr.dtype, affine=transform, crs=crs,
+                      nodata=nodata, band_names=band_names, tags=tags, cog=cog,
+                      overview_resampling=overview_resampling, compress=compress, tiled=tiled,
+                      scales=scales, offsets=offsets) as out:
+        out.write(arr)
+    return out.path
 
 
-def _check_written(tmp: Path, path: Path, arr: np.ndarray) -> None:
+def _check_written(tmp: Path, path: Path, shape: tuple[int, int, int]) -> None:
     """Read the temporary file back before it is renamed into place: a write the disk cut short
     (GDAL may only warn) must fail here, not leave a truncated GeoTIFF under the real name."""
+    shape = tuple(shape)
     try:
         with rasterio.open(tmp) as ds:
-            if (ds.count, ds.height, ds.width) != arr.shape:
-                raise WorkbenchError(f"{path}: written file holds {ds.count}x{ds.height}x{ds.width}, not {arr.shape}")
+            if (ds.count, ds.height, ds.width) != shape:
+                raise WorkbenchError(f"{path}: written file holds {ds.count}x{ds.height}x{ds.width}, not {shape}")
             for _, window in ds.block_windows(1):
                 ds.read(window=window)
     except RasterioError as exc:

@@ -28,6 +28,18 @@ QUERY_HELP = """tile filters (all optional, combined with AND; lists are comma-s
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
 
+def _real_date(value: str) -> bool:
+    """2023-02-30 matches the pattern but names no day: it would silently select nothing."""
+    import datetime
+
+    parts = [int(p) for p in value.split("-")] + [1, 1]
+    try:
+        datetime.date(*parts[:3])
+    except ValueError:
+        return False
+    return True
+
+
 def add_query_args(parser: argparse.ArgumentParser, limit: bool = True, prefix: str = "") -> argparse._ArgumentGroup:
     """Add the tile filter options to ``parser`` (in their own help group).
 
@@ -93,8 +105,9 @@ def query_from_args(args: argparse.Namespace, prefix: str = "") -> dict[str, Any
     for key in ("date_from", "date_to"):
         value = get(key)
         if value is not None:
-            if not _DATE.match(value):
-                raise WorkbenchError(f"{opt(key)} {value!r}: expected a date YYYY-MM-DD (or YYYY-MM, YYYY)")
+            if not _DATE.match(value) or not _real_date(value):
+                raise WorkbenchError(f"{opt(key)} {value!r}: expected a date YYYY-MM-DD (or YYYY-MM, YYYY) "
+                                     "that exists")
             q[key] = value
     if "date_to" in q:          # "2023" or "2023-06" means through its end (dates compare as text)
         q["date_to"] += {4: "-12-31", 7: "-31"}.get(len(q["date_to"]), "")
@@ -103,8 +116,8 @@ def query_from_args(args: argparse.Namespace, prefix: str = "") -> dict[str, Any
         q["where"] = where.strip()
     limit = get("limit")
     if limit is not None:
-        if limit < 0:
-            raise WorkbenchError(f"{opt('limit')} {limit}: must be 0 or more")
+        if not 0 <= limit < 2**63:
+            raise WorkbenchError(f"{opt('limit')} {limit}: must be between 0 and {2**63 - 1}")
         q["limit"] = limit
     return q
 

@@ -14,12 +14,20 @@ safetensors (not pickle) so a checkpoint from someone else cannot run code when
 loaded. The file is written under a temporary name in the same folder and moved
 into place with ``os.replace``, so a crash or a kill mid-write leaves the previous
 checkpoint intact.
+
+The metadata also holds ``workbench_sha256``: a SHA-256 over the tensor index (names,
+dtypes, shapes, offsets) and every tensor byte. A flipped bit on disk would otherwise
+load as a slightly different model and resume "exactly" from it; loading tensors checks
+the digest and refuses a file that does not match (files from before it are read as they
+are).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,8 @@ from workbench.errors import WorkbenchError
 
 META_KEY = "workbench"
 FORMAT = "workbench-checkpoint/1"
+DIGEST_KEY = "workbench_sha256"
+_CHUNK = 1 << 22
 
 
 def _json_default(obj: Any) -> Any:
@@ -43,6 +53,27 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in checkpoint metadata")
 
 
+def _digest(index: dict, data_chunks) -> str:
+    """SHA-256 of the tensor index (the header without its metadata, keys sorted) and the data bytes."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in index.items() if k != "__metadata__"},
+                                  sort_keys=True).encode())
+    for chunk in data_chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _with_digest(blob: bytes) -> bytes:
+    """The serialised file ``blob`` with its digest added to the header's metadata (tensor offsets
+    are relative to the data section, so a longer header leaves them valid)."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    data = memoryview(blob)[8 + n:]
+    header.setdefault("__metadata__", {})[DIGEST_KEY] = _digest(header, [data])
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # keep the data section 8-byte aligned, as safetensors does
+    return struct.pack("<Q", len(text)) + text + bytes(data)
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
     """Write ``tensors`` plus JSON ``state`` to ``path`` atomically (temp file + os.replace)."""
     path = Path(path)
@@ -51,10 +82,16 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: d
     meta = {"format": "pt", "workbench_format": FORMAT,
             META_KEY: json.dumps(state, default=_json_default)}
     try:
-        safetensors.torch.save_file(fastpaths.save_ready(tensors), str(tmp), metadata=meta)
-        with open(tmp, "rb") as fh:
+        blob = _with_digest(safetensors.torch.save(fastpaths.save_ready(tensors), metadata=meta))
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
             os.fsync(fh.fileno())
+        if tmp.stat().st_size != len(blob):
+            raise WorkbenchError(f"{path}: the checkpoint did not write completely (disk full?)")
         os.replace(tmp, path)
+    except OSError as exc:
+        raise WorkbenchError(f"{path}: could not write the checkpoint ({exc.strerror or exc})") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -69,6 +106,26 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: d
     return path
 
 
+def verify_checkpoint(path: str | Path) -> bool:
+    """Check the file's tensors against its recorded digest; True when it matches, False when the
+    file records none (written before checksums), a one-line error when it does not match."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+            expected = (header.get("__metadata__") or {}).get(DIGEST_KEY)
+            if expected is None:
+                return False
+            actual = _digest(header, iter(lambda: fh.read(_CHUNK), b""))
+    except (OSError, ValueError, struct.error):
+        raise WorkbenchError(f"{path}: not a readable safetensors checkpoint") from None
+    if actual != expected:
+        raise WorkbenchError(f"{path}: checkpoint is damaged (its tensors do not match the checksum it was "
+                             "written with); use another checkpoint (best/last) or retrain")
+    return True
+
+
 def read_state(path: str | Path) -> dict:
     """The JSON state of a checkpoint, without loading any tensor."""
     path = Path(path)
@@ -80,13 +137,22 @@ def read_state(path: str | Path) -> dict:
     except Exception:  # safetensors raises its own error types for truncated files
         raise WorkbenchError(f"{path}: not a readable safetensors checkpoint") from None
     if META_KEY not in meta:
-        raise WorkbenchError(f"{path}: not a workbench checkpoint (no '{META_KEY}' metadata)")
-    return json.loads(meta[META_KEY])
+        raise WorkbenchError(f"{path}: not a workbench checkpoint (no '{META_KEY}' metadata: a weights-only "
+                             "file?)")
+    try:
+        state = json.loads(meta[META_KEY])
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        raise WorkbenchError(f"{path}: the checkpoint's '{META_KEY}' metadata is not a JSON object")
+    return state
 
 
 def load_checkpoint(path: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors (optionally only keys starting with one of ``prefixes``) and the JSON state."""
+    """Tensors (optionally only keys starting with one of ``prefixes``) and the JSON state; the
+    file's checksum is verified first (:func:`verify_checkpoint`)."""
     state = read_state(path)
+    verify_checkpoint(path)
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt") as fh:
         for key in fh.keys():

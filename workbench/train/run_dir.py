@@ -168,10 +168,25 @@ class RunDir:
         return path
 
     def read_summary(self) -> dict:
+        """The summary, or ``{}`` when it is missing or unreadable: listing and sorting runs must
+        not stop at one broken folder (:meth:`summary_problem` says what is wrong with it)."""
         try:
-            return json.loads(self.summary_path.read_text())
+            summary = json.loads(self.summary_path.read_text())
         except (OSError, ValueError):
             return {}
+        return summary if isinstance(summary, dict) else {}
+
+    def summary_problem(self) -> str | None:
+        """Why ``summary.json`` cannot be read (None when it reads, or does not exist yet)."""
+        try:
+            summary = json.loads(self.summary_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            return f"{self.summary_path}: not readable JSON ({str(exc)[:80]})"
+        if not isinstance(summary, dict):
+            return f"{self.summary_path}: holds a {type(summary).__name__}, not a run summary (a JSON object)"
+        return None
 
     def update_summary(self, **fields: Any) -> dict:
         summary = {**self.read_summary(), **fields}
@@ -203,13 +218,16 @@ class RunDir:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         os.replace(tmp, self.metrics_path)
 
-    def read_config(self) -> dict:
-        import yaml
+    def read_config(self, missing_ok: bool = False) -> dict:
+        """The run's resolved config. Missing or malformed is one line naming the file, never ``{}``
+        read as "the defaults": a resume on the default config would train another experiment."""
+        from workbench.config import read_yaml
 
-        try:
-            return yaml.safe_load(self.config_path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
+        if missing_ok and not self.config_path.exists():
             return {}
+        if not self.config_path.exists():
+            raise WorkbenchError(f"{self.config_path}: missing; the run's config is needed to resume or load it")
+        return read_yaml(self.config_path)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"

@@ -450,6 +450,17 @@ class Trainer:
         if not path.is_file():
             raise WorkbenchError(f"{self.run.path}: no checkpoint to resume from (checkpoints/last.safetensors)")
         tensors, state = ckpt.load_checkpoint(path)
+        try:
+            self._restore(tensors, state)
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            detail = next((ln.strip() for ln in str(exc).splitlines() if "mismatch" in ln or "Missing" in ln),
+                          str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            raise WorkbenchError(f"{path}: cannot resume from it with this config ({type(exc).__name__}: "
+                                 f"{detail[:200]}); was the model or optimizer changed with --set?") from None
+        if self.is_main:
+            self.run.truncate_metrics(self.state.step)
+
+    def _restore(self, tensors: dict, state: dict) -> None:
         self.unwrapped.load_state_dict(ckpt.strip_prefix("model", tensors))
         if self.ema is not None:
             shadow = ckpt.strip_prefix("ema", tensors)
@@ -466,8 +477,6 @@ class Trainer:
         self._adapt_epoch_position(state.get("world_size", 1), state.get("batch_size", self.cfg.batch_size))
         self._epoch_loss = self.state.epoch_loss_sum
         self._pending_rng = ({k: v for k, v in tensors.items() if k.startswith("rng.")}, state["rng"])
-        if self.is_main:
-            self.run.truncate_metrics(self.state.step)
 
     def _adapt_epoch_position(self, world_size: int, batch_size: int) -> None:
         """Resuming with another process count or batch size: keep the number of samples consumed.

@@ -203,9 +203,9 @@ def test_opening_waits_for_a_writer_that_holds_the_lock(tmp_path):
     busy timeout (two imports creating one catalog hit this): opening must wait, not fail."""
     path = tmp_path / "catalog.sqlite"
     writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    writer.execute("CREATE TABLE other (x)")
+    writer.execute("PRAGMA user_version = 1")  # the file exists, as another importer has just made it
     writer.execute("BEGIN IMMEDIATE")
-    writer.execute("INSERT INTO other VALUES (1)")
+    writer.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")  # its schema, not yet committed
     probe = sqlite3.connect(path, timeout=5, isolation_level=None)
     with pytest.raises(sqlite3.OperationalError, match="locked"):  # the case, without the retry
         probe.execute("PRAGMA journal_mode = WAL")

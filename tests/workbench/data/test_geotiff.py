@@ -86,3 +86,74 @@ def test_same_grid_reports_why(tmp_path):
     assert "geotransform" in geotiff.same_grid(a, d)
     with pytest.raises(WorkbenchError, match="b.tif: mask is not on the grid of .*a.tif"):
         geotiff.require_same_grid(a, b)
+
+
+# ------------------------------------------------------------------------------ the streaming writer
+
+T = from_origin(399_960.0, 5_000_040.0, 10.0, 10.0)
+
+
+def _writer(path, arr, **kw):
+    count, height, width = arr.shape
+    return geotiff.RasterWriter(path, width=width, height=height, count=count, dtype=arr.dtype, affine=T,
+                                crs="EPSG:32631", **kw)
+
+
+def test_writer_in_ragged_row_bands_writes_a_cog_with_overviews(tmp_path):
+    arr = np.random.default_rng(1).random((2, 700, 650), dtype=np.float32)
+    arr[:, :10, :10] = np.nan
+    with _writer(tmp_path / "p.tif", arr, nodata=float("nan"), band_names=["p_a", "p_b"], tags={"run": "r1"},
+                 overview_resampling="average") as out:
+        for r in range(0, 700, 224):                        # not the 256 px tiles: partial blocks in between
+            out.write(arr[:, r:r + 224], row_off=r)
+    assert out.close() == tmp_path / "p.tif"             # closing twice is harmless
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert ds.overviews(1) == [2, 4] and ds.block_shapes[0] == (256, 256)
+        assert ds.descriptions == ("p_a", "p_b") and ds.tags()["run"] == "r1" and np.isnan(ds.nodata)
+        assert ds.crs.to_string() == "EPSG:32631" and ds.transform == T
+        np.testing.assert_array_equal(ds.read(), arr)
+        overview = ds.read(1, out_shape=(175, 163))          # the 4x overview: averaged, not the first pixel
+        assert 0.3 < np.nanmean(overview) < 0.7 and np.nanstd(overview) < np.nanstd(arr[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["p.tif"]
+
+
+def test_writer_by_windows_equals_the_whole_array_and_plain_tiffs_stay_plain(tmp_path):
+    arr = np.random.default_rng(2).integers(0, 3, (1, 300, 520), dtype=np.uint8)
+    with _writer(tmp_path / "m.tif", arr, cog=False, nodata=255) as out:
+        for r in (0, 150):
+            for c in (0, 256):
+                out.write(arr[0, r:r + 150, c:c + 264][None], Window(c, r, min(264, 520 - c), 150))
+    whole = geotiff.write(tmp_path / "w.tif", arr, T, "EPSG:32631", nodata=255, cog=True)
+    np.testing.assert_array_equal(geotiff.read(tmp_path / "m.tif"), geotiff.read(whole))
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert ds.overviews(1) == [] and "LAYOUT" not in ds.tags(ns="IMAGE_STRUCTURE")
+    with rasterio.open(whole) as ds:
+        # overviews until the smallest fits one 256 px tile
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.overviews(1) == [2, 4]
+
+
+def test_an_exception_inside_the_writer_leaves_the_old_file_and_no_temporaries(tmp_path):
+    old = geotiff.write(tmp_path / "m.tif", np.full((1, 40, 40), 7, np.uint8), T, "EPSG:32631")
+    arr = np.zeros((1, 40, 40), np.uint8)
+    with pytest.raises(RuntimeError, match="model failed"):
+        with _writer(old, arr) as out:
+            out.write(arr[:, :20], row_off=0)
+            raise RuntimeError("model failed")
+    assert geotiff.read(old).min() == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tif"]
+
+
+def test_writer_bad_blocks_and_settings_are_one_line_errors(tmp_path):
+    arr = np.zeros((1, 40, 40), np.uint8)
+    with pytest.raises(WorkbenchError, match=r"m\.tif: a block of \(1, 20, 40\) at row 30, col 0 does not fit") as e:
+        with _writer(tmp_path / "m.tif", arr) as out:
+            out.write(arr[:, :20], row_off=30)
+    assert "\n" not in str(e.value) and not list(tmp_path.iterdir())
+    with pytest.raises(WorkbenchError, match="overview resampling 'sharp': expected one of nearest"):
+        _writer(tmp_path / "m.tif", arr, overview_resampling="sharp")
+    with pytest.raises(WorkbenchError, match=r"m\.tif: 2 band name\(s\) for 1 band"):
+        _writer(tmp_path / "m.tif", arr, band_names=["a", "b"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WorkbenchError, match=r"could not be written"):
+        _writer(tmp_path / "file" / "m.tif", arr)

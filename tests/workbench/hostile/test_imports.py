@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import rasterio
 from rasterio.transform import from_origin
 
 from tests.support.rasters import write_pair
@@ -30,3 +31,44 @@ def test_infinite_pixels_are_no_data_in_statistics(tmp_path):
     p = geotiff.write(tmp_path / "inf.tif", a, from_origin(500_000, 4_600_000, 10, 10), "EPSG:32633")
     st = compute_band_stats([Tile(path=str(p), source="folder", split="train")], split=None)
     assert st.pixels == 91 and st.mean == [0.25, 0.25]
+
+
+def _mask_with(path, values) -> None:
+    m = geotiff.read(path)
+    m[0, :2, :len(values)] = values
+    info = geotiff.read_info(path)
+    geotiff.write(path, m, info.affine, info.crs, nodata=info.nodata)
+
+
+def test_mask_values_that_are_not_classes_are_refused(home, cli):
+    _, mask = write_pair(home / "in", "a", size=16)
+    _mask_with(mask, [7, 200])
+    code, out, err = cli("data", "import", home / "in", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "7, 200" in err and "a_mask.tif" in err, err
+    assert not (home / "data" / "catalog.sqlite").exists() or "0 tile" in cli("data", "list")[1]
+
+
+def test_mask_classes_admits_an_n_class_mask(home, cli):
+    _, mask = write_pair(home / "in", "a", size=16)
+    _mask_with(mask, [2, 2])
+    assert cli("data", "import", home / "in", "--no-progress")[0] == 2
+    code, out, err = cli("data", "import", home / "in", "--mask-classes", "3", "--no-progress")
+    assert code == 0 and "added 1" in out, err
+
+
+def test_a_failed_earth_engine_import_leaves_no_derived_mask(home, cli):
+    folder = home / "ee"
+    t = from_origin(500_000, 4_650_000, 10, 10)
+    img = np.random.default_rng(0).integers(100, 3000, (3, 16, 16)).astype("uint16")
+    masked = img.copy()
+    masked[:, :4, :4] = 0
+    folder.mkdir()
+    for key in ("1", "x" * 225):  # the second's derived mask name is too long for the file system
+        for name, a in ((f"Original_Image_{key}.tif", img), (f"Masked_Image_{key}.tif", masked)):
+            with rasterio.open(folder / name, "w", driver="GTiff", width=16, height=16, count=3, dtype="uint16",
+                               crs="EPSG:32633", transform=t) as ds:
+                ds.write(a)
+    before = sorted(p.name for p in folder.iterdir())
+    code, out, err = cli("data", "import", folder, "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert sorted(p.name for p in folder.iterdir()) == before

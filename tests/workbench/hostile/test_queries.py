@@ -30,3 +30,11 @@ def test_quoted_parentheses_and_braces_are_plain_sql(catalog, cli):
     assert code == 0 and "2 tile(s)" in out, err
     code, out, err = cli("data", "stats", "--where", "path NOT LIKE '{x}'")
     assert code == 0 and "tiles: 4" in out, err
+
+
+@pytest.mark.parametrize("args, needle", [(["--limit", "99999999999999999999"], "--limit"),
+                                          (["--date-from", "2023-02-30"], "2023-02-30"),
+                                          (["--date-to", "2023-13"], "2023-13")])
+def test_values_out_of_range_are_one_line(catalog, cli, args, needle):
+    code, out, err = cli("data", "list", *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, (out, err)

@@ -211,20 +211,44 @@ def test_checkpoint_round_trip_with_optimizer_and_rng(tmp_path):
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.safetensors"
     ckpt.save_checkpoint(path, {"model.w": torch.ones(4)}, {"step": 1})
-    real_save = ckpt.safetensors.torch.save_file
+    real_fsync = ckpt.os.fsync
 
-    def crash_midway(tensors, filename, metadata=None):
-        real_save(tensors, filename, metadata=metadata)
-        with open(filename, "r+b") as fh:  # a torn, half-written file
-            fh.truncate(20)
-        raise OSError("disk full")
+    def crash_midway(fd):
+        os.ftruncate(fd, 20)  # a torn, half-written file
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt.safetensors.torch, "save_file", crash_midway)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(ckpt.os, "fsync", crash_midway)
+    with pytest.raises(WorkbenchError, match="No space left"):
         ckpt.save_checkpoint(path, {"model.w": torch.zeros(4)}, {"step": 2})
+    monkeypatch.setattr(ckpt.os, "fsync", real_fsync)
     tensors, state = ckpt.load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(tensors["model.w"], torch.ones(4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]  # no temp left behind
+
+
+def test_a_flipped_bit_in_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "last.safetensors"
+    ckpt.save_checkpoint(path, {"model.w": torch.arange(64, dtype=torch.float32)}, {"step": 3})
+    assert ckpt.verify_checkpoint(path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x10  # one bit of one weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(WorkbenchError, match="damaged") as e:
+        ckpt.load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
+def test_weights_only_files_and_broken_metadata_are_one_line(tmp_path):
+    import safetensors.torch
+
+    plain = tmp_path / "weights.safetensors"
+    safetensors.torch.save_file({"w": torch.ones(2)}, str(plain))
+    with pytest.raises(WorkbenchError, match="weights-only"):
+        ckpt.load_checkpoint(plain)
+    broken = tmp_path / "broken.safetensors"
+    safetensors.torch.save_file({"w": torch.ones(2)}, str(broken), metadata={"workbench": "{not json"})
+    with pytest.raises(WorkbenchError, match="not a JSON object"):
+        ckpt.read_state(broken)
 
 
 def test_load_weights_prefers_ema(tmp_path):
@@ -438,6 +462,22 @@ def test_exact_resume_after_max_steps_stop_in_process(tmp_path, monkeypatch):
     steps = [r["step"] for r in RunDir(cut["run_dir"]).read_metrics() if r["event"] == "train"]
     assert steps == list(range(1, 13))  # no duplicated log lines after the resume
     assert resumed["best"]["value"] == ref["best"]["value"]
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_one_line_on_resume(tmp_path, monkeypatch):
+    """What --set model.* on resume, or another run's file copied over last, amounts to."""
+    from tests.support import tiny_train
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    cut = tiny_train.main(["--set", "train.max_steps=2"])
+    last = Path(cut["run_dir"]) / "checkpoints" / "last.safetensors"
+    tensors, state = ckpt.load_checkpoint(last)
+    tensors = {k: (torch.zeros(3) if k.startswith("model.") else v) for k, v in tensors.items()}
+    ckpt.save_checkpoint(last, tensors, state)
+    before = last.read_bytes()
+    with pytest.raises(WorkbenchError, match="cannot resume from it") as e:
+        tiny_train.main(["--resume", Path(cut["run_dir"]).name])
+    assert "\n" not in str(e.value) and last.read_bytes() == before
 
 
 # ---------------------------------------------------------------------- exact resume after kill -9

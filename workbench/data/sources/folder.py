@@ -225,7 +225,7 @@ class _Checked:
     mask_info: object | None = None
 
 
-def _check(item: Item) -> _Checked:
+def _check(item: Item, mask_classes: int = 2) -> _Checked:
     """Read every block of the image and its mask / masked copy; masks must share the grid."""
     import warnings
 
@@ -249,6 +249,10 @@ def _check(item: Item) -> _Checked:
                              f"{item.image} has {info.count}: not a masked copy of it")
     if item.mask is not None and checked.mask_info.count != 1:
         raise WorkbenchError(f"{item.mask}: a mask must have one band, it has {checked.mask_info.count}")
+    if item.mask is not None:
+        from workbench.data.sources.scenes import check_mask_values
+
+        check_mask_values(item.mask, mask_classes)
     return checked
 
 
@@ -340,7 +344,7 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
                   pattern: str | None = None, split: str = "auto", block_deg: float | None = None,
                   fractions: Sequence[float] = DEFAULT_FRACTIONS, progress: bool = False,
                   log: Callable[[str], None] | None = None, chip_size: int | None = None,
-                  chips_root: str | Path | None = None) -> ImportResult:
+                  chips_root: str | Path | None = None, mask_classes: int = 2) -> ImportResult:
     """Check every file, derive EE masks, cut images larger than ``chip_size`` into chips
     (``workbench.data.sources.scenes``, under ``chips_root``), then add all new tiles in one
     transaction (chips written by a failed import are removed)."""
@@ -362,7 +366,7 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
     checked = []
     try:
         for it in todo:                                  # phase 1: read everything, write nothing
-            checked.append(_check(it))
+            checked.append(_check(it, mask_classes))
             bar.update(1)
     finally:
         bar.close()
@@ -376,14 +380,17 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
             mask_path = c.item.mask
             if c.item.masked_copy is not None:
                 mask_path = c.item.derived_mask
-                _, _written = derive_water_mask(c.item.image, c.item.masked_copy, mask_path)
+                existed = mask_path.exists()
+                derive_water_mask(c.item.image, c.item.masked_copy, mask_path)
+                if not existed:  # ours: removed again if the import fails
+                    written.append(mask_path)
                 result.derived_masks += 1
             if c in large:
                 from workbench.data.sources import scenes
 
                 out = scenes.default_out(Path(chips_root or root / ".chips"), str(c.item.image), None)
                 chipped = scenes.chip_scene(c.item.image, out, mask=mask_path, chip_size=chip_size, source=source,
-                                            progress=progress, log=log)
+                                            progress=progress, log=log, mask_classes=mask_classes)
                 written += chipped.written
                 tiles += chipped.tiles
                 result.chipped += 1
@@ -422,7 +429,7 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
                  block_deg: float | None = None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                  bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
                  scl_nodata: Sequence[int] | None = None, progress: bool = False,
-                 log: Callable[[str], None] | None = None) -> ImportResult:
+                 log: Callable[[str], None] | None = None, mask_classes: int = 2) -> ImportResult:
     """One scene (any input ``inputs.describe`` opens) and its mask, cut into chips under
     ``chips_root/<scene>-<hash>`` and added in one transaction; a scene imported before is skipped."""
     from workbench.data.inputs import describe, is_gdal_path
@@ -439,7 +446,8 @@ def import_scene(catalog: Catalog, scene: str | Path, mask: str | Path | None = 
     info = describe(key, bands=bands)
     out = scenes.default_out(Path(chips_root), key, info.scene_id)
     chipped = scenes.chip_scene(info, out, mask=mask, chip_size=chip_size, bands=bands, scale=scale, offset=offset,
-                                scl_nodata=scl_nodata, source=source, progress=progress, log=log)
+                                scl_nodata=scl_nodata, source=source, progress=progress, log=log,
+                                mask_classes=mask_classes)
     with removed_on_failure(chipped.written):
         if not chipped.tiles:
             raise WorkbenchError(f"{text}: no chip of {chip_size} px holds a valid pixel")

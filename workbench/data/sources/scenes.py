@@ -73,10 +73,38 @@ def default_out(root: Path, scene_path: str, scene_id: str | None) -> Path:
     return root / f"{name}-{digest.hexdigest()[:8]}"
 
 
-def _check_mask(stack, mask_path: Path) -> geotiff.RasterInfo:
+def check_mask_values(mask_path: str | Path, classes: int = 2) -> None:
+    """Refuse a mask whose values are not classes ``0 .. classes-1`` or its nodata (255 when the
+    file declares none): a 7 or a 200 in a water mask would otherwise count as water, and train a
+    binary model on targets it cannot mean. Read block by block, so any size is fine."""
+    import numpy as np
+
+    if not 2 <= int(classes) <= MASK_NODATA:
+        raise WorkbenchError(f"--mask-classes {classes}: must be between 2 and {MASK_NODATA}")
+    found: set = set()
+    with geotiff.open_raster(mask_path) as ds:
+        nodata = ds.nodata if ds.nodata is not None else MASK_NODATA
+        for _, window in ds.block_windows(1):
+            block = ds.read(1, window=window)
+            if block.dtype.kind == "f":
+                block = block[~np.isnan(block)]
+            values = np.unique(block)
+            found.update(values[(values != nodata)].tolist())
+            if len(found) > 1000:
+                break
+    bad = sorted(v for v in found if v != int(v) or not 0 <= v < int(classes))
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:6]) + (" ..." if len(bad) > 6 else "")
+        raise WorkbenchError(f"{mask_path}: mask values {shown} are not classes 0..{int(classes) - 1} "
+                             f"(0 land, 1 water; nodata {nodata:g}); set the file's nodata, or give "
+                             "--mask-classes N for an N-class mask")
+
+
+def _check_mask(stack, mask_path: Path, classes: int = 2) -> geotiff.RasterInfo:
     info = geotiff.read_info(mask_path)
     if info.count != 1:
         raise WorkbenchError(f"{mask_path}: a mask must have one band, it has {info.count}")
+    check_mask_values(mask_path, classes)
     why = geotiff.same_grid(stack.info, info)
     if why:
         raise WorkbenchError(f"{mask_path}: mask is not on the grid of {stack.scene.path} ({why}; the grid is that "
@@ -88,7 +116,7 @@ def chip_scene(scene_path: str | Path | SceneInput, out: Path, mask: str | Path 
                chip_size: int = DEFAULT_CHIP, bands: Sequence[str] | None = None, scale: float | None = None,
                offset: float | None = None,
                scl_nodata: Sequence[int] | None = None, source: str = "folder", progress: bool = False,
-               log: Callable[[str], None] | None = None) -> ChippedScene:
+               log: Callable[[str], None] | None = None, mask_classes: int = 2) -> ChippedScene:
     """Write the chips of one scene (a path, or what ``inputs.describe`` made of it) under ``out``
     and return their catalog rows (see module docs)."""
     from workbench.data.inputs import describe
@@ -101,7 +129,7 @@ def chip_scene(scene_path: str | Path | SceneInput, out: Path, mask: str | Path 
 
     with scene.open(scale=scale, offset=offset, scl_nodata=SCL_INVALID if scl_nodata is None else scl_nodata) as stack:
         check_values(*stack.sample(), stack.radiometry, str(stack.scene.path))
-        mask_info = _check_mask(stack, Path(mask)) if mask is not None else None
+        mask_info = _check_mask(stack, Path(mask), mask_classes) if mask is not None else None
         rows, cols = chip_offsets(stack.height, chip_size), chip_offsets(stack.width, chip_size)
         ch, cw = min(chip_size, stack.height), min(chip_size, stack.width)
         fill = _fill_value(stack)
