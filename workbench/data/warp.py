@@ -164,11 +164,11 @@ def _grid_in(info: RasterInfo, dst_crs: str, resolution: float | None, where: st
 def resample_to(src_path: str | Path, grid: RasterInfo, out_path: str | Path, resampling: str = "nearest", *,
                 nodata: float | None = None, rows: int = ROWS, tags: dict | None = None) -> Path:
     """Warp the finished raster ``src_path`` onto ``grid`` and write it to ``out_path``, ``rows``
-    rows at a time through ``geotiff.RasterWriter`` (a streaming, atomic COG writer), so memory
-    is one window row, never the scene. ``nearest`` for class masks (no invented classes),
-    ``bilinear`` for probabilities. Pixels of ``grid`` outside the source's footprint are the
-    source's nodata (``nodata`` when it declares none). Band names and tags are kept (``tags``
-    added)."""
+    rows at a time through ``geotiff.RasterWriter`` (a streaming, atomic COG writer; overviews
+    nearest for masks, average otherwise), so memory is one window row, never the scene.
+    ``nearest`` for class masks (no invented classes), ``bilinear`` for probabilities. Pixels of
+    ``grid`` outside the source's footprint are the source's nodata (``nodata`` when it declares
+    none). Band names and tags are kept (``tags`` added)."""
     from rasterio.enums import Resampling
     from rasterio.errors import RasterioError
     from rasterio.vrt import WarpedVRT
@@ -190,7 +190,8 @@ def resample_to(src_path: str | Path, grid: RasterInfo, out_path: str | Path, re
                        resampling=Resampling[resampling], src_nodata=fill, nodata=fill) as vrt, \
                 RasterWriter(out_path, width=grid.width, height=grid.height, count=src.count, dtype=src.dtypes[0],
                              affine=grid.affine, crs=grid.crs, nodata=fill, band_names=names,
-                             tags={**src.tags(), **(tags or {})}) as out:
+                             tags={**src.tags(), **(tags or {})},
+                             overview_resampling="nearest" if resampling in ("nearest", "mode") else "average") as out:
             for row in range(0, grid.height, rows):
                 window = Window(0, row, grid.width, min(rows, grid.height - row))
                 try:
