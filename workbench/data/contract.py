@@ -37,7 +37,6 @@ from workbench.data.radiometry import RAW, REFLECTANCE, Radiometry, check_values
 from workbench.errors import WorkbenchError
 
 FILE = "inputs.json"
-GSD_TOLERANCE = 2.0          # a scene whose pixels are this many times larger or smaller gets a warning
 CHECK_TILES = 256            # train tiles whose headers are checked for units and names
 
 
@@ -188,9 +187,14 @@ def _same(a: tuple, b: tuple) -> None:
 # ---- the predict side ---------------------------------------------------------------------------
 
 class SceneReader:
-    """A scene brought to a run's contract: ``read(window)`` gives normalised float32 windows."""
+    """A scene brought to a run's contract: ``read(window)`` gives normalised float32 windows.
 
-    def __init__(self, stack: Any, stats: Any, contract: InputContract, notes: list[str]):
+    ``info`` is the grid read on (the model grid when the scene's pixels are not the run's:
+    ``warped``); ``scene_info`` the scene's own grid, which outputs go back onto
+    (``warp.resample_to``)."""
+
+    def __init__(self, stack: Any, stats: Any, contract: InputContract, notes: list[str],
+                 scene_info: Any = None):
         from workbench.data.indices import IndexChannels
 
         self.stack, self.contract, self.notes = stack, contract, notes
@@ -200,6 +204,12 @@ class SceneReader:
         self.scale, self.bias = scale[:, None, None], bias[:, None, None]
         self.bands = list(range(len(scale)))        # model input channels: bands, then indices
         self.info = stack.info
+        self.scene_info = scene_info if scene_info is not None else self.info
+
+    @property
+    def warped(self) -> bool:
+        """Whether the scene is read onto a model grid other than its own."""
+        return self.scene_info is not self.info
 
     def read(self, window) -> tuple[np.ndarray, np.ndarray]:
         x, valid = self.stack.read(window)
@@ -260,14 +270,15 @@ def open_scene(contract: InputContract, stats: Any, path: str | Path, *, run: st
                        offset=offset)
     try:
         _check_units(contract, stack, where, run)
-        _check_gsd(contract, stack, where, run, warn)
+        scene_info = stack.info
+        grid = _model_grid(contract, stack, where, run, notes)
     except BaseException:
         stack.close()
         raise
     if warn:
         for n in notes:
             print(f"note: {where}: {n}", file=sys.stderr)
-    return SceneReader(stack, stats, contract, notes)
+    return SceneReader(stack, stats, contract, notes, scene_info if grid is not None else None)
 
 
 def _for_indices(contract: InputContract, missing: Sequence[str]) -> str:
@@ -315,14 +326,18 @@ def _check_units(contract: InputContract, stack: Any, where: str, run: str) -> N
                                  f"({stack.radiometry[0].source}); that is not reflectance: check --scale/--offset")
 
 
-def _check_gsd(contract: InputContract, stack: Any, where: str, run: str, warn: bool) -> None:
-    if not contract.gsd or stack.crs is None:
-        return
-    gsd = stack.info.gsd_metres()
-    ratio = gsd / contract.gsd
-    if warn and not (1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE):
-        print(f"warning: {where}: {gsd:.3g} m pixels, run {run} was trained on {contract.gsd:.3g} m pixels",
-              file=sys.stderr)
+def _model_grid(contract: InputContract, stack: Any, where: str, run: str, notes: list[str]) -> Any:
+    """Put ``stack`` onto the run's model grid (``warp.model_grid``: the run's pixel size, in metres)
+    when its own pixels are not the run's; the grid, or None when it reads on its own."""
+    from workbench.data.warp import model_grid, pixel_metres
+
+    info = stack.info
+    grid = model_grid(info, contract.gsd, contract.crs, where=where)
+    if grid is not None:
+        stack.onto(grid)
+        notes.append(f"{pixel_metres(info):.3g} m pixels in {info.crs} read onto a {contract.gsd:.3g} m grid in "
+                     f"{grid.crs} ({grid.width}x{grid.height} px): the pixel size run {run} was trained on")
+    return grid
 
 
 def load_contract(run_path: str | Path, stats: Any, bands: Sequence[int] | None = None) -> InputContract:

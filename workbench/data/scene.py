@@ -9,10 +9,12 @@ an import circle. ``inputs`` re-exports them: callers keep ``from workbench.data
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -77,11 +79,12 @@ class SceneInput:
             b.name = band_names.canonical(n) or n
 
     def open(self, names: Sequence[str] | None = None, *, scl_nodata: Sequence[int] | None = SCL_INVALID,
-             scale: float | None = None, offset: float | None = None) -> Stack:
-        """A :class:`Stack` of the bands ``names`` (default: all), in that order."""
+             scale: float | None = None, offset: float | None = None, grid: Any = None) -> Stack:
+        """A :class:`Stack` of the bands ``names`` (default: all), in that order; on ``grid`` (a
+        ``geotiff.RasterInfo``) when given, else on the finest band's."""
         chosen = [self.band(n) for n in names] if names else list(self.bands)
         return Stack(self, chosen, self.scl if scl_nodata else None, scale=scale, offset=offset,
-                     scl_nodata=scl_nodata or ())
+                     scl_nodata=scl_nodata or (), grid=grid)
 
 
 def date_from_name(name: str) -> str | None:
@@ -113,30 +116,60 @@ def open_dataset(path: str):
 class Stack:
     """Bands of one scene on one pixel grid, read window by window in reflectance (or raw) units.
 
-    The grid is that of the finest chosen band (ties: the first); other bands are warped onto
-    it (``WarpedVRT``, bilinear; SCL nearest). ``radiometry`` per band is the user's, else the
-    band's declared one, else its dtype's convention (:func:`radiometry.by_convention`)."""
+    The grid is that of the finest chosen band (ties: the first), or one given (``grid``, or
+    later :meth:`onto`: the model grid of :func:`workbench.data.warp.model_grid`, another CRS
+    or pixel size); bands not on it are warped onto it (``WarpedVRT``: bilinear, average where
+    the band's pixels are at least twice finer than the grid's; SCL nearest). ``radiometry``
+    per band is the user's, else the band's declared one, else its dtype's convention
+    (:func:`radiometry.by_convention`)."""
 
     def __init__(self, scene: SceneInput, chosen: Sequence[BandSource], scl: BandSource | None,
                  scale: float | None = None, offset: float | None = None,
-                 scl_nodata: Sequence[int] = SCL_INVALID):
+                 scl_nodata: Sequence[int] = SCL_INVALID, grid: Any = None):
         self.scene, self.bands, self.scl_band = scene, list(chosen), scl
         self.scl_nodata = tuple(int(c) for c in scl_nodata)
         self._handles: dict[str, object] = {}
+        self._warps: dict[str, object] = {}
         self._readers: list = []
+        self._footprint: list = []
+        self.scl = None
         try:
             ref = min(self.bands, key=lambda b: (b.resolution or math.inf))
             base = self._handle(ref.path)
+            self.dtype = np.dtype(base.dtypes[ref.index - 1])
             self.crs, self.transform = base.crs, base.transform
             self.width, self.height = base.width, base.height
-            self.dtype = np.dtype(base.dtypes[ref.index - 1])
-            self._readers = [self._reader(b) for b in self.bands]
-            self.scl = self._reader(scl, nearest=True) if scl is not None else None
+            self.onto(grid)
             self.radiometry = [user_given(scale, offset, self._dtype_of(b)) or b.radiometry
                                or by_convention(self._dtype_of(b)) for b in self.bands]
         except BaseException:
             self.close()
             raise
+
+    def onto(self, grid: Any) -> None:
+        """Read from now on onto ``grid`` (a ``geotiff.RasterInfo``: CRS, transform, size); None
+        keeps the current grid. One path for every band: those not on the grid are warped."""
+        if grid is not None:
+            from rasterio.crs import CRS
+            from rasterio.transform import Affine
+
+            self.crs = CRS.from_user_input(grid.crs) if grid.crs else None
+            self.transform = Affine(*tuple(grid.transform)[:6])
+            self.width, self.height = int(grid.width), int(grid.height)
+        for h in self._warps.values():
+            h.close()
+        self._warps.clear()
+        self._readers = [self._reader(b) for b in self.bands]
+        self.scl = self._reader(self.scl_band, nearest=True) if self.scl_band is not None else None
+        # warped bands without a nodata value: where the grid leaves their footprint they read 0
+        # (valid-looking raw values); their warp's alpha says which pixels have no source
+        self._footprint = [r for r, b in zip(self._readers, self.bands)
+                           if r[0] is not self._handle(b.path) and self._nodata_of(b) is None]
+
+    @property
+    def warped(self) -> bool:
+        """Whether any band is read through a warp (another grid than its file's)."""
+        return any(ds is not self._handle(b.path) for (ds, _), b in zip(self._readers, self.bands))
 
     def _handle(self, path: str):
         if path not in self._handles:
@@ -155,14 +188,34 @@ class Stack:
                                                                                                 self.height):
             return ds, b.index
         key = f"{b.path}|warp|{nearest}"
-        if key not in self._handles:
+        if key not in self._warps:
             # the band's nodata, not the file's: a SAFE's JP2s have no tag but DN 0 is no data, and
             # bilinear resampling must not blend it into the valid pixels beside a swath edge
-            nodata = b.nodata if b.nodata is not None else ds.nodata
-            self._handles[key] = WarpedVRT(ds, crs=self.crs, transform=self.transform, width=self.width,
-                                           height=self.height, src_nodata=nodata, nodata=nodata,
-                                           resampling=Resampling.nearest if nearest else Resampling.bilinear)
-        return self._handles[key], b.index
+            nodata = self._nodata_of(b)
+            how = Resampling.nearest if nearest else self._resampling(ds)
+            self._warps[key] = WarpedVRT(ds, crs=self.crs, transform=self.transform, width=self.width,
+                                         height=self.height, src_nodata=nodata, nodata=nodata, resampling=how,
+                                         add_alpha=nodata is None and not nearest)
+        return self._warps[key], b.index
+
+    def _nodata_of(self, b: BandSource) -> float | None:
+        return b.nodata if b.nodata is not None else self._handle(b.path).nodata
+
+    def _resampling(self, ds):
+        """Bilinear, or average when the band's pixels are at least twice finer than the grid's:
+        bilinear would sample a 10 m band onto 20 m pixels from 4 of their 16 source pixels (aliasing)."""
+        from rasterio.enums import Resampling
+
+        from workbench.data.geotiff import info_of
+        from workbench.data.warp import pixel_metres
+
+        try:
+            grid = dataclasses.replace(info_of(ds), crs=self.crs.to_string() if self.crs else None,
+                                       transform=tuple(self.transform)[:6])
+            finer = pixel_metres(grid) / pixel_metres(info_of(ds))
+        except Exception:
+            finer = 1.0
+        return Resampling.average if finer >= 2.0 else Resampling.bilinear
 
     @property
     def names(self) -> list[str]:
@@ -205,7 +258,8 @@ class Stack:
         return np.stack(parts) if len(parts) > 1 else parts[0][None]
 
     def invalid(self, raw: np.ndarray, window=None, scl: bool = True) -> np.ndarray:
-        """(h, w) True where any band is nodata or not finite, or (``scl``) the SCL says no ground."""
+        """(h, w) True where any band is nodata or not finite, or (``scl``: a window of the grid, not a
+        decimated sample) the SCL says no ground or a warped band has no source pixel."""
         bad = np.zeros(raw.shape[1:], bool)
         for i, b in enumerate(self.bands):
             if b.nodata is not None and not (isinstance(b.nodata, float) and math.isnan(b.nodata)):
@@ -216,6 +270,9 @@ class Stack:
             bad |= (raw == 0).all(axis=0)
         if raw.dtype.kind == "f":
             bad |= ~np.isfinite(raw).all(axis=0)
+        if scl:                              # outside a warped band's footprint (bands without nodata)
+            for ds, index in self._footprint:
+                bad |= ds.read_masks(index, window=window) == 0
         if scl and self.scl is not None:
             ds, index = self.scl
             scl = ds.read(index, window=window)
@@ -237,11 +294,12 @@ class Stack:
         return x, ~bad
 
     def close(self) -> None:
-        for h in reversed(list(self._handles.values())):
+        for h in reversed(list(self._warps.values()) + list(self._handles.values())):
             try:
                 h.close()
             except Exception:
                 pass
+        self._warps.clear()
         self._handles.clear()
 
     def __enter__(self) -> Stack:
