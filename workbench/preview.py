@@ -147,7 +147,8 @@ def write_preview(image: str | Path, mask: str | Path, path: str | Path, *, band
     fig.text(0.5, 1 - 22 / fig_h, f"{head}\n{areas}", ha="center", va="center", fontsize=9)
     handles = [Patch(facecolor=CLASS_COLOURS[i % len(CLASS_COLOURS)], alpha=ALPHA, label=n)
                for i, n in enumerate(names.values())]
-    handles.append(Patch(facecolor=(0.7, 0.7, 0.7), hatch="xx", edgecolor=(0.55, 0.55, 0.55), label="nodata"))
+    if nod.any():
+        handles.append(Patch(facecolor=(0.7, 0.7, 0.7), hatch="xx", edgecolor=(0.55, 0.55, 0.55), label="nodata"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
     path = Path(path)
