@@ -75,7 +75,7 @@ radiometry, or refused (docs/sentinel2.md); a sliding window (default: the run's
 window 256, overlap 32, batch 16, gaussian blend) over a scene of any size; writes a uint8 mask on the
 input's grid (0 land, 1 water or the class index, 255 nodata), optionally float32
 probabilities, and <out stem>_preview.png beside it (image | mask overlay, 1024 px wide; --no-preview:
-none). --polygons writes the outlines of the water (or --polygon-classes) pixels with their class and
+none; one scene only). --polygons writes the outlines of the water (or --polygon-classes) pixels with their class and
 ground area_m2: a .gpkg in the scene's CRS, a .geojson in lon/lat (EPSG:4326, as RFC 7946 requires and
 QGIS/geopandas expect). With --truth, the mask is scored against a truth mask on the same grid over the
 catalog tiles the filters select (default --split test --water-min 0.05 --water-max 0.95), or
@@ -386,11 +386,6 @@ def _run_folder(args) -> int:
                             batch_size=args.batch_size, blend=args.blend, progress=not args.no_progress,
                             tta=args.tta, bands=args.bands, scale=args.scale, offset=args.offset,
                             scl_nodata=args.scl_nodata)
-        if not args.no_preview:
-            from workbench.preview import preview_path, write_preview
-
-            res["preview"] = str(write_preview(scene, res["out"], preview_path(res["out"]), bands=args.bands,
-                                               class_names=_class_names(run)))
         rows.append(res)
     if args.json:
         print(json.dumps({"run": str(run.path), "scenes": rows}, default=str))
