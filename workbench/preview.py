@@ -61,9 +61,11 @@ def read_decimated(image: str | Path, mask: str | Path, *, bands: Sequence[str] 
     from workbench.data import geotiff
     from workbench.data.inputs import describe
     from workbench.data.radiometry import sample_values
+    from workbench.data.vectors import READ_CACHE_BYTES
 
     scene = describe(image, bands=bands)
-    with geotiff.open_raster(mask) as m, scene.open(true_colour_bands(scene.names), scl_nodata=()) as stack:
+    with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES), geotiff.open_raster(mask) as m, \
+            scene.open(true_colour_bands(scene.names), scl_nodata=()) as stack:
         if (stack.width, stack.height, stack.crs, stack.transform) == (m.width, m.height, m.crs, m.transform):
             raw, valid = stack.sample(max_side)
         else:                                   # a mask written on another grid: the scene warped onto it

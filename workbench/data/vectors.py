@@ -43,6 +43,10 @@ from workbench.errors import WorkbenchError
 
 FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON"}
 BLOCK_ROWS = 1024
+# GDAL's block cache while reading a mask or a scene here: each block is read once, so a bigger
+# cache only grows the process (measured: a decimated read of a 10980 x 10980 tile peaked at
+# 1.2 GB with GDAL's default cache, 0.2 GB with this one, in the same time)
+READ_CACHE_BYTES = 64 << 20
 # WGS 84: semi-major axis (m) and flattening; GRS 80 differs by 0.1 mm in the minor axis
 WGS84_A = 6_378_137.0
 WGS84_F = 1 / 298.257223563
@@ -135,11 +139,12 @@ def class_areas_m2(mask_path: str | Path, classes: Iterable[int] | None = None,
                    block_rows: int = BLOCK_ROWS) -> dict[int, float]:
     """Ground area in m^2 of each class value of a mask (nodata left out), read by row blocks:
     what the polygons of a class must add up to, and what the preview's title says."""
+    import rasterio
     from rasterio.windows import Window
 
     wanted = None if classes is None else {int(c) for c in classes}
     out: dict[int, float] = {}
-    with _open_mask(mask_path) as ds:
+    with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES), _open_mask(mask_path) as ds:
         nodata = ds.nodata
         for r0 in range(0, ds.height, block_rows):
             h = min(block_rows, ds.height - r0)
@@ -229,6 +234,7 @@ def polygonize(mask_path: str | Path, classes: Sequence[int] = (1,), *, min_area
     """The polygons of the pixels of ``classes`` in a mask, read ``block_rows`` rows at a time (see
     the module docstring); ``min_area_m2`` drops smaller polygons, ``simplify_m`` simplifies with
     that tolerance in metres (topology preserved: holes stay holes)."""
+    import rasterio
     import shapely
     from rasterio.features import shapes
     from rasterio.transform import Affine
@@ -241,7 +247,7 @@ def polygonize(mask_path: str | Path, classes: Sequence[int] = (1,), *, min_area
     if block_rows < 1:
         raise ValueError("block_rows must be >= 1")
     wanted = np.array(sorted({int(c) for c in classes}))
-    with _open_mask(mask_path) as ds:
+    with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES), _open_mask(mask_path) as ds:
         if not np.issubdtype(np.dtype(ds.dtypes[0]), np.integer):
             raise WorkbenchError(f"{mask_path}: a {ds.dtypes[0]} raster is not a class mask")
         finish = _Finisher(ds, min_area_m2, simplify_m)
