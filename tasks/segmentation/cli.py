@@ -64,6 +64,8 @@ PREDICT_EXAMPLES = """examples:
   workbench segment predict --run latest --input item.json --out map.tif           STAC item over COGs
   workbench segment predict --run latest --input plain.tif --bands B02,B03,B04,B08 --offset -0.1 --out m.tif
   workbench segment predict --run latest --input scenes/ --out masks/              every scene of a folder
+  workbench segment predict --run latest --input scene.tif --out mask.tif --polygons lakes.gpkg \
+      --min-area 10000 --simplify 5                          lakes of 1 ha or more, outlines within 5 m
   workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif \\
       --truth data/bluemarble/mosaic_mask.tif                 also score: test tiles with 5-95 % water
   workbench segment predict --run latest --where "source = 'generated'" --write-masks --min-confidence 0.9
@@ -71,8 +73,11 @@ PREDICT_EXAMPLES = """examples:
 Scene mode (--input/--out): the input is brought to the run's bands and units by name and
 radiometry, or refused (docs/sentinel2.md); a sliding window (default: the run's predict config,
 window 256, overlap 32, batch 16, gaussian blend) over a scene of any size; writes a uint8 mask on the
-input's grid (0 land, 1 water or the class index, 255 nodata) and optionally float32
-probabilities. With --truth, the mask is scored against a truth mask on the same grid over the
+input's grid (0 land, 1 water or the class index, 255 nodata), optionally float32
+probabilities, and <out stem>_preview.png beside it (image | mask overlay, 1024 px wide;
+--no-preview: none; one scene only). --polygons writes the outlines of the water (or
+--polygon-classes) pixels with their class and ground area_m2: a .gpkg in the scene's CRS, a
+.geojson in lon/lat (EPSG:4326, as RFC 7946 requires and QGIS/geopandas expect). With --truth, the mask is scored against a truth mask on the same grid over the
 catalog tiles the filters select (default --split test --water-min 0.05 --water-max 0.95), or
 over every pixel with --all-pixels.
 
@@ -128,6 +133,18 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     add_input_options(v)
     v.add_argument("--out", metavar="MASK.tif", help="output mask GeoTIFF (uint8, 255 = nodata)")
     v.add_argument("--probabilities", metavar="PROB.tif", help="also write float32 probabilities here")
+    v.add_argument("--polygons", metavar="FILE.gpkg|.geojson",
+                   help="also write the water polygons (class, area_m2) here: a GeoPackage in the scene's CRS, or "
+                        "GeoJSON in lon/lat (EPSG:4326, RFC 7946)")
+    v.add_argument("--polygon-classes", metavar="C,C", type=_class_list,
+                   help="with --polygons: the mask values to outline (default: 1 = water; with more than 2 "
+                        "classes, every class but 0)")
+    v.add_argument("--min-area", type=float, default=0.0, metavar="M2",
+                   help="with --polygons: drop polygons smaller than M2 square metres")
+    v.add_argument("--simplify", type=float, default=0.0, metavar="METRES",
+                   help="with --polygons: simplify outlines with this tolerance in metres (holes kept)")
+    v.add_argument("--no-preview", action="store_true",
+                   help="no <out stem>_preview.png (image | mask overlay) beside the mask")
     v.add_argument("--window", type=int, metavar="N", help="window side in px (multiple of the model's stride)")
     v.add_argument("--overlap", type=int, metavar="N", help="overlap between windows in px")
     v.add_argument("--batch-size", type=int, metavar="N", help="windows per forward pass")
@@ -194,6 +211,64 @@ def _catalog(args):
     return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
 
 
+def _class_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected class values such as 1 or 1,2") from None
+    if not values or any(not 0 <= v < 255 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected class values between 0 and 254")
+    return values
+
+
+def _check_polygon_args(args) -> None:
+    """Before anything runs: a --polygons path GDAL would not know, or polygon options without it."""
+    import math
+
+    if args.polygons:
+        from workbench.data.vectors import polygon_format
+
+        polygon_format(args.polygons)
+    else:
+        given = [f for f, v in (("--polygon-classes", args.polygon_classes), ("--min-area", args.min_area),
+                                ("--simplify", args.simplify)) if v]
+        if given:
+            raise WorkbenchError(f"{given[0]} applies to --polygons FILE.gpkg|.geojson, which is not given")
+    for flag, v in (("--min-area", args.min_area), ("--simplify", args.simplify)):
+        if not math.isfinite(v) or v < 0:
+            raise WorkbenchError(f"{flag} {v:g}: expected a finite number >= 0")
+
+
+def _polygon_classes(args, run) -> list[int]:
+    classes = int(run.classes)
+    if args.polygon_classes:
+        n = max(classes, 2)
+        bad = [c for c in args.polygon_classes if c >= n]
+        if bad:
+            raise WorkbenchError(f"--polygon-classes {bad[0]}: run {run.name} maps classes 0..{n - 1}")
+        return sorted(set(args.polygon_classes))
+    return [1] if classes <= 2 else list(range(1, classes))
+
+
+def _class_names(run) -> dict[int, str]:
+    names = list(run.cfg.class_names)
+    return {1: names[1]} if int(run.classes) <= 2 else {i: n for i, n in enumerate(names) if i}
+
+
+def _outputs_after_mask(args, run, res: dict) -> None:
+    """Polygons and the preview, from the written mask (so they show what the file holds)."""
+    if args.polygons:
+        from workbench.data.vectors import write_mask_polygons
+
+        res["polygons"] = write_mask_polygons(res["out"], args.polygons, _polygon_classes(args, run),
+                                              min_area_m2=args.min_area, simplify_m=args.simplify)
+    if not args.no_preview:
+        from workbench.preview import preview_path, write_preview
+
+        res["preview"] = str(write_preview(args.input, res["out"], preview_path(res["out"]), bands=args.bands,
+                                           class_names=_class_names(run)))
+
+
 def _device(name: str | None) -> str:
     import torch
 
@@ -205,9 +280,9 @@ def _device(name: str | None) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     query = query_from_args(args)
     if args.write_masks:
-        if args.input or args.out or args.truth:
+        if args.input or args.out or args.truth or args.polygons:
             raise WorkbenchError("--write-masks predicts catalog tiles: give filters (--where ...), "
-                                 "not --input/--out/--truth")
+                                 "not --input/--out/--truth/--polygons")
         if not query:
             raise WorkbenchError("--write-masks needs tile filters, e.g. --where \"source = 'generated'\"")
         return _run_write_masks(args, query)
@@ -222,18 +297,25 @@ def _run_scene(args, query: dict) -> int:
     from .predict import predict_scene
     from .run import load_run
 
+    _check_polygon_args(args)
     if is_folder_input(args.input):
         return _run_folder(args)
-    refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities},
+    from workbench.preview import preview_path
+
+    refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities, "--polygons": args.polygons,
+                      "the preview": None if args.no_preview else preview_path(args.out)},
                      {"--input": args.input, "--truth": args.truth})
     run = load_run(args.run, device=_device(args.device))
     if args.precision:
         run.cfg.predict.precision = args.precision
+    if args.polygons:
+        _polygon_classes(args, run)
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
                         overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
                         progress=not args.no_progress, tta=args.tta, bands=args.bands, scale=args.scale,
                         offset=args.offset, scl_nodata=args.scl_nodata)
     res["run"] = str(run.path)
+    _outputs_after_mask(args, run, res)
     metrics = None
     if args.truth:
         from .scene import score_scene
@@ -267,6 +349,13 @@ def _run_scene(args, query: dict) -> int:
     print(f"mask         {res['out']}")
     if res["probabilities"]:
         print(f"probabilities {res['probabilities']}")
+    if res.get("polygons"):
+        p = res["polygons"]
+        print(f"polygons     {p['path']}  {p['features']} polygon(s) of class {','.join(map(str, p['classes']))} "
+              f"in {p['crs']}" + (f" ({p['dropped']} smaller than {args.min_area:g} m² dropped)" if p["dropped"]
+                                  else ""))
+    if res.get("preview"):
+        print(f"preview      {res['preview']}")
     if metrics is not None:
         from .metrics import format_table
         from .scene import format_boundary
@@ -288,8 +377,9 @@ def _run_folder(args) -> int:
     from .predict import predict_scene
     from .run import load_run
 
-    if args.truth or args.probabilities:
-        raise WorkbenchError(f"--input {args.input} is a folder: --truth and --probabilities apply to one scene")
+    if args.truth or args.probabilities or args.polygons:
+        raise WorkbenchError(f"--input {args.input} is a folder: --truth, --probabilities and --polygons apply to "
+                             "one scene")
     out = Path(args.out)
     scenes = folder_inputs(args.input, out, "masks")
     run = load_run(args.run, device=_device(args.device))
