@@ -26,6 +26,13 @@ Items (and batches, stacked) are dicts:
 * ``tile``: int64 index into ``tiles``; ``window``: int64 ``[row_off, col_off, size]``
   in the tile's pixel grid (the window read, before augmentation).
 
+With ``finish_on_device`` (the trainer sets it when it trains on an accelerator),
+``__getitems__`` returns a *raw* batch instead: ``image`` as the files hold it (uint16 DN),
+``mask`` as read (uint8), ``tile``/``window``, and ``wire_*`` per-sample parameters;
+:func:`workbench.data.collate.finish_batch` turns it, on the device, into exactly the batch
+above. Items (``ds[i]``) are always finished. Reflectance exists before the fused affine
+(:meth:`WindowDataset._affine`): a step that needs reflectance pixels goes there.
+
 Indices may be plain ints (epoch from :meth:`WindowDataset.set_epoch`) or
 ``(epoch, index)`` pairs as yielded by :class:`~workbench.data.samplers.EpochSampler`.
 Band indices are 0-based positions in the file (``bands=[3, 2, 1]``), or band names.
