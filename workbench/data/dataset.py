@@ -26,6 +26,15 @@ Items (and batches, stacked) are dicts:
 * ``tile``: int64 index into ``tiles``; ``window``: int64 ``[row_off, col_off, size]``
   in the tile's pixel grid (the window read, before augmentation).
 
+With ``finish_on_device`` (the trainer sets it when it trains on an accelerator),
+``__getitems__`` returns a *raw* batch instead: ``image`` as the files hold it (uint16 DN),
+``mask`` as read (uint8), ``tile``/``window``, and ``wire_*`` per-sample parameters;
+:func:`workbench.data.collate.finish_batch` turns it, on the device, into exactly the batch
+above. Items (``ds[i]``) are always finished. Reflectance exists before the fused affine
+(:meth:`WindowDataset._affine`): a step that needs reflectance pixels goes there. A dataset with
+spectral index channels (``indices``) always finishes its batches on the CPU, where the
+indices are computed from reflectance (moving them to the device is the next step).
+
 Indices may be plain ints (epoch from :meth:`WindowDataset.set_epoch`) or
 ``(epoch, index)`` pairs as yielded by :class:`~workbench.data.samplers.EpochSampler`.
 Band indices are 0-based positions in the file (``bands=[3, 2, 1]``), or band names.
@@ -46,7 +55,7 @@ from rasterio.windows import Window
 from workbench import fastpaths
 from workbench.data import geotiff
 from workbench.data.augment import Augment, dihedral_batch
-from workbench.data.collate import passthrough_collate
+from workbench.data.collate import finish_batch, passthrough_collate
 from workbench.data.indices import IndexChannels
 from workbench.data.radiometry import of_tile, units_of
 from workbench.data.samplers import GridWindows, RandomWindows, Windows
@@ -132,7 +141,8 @@ class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, tiles: Sequence, sampler: RandomWindows | GridWindows,
                  bands: Sequence[int | str] | None = None, stats: BandStats | None = None,
                  augment: Augment | None = None, with_mask: bool = True, seed: int = 0,
-                 ignore_index: int = DEFAULT_IGNORE_INDEX, max_open: int = 256, radiometry: bool = True):
+                 ignore_index: int = DEFAULT_IGNORE_INDEX, max_open: int = 256, radiometry: bool = True,
+                 finish_on_device: bool = False):
         tiles = list(tiles)
         if not tiles:
             raise WorkbenchError("no tiles for the dataset (empty tile list): check the catalog query")
@@ -194,6 +204,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.ignore_index = int(ignore_index)
         self.max_open = max(int(max_open), 1)
         self.radiometry = bool(radiometry)
+        self.finish_on_device = bool(finish_on_device)
         self._units: tuple[str, str] | None = None
         self._pid: int | None = None
         self._readers: OrderedDict[int, _TileReader] = OrderedDict()
@@ -350,7 +361,7 @@ class WindowDataset(torch.utils.data.Dataset):
         return idx, np.asarray(ep, np.int64)
 
     def __getitem__(self, i) -> dict[str, torch.Tensor]:
-        batch = self.__getitems__([i])
+        batch = finish_batch(self.__getitems__([i]))
         return {k: v[0] for k, v in batch.items()}
 
     def windows(self, indices, epoch: int | None = None) -> Windows:
@@ -401,7 +412,8 @@ class WindowDataset(torch.utils.data.Dataset):
         return win, True
 
     def __getitems__(self, indices) -> dict[str, torch.Tensor]:
-        """A whole collated batch, built in cache-sized chunks of samples (see the module docs)."""
+        """A whole collated batch (see the module docs), or with ``finish_on_device`` the raw
+        batch :func:`~workbench.data.collate.finish_batch` turns into the same one."""
         idx, ep = self._parse(indices)
         B, S, C = len(idx), self.size, len(self.bands)
         if B == 0:
@@ -409,32 +421,19 @@ class WindowDataset(torch.utils.data.Dataset):
 
         # Open (or reuse) every file the batch can touch first, so dtypes are known.
         readers = {t: self._reader(t) for t in np.unique(self.sampler.tiles_of(idx)).tolist()}
-        mbuf = None
-        if self.with_mask:
-            mbuf = self._buffer("mask", (B, S, S), _common_dtype([r.mask_dtype for r in readers.values()], np.int32))
+        raw_dtype = _common_dtype([r.dtype for r in readers.values()], np.float32)
+        mask_dtype = _common_dtype([r.mask_dtype for r in readers.values()], np.int32) if self.with_mask else None
+        if self.finish_on_device and self.indices is None:  # index channels are computed here, on the CPU
+            return self._raw_batch(idx, ep, readers, raw_dtype, mask_dtype)
+        mbuf = self._buffer("mask", (B, S, S), mask_dtype) if self.with_mask else None
         win, mask_read = self._windows(idx, ep, mbuf)
         tiles, rows, cols = win.tile.tolist(), win.row.tolist(), win.col.tolist()
         img_readers = [readers[t] for t in tiles]
         nodatas = [r.nodata for r in img_readers]
         mask_nodatas = [r.mask_nodata for r in img_readers]
         check_nan = any(r.is_float for r in readers.values())
-        raw_dtype = _common_dtype([r.dtype for r in readers.values()], np.float32)
 
-        # Augmentation parameters (a pure function of seed, epoch, index).
-        p = self.augment.params(self.seed, ep, idx) if self.augment is not None else None
-        transforms = p.transform if p is not None else np.zeros(B, np.int64)
-        # Normalisation fused with brightness/contrast jitter: x * scale[b, c] + bias[b, c].
-        scale, bias = self._scale[None, :], self._bias[None, :]
-        if any(r.affine is not None for r in img_readers):    # to reflectance first, tile by tile
-            ident = np.stack([np.ones(C, np.float32), np.zeros(C, np.float32)])
-            aff = np.stack([ident if r.affine is None else r.affine for r in img_readers])  # (B, 2, C)
-            bias = bias + scale * aff[:, 1]
-            scale = scale * aff[:, 0]
-        if p is not None and p.jitter:
-            scale = scale * p.contrast[:, None]
-            bias = bias * p.contrast[:, None] + p.brightness[:, None]
-        identity = not (p is not None and p.jitter) and self.stats is None and \
-            all(r.affine is None for r in img_readers)
+        transforms, scale, bias, identity = self._affine(idx, ep, img_readers)
         s4, b4 = scale[:, :, None, None], bias[:, :, None, None]
         per_sample = s4.shape[0] > 1
 
@@ -502,14 +501,79 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.with_mask:
             out["mask"] = mask_t[0]
         out["valid"] = valid
-        tile_t.numpy()[:] = win.tile
-        w = window_t.numpy()
-        w[:, 0], w[:, 1], w[:, 2] = win.row, win.col, S
+        self._fill_position(tile_t, window_t, win)
         out["tile"] = tile_t
         out["window"] = window_t
         if len(self._readers) > self.max_open:
             self._trim()
         return out
+
+    def _raw_batch(self, idx: np.ndarray, ep, readers: dict[int, _TileReader], raw_dtype: np.dtype,
+                   mask_dtype: np.dtype | None) -> dict:
+        """The batch as :func:`~workbench.data.collate.finish_batch` takes it: pixels as read,
+        straight into the batch's (shared) memory, and what is left to do as per-sample numbers.
+        The CPU does nothing but the windowed reads."""
+        B, S, C = len(idx), self.size, len(self.bands)
+        specs = [((B, C, S, S), _torch_dtype(raw_dtype)), ((B,), torch.int64), ((B, 3), torch.int64),
+                 ((B, 2, C), torch.float32), ((B,), torch.int64), ((B,), torch.float64)]
+        if self.with_mask:
+            specs += [((B, S, S), _torch_dtype(mask_dtype)), ((B,), torch.float64)]
+        image, tile_t, window_t, affine_t, transform_t, nodata_t, *mask_t = self._outputs(specs)
+        mask = mask_t[0].numpy() if self.with_mask else None
+        win, mask_read = self._windows(idx, ep, mask)
+        rows, cols = win.row.tolist(), win.col.tolist()
+        img_readers = [readers[t] for t in win.tile.tolist()]
+        img, indexes = image.numpy(), self._indexes
+        for i, r in enumerate(img_readers):
+            _read_window(r.image, indexes, img[i], rows[i], cols[i], S)
+            if self.with_mask and not mask_read:
+                _read_window(r.mask, [1], mask[i:i + 1], rows[i], cols[i], S)
+        transforms, scale, bias, _ = self._affine(idx, ep, img_readers)
+        aff = affine_t.numpy()
+        aff[:, 0], aff[:, 1] = scale, bias
+        transform_t.numpy()[:] = transforms
+        nodata_t.numpy()[:] = [_nodata_value(r.nodata, raw_dtype) for r in img_readers]
+        self._fill_position(tile_t, window_t, win)
+        out: dict = {"image": image}
+        if self.with_mask:
+            out["mask"] = mask_t[0]
+            mask_t[1].numpy()[:] = [_nodata_value(r.mask_nodata, mask_dtype) for r in img_readers]
+        out.update(tile=tile_t, window=window_t, wire_affine=affine_t, wire_transform=transform_t,
+                   wire_nodata=nodata_t, wire_ignore=self.ignore_index)
+        if self.with_mask:
+            out["wire_mask_nodata"] = mask_t[1]
+        if len(self._readers) > self.max_open:
+            self._trim()
+        return out
+
+    def _affine(self, idx: np.ndarray, ep, img_readers: list[_TileReader]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Per sample: the dihedral transform, and ``(scale, bias)`` (each (1 or B, C) float32)
+        with ``image = DN * scale + bias``: the tile's reflectance affine, the band statistics
+        and the brightness/contrast jitter fused into one; and whether that is the identity.
+
+        Reflectance exists only before the fusion: ``DN * aff[:, 0] + aff[:, 1]`` below, with
+        the tile's radiometry. Augmentation parameters are a pure function of (seed, epoch, index)."""
+        B, C = len(idx), len(self.bands)
+        p = self.augment.params(self.seed, ep, idx) if self.augment is not None else None
+        transforms = p.transform if p is not None else np.zeros(B, np.int64)
+        scale, bias = self._scale[None, :], self._bias[None, :]
+        if any(r.affine is not None for r in img_readers):    # to reflectance first, tile by tile
+            ident = np.stack([np.ones(C, np.float32), np.zeros(C, np.float32)])
+            aff = np.stack([ident if r.affine is None else r.affine for r in img_readers])  # (B, 2, C)
+            bias = bias + scale * aff[:, 1]
+            scale = scale * aff[:, 0]
+        if p is not None and p.jitter:
+            scale = scale * p.contrast[:, None]
+            bias = bias * p.contrast[:, None] + p.brightness[:, None]
+        identity = not (p is not None and p.jitter) and self.stats is None and \
+            all(r.affine is None for r in img_readers)
+        return transforms, scale, bias, identity
+
+    def _fill_position(self, tile_t: torch.Tensor, window_t: torch.Tensor, win: Windows) -> None:
+        tile_t.numpy()[:] = win.tile
+        w = window_t.numpy()
+        w[:, 0], w[:, 1], w[:, 2] = win.row, win.col, self.size
 
 
 # ---- batch helpers ---------------------------------------------------------------------------
@@ -535,6 +599,19 @@ def _cast_nodata(nodata: float, dtype: np.dtype):
             return None
         return dtype.type(int(nodata))
     return dtype.type(nodata)
+
+
+def _nodata_value(nodata, dtype: np.dtype) -> float:
+    """A tile's nodata as :func:`~workbench.data.collate.finish_batch` compares it (NaN: no
+    value of ``dtype`` is nodata; NaN pixels of float files are invalid anyway)."""
+    if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)):
+        return math.nan
+    v = _cast_nodata(nodata, dtype)
+    return math.nan if v is None else float(v)
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 def _nodata_pixels(raw: np.ndarray, nodatas: list, check_nan: bool, bad: np.ndarray,

@@ -18,10 +18,20 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
-from workbench.data.collate import passthrough_collate
+from workbench.data.collate import finish_batch, passthrough_collate
 from workbench.data.samplers import EpochSampler, torch_permutation
 
-__all__ = ["EpochSampler", "batch_size_of", "make_loader"]
+__all__ = ["EpochSampler", "batch_size_of", "finish_batch", "finish_on", "make_loader"]
+
+
+def finish_on(dataset: Dataset, device: torch.device) -> None:
+    """Let a dataset that can (``finish_on_device``) ship raw batches when training on an
+    accelerator: the loader's CPUs then only read windows, and :func:`finish_batch` (in the
+    training step, after the host-to-device copy) normalises, augments and builds the masks
+    on the device. On a CPU the loader's worker processes do that work in parallel instead of
+    the training process, so nothing changes there."""
+    if torch.device(device).type != "cpu" and hasattr(dataset, "finish_on_device"):
+        dataset.finish_on_device = True
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int = 0,

@@ -35,7 +35,7 @@ from workbench.config import dump_yaml, flatten, to_dict
 from workbench.errors import WorkbenchError
 from workbench.train import checkpoint as ckpt
 from workbench.train.config import TrainConfig
-from workbench.train.data import make_loader
+from workbench.train.data import finish_batch, finish_on, make_loader
 from workbench.train.ema import EMA
 from workbench.train.environment import resolve_mixed_precision, resolve_trackers
 from workbench.train.monitor import EarlyStopping, is_better
@@ -137,6 +137,7 @@ class Trainer:
 
         # Data: one permutation per (seed, epoch), sharded by accelerate; see data.py.
         self._loader_rng = torch.Generator()
+        finish_on(train_data, self.accelerator.device)  # raw batches finished in the step (on a GPU)
         train_loader, self.train_sampler = make_loader(
             train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
             collate_fn=collate_fn, generator=self._loader_rng)
@@ -194,6 +195,7 @@ class Trainer:
         loader = self._begin_epoch(self.state.epoch)
         self.model.train()
         for batch in loader:
+            batch = finish_batch(batch)  # on the device already: a raw batch becomes the dataset's contract
             with self.accelerator.accumulate(self.model):
                 loss, logs = self.task.loss(self.model, batch)
                 self.accelerator.backward(loss)
