@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from rasterio.windows import Window
 
 from tests.support import sentinel2 as s2
@@ -182,3 +183,16 @@ def test_a_scene_without_an_index_band_names_the_index(tmp_path, g):
     with pytest.raises(WorkbenchError, match=r"rgbn.tif: has no band B11 that run r needs for index mndwi \(it has "
                                              r"B02, B03, B04, B08"):
         open_scene(contract, stats, rgbn, run="r", warn=False)
+
+
+def test_index_channels_are_finished_on_the_cpu_even_when_the_trainer_asks_for_raw_batches(tmp_path, g):
+    """The raw (device-finished) path carries no index channels: a dataset with indices keeps
+    building its batches itself, so the model still gets bands + indices."""
+    img = s2.write_float_geotiff(tmp_path / "f.tif", g)
+    mask = s2.write_mask(tmp_path / "f_mask.tif", g, nodata_edge=0)
+    tile = Tile(path=str(img), mask_path=str(mask), source="folder", split="train")
+    stats = compute_band_stats([tile], split=None, indices=["ndwi"])
+    cpu = WindowDataset([tile], GridWindows(SIZE), stats=stats).__getitems__([0])
+    raw = WindowDataset([tile], GridWindows(SIZE), stats=stats, finish_on_device=True).__getitems__([0])
+    assert raw["image"].dtype == torch.float32 and raw["image"].shape[1] == 5
+    assert torch.equal(raw["image"], cpu["image"]) and torch.equal(raw["mask"], cpu["mask"])
