@@ -293,3 +293,71 @@ def test_cli_predict_and_score(home, run_dir, cli):
     code, out, err = cli("segment", "predict", "--run", run_dir.name, "--input", str(scene), "--out",
                          str(home / "p2.tif"), "--truth", str(truth))
     assert code == 2 and "no catalog tiles match" in err
+
+
+def test_streamed_scene_equals_the_whole_scene_bit_for_bit(home, run_dir, monkeypatch):
+    """predict_scene writes rows as windows complete, keeping only the open rows; the mask and the
+    probabilities must equal the scene-sized accumulators' (predict_probabilities) exactly: several
+    window rows, overlap, a nodata corner, a ragged last row and column, batches spanning window
+    rows (5 of 6 windows per row, 16) and one window at a time for a binary model; a 3-class softmax."""
+    from tasks.segmentation import predict as P
+    from tasks.segmentation.run import load_run
+
+    heights = []
+    real_finish = P._OpenRows.finish
+
+    def finish(self, upto):
+        heights.append(self.wsum.shape[0])
+        return real_finish(self, upto)
+
+    monkeypatch.setattr(P._OpenRows, "finish", finish)
+    scene = make_scene(home / "scene.tif", width=290, height=230)        # rows 0 48 96 144 166, cols ... 226
+    three = make_run(home, name="segmentation-three-20240101-000000", classes=3)
+    settings = ((5, "gaussian", False), (16, "mean", False), (1, "gaussian", True))
+    for run_path, classes in ((run_dir, 1), (three, 3)):
+        run = load_run(run_path)
+        for batch, blend, naive in settings if classes == 1 else settings[:1]:
+            heights.clear()
+            whole = P.predict_probabilities(run, scene, window=64, overlap=16, batch_size=batch, blend=blend,
+                                            progress=False, naive=naive)
+            assert heights == [230]
+            if classes == 1:      # a random model: a threshold that gives a map of both classes
+                run.threshold = float(np.median(whole.probs[0][whole.valid]))
+            heights.clear()
+            out, prob = home / f"m{classes}{batch}.tif", home / f"p{classes}{batch}.tif"
+            res = P.predict_scene(run, scene, out, prob_path=prob, window=64, overlap=16, batch_size=batch,
+                                  blend=blend, progress=False, naive=naive)
+            assert len(heights) > 3 and max(heights) < 230
+            if batch == 5:
+                assert max(heights) <= 64 + 48               # one window row plus the overlap band
+            expected = P.labels_of(whole, run.threshold)
+            np.testing.assert_array_equal(geotiff.read(out)[0], expected)
+            probs = whole.probs.copy()
+            probs[:, ~whole.valid] = np.nan
+            np.testing.assert_array_equal(geotiff.read(prob), probs)
+            assert len(set(np.unique(expected)) - {255}) >= 2
+            names = ["land", "water"] if classes == 1 else ["class0", "class1", "class2"]
+            assert res["class_pixels"] == {n: int((expected == i).sum()) for i, n in enumerate(names)}
+            assert res["areas_km2"] == {n: pytest.approx((expected == i).sum() * 100 / 1e6)
+                                        for i, n in enumerate(names)}
+            assert res["nodata_pixels"] == 250 and res["valid_pixels"] == 290 * 230 - 250
+    with rasterio.open(out) as m, rasterio.open(prob) as p:
+        assert m.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert p.descriptions == ("p_class_0", "p_class_1", "p_class_2") and m.descriptions == ("class",)
+
+
+def test_a_narrow_scene_and_one_smaller_than_the_window_stream_too(home, run_dir):
+    """Batches of 16 over a 2-window-wide scene span 8 window rows (the open rows grow for them);
+    a scene smaller than the window is padded and cropped as before."""
+    from tasks.segmentation import predict as P
+    from tasks.segmentation.run import load_run
+
+    run = load_run(run_dir)
+    for name, w, h, window in (("narrow", 90, 400, 64), ("small", 50, 37, 256)):
+        scene = make_scene(home / f"{name}.tif", width=w, height=h, nodata=None)
+        whole = P.predict_probabilities(run, scene, window=window, overlap=16, batch_size=16, progress=False)
+        res = P.predict_scene(run, scene, home / f"{name}_m.tif", window=window, overlap=16, batch_size=16,
+                              progress=False)
+        np.testing.assert_array_equal(geotiff.read(res["out"])[0], P.labels_of(whole, run.threshold))
+        assert res["valid_pixels"] == w * h and res["water_fraction"] == pytest.approx(
+            (P.labels_of(whole, run.threshold) == 1).mean())
