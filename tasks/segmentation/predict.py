@@ -14,15 +14,23 @@ the scene edge; patches are batched (``batch_size``) and run through the model
 under ``torch.inference_mode`` in channels_last layout (bf16 autocast on CUDA);
 probabilities (sigmoid, or softmax for several classes) are blended where windows
 overlap with a gaussian (centre-weighted, sigma = window / 8) or uniform
-(``mean``) weight, accumulated in float32 scene-sized accumulators. A scene
-smaller than the window is padded by reflection and the result cropped.
+(``mean``) weight. A scene smaller than the window is padded by reflection and the
+result cropped.
 
-Output: a uint8 mask GeoTIFF on the input's grid (same CRS and transform): 0
-land/background, 1 water (binary models, ``p > threshold`` with the run's
-threshold) or the class index (several classes); 255 = nodata where any input
-band is nodata (or NaN). Optionally a float32 probability GeoTIFF (one band for a
-binary model: the water probability; one per class otherwise; NaN = nodata).
-Both are written atomically (``workbench.data.geotiff.write``).
+Memory does not grow with the scene: :func:`predict_scene` keeps float32 accumulators
+only for the rows a window may still add to (one window row plus the overlap band,
+``_OpenRows``) and, as each window row completes, writes the finished rows out through
+``workbench.data.geotiff.RasterWriter``; GDAL's block cache is capped (``GDAL_CACHE_MB``).
+The additions per pixel are those of scene-sized accumulators in the same order, so the
+mask is the same bit for bit as :func:`predict_probabilities`' (which holds the whole
+scene, for catalog tiles and the bench). The summary counts pixels and km^2 per class.
+
+Output: a uint8 mask Cloud-Optimised GeoTIFF (internal overviews) on the input's grid
+(same CRS and transform): 0 land/background, 1 water (binary models, ``p > threshold``
+with the run's threshold) or the class index (several classes); 255 = nodata where any
+input band is nodata (or NaN). Optionally a float32 probability COG (one band for a
+binary model: the water probability; one per class otherwise; NaN = nodata). Both are
+written atomically (a temporary file renamed once it reads back).
 
 :func:`predict_scene_naive` is the simple way (one window at a time, batch 1,
 contiguous layout, a read per window) over the very same windows and blending: the
@@ -187,7 +195,7 @@ class _Runner:
 
 # ------------------------------------------------------------------------------ the engine
 
-GDAL_CACHE_MB = 256     # GDAL's block cache while predicting (its default is 5 % of the machine's memory)
+GDAL_CACHE_MB = 128     # GDAL's block cache while predicting (its default: 5 % of the machine's memory)
 
 
 @dataclass
