@@ -479,7 +479,7 @@ def _stream(run: Any, scene: Any, out_path, prob_path, window, overlap, batch_si
                 prob_path, count=classes, dtype="float32", nodata=float("nan"), band_names=names,
                 overview_resampling="average", **grid))
 
-        def emit(row: int, probs: np.ndarray, valid: np.ndarray) -> None:
+        def write(row: int, probs: np.ndarray, valid: np.ndarray) -> None:
             labels = _labels(probs, valid, run.threshold)
             mask.write(labels, row_off=row)
             counts.add(row, labels)
@@ -487,7 +487,19 @@ def _stream(run: Any, scene: Any, out_path, prob_path, window, overlap, batch_si
                 probs[:, ~valid] = np.nan
                 probs_out.write(probs, row_off=row)
 
+        # Blocks are written in a thread while the model runs on the next windows (GDAL releases
+        # the GIL); at most one block waits, so memory stays bounded and the order is kept.
+        writing = files.enter_context(ThreadPoolExecutor(1, thread_name_prefix="wb-write"))
+        pending: list = []
+
+        def emit(row: int, probs: np.ndarray, valid: np.ndarray) -> None:
+            if pending:
+                pending.pop().result()
+            pending.append(writing.submit(write, row, probs, valid))
+
         pred = _predict(run, scene, window, overlap, batch_size, blend, progress, naive, tta, emit=emit)
+        if pending:
+            pending.pop().result()
     names = class_names(run, classes)
     c = counts.summary(names)
     result = {
