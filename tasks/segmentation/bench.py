@@ -24,6 +24,11 @@ On a crop of the Blue Marble mosaic (``data/bluemarble/mosaic.tif``, built with
     trainer's unavoidable final checkpoint is outside the timed steps): after each
     trainer step a callback runs one bare step on its own copy, so both see the same
     machine load; medians per step. Overhead goal <= 5 %.
+(d) a whole tile (:func:`bench_tile`; alone: ``python -m tasks.segmentation.bench [--quick]``): a
+    generated 10980 x 10980 4-band uint16 COG and its water mask (2048 px with ``quick``; cached
+    in ``data/bench``), predicted by ``segment predict --truth --all-pixels --probabilities`` in a
+    subprocess with a random small model, binary and 3-class softmax: peak RSS (goal <= 2 GB) and
+    Mpx/s beside the bare model's forward time over the same windows (same batch, no I/O).
 """
 
 from __future__ import annotations
@@ -277,6 +282,149 @@ def bench_trainer(folder: Path, quick: bool, rows: list, notes: list) -> None:
                  f"{'GPU' if not cfg.cpu else 'CPU'})")
 
 
+# ------------------------------------------------------------------------------ (d) a whole tile
+
+
+TILE_BANDS = ("B02", "B03", "B04", "B08")
+TILE_FILTERS = (16, 32, 64, 128)        # a small plain AttentionUNet: the bench times the streaming, not a big model
+
+
+def tile_scene(folder: Path, size: int, height: int | None = None) -> tuple[Path, Path]:
+    """A ``size`` x ``size`` (or ``height``) 4-band uint16 Sentinel-2-like COG (10 m, UTM 33N, DN with nodata 0
+    on a 16 px left edge) and its water mask, made once and cached in ``folder``. Written in
+    strips of 512 rows through ``geotiff.RasterWriter``: a 10980 px tile never sits in memory."""
+    height = height or size
+    name = f"s2_tile_{size}" if height == size else f"s2_tile_{size}x{height}"
+    image, mask = folder / f"{name}.tif", folder / f"{name}_mask.tif"
+    if image.is_file() and mask.is_file():
+        return image, mask
+    from rasterio.transform import from_origin
+
+    grid = dict(width=size, height=height, affine=from_origin(300_000.0, 5_000_040.0, 10.0, 10.0), crs="EPSG:32633")
+    water_dn = np.array([700, 600, 500, 300], np.float32)[:, None, None]
+    land_dn = np.array([900, 1200, 1300, 3000], np.float32)[:, None, None]
+    with geotiff.RasterWriter(image, count=4, dtype="uint16", nodata=0, band_names=TILE_BANDS, **grid) as img, \
+            geotiff.RasterWriter(mask, count=1, dtype="uint8", nodata=255, band_names=["water"], **grid) as msk:
+        for r in range(0, height, 512):
+            h = min(512, height - r)
+            yy, xx = np.mgrid[r:r + h, 0:size].astype(np.float32)
+            field = np.sin(xx / 300) + np.cos(yy / 410) + np.sin((xx + yy) / 170)   # lakes, rivers, coasts
+            water = field > 1.0
+            rng = np.random.default_rng(r)
+            dn = np.where(water[None], water_dn, land_dn) * rng.normal(1.0, 0.08, (4, h, size)).astype(np.float32)
+            dn = dn.clip(1, 10000).astype(np.uint16)
+            labels = water.astype(np.uint8)
+            dn[:, :, :16], labels[:, :16] = 0, 255
+            img.write(dn, row_off=r)
+            msk.write(labels, row_off=r)
+    return image, mask
+
+
+def tile_run(folder: Path, classes: int) -> Path:
+    """A run folder with a random small model for ``TILE_BANDS``, as ``segment predict --run`` loads it."""
+    import json
+
+    from tasks.segmentation.config import config_from_dict
+    from tasks.segmentation.models import build_model
+    from workbench.config import dump_yaml
+    from workbench.data.stats import BandStats
+    from workbench.train.checkpoint import save_checkpoint, with_prefix
+
+    run = folder / f"segmentation-bench{classes}-20240101-000000"
+    if (run / "threshold.json").is_file():
+        return run
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    kwargs = {"filters": list(TILE_FILTERS)}
+    cfg = config_from_dict({"name": "bench", "model": {"arch": "AttentionUNet", "encoder": None, "classes": classes,
+                                                        "kwargs": kwargs},
+                            "predict": {"window": 256, "overlap": 32, "batch_size": 16}})
+    dump_yaml(cfg, run / "config.yaml")
+    torch.manual_seed(classes)
+    model = build_model("AttentionUNet", None, in_channels=len(TILE_BANDS), classes=classes, **kwargs)
+    save_checkpoint(run / "checkpoints" / "best.safetensors", with_prefix("model", model.state_dict()), {"step": 1})
+    BandStats([1000.0] * 4, [500.0] * 4, list(TILE_BANDS)).save(run / "band_stats.json")
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5, "select": "iou"}))
+    return run
+
+
+# Runs a command as its own child and reports that child's peak RSS (RUSAGE_CHILDREN of this
+# wrapper holds exactly that one process), its wall time and its output.
+_WRAPPER = """
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.run(sys.argv[2:], capture_output=True, text=True)
+json.dump({"rc": p.returncode, "wall_s": time.perf_counter() - t0, "stdout": p.stdout, "stderr": p.stderr[-4000:],
+           "maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}, open(sys.argv[1], "w"))
+"""
+
+
+def _measured(folder: Path, argv: list[str], name: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    report = folder / f"{name}.json"
+    subprocess.run([sys.executable, "-c", _WRAPPER, str(report), *argv], check=True)
+    res = json.loads(report.read_text())
+    if res["rc"] != 0:
+        raise WorkbenchError(f"{name}: exit {res['rc']}: {res['stderr'].strip()[-400:]}")
+    return res
+
+
+def bare_forward(run_path: str, windows: int, batch_size: int, window: int = 256) -> float:
+    """Seconds of the model alone (``workbench.inference.ModelRunner``, as predict runs it) over
+    ``windows`` random windows in batches of ``batch_size``: no reading, blending or writing."""
+    from tasks.segmentation.run import load_run
+    from workbench.inference import ModelRunner
+
+    run = load_run(run_path)
+    runner = ModelRunner(run.model)
+    x = np.random.default_rng(0).normal(0, 1, (batch_size, run.in_channels, window, window)).astype(np.float32)
+    runner(x[:1])                                                    # warm-up
+    t0 = time.perf_counter()
+    for start in range(0, windows, batch_size):
+        runner(x[:min(batch_size, windows - start)])
+    return time.perf_counter() - t0
+
+
+def bench_tile(folder: Path, quick: bool, rows: list, notes: list, cache: Path | None = None) -> None:
+    """(d) ``segment predict --truth --all-pixels --probabilities`` on a whole generated tile in a
+    subprocess: its peak RSS and Mpx/s beside the bare model over the same windows."""
+    import json
+    import sys
+
+    from workbench import paths
+
+    size = 2048 if quick else 10980
+    cache = cache or paths.data_dir() / "bench"
+    image, truth = tile_scene(cache, size)
+    notes.append(f"(d) {size}x{size} px 4-band uint16 COG (cached in {cache}), random AttentionUNet "
+                 f"{list(TILE_FILTERS)}, window 256 / overlap 32 / batch 16, {torch.get_num_threads()} torch threads")
+    for classes in (1, 3):
+        run = tile_run(folder, classes)
+        out, prob = folder / f"tile{classes}_mask.tif", folder / f"tile{classes}_prob.tif"
+        res = _measured(folder, [sys.executable, "-m", "workbench", "segment", "predict", "--run", str(run),
+                                 "--input", str(image), "--out", str(out), "--probabilities", str(prob),
+                                 "--truth", str(truth), "--all-pixels", "--no-progress", "--json"],
+                        f"predict{classes}")
+        summary = json.loads(res["stdout"].strip().splitlines()[-1])
+        code = (f"from tasks.segmentation.bench import bare_forward; "
+                f"print(bare_forward({str(run)!r}, {summary['windows']}, {summary['batch_size']}))")
+        bare = _measured(folder, [sys.executable, "-c", code], f"bare{classes}")
+        t_bare = float(bare["stdout"].strip().splitlines()[-1])
+        mpx = size * size / 1e6
+        kind = "binary" if classes == 1 else f"{classes}-class softmax"
+        iou = summary["score"]["mean_iou"]
+        rows.append(_row(f"(d) {size} px tile, {kind}, --truth --probabilities: peak RSS", res["maxrss_mb"], None,
+                         "MB", "<= 2048 MB"))
+        rows.append(_row(f"(d) {size} px tile, {kind}: predict vs bare model, same windows", mpx / summary["seconds"],
+                         mpx / t_bare, "Mpx/s", ">= 0.9"))
+        notes.append(f"(d) {kind}: {summary['windows']} windows, predict {summary['seconds']:.1f} s, bare model "
+                     f"{t_bare:.1f} s, whole command (COGs, scoring) {res['wall_s']:.1f} s "
+                     f"({mpx / res['wall_s']:.2f} Mpx/s); mean IoU vs truth {'n/a' if iou is None else f'{iou:.3f}'} "
+                     f"(random weights); bare model's own peak RSS {bare['maxrss_mb']:.0f} MB")
+
+
 # ------------------------------------------------------------------------------ entry point
 
 
@@ -288,6 +436,30 @@ def bench_scene(quick: bool = False):
     with tempfile.TemporaryDirectory(prefix="wb-bench-seg-") as tmp:
         bench_predict(Path(tmp), quick, rows, notes)
         bench_trainer(Path(tmp), quick, rows, notes)
+        bench_tile(Path(tmp), quick, rows, notes)
     return BenchResult("Segmentation: scene prediction and trainer overhead (higher value is better unless unit s)",
                        rows, notes)
+
+
+def bench_whole_tile(quick: bool = False):
+    """(d) alone: ``python -m tasks.segmentation.bench [--quick]``."""
+    from workbench.bench import BenchResult
+
+    rows: list[dict] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="wb-bench-tile-") as tmp:
+        bench_tile(Path(tmp), quick, rows, notes)
+    return BenchResult("Segmentation: a whole tile streamed (peak RSS, Mpx/s vs the bare model)", rows, notes)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from workbench.bench import format_table
+
+    result = bench_whole_tile(quick="--quick" in sys.argv[1:])
+    print(result.title)
+    print(format_table(result.rows))
+    for note in result.notes:
+        print(f"  - {note}")
 

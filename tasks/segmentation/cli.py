@@ -277,6 +277,18 @@ def _device(name: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def format_classes(res: dict) -> str:
+    """A table line per class of a predicted scene: pixels, share of the valid ones, km^2 (the
+    ground a user asks about: how much water, not how many pixels)."""
+    valid = res["valid_pixels"]
+    lines = [f"{'class':<12} {'pixels':>12} {'share':>7} {'km2':>12}"]
+    for name, n in res["class_pixels"].items():
+        km2 = res["areas_km2"][name]
+        share = f"{100 * n / valid:.1f} %" if valid else "n/a"
+        lines.append(f"{name:<12} {n:>12} {share:>7} {'n/a' if km2 is None else f'{km2:.4f}':>12}")
+    return "\n".join(lines)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     query = query_from_args(args)
     if args.write_masks:
@@ -346,6 +358,7 @@ def _run_scene(args, query: dict) -> int:
     if res.get("water_fraction") is not None:
         print(f"water        {100 * res['water_fraction']:.1f} % of {res['valid_pixels']} valid pixels "
               f"({res['nodata_pixels']} nodata)")
+    print(format_classes(res))
     print(f"mask         {res['out']}")
     if res["probabilities"]:
         print(f"probabilities {res['probabilities']}")

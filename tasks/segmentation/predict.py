@@ -14,15 +14,23 @@ the scene edge; patches are batched (``batch_size``) and run through the model
 under ``torch.inference_mode`` in channels_last layout (bf16 autocast on CUDA);
 probabilities (sigmoid, or softmax for several classes) are blended where windows
 overlap with a gaussian (centre-weighted, sigma = window / 8) or uniform
-(``mean``) weight, accumulated in float32 scene-sized accumulators. A scene
-smaller than the window is padded by reflection and the result cropped.
+(``mean``) weight. A scene smaller than the window is padded by reflection and the
+result cropped.
 
-Output: a uint8 mask GeoTIFF on the input's grid (same CRS and transform): 0
-land/background, 1 water (binary models, ``p > threshold`` with the run's
-threshold) or the class index (several classes); 255 = nodata where any input
-band is nodata (or NaN). Optionally a float32 probability GeoTIFF (one band for a
-binary model: the water probability; one per class otherwise; NaN = nodata).
-Both are written atomically (``workbench.data.geotiff.write``).
+Memory does not grow with the scene: :func:`predict_scene` keeps float32 accumulators
+only for the rows a window may still add to (one window row plus the overlap band,
+``_OpenRows``) and, as each window row completes, writes the finished rows out through
+``workbench.data.geotiff.RasterWriter``; GDAL's block cache is capped (``GDAL_CACHE_MB``).
+The additions per pixel are those of scene-sized accumulators in the same order, so the
+mask is the same bit for bit as :func:`predict_probabilities`' (which holds the whole
+scene, for catalog tiles and the bench). The summary counts pixels and km^2 per class.
+
+Output: a uint8 mask Cloud-Optimised GeoTIFF (internal overviews) on the input's grid
+(same CRS and transform): 0 land/background, 1 water (binary models, ``p > threshold``
+with the run's threshold) or the class index (several classes); 255 = nodata where any
+input band is nodata (or NaN). Optionally a float32 probability COG (one band for a
+binary model: the water probability; one per class otherwise; NaN = nodata). Both are
+written atomically (a temporary file renamed once it reads back).
 
 :func:`predict_scene_naive` is the simple way (one window at a time, batch 1,
 contiguous layout, a read per window) over the very same windows and blending: the
@@ -34,7 +42,7 @@ experiment.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,18 +195,20 @@ class _Runner:
 
 # ------------------------------------------------------------------------------ the engine
 
+GDAL_CACHE_MB = 128     # GDAL's block cache while predicting (its default: 5 % of the machine's memory)
+
 
 @dataclass
 class Prediction:
-    probs: np.ndarray      # (C, H, W) float32 blended probabilities (C = 1 for binary models)
-    valid: np.ndarray      # (H, W) bool
-    info: Any              # RasterInfo of the input
+    probs: np.ndarray | None   # (C, H, W) float32 blended probabilities (C = 1 binary); None when streamed
+    valid: np.ndarray | None   # (H, W) bool; None when streamed
+    info: Any                  # RasterInfo of the input
     plan: Plan
     seconds: float
     batch_size: int
     blend: str
     tta: str = "none"
-    inputs: str = ""       # which of the input's bands were read, in which units
+    inputs: str = ""           # which of the input's bands were read, in which units
 
 
 def _settings(run: Any, window, overlap, batch_size, blend, tta) -> tuple[int, int, int, str, str]:
@@ -222,9 +232,10 @@ def predict_probabilities(run: Any, input_path: str | Path, window: int | None =
                           naive: bool = False, tta: str | None = None, bands: Sequence[str] | None = None,
                           scale: float | None = None, offset: float | None = None,
                           scl_nodata: Sequence[int] | None = None) -> Prediction:
-    """Blended probabilities over a whole scene (no file written); see the module docstring.
-    ``bands`` names the input's bands when it carries no names; ``scale`` / ``offset`` say how its
-    values become reflectance when it does not (``workbench.data.radiometry``)."""
+    """Blended probabilities over a whole scene, held in memory (no file written): for catalog
+    tiles (pseudo-masks) and the bench; :func:`predict_scene` streams instead. ``bands`` names the
+    input's bands when it carries no names; ``scale`` / ``offset`` say how its values become
+    reflectance when it does not (``workbench.data.radiometry``)."""
     window, overlap, batch_size, blend, tta = _settings(run, window, overlap, batch_size, blend, tta)
     if naive:
         batch_size = 1
@@ -237,24 +248,90 @@ def predict_probabilities(run: Any, input_path: str | Path, window: int | None =
         scene.close()
 
 
-def _predict(run, scene: Any, window, overlap, batch_size, blend, progress, naive, tta="none") -> Prediction:
+class _OpenRows:
+    """The blend accumulators of the scene rows a window may still add to.
+
+    Why it is enough: windows are added in scene order, row of windows after row of windows, so
+    once the next window to add starts at row ``r`` no later window touches a row above ``r``.
+    :meth:`finish` hands those rows out (blended probabilities and valid map) and shifts the rest
+    up, so what stays in memory is the window height plus the overlap band (a batch that spans
+    several window rows of a narrow scene grows it for that batch). Every pixel gets the same
+    float32 products and sums in the same order as in scene-sized accumulators, so the map is
+    the same bit for bit; ``keep=True`` is that scene-sized case (nothing handed out before the end).
+    """
+
+    def __init__(self, classes: int, plan: Plan, weight: np.ndarray, keep: bool = False):
+        self.plan, self.weight, self.base = plan, weight, 0
+        rows = plan.height if keep else min(plan.height, plan.win_h + plan.window - plan.overlap)
+        self.acc = np.zeros((classes, rows, plan.width), np.float32)
+        self.wsum = np.zeros((rows, plan.width), np.float32)
+        self.valid = np.zeros((rows, plan.width), bool)
+
+    def _at(self, r: int, h: int) -> int:
+        """Index of scene row ``r`` in the buffers, grown to hold ``h`` rows from there."""
+        lo = r - self.base
+        grow = lo + h - self.wsum.shape[0]
+        if grow > 0:
+            self.acc = np.concatenate([self.acc, np.zeros((self.acc.shape[0], grow, self.plan.width), np.float32)], 1)
+            self.wsum = np.concatenate([self.wsum, np.zeros((grow, self.plan.width), np.float32)])
+            self.valid = np.concatenate([self.valid, np.zeros((grow, self.plan.width), bool)])
+        return lo
+
+    def set_valid(self, r: int, c: int, ok: np.ndarray) -> None:
+        h, w = ok.shape
+        lo = self._at(r, h)
+        self.valid[lo:lo + h, c:c + w] = ok
+
+    def add(self, p: np.ndarray, r: int, c: int) -> None:
+        h, w = min(self.plan.win_h, self.plan.height - r), min(self.plan.win_w, self.plan.width - c)
+        lo = self._at(r, h)
+        self.acc[:, lo:lo + h, c:c + w] += p[:, :h, :w] * self.weight[:h, :w]
+        self.wsum[lo:lo + h, c:c + w] += self.weight[:h, :w]
+
+    def finish(self, upto: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """(first row, probabilities (C, n, W), valid (n, W)) of the rows above ``upto``, now final."""
+        n = min(upto, self.plan.height) - self.base
+        if n <= 0:
+            return None
+        row = self.base
+        if row == 0 and n == self.wsum.shape[0]:          # everything at once: no copies
+            np.divide(self.acc, np.maximum(self.wsum, 1e-12), out=self.acc)
+            out = (row, self.acc, self.valid)
+        else:
+            out = (row, self.acc[:, :n] / np.maximum(self.wsum[:n], 1e-12), self.valid[:n].copy())
+            keep = self.wsum.shape[0] - n
+            self.acc[:, :keep] = self.acc[:, n:]
+            self.wsum[:keep] = self.wsum[n:]
+            self.valid[:keep] = self.valid[n:]
+            self.acc[:, keep:] = 0
+            self.wsum[keep:] = 0
+            self.valid[keep:] = False
+        self.base += n
+        return out
+
+
+Emit = Callable[[int, np.ndarray, np.ndarray], None]
+
+
+def _predict(run, scene: Any, window, overlap, batch_size, blend, progress, naive, tta="none",
+             emit: Emit | None = None) -> Prediction:
+    """Run the windows; with ``emit``, hand every finished band of rows to ``emit(row, probs, valid)``
+    as it completes (nothing scene-sized is kept), else return the whole scene's probabilities."""
     t0 = time.perf_counter()
     info = scene.info
     H, W = info.height, info.width
     plan = plan_windows(H, W, window, overlap, output_stride(run.model))
     wh, ww = plan.win_h, plan.win_w
-    weight = blend_weight(wh, ww, blend)
     classes = int(getattr(run, "classes", 1) or 1)
-    acc = np.zeros((classes, H, W), np.float32)
-    wsum = np.zeros((H, W), np.float32)
-    valid = np.zeros((H, W), bool)
+    rows = _OpenRows(classes, plan, blend_weight(wh, ww, blend), keep=emit is None)
     runner = _Runner(run.model, channels_last=not naive, transforms=TTA[tta])
+    whole: list[tuple[int, np.ndarray, np.ndarray]] = []
+    out = emit if emit is not None else (lambda *block: whole.append(block))
 
-    def add(batch_probs: np.ndarray, where: Sequence[tuple[int, int]]) -> None:
-        for p, (r, c) in zip(batch_probs, where):
-            h, w = min(wh, H - r), min(ww, W - c)
-            acc[:, r:r + h, c:c + w] += p[:, :h, :w] * weight[:h, :w]
-            wsum[r:r + h, c:c + w] += weight[:h, :w]
+    def finish(upto: int) -> None:
+        block = rows.finish(upto)
+        if block is not None:
+            out(*block)
 
     from workbench.progress import progress as progress_bar
 
@@ -266,41 +343,54 @@ def _predict(run, scene: Any, window, overlap, batch_size, blend, progress, naiv
                 for c in plan.cols:
                     h, w = min(wh, H - r), min(ww, W - c)
                     x, ok = scene.read(Window(c, r, w, h))
-                    valid[r:r + h, c:c + w] = ok
-                    add(runner(_pad_to(x, wh, ww)[None]), [(r, c)])
+                    rows.set_valid(r, c, ok)
+                    for p in runner(_pad_to(x, wh, ww)[None]):
+                        rows.add(p, r, c)
                     bar.update(1)
+                if emit is not None:
+                    finish(r)
         else:
             batch = np.empty((batch_size, len(scene.bands), wh, ww), np.float32)
             where: list[tuple[int, int]] = []
-            for r, strip in _strips(scene, plan):
+
+            def run_batch() -> None:
+                for p, (r, c) in zip(runner(batch[:len(where)]), where):
+                    rows.add(p, r, c)
+                bar.update(len(where))
+                where.clear()
+
+            for r, strip, ok in _strips(scene, plan):
+                if emit is not None:                  # rows above this window row and any pending window
+                    finish(where[0][0] if where else r)
+                rows.set_valid(r, 0, ok)
                 for c in plan.cols:
                     batch[len(where)] = strip[:, :, c:c + ww]
                     where.append((r, c))
                     if len(where) == batch_size:
-                        add(runner(batch), where)
-                        bar.update(len(where))
-                        where = []
-                # valid map filled by _strips
+                        run_batch()
+                        if emit is not None:
+                            finish(r)
             if where:
-                add(runner(batch[:len(where)]), where)
-                bar.update(len(where))
-            valid = scene.valid_map
+                run_batch()
+        finish(H)
     finally:
         bar.close()
-    np.divide(acc, np.maximum(wsum, 1e-12), out=acc)
-    return Prediction(acc, valid, info, plan, time.perf_counter() - t0, batch_size, blend, tta)
+    seconds = time.perf_counter() - t0
+    if emit is not None:
+        return Prediction(None, None, info, plan, seconds, batch_size, blend, tta)
+    (_, probs, valid), = whole
+    return Prediction(probs, valid, info, plan, seconds, batch_size, blend, tta)
 
 
-def _strips(scene: Any, plan: Plan) -> Iterator[tuple[int, np.ndarray]]:
-    """(row offset, normalised strip padded to (B, win_h, >= win_w)), the next strip read ahead in a thread."""
+def _strips(scene: Any, plan: Plan) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(row offset, normalised strip padded to (B, win_h, >= win_w), its (h, W) valid map), the
+    next strip read ahead in a thread."""
     H, W, wh, ww = plan.height, plan.width, plan.win_h, plan.win_w
-    scene.valid_map = np.zeros((H, W), bool)
 
-    def load(r: int) -> tuple[int, np.ndarray]:
+    def load(r: int) -> tuple[int, np.ndarray, np.ndarray]:
         h = min(wh, H - r)
         x, ok = scene.read(Window(0, r, W, h))
-        scene.valid_map[r:r + h] = ok
-        return r, _pad_to(x, wh, ww)
+        return r, _pad_to(x, wh, ww), ok
 
     with ThreadPoolExecutor(1, thread_name_prefix="wb-read") as pool:
         pending = pool.submit(load, plan.rows[0])
@@ -314,42 +404,115 @@ def _strips(scene: Any, plan: Plan) -> Iterator[tuple[int, np.ndarray]]:
 # ------------------------------------------------------------------------------ outputs
 
 
-def labels_of(pred: Prediction, threshold: float = 0.5) -> np.ndarray:
-    """uint8 (H, W) labels: ``p > threshold`` (binary) or argmax; 255 where the input is nodata."""
-    if pred.probs.shape[0] == 1:
-        labels = (pred.probs[0] > threshold).astype(np.uint8)
+def _labels(probs: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
+    if probs.shape[0] == 1:
+        labels = (probs[0] > threshold).astype(np.uint8)
     else:
-        labels = pred.probs.argmax(axis=0).astype(np.uint8)
-    labels[~pred.valid] = NODATA
+        labels = probs.argmax(axis=0).astype(np.uint8)
+    labels[~valid] = NODATA
     return labels
 
 
-def _write(run: Any, pred: Prediction, out_path, prob_path, naive: bool) -> dict:
-    info = pred.info
-    labels = labels_of(pred, run.threshold)
-    tags = {"run": str(getattr(run, "path", "")), "window": pred.plan.window, "overlap": pred.plan.overlap,
-            "blend": pred.blend, "tta": pred.tta, "threshold": run.threshold}
-    names = ["water"] if pred.probs.shape[0] == 1 else ["class"]
-    out = geotiff.write(out_path, labels, info.affine, info.crs, nodata=NODATA, band_names=names, tags=tags)
-    prob_out = None
-    if prob_path:
-        probs = pred.probs.copy()
-        probs[:, ~pred.valid] = np.nan
-        pnames = ["p_water"] if probs.shape[0] == 1 else [f"p_class_{i}" for i in range(probs.shape[0])]
-        prob_out = geotiff.write(prob_path, probs, info.affine, info.crs, nodata=float("nan"), band_names=pnames,
-                                 tags=tags)
-    valid_px = int(pred.valid.sum())
+def labels_of(pred: Prediction, threshold: float = 0.5) -> np.ndarray:
+    """uint8 (H, W) labels: ``p > threshold`` (binary) or argmax; 255 where the input is nodata."""
+    return _labels(pred.probs, pred.valid, threshold)
+
+
+def class_names(run: Any, classes: int) -> list[str]:
+    """The names of a run's label values (land, water for binary and 2-class models)."""
+    cfg = getattr(run, "cfg", None)
+    names = list(getattr(cfg, "class_names", None) or [])
+    if len(names) < max(classes, 2):
+        names = ["land", "water"] if classes <= 2 else [f"class{i}" for i in range(classes)]
+    return names[:max(classes, 2)]
+
+
+class _Counts:
+    """Pixels and ground area per label, added up block by block as the mask streams out."""
+
+    def __init__(self, info: Any, classes: int):
+        self.info, self.labels = info, max(classes, 2)
+        self.pixels = np.zeros(256, np.int64)
+        self.m2 = np.zeros(256, np.float64)
+        self.has_area = bool(info.crs)
+
+    def add(self, row: int, labels: np.ndarray) -> None:
+        n = np.bincount(labels.ravel(), minlength=256)
+        self.pixels += n
+        if self.has_area:
+            area = self.info.pixel_area_m2(np.arange(row, row + labels.shape[0]))
+            if np.all(area == area[0]):
+                self.m2 += n * float(area[0])
+            else:                              # geographic CRS: the pixel shrinks towards the poles
+                self.m2 += np.bincount(labels.ravel(), weights=np.repeat(area, labels.shape[1]), minlength=256)
+
+    def summary(self, names: Sequence[str]) -> dict:
+        km2 = lambda i: float(self.m2[i] / 1e6) if self.has_area else None  # noqa: E731
+        return {"class_pixels": {names[i]: int(self.pixels[i]) for i in range(self.labels)},
+                "areas_km2": {names[i]: km2(i) for i in range(self.labels)},
+                "valid_pixels": int(self.pixels[:self.labels].sum()), "nodata_pixels": int(self.pixels[NODATA])}
+
+
+def _stream(run: Any, scene: Any, out_path, prob_path, window, overlap, batch_size, blend, progress, naive,
+            tta) -> dict:
+    """Predict ``scene`` and write the mask (and probabilities) band of rows by band of rows as
+    they complete, as Cloud-Optimised GeoTIFFs (``geotiff.RasterWriter``), GDAL's block cache
+    capped at ``GDAL_CACHE_MB``; returns the summary."""
+    import contextlib
+
+    import rasterio
+
+    info = scene.info
+    classes = int(getattr(run, "classes", 1) or 1)
+    tags = {"run": str(getattr(run, "path", "")), "window": window, "overlap": overlap, "blend": blend, "tta": tta,
+            "threshold": run.threshold}
+    grid = dict(width=info.width, height=info.height, affine=info.affine, crs=info.crs, tags=tags)
+    counts = _Counts(info, classes)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as files:
+        mask = files.enter_context(geotiff.RasterWriter(
+            out_path, count=1, dtype="uint8", nodata=NODATA, band_names=["water"] if classes == 1 else ["class"],
+            **grid))
+        probs_out = None
+        if prob_path:
+            names = ["p_water"] if classes == 1 else [f"p_class_{i}" for i in range(classes)]
+            probs_out = files.enter_context(geotiff.RasterWriter(
+                prob_path, count=classes, dtype="float32", nodata=float("nan"), band_names=names,
+                overview_resampling="average", **grid))
+
+        def write(row: int, probs: np.ndarray, valid: np.ndarray) -> None:
+            labels = _labels(probs, valid, run.threshold)
+            mask.write(labels, row_off=row)
+            counts.add(row, labels)
+            if probs_out is not None:
+                probs[:, ~valid] = np.nan
+                probs_out.write(probs, row_off=row)
+
+        # Blocks are written in a thread while the model runs on the next windows (GDAL releases
+        # the GIL); at most one block waits, so memory stays bounded and the order is kept.
+        writing = files.enter_context(ThreadPoolExecutor(1, thread_name_prefix="wb-write"))
+        pending: list = []
+
+        def emit(row: int, probs: np.ndarray, valid: np.ndarray) -> None:
+            if pending:
+                pending.pop().result()
+            pending.append(writing.submit(write, row, probs, valid))
+
+        pred = _predict(run, scene, window, overlap, batch_size, blend, progress, naive, tta, emit=emit)
+        if pending:
+            pending.pop().result()
+    names = class_names(run, classes)
+    c = counts.summary(names)
     result = {
-        "input": info.path, "out": str(out), "probabilities": str(prob_out) if prob_out else None,
+        "input": info.path, "out": str(mask.path), "probabilities": str(probs_out.path) if probs_out else None,
         "width": info.width, "height": info.height, "crs": info.crs,
         "window": pred.plan.window, "window_used": [pred.plan.win_h, pred.plan.win_w], "overlap": pred.plan.overlap,
         "batch_size": pred.batch_size, "blend": pred.blend, "tta": pred.tta, "windows": pred.plan.windows,
         "seconds": pred.seconds, "windows_per_s": pred.plan.windows / max(pred.seconds, 1e-9),
-        "valid_pixels": valid_px, "nodata_pixels": int(info.width * info.height - valid_px),
-        "threshold": run.threshold, "naive": naive, "device": str(device_of(run.model)), "inputs": pred.inputs,
+        **c, "threshold": run.threshold, "naive": naive, "device": str(device_of(run.model)),
+        "inputs": describe_inputs(scene),
     }
-    if pred.probs.shape[0] == 1:
-        result["water_fraction"] = float((labels == 1).sum() / valid_px) if valid_px else None
+    if classes <= 2:
+        result["water_fraction"] = c["class_pixels"][names[1]] / c["valid_pixels"] if c["valid_pixels"] else None
     return result
 
 
@@ -357,14 +520,20 @@ def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_p
                   window: int | None = None, overlap: int | None = None, batch_size: int | None = None,
                   blend: str | None = None, progress: bool = True, tta: str | None = None,
                   bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
-                  scl_nodata: Sequence[int] | None = None) -> dict:
-    """Predict a whole GeoTIFF scene and write the mask (and optionally probabilities); returns a summary.
+                  scl_nodata: Sequence[int] | None = None, naive: bool = False) -> dict:
+    """Predict a whole scene and write the mask (and optionally probabilities) as COGs, streamed
+    (memory does not grow with the scene); returns a summary with pixels and km^2 per class.
 
     ``window``/``overlap``/``batch_size``/``blend``/``tta`` default to the run's ``predict`` config
-    (256 / 32 / 16 / gaussian / none)."""
-    pred = predict_probabilities(run, input_path, window, overlap, batch_size, blend, progress, tta=tta, bands=bands,
-                                 scale=scale, offset=offset, scl_nodata=scl_nodata)
-    return _write(run, pred, out_path, prob_path, naive=False)
+    (256 / 32 / 16 / gaussian / none); ``naive``: one window at a time (the bench's baseline)."""
+    window, overlap, batch_size, blend, tta = _settings(run, window, overlap, batch_size, blend, tta)
+    if naive:
+        batch_size = 1
+    scene = open_input(run, input_path, bands=bands, scale=scale, offset=offset, warn=progress, scl_nodata=scl_nodata)
+    try:
+        return _stream(run, scene, out_path, prob_path, window, overlap, batch_size, blend, progress, naive, tta)
+    finally:
+        scene.close()
 
 
 def predict_scene_naive(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,
@@ -372,8 +541,7 @@ def predict_scene_naive(run: Any, input_path: str | Path, out_path: str | Path, 
                         blend: str | None = None, progress: bool = True) -> dict:
     """The simple way, for the bench: one window at a time (batch 1, a read per window,
     contiguous layout), same windows and blending as :func:`predict_scene`. ``batch_size`` is ignored."""
-    pred = predict_probabilities(run, input_path, window, overlap, 1, blend, progress, naive=True)
-    return _write(run, pred, out_path, prob_path, naive=True)
+    return predict_scene(run, input_path, out_path, prob_path, window, overlap, 1, blend, progress, naive=True)
 
 
 # ------------------------------------------------------------------------------ pseudo-masks
@@ -409,7 +577,7 @@ def write_masks(run: Any, catalog: Any, tiles: Sequence[Any], min_confidence: fl
         conf = np.maximum(p[0], 1 - p[0]) if p.shape[0] == 1 else p.max(axis=0)
         labels[conf < float(min_confidence)] = NODATA
         out = geotiff.write(pseudo_mask_path(tile.path), labels, pred.info.affine, pred.info.crs, nodata=NODATA,
-                            band_names=["water"] if p.shape[0] == 1 else ["class"],
+                            cog=True, band_names=["water"] if p.shape[0] == 1 else ["class"],
                             tags={"run": str(getattr(run, "path", "")), "min_confidence": min_confidence,
                                   "pseudo": 1})
         known = int((labels != NODATA).sum())

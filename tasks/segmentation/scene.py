@@ -11,6 +11,8 @@ truth water fraction of their window (``water_min`` <= fraction <= ``water_max``
 ``None`` disables a side). Pixels that are nodata in either mask (255, or the file's
 nodata value) never count. Scoring goes through ``ConfusionMatrix(2)``: class 0 land
 (background), class 1 water. Overlapping tile windows are counted once.
+Both masks are read in blocks of rows (``SCORE_ROWS``, with a ``band_px`` halo for the
+class-edge band), never whole: scoring a 10980 x 10980 tile holds a few blocks.
 
 Where the errors lie: ``boundary`` splits the scored pixels at the truth's class edges. The
 band is every valid truth pixel with a valid pixel of another class within ``band_px``
@@ -108,40 +110,94 @@ def _land_water_metrics(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -
     return cm.compute(list(CLASS_NAMES))
 
 
+SCORE_ROWS = 512     # rows of both masks read at a time: memory does not grow with the scene
+
+
+def _read_pair(pred_path, truth_path, pinfo, tinfo, r0: int, r1: int, c0: int, c1: int):
+    """Prediction, truth and their jointly valid pixels over rows r0:r1, cols c0:c1."""
+    from rasterio.windows import Window
+
+    win = Window(c0, r0, c1 - c0, r1 - r0)
+    pred = geotiff.read(pred_path, win, bands=[1])[0]
+    truth = geotiff.read(truth_path, win, bands=[1])[0]
+    return pred, truth, _valid(pred, pinfo.nodata) & _valid(truth, tinfo.nodata)
+
+
+def _row_blocks(r0: int, r1: int, rows: int):
+    return ((a, min(a + rows, r1)) for a in range(r0, r1, rows))
+
+
+def _update(cm: Any, pred: np.ndarray, truth: np.ndarray, where: np.ndarray) -> None:
+    import torch
+
+    cm.update(torch.from_numpy(pred[where])[None], torch.from_numpy(truth[where])[None])
+
+
 def score_scene(pred_path: str | Path, truth_path: str | Path, tiles: Sequence[Any] | None = None,
-                water_min: float | None = 0.05, water_max: float | None = 0.95, band_px: int = 1) -> dict:
+                water_min: float | None = 0.05, water_max: float | None = 0.95, band_px: int = 1,
+                rows: int = SCORE_ROWS) -> dict:
     """Metrics (``ConfusionMatrix.compute`` with classes land/water) plus ``tiles_scored``,
-    ``tiles_outside``, ``tiles_filtered`` and ``boundary``; see the module docstring."""
+    ``tiles_outside``, ``tiles_filtered`` and ``boundary``; see the module docstring.
+
+    Both masks are read ``rows`` rows at a time (with ``band_px`` rows of halo above and below
+    for the class-edge band), so scoring a 10980 x 10980 tile holds a few blocks, never the
+    masks; the counts are those of the whole arrays (:func:`boundary_breakdown`)."""
+    from tasks.segmentation.metrics import ConfusionMatrix
+
     pinfo = geotiff.read_info(pred_path)
     tinfo = geotiff.read_info(truth_path)
     geotiff.require_same_grid(tinfo, pinfo)
-    pred = geotiff.read(pred_path, bands=[1])[0]
-    truth = geotiff.read(truth_path, bands=[1])[0]
-    valid = known = _valid(pred, pinfo.nodata) & _valid(truth, tinfo.nodata)
+    H, W = tinfo.height, tinfo.width
+    rows = max(int(rows), 1)
     scored = outside = filtered = 0
+    regions: list[tuple[int, int, int, int]] | None = None
     if tiles is not None:
-        region = np.zeros(valid.shape, bool)
+        regions = []
         for tile in tiles:
             w = tile_window(tile, tinfo)
             if w is None:
                 outside += 1
                 continue
             r0, r1, c0, c1 = w
-            t, ok = truth[r0:r1, c0:c1], valid[r0:r1, c0:c1]
-            n = int(ok.sum())
-            frac = float((t[ok] == 1).sum() / n) if n else None
+            n = water = 0
+            for a, b in _row_blocks(r0, r1, rows):
+                _, t, ok = _read_pair(pred_path, truth_path, pinfo, tinfo, a, b, c0, c1)
+                n += int(ok.sum())
+                water += int((t[ok] == 1).sum())
+            frac = water / n if n else None
             if frac is None or (water_min is not None and frac < water_min) or \
                     (water_max is not None and frac > water_max):
                 filtered += 1
                 continue
-            region[r0:r1, c0:c1] = True
+            regions.append(w)
             scored += 1
-        valid = valid & region
-    metrics = _land_water_metrics(pred, truth, valid)
+    everything, off_band = ConfusionMatrix(2, device="cpu"), ConfusionMatrix(2, device="cpu")
+    n = n_wrong = n_band = wrong_in_band = 0
+    for a, b in _row_blocks(0, H, rows):
+        lo, hi = max(a - band_px, 0), min(b + band_px, H)
+        pred, truth, known = _read_pair(pred_path, truth_path, pinfo, tinfo, lo, hi, 0, W)
+        band = class_edges(truth, known, band_px)[a - lo:b - lo]
+        pred, truth, valid = pred[a - lo:b - lo], truth[a - lo:b - lo], known[a - lo:b - lo]
+        if regions is not None:
+            region = np.zeros(valid.shape, bool)
+            for r0, r1, c0, c1 in regions:
+                if r0 < b and r1 > a:
+                    region[max(r0, a) - a:min(r1, b) - a, c0:c1] = True
+            valid &= region
+        band &= valid
+        wrong = (pred != truth) & valid
+        n, n_wrong = n + int(valid.sum()), n_wrong + int(wrong.sum())
+        n_band, wrong_in_band = n_band + int(band.sum()), wrong_in_band + int((wrong & band).sum())
+        _update(everything, pred, truth, valid)
+        _update(off_band, pred, truth, valid & ~band)
+    metrics = everything.compute(list(CLASS_NAMES))
+    boundary = {"band_px": band_px, "pixel_share": n_band / n if n else None,
+                "error_share": wrong_in_band / n_wrong if n_wrong else None, "errors": n_wrong,
+                "errors_in_band": wrong_in_band, "mean_iou_outside": off_band.compute(list(CLASS_NAMES))["mean_iou"]}
     metrics.update(pred=str(pred_path), truth=str(truth_path), tiles_scored=scored if tiles is not None else None,
                    tiles_outside=outside, tiles_filtered=filtered,
                    iou_water=metrics["per_class"][1]["iou"], iou_land=metrics["per_class"][0]["iou"],
-                   boundary=boundary_breakdown(pred, truth, valid, band_px, known))
+                   boundary=boundary)
     return metrics
 
 

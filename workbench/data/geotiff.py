@@ -69,6 +69,22 @@ class RasterInfo:
             return res * EARTH_METRES_PER_DEGREE
         return res
 
+    def pixel_area_m2(self, rows: np.ndarray) -> np.ndarray:
+        """Ground area (m^2) of one pixel in each of ``rows``: the cell's area in the CRS's linear
+        unit (a US-foot grid is converted) or, in a geographic CRS, its degrees at the row's
+        latitude (the east-west side shrinks with cos(latitude)), so a map's km^2 add up the same
+        whatever grid it is on. A raster without a CRS has no area (an error naming it)."""
+        if not self.crs:
+            raise WorkbenchError(f"{self.path}: has no CRS, its pixels have no ground area")
+        a = self.affine
+        rows = np.asarray(rows, dtype=np.float64)
+        crs = rasterio.crs.CRS.from_user_input(self.crs)
+        if crs.is_geographic:
+            lat = a.f + a.e * (rows + 0.5)
+            return (abs(a.a) * EARTH_METRES_PER_DEGREE * np.cos(np.radians(lat))) * (abs(a.e) * EARTH_METRES_PER_DEGREE)
+        _, metres = crs.linear_units_factor
+        return np.full(rows.shape, abs(a.a * a.e - a.b * a.d) * metres * metres)
+
 
 def _is_lonlat(crs: str) -> bool:
     try:

@@ -290,6 +290,125 @@ def test_cli_predict_and_score(home, run_dir, cli):
     assert "pred.tif" in out and "IoU" in out and "pixels 60000" in out
     assert "class edges (within 1 px): no errors" in out or "class edges (within 1 px): 0.0 % of pixels" in out
     assert geotiff.read_info(home / "pred.tif").width == 300
+    mask = geotiff.read(home / "pred.tif")[0]
+    for label, name in enumerate(("land", "water")):          # a table line per class: pixels, share, km2
+        n = int((mask == label).sum())
+        assert f"{name:<12} {n:>12} {f'{100 * n / 60000:.1f} %':>7} {n * 100 / 1e6:>12.4f}" in out.splitlines()
     code, out, err = cli("segment", "predict", "--run", run_dir.name, "--input", str(scene), "--out",
                          str(home / "p2.tif"), "--truth", str(truth))
     assert code == 2 and "no catalog tiles match" in err
+
+
+def test_streamed_scene_equals_the_whole_scene_bit_for_bit(home, run_dir, monkeypatch):
+    """predict_scene writes rows as windows complete, keeping only the open rows; the mask and the
+    probabilities must equal the scene-sized accumulators' (predict_probabilities) exactly: several
+    window rows, overlap, a nodata corner, a ragged last row and column, batches spanning window
+    rows (5 of 6 windows per row, 16) and one window at a time for a binary model; a 3-class softmax."""
+    from tasks.segmentation import predict as P
+    from tasks.segmentation.run import load_run
+
+    heights = []
+    real_finish = P._OpenRows.finish
+
+    def finish(self, upto):
+        heights.append(self.wsum.shape[0])
+        return real_finish(self, upto)
+
+    monkeypatch.setattr(P._OpenRows, "finish", finish)
+    scene = make_scene(home / "scene.tif", width=290, height=230)        # rows 0 48 96 144 166, cols ... 226
+    three = make_run(home, name="segmentation-three-20240101-000000", classes=3)
+    settings = ((5, "gaussian", False), (16, "mean", False), (1, "gaussian", True))
+    for run_path, classes in ((run_dir, 1), (three, 3)):
+        run = load_run(run_path)
+        for batch, blend, naive in settings if classes == 1 else settings[:1]:
+            heights.clear()
+            whole = P.predict_probabilities(run, scene, window=64, overlap=16, batch_size=batch, blend=blend,
+                                            progress=False, naive=naive)
+            assert heights == [230]
+            if classes == 1:      # a random model: a threshold that gives a map of both classes
+                run.threshold = float(np.median(whole.probs[0][whole.valid]))
+            heights.clear()
+            out, prob = home / f"m{classes}{batch}.tif", home / f"p{classes}{batch}.tif"
+            res = P.predict_scene(run, scene, out, prob_path=prob, window=64, overlap=16, batch_size=batch,
+                                  blend=blend, progress=False, naive=naive)
+            assert len(heights) > 3 and max(heights) < 230
+            if batch == 5:
+                assert max(heights) <= 64 + 48               # one window row plus the overlap band
+            expected = P.labels_of(whole, run.threshold)
+            np.testing.assert_array_equal(geotiff.read(out)[0], expected)
+            probs = whole.probs.copy()
+            probs[:, ~whole.valid] = np.nan
+            np.testing.assert_array_equal(geotiff.read(prob), probs)
+            assert len(set(np.unique(expected)) - {255}) >= 2
+            names = ["land", "water"] if classes == 1 else ["class0", "class1", "class2"]
+            assert res["class_pixels"] == {n: int((expected == i).sum()) for i, n in enumerate(names)}
+            assert res["areas_km2"] == {n: pytest.approx((expected == i).sum() * 100 / 1e6)
+                                        for i, n in enumerate(names)}
+            assert res["nodata_pixels"] == 250 and res["valid_pixels"] == 290 * 230 - 250
+    with rasterio.open(out) as m, rasterio.open(prob) as p:
+        assert m.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert p.descriptions == ("p_class_0", "p_class_1", "p_class_2") and m.descriptions == ("class",)
+
+
+def test_a_narrow_scene_and_one_smaller_than_the_window_stream_too(home, run_dir, monkeypatch):
+    """Batches of 16 over a 2-window-wide scene span 8 window rows (the open rows grow for them);
+    a scene smaller than the window is padded and cropped as before; GDAL's cache is capped."""
+    from tasks.segmentation import predict as P
+    from tasks.segmentation.run import load_run
+
+    caches = []
+    real_finish = P._OpenRows.finish
+
+    def finish(self, upto):
+        caches.append(rasterio.env.getenv().get("GDAL_CACHEMAX") if rasterio.env.hasenv() else None)
+        return real_finish(self, upto)
+
+    monkeypatch.setattr(P._OpenRows, "finish", finish)
+    run = load_run(run_dir)
+    for name, w, h, window in (("narrow", 90, 400, 64), ("small", 50, 37, 256)):
+        scene = make_scene(home / f"{name}.tif", width=w, height=h, nodata=None)
+        whole = P.predict_probabilities(run, scene, window=window, overlap=16, batch_size=16, progress=False)
+        res = P.predict_scene(run, scene, home / f"{name}_m.tif", window=window, overlap=16, batch_size=16,
+                              progress=False)
+        np.testing.assert_array_equal(geotiff.read(res["out"])[0], P.labels_of(whole, run.threshold))
+        assert res["valid_pixels"] == w * h and res["water_fraction"] == pytest.approx(
+            (P.labels_of(whole, run.threshold) == 1).mean())
+    assert caches.count(P.GDAL_CACHE_MB) > 5 and None in caches        # streamed blocks; not the whole-scene path
+
+
+def test_score_scene_by_row_blocks_equals_the_whole_arrays(home):
+    """Blocks of 7 rows with a 2 px halo over a 43 x 50 scene: the confusion matrix, the class-edge
+    band (which needs the rows above and below a block) and the tile filter equal those of the
+    whole arrays (boundary_breakdown), with nodata in both masks and overlapping tiles."""
+    from tasks.segmentation.scene import _land_water_metrics, _valid, boundary_breakdown, score_scene, tile_window
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:43, 0:50]
+    truth = ((yy - 20) ** 2 + (xx - 22) ** 2 < 14 ** 2).astype(np.uint8)
+    pred = truth.copy()
+    flip = rng.random(truth.shape) < 0.08
+    pred[flip] = 1 - pred[flip]
+    truth[rng.random(truth.shape) < 0.03] = 255
+    pred[:3, :] = 255
+    t = from_origin(0.0, 43.0, 1.0, 1.0)
+    tp, pp = _mask(home / "truth.tif", truth, t, nodata=255), _mask(home / "pred.tif", pred, t, nodata=255)
+    tiles = [Tile(path=f"{i}.tif", source="folder", west=w, east=e, north=n, south=s, crs="EPSG:4326")
+             for i, (w, e, n, s) in enumerate([(0, 30, 43, 20), (20, 45, 30, 5), (40, 50, 10, 0), (45, 50, 43, 35)])]
+    info = geotiff.read_info(tp)
+    known = _valid(pred, 255) & _valid(truth, 255)
+    for use_tiles in (False, True):
+        valid = known.copy()
+        if use_tiles:
+            region = np.zeros_like(valid)
+            for tile in tiles[:2]:                       # tile 2 (bottom right) and 3 have no water: filtered
+                r0, r1, c0, c1 = tile_window(tile, info)
+                region[r0:r1, c0:c1] = True
+            valid &= region
+        expected = _land_water_metrics(pred, truth, valid)
+        expected_band = boundary_breakdown(pred, truth, valid, 2, known)
+        got = score_scene(pp, tp, tiles if use_tiles else None, band_px=2, rows=7)
+        assert got["matrix"] == expected["matrix"] and got["mean_iou"] == expected["mean_iou"]
+        assert got["boundary"] == pytest.approx(expected_band)
+        assert expected_band["errors_in_band"] > 0 and expected_band["errors"] > expected_band["errors_in_band"]
+        if use_tiles:
+            assert (got["tiles_scored"], got["tiles_filtered"]) == (2, 2)

@@ -157,3 +157,18 @@ def test_writer_bad_blocks_and_settings_are_one_line_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(WorkbenchError, match=r"could not be written"):
         _writer(tmp_path / "file" / "m.tif", arr)
+
+
+def test_pixel_area_in_metres_whatever_the_crs(tmp_path):
+    one = np.zeros((4, 4), "uint8")
+    utm = geotiff.read_info(geotiff.write(tmp_path / "u.tif", one, T, "EPSG:32631"))
+    assert utm.pixel_area_m2(np.arange(4)).tolist() == [100.0] * 4
+    feet = geotiff.read_info(geotiff.write(tmp_path / "f.tif", one, from_origin(0, 0, 10, 10), "EPSG:2277"))
+    assert feet.pixel_area_m2([0])[0] == pytest.approx(100 * 0.3048006096 ** 2)     # US survey feet
+    # 0.1 degree pixels from 60 N: the east-west side is cos(latitude) of the north-south one
+    geo = geotiff.read_info(geotiff.write(tmp_path / "g.tif", one, from_origin(10, 60, 0.1, 0.1), "EPSG:4326"))
+    side = 0.1 * geotiff.EARTH_METRES_PER_DEGREE
+    assert geo.pixel_area_m2([0, 3]) == pytest.approx([side * side * np.cos(np.radians(59.95)),
+                                                       side * side * np.cos(np.radians(59.65))])
+    with pytest.raises(WorkbenchError, match="n.tif: has no CRS"):
+        geotiff.read_info(geotiff.write(tmp_path / "n.tif", one, T, None)).pixel_area_m2([0])
