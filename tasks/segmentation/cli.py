@@ -156,6 +156,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--write-masks", action="store_true", help="tile mode: write pseudo-masks for catalog tiles")
     v.add_argument("--min-confidence", type=float, default=0.9, metavar="P",
                    help="tile mode: pixels less confident than P become nodata (default 0.9)")
+    v.add_argument("--out-crs", metavar="EPSG:XXXX",
+                   help="write the mask and probabilities in this CRS (e.g. EPSG:4326) instead of the scene's own "
+                        "grid; a scene whose pixels are not the run's is always predicted at the run's resolution "
+                        "and resampled back (nearest for the mask, bilinear for probabilities)")
     v.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="bf16 autocast or fp32 (default: the run's predict.precision, auto = bf16 on CUDA and on "
                         "CPUs with native bf16)")
@@ -292,14 +296,16 @@ def format_classes(res: dict) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     query = query_from_args(args)
     if args.write_masks:
-        if args.input or args.out or args.truth or args.polygons:
+        if args.input or args.out or args.truth or args.polygons or args.out_crs:
             raise WorkbenchError("--write-masks predicts catalog tiles: give filters (--where ...), "
-                                 "not --input/--out/--truth/--polygons")
+                                 "not --input/--out/--truth/--polygons/--out-crs")
         if not query:
             raise WorkbenchError("--write-masks needs tile filters, e.g. --where \"source = 'generated'\"")
         return _run_write_masks(args, query)
     if not args.input or not args.out:
         raise WorkbenchError("give --input SCENE.tif and --out MASK.tif (or --write-masks with tile filters)")
+    if args.truth and args.out_crs:
+        raise WorkbenchError("--truth is scored on the scene's own grid: drop --out-crs (or reproject afterwards)")
     return _run_scene(args, query)
 
 
@@ -325,7 +331,7 @@ def _run_scene(args, query: dict) -> int:
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, window=args.window,
                         overlap=args.overlap, batch_size=args.batch_size, blend=args.blend,
                         progress=not args.no_progress, tta=args.tta, bands=args.bands, scale=args.scale,
-                        offset=args.offset, scl_nodata=args.scl_nodata)
+                        offset=args.offset, scl_nodata=args.scl_nodata, out_crs=args.out_crs)
     res["run"] = str(run.path)
     _outputs_after_mask(args, run, res)
     metrics = None
@@ -350,10 +356,14 @@ def _run_scene(args, query: dict) -> int:
         return 0
     print(f"run          {run.path} ({run.weights} weights, threshold {run.threshold:g})")
     print(f"input        {res['input']}  {res['width']}x{res['height']}  {res['crs']}")
+    if res.get("model_grid"):
+        g = res["model_grid"]
+        print(f"model grid   {g['width']}x{g['height']} px of {g['pixel']:g} in {g['crs']} (the run's resolution), "
+              "resampled back")
     print(f"bands        {res['inputs']}")
     print(f"windows      {res['windows']} of {res['window_used'][0]}x{res['window_used'][1]} px, overlap "
           f"{res['overlap']}, batch {res['batch_size']}, {res['blend']} blend"
-          f"{'' if res['tta'] == 'none' else ', tta ' + res['tta']}, {res['device']}: "
+          f"{'' if res['tta'] == 'none' else ', tta ' + res['tta']}, {res['device']} {res['precision']}: "
           f"{res['seconds']:.1f} s ({res['windows_per_s']:.1f} windows/s)")
     if res.get("water_fraction") is not None:
         print(f"water        {100 * res['water_fraction']:.1f} % of {res['valid_pixels']} valid pixels "
@@ -405,7 +415,7 @@ def _run_folder(args) -> int:
         res = predict_scene(run, scene, out / f"{scene.stem}_mask.tif", window=args.window, overlap=args.overlap,
                             batch_size=args.batch_size, blend=args.blend, progress=not args.no_progress,
                             tta=args.tta, bands=args.bands, scale=args.scale, offset=args.offset,
-                            scl_nodata=args.scl_nodata)
+                            scl_nodata=args.scl_nodata, out_crs=args.out_crs)
         rows.append(res)
     if args.json:
         print(json.dumps({"run": str(run.path), "scenes": rows}, default=str))

@@ -176,8 +176,9 @@ class _Runner:
     orientation, so its errors under the 4 or 8 views partly cancel.
     """
 
-    def __init__(self, model: torch.nn.Module, channels_last: bool, transforms: Sequence[int] = (0,)):
-        self.runner = ModelRunner(model, channels_last=channels_last)
+    def __init__(self, model: torch.nn.Module, channels_last: bool, transforms: Sequence[int] = (0,),
+                 precision: str | None = None):
+        self.runner = ModelRunner(model, channels_last=channels_last, precision=precision)
         self.transforms = tuple(transforms)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -209,6 +210,15 @@ class Prediction:
     blend: str
     tta: str = "none"
     inputs: str = ""           # which of the input's bands were read, in which units
+
+
+def precision_of(run: Any, naive: bool = False) -> str:
+    """``bf16`` or ``fp32``: the run's ``predict.precision`` on its model's device; the naive
+    baseline stays fp32, so the bench compares the engine, not the arithmetic."""
+    from workbench.inference import resolve_precision
+
+    d = run.predict_defaults() if hasattr(run, "predict_defaults") else {}
+    return "fp32" if naive else resolve_precision(str(d.get("precision", "auto")), device_of(run.model))
 
 
 def _settings(run: Any, window, overlap, batch_size, blend, tta) -> tuple[int, int, int, str, str]:
@@ -324,7 +334,7 @@ def _predict(run, scene: Any, window, overlap, batch_size, blend, progress, naiv
     wh, ww = plan.win_h, plan.win_w
     classes = int(getattr(run, "classes", 1) or 1)
     rows = _OpenRows(classes, plan, blend_weight(wh, ww, blend), keep=emit is None)
-    runner = _Runner(run.model, channels_last=not naive, transforms=TTA[tta])
+    runner = _Runner(run.model, channels_last=not naive, transforms=TTA[tta], precision=precision_of(run, naive))
     whole: list[tuple[int, np.ndarray, np.ndarray]] = []
     out = emit if emit is not None else (lambda *block: whole.append(block))
 
@@ -509,6 +519,7 @@ def _stream(run: Any, scene: Any, out_path, prob_path, window, overlap, batch_si
         "batch_size": pred.batch_size, "blend": pred.blend, "tta": pred.tta, "windows": pred.plan.windows,
         "seconds": pred.seconds, "windows_per_s": pred.plan.windows / max(pred.seconds, 1e-9),
         **c, "threshold": run.threshold, "naive": naive, "device": str(device_of(run.model)),
+        "precision": precision_of(run, naive),
         "inputs": describe_inputs(scene),
     }
     if classes <= 2:
@@ -520,20 +531,57 @@ def predict_scene(run: Any, input_path: str | Path, out_path: str | Path, prob_p
                   window: int | None = None, overlap: int | None = None, batch_size: int | None = None,
                   blend: str | None = None, progress: bool = True, tta: str | None = None,
                   bands: Sequence[str] | None = None, scale: float | None = None, offset: float | None = None,
-                  scl_nodata: Sequence[int] | None = None, naive: bool = False) -> dict:
+                  scl_nodata: Sequence[int] | None = None, naive: bool = False, out_crs: str | None = None) -> dict:
     """Predict a whole scene and write the mask (and optionally probabilities) as COGs, streamed
     (memory does not grow with the scene); returns a summary with pixels and km^2 per class.
 
+    A scene whose pixels are not the run's (another size, degrees) is predicted on a model grid at
+    the run's resolution (``open_scene``) and the outputs resampled back onto the scene's own grid
+    (nearest for the mask, bilinear for probabilities, ``warp.resample_to``), or onto ``out_crs``.
+
     ``window``/``overlap``/``batch_size``/``blend``/``tta`` default to the run's ``predict`` config
     (256 / 32 / 16 / gaussian / none); ``naive``: one window at a time (the bench's baseline)."""
+    from workbench.data import warp
+
     window, overlap, batch_size, blend, tta = _settings(run, window, overlap, batch_size, blend, tta)
     if naive:
         batch_size = 1
     scene = open_input(run, input_path, bands=bands, scale=scale, offset=offset, warn=progress, scl_nodata=scl_nodata)
     try:
-        return _stream(run, scene, out_path, prob_path, window, overlap, batch_size, blend, progress, naive, tta)
+        out_grid = warp.target_grid(scene.scene_info, out_crs)   # a bad --out-crs stops before any work
+        if not scene.warped and out_grid is scene.scene_info:
+            return _stream(run, scene, out_path, prob_path, window, overlap, batch_size, blend, progress, naive, tta)
+        return _stream_resampled(run, scene, out_grid, out_path, prob_path, window, overlap, batch_size, blend,
+                                 progress, naive, tta)
     finally:
         scene.close()
+
+
+def _stream_resampled(run: Any, scene: Any, out_grid: Any, out_path, prob_path, *settings) -> dict:
+    """Predict on the model grid into temporary files beside the outputs, then resample them onto
+    ``out_grid``; the temporaries are removed whatever happens."""
+    import os
+
+    from workbench.data import warp
+
+    def temp(p) -> Path | None:
+        return None if p is None else Path(p).with_name(f".{Path(p).name}.model-{os.getpid()}.tif")
+
+    tmp_mask, tmp_prob = temp(out_path), temp(prob_path)
+    try:
+        res = _stream(run, scene, tmp_mask, tmp_prob, *settings)
+        res["out"] = str(warp.resample_to(tmp_mask, out_grid, out_path, "nearest"))
+        if prob_path:
+            res["probabilities"] = str(warp.resample_to(tmp_prob, out_grid, prob_path, "bilinear"))
+    finally:
+        for p in (tmp_mask, tmp_prob):
+            if p is not None:
+                p.unlink(missing_ok=True)
+    model = scene.info
+    res.update(width=out_grid.width, height=out_grid.height, crs=out_grid.crs,
+               model_grid={"crs": model.crs, "width": model.width, "height": model.height,
+                           "pixel": abs(model.affine.a)})
+    return res
 
 
 def predict_scene_naive(run: Any, input_path: str | Path, out_path: str | Path, prob_path: str | Path | None = None,

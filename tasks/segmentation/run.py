@@ -57,12 +57,14 @@ class SegmentationRun:
         return self.path.name
 
     def predict_defaults(self) -> dict:
-        """window / overlap / batch_size / blend / tta from ``cfg.predict`` (built-in defaults otherwise)."""
+        """window / overlap / batch_size / blend / tta / precision from ``cfg.predict`` (built-in defaults
+        otherwise)."""
         p = getattr(self.cfg, "predict", None)
         return {"window": int(getattr(p, "window", 256) or 256), "overlap": int(getattr(p, "overlap", 32) or 0),
                 "batch_size": int(getattr(p, "batch_size", 16) or 16),
                 "blend": str(getattr(p, "blend", "gaussian") or "gaussian"),
-                "tta": str(getattr(p, "tta", "none") or "none")}
+                "tta": str(getattr(p, "tta", "none") or "none"),
+                "precision": str(getattr(p, "precision", "auto") or "auto")}
 
 
 def load_config(path: Path) -> SegmentationConfig:

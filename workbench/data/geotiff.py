@@ -71,17 +71,19 @@ class RasterInfo:
 
     def pixel_area_m2(self, rows: np.ndarray) -> np.ndarray:
         """Ground area (m^2) of one pixel in each of ``rows``: the cell's area in the CRS's linear
-        unit (a US-foot grid is converted) or, in a geographic CRS, its degrees at the row's
-        latitude (the east-west side shrinks with cos(latitude)), so a map's km^2 add up the same
-        whatever grid it is on. A raster without a CRS has no area (an error naming it)."""
+        unit (a US-foot grid is converted) or, in a geographic CRS, the cell's area on the WGS 84
+        ellipsoid (``geodesy.lonlat_cell_areas_m2``, the very figure polygons' ``area_m2`` add up
+        to). A raster without a CRS has no area (an error naming it)."""
         if not self.crs:
             raise WorkbenchError(f"{self.path}: has no CRS, its pixels have no ground area")
         a = self.affine
         rows = np.asarray(rows, dtype=np.float64)
         crs = rasterio.crs.CRS.from_user_input(self.crs)
         if crs.is_geographic:
-            lat = a.f + a.e * (rows + 0.5)
-            return (abs(a.a) * EARTH_METRES_PER_DEGREE * np.cos(np.radians(lat))) * (abs(a.e) * EARTH_METRES_PER_DEGREE)
+            from workbench.data.geodesy import lonlat_cell_areas_m2
+
+            top = a.f + a.e * rows
+            return lonlat_cell_areas_m2(a.a, top, top + a.e)
         _, metres = crs.linear_units_factor
         return np.full(rows.shape, abs(a.a * a.e - a.b * a.d) * metres * metres)
 
@@ -274,8 +276,10 @@ class RasterWriter:
             except Exception:       # closing a half-written file may fail again; it is deleted next
                 pass
         for p in {self._stage, self._tmp, self._tmp.with_name(self._tmp.name + ".ovr.tmp")}:
-            if p.exists():
-                p.unlink()
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:         # a name the file system refused never existed: nothing to remove
+                pass
 
     def _one_line(self, exc: BaseException) -> BaseException:
         if isinstance(exc, OSError):        # a full disk, a read-only folder: one line, nothing renamed

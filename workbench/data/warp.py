@@ -40,11 +40,13 @@ RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode")
 
 def parse_crs(value: str, what: str = "CRS"):
     """A rasterio CRS from ``EPSG:32633``, a WKT or a PROJ string; anything else is one line."""
+    import rasterio
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
     try:
-        return CRS.from_user_input(value)
+        with rasterio.Env():  # PROJ's complaint goes to the log, not stderr: the error is one line
+            return CRS.from_user_input(value)
     except (CRSError, ValueError, TypeError) as exc:
         raise WorkbenchError(f"{what} {value!r}: not a CRS GDAL knows ({str(exc).strip()[:120]})") from None
 

@@ -186,3 +186,97 @@ def test_outputs_never_replace_inputs(tmp_path):
         with pytest.raises(WorkbenchError, match="never replaces"):
             refuse_overwrite(outputs, inputs)
     refuse_overwrite({"--out": tmp_path / "m.tif", "--probabilities": None}, {"--input": scene, "--truth": None})
+
+
+def _reprojected(src: Path, dst: Path, crs: str, resolution: float | None = None) -> Path:
+    """``src`` warped to ``crs`` (bilinear; at ``resolution`` in its units, else GDAL's suggestion),
+    nodata 0 outside the footprint, band names and tags kept: what a user's gdalwarp would give."""
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    with rasterio.open(src) as ds:
+        kw = {"resolution": resolution} if resolution else {}
+        t, w, h = calculate_default_transform(ds.crs, crs, ds.width, ds.height, *ds.bounds, **kw)
+        out = np.zeros((ds.count, h, w), ds.dtypes[0])
+        reproject(ds.read(), out, src_transform=ds.transform, src_crs=ds.crs, dst_transform=t, dst_crs=crs,
+                  src_nodata=0, dst_nodata=0, resampling=Resampling.bilinear)
+        names, tags = list(ds.descriptions), ds.tags()
+    return geotiff.write(dst, out, t, crs, nodata=0, band_names=names, tags=tags)
+
+
+def _onto(mask: Path, like: Path) -> np.ndarray:
+    """``mask`` resampled (nearest) onto the grid of ``like``, 255 outside: the comparison's own warp."""
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    with rasterio.open(mask) as m, rasterio.open(like) as ref:
+        out = np.full((ref.height, ref.width), 255, np.uint8)
+        reproject(m.read(1), out, src_transform=m.transform, src_crs=m.crs, dst_transform=ref.transform,
+                  dst_crs=ref.crs, src_nodata=255, dst_nodata=255, resampling=Resampling.nearest)
+    return out
+
+
+def _away_from_edges(labels: np.ndarray, px: int) -> np.ndarray:
+    """Valid pixels with no other label (nor nodata) within ``px``."""
+    h, w = labels.shape
+    far = labels != 255
+    for dy in range(-px, px + 1):
+        for dx in range(-px, px + 1):
+            shifted = np.full_like(labels, 255)
+            shifted[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+                labels[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            far &= shifted == labels
+    return far
+
+
+def _agreement(cli, run, native: Path, other: Path, out: Path) -> tuple[float, str, np.ndarray]:
+    """Predict ``other`` and compare it with the native scene's map brought onto its grid (nearest),
+    over the valid pixels 2 px or more from any edge; returns (agreement, stdout, mask)."""
+    native_mask = native.with_name(native.stem + "_mask.tif")
+    if not native_mask.exists():
+        assert cli("segment", "predict", "--run", run, "--input", native, "--out", native_mask, "--no-progress",
+                   "--no-preview")[0] == 0
+    code, stdout, err = cli("segment", "predict", "--run", run, "--input", other, "--out", out, "--no-progress",
+                            "--no-preview")
+    assert code == 0, err
+    got, want = geotiff.read(out)[0], _onto(native_mask, other)
+    far = _away_from_edges(want, 2) & (got != 255)
+    assert far.sum() > 500
+    return float((got[far] == want[far]).mean()), stdout, got
+
+
+@pytest.mark.slow
+def test_a_reprojected_scene_gives_the_native_map_on_its_own_grid(trained, tmp_path):
+    """Lon/lat and 20 m scenes are predicted on a model grid at the run's 10 m and written back on
+    their own grid. Any resampling of the input costs this tiny, texture-sensitive model some pixels,
+    so the yardstick is the same ground warped to the next UTM zone at 10 m (read as it is, no model
+    grid): the model grid's maps must agree with the native map about as well as that one does."""
+    home, run, cli = trained
+    native = s2.write_dn_geotiff(tmp_path / "dn.tif", s2.ground(128, seed=5))
+    base, out, _ = _agreement(cli, run, native, _reprojected(native, tmp_path / "z34.tif", "EPSG:32634", 10.0),
+                              tmp_path / "z34_mask.tif")
+    assert "model grid" not in out and base > 0.75
+    for crs, resolution in (("EPSG:4326", None), ("EPSG:32633", 20.0)):
+        other = _reprojected(native, tmp_path / f"{crs[5:]}_{resolution}.tif", crs, resolution)
+        agree, out, got = _agreement(cli, run, native, other, tmp_path / f"{crs[5:]}_{resolution}_mask.tif")
+        info, scene = geotiff.read_info(tmp_path / f"{crs[5:]}_{resolution}_mask.tif"), geotiff.read_info(other)
+        assert (info.crs, info.width, info.height, info.affine) == (scene.crs, scene.width, scene.height,
+                                                                    scene.affine)
+        assert "model grid" in out and "of 10 in EPSG:3263" in out, out
+        print(f"{crs} {resolution}: {agree:.4f} of the native map's pixels (next zone at 10 m: {base:.4f})")
+        assert agree > base - 0.05, (crs, resolution, agree, base)
+
+
+@pytest.mark.slow
+def test_out_crs_writes_the_map_in_another_crs(trained, tmp_path):
+    home, run, cli = trained
+    native = s2.write_dn_geotiff(tmp_path / "dn.tif", s2.ground(128, seed=5))
+    code, out, err = cli("segment", "predict", "--run", run, "--input", native, "--out", tmp_path / "m.tif",
+                         "--out-crs", "EPSG:4326", "--probabilities", tmp_path / "p.tif", "--no-progress")
+    assert code == 0, err
+    assert geotiff.read_info(tmp_path / "m.tif").crs == geotiff.read_info(tmp_path / "p.tif").crs == "EPSG:4326"
+    assert not list(tmp_path.glob(".*model*"))  # the model-grid temporaries are gone
+    code, _, err = cli("segment", "predict", "--run", run, "--input", native, "--out", tmp_path / "n.tif",
+                       "--out-crs", "EPSG:999999", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "EPSG:999999" in err and \
+        not (tmp_path / "n.tif").exists(), err

@@ -165,10 +165,15 @@ def test_pixel_area_in_metres_whatever_the_crs(tmp_path):
     assert utm.pixel_area_m2(np.arange(4)).tolist() == [100.0] * 4
     feet = geotiff.read_info(geotiff.write(tmp_path / "f.tif", one, from_origin(0, 0, 10, 10), "EPSG:2277"))
     assert feet.pixel_area_m2([0])[0] == pytest.approx(100 * 0.3048006096 ** 2)     # US survey feet
-    # 0.1 degree pixels from 60 N: the east-west side is cos(latitude) of the north-south one
+    # 0.1 degree pixels from 60 N: about cos(latitude) of a square degree's side (a sphere), the
+    # ellipsoid's own figure within a percent
     geo = geotiff.read_info(geotiff.write(tmp_path / "g.tif", one, from_origin(10, 60, 0.1, 0.1), "EPSG:4326"))
     side = 0.1 * geotiff.EARTH_METRES_PER_DEGREE
     assert geo.pixel_area_m2([0, 3]) == pytest.approx([side * side * np.cos(np.radians(59.95)),
-                                                       side * side * np.cos(np.radians(59.65))])
+                                                       side * side * np.cos(np.radians(59.65))], rel=1e-2)
+    # a whole-Earth grid of 1 degree pixels adds up to the WGS 84 ellipsoid's surface (510,065,621.7 km^2)
+    earth = geotiff.read_info(geotiff.write(tmp_path / "e.tif", np.zeros((180, 360), "uint8"),
+                                            from_origin(-180, 90, 1, 1), "EPSG:4326"))
+    assert earth.pixel_area_m2(np.arange(180)).sum() * 360 / 1e6 == pytest.approx(510_065_621.7, rel=1e-7)
     with pytest.raises(WorkbenchError, match="n.tif: has no CRS"):
         geotiff.read_info(geotiff.write(tmp_path / "n.tif", one, T, None)).pixel_area_m2([0])
