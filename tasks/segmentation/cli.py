@@ -72,14 +72,18 @@ PREDICT_EXAMPLES = """examples:
 
 Scene mode (--input/--out): the input is brought to the run's bands and units by name and
 radiometry, or refused (docs/sentinel2.md); a sliding window (default: the run's predict config,
-window 256, overlap 32, batch 16, gaussian blend) over a scene of any size; writes a uint8 mask on the
+window 256, overlap 32, batch 16, gaussian blend) over a scene of any size, in bounded memory
+(the mask is written row band by row band); writes a uint8 Cloud-Optimised GeoTIFF mask on the
 input's grid (0 land, 1 water or the class index, 255 nodata), optionally float32
 probabilities, and <out stem>_preview.png beside it (image | mask overlay, 1024 px wide;
---no-preview: none; one scene only). --polygons writes the outlines of the water (or
+--no-preview: none; one scene only), and prints pixels and km2 per class. A scene whose pixels
+are not the run's (20 m, lon/lat) is predicted at the run's resolution and the map resampled
+back onto the scene's grid (or --out-crs). --polygons writes the outlines of the water (or
 --polygon-classes) pixels with their class and ground area_m2: a .gpkg in the scene's CRS, a
-.geojson in lon/lat (EPSG:4326, as RFC 7946 requires and QGIS/geopandas expect). With --truth, the mask is scored against a truth mask on the same grid over the
-catalog tiles the filters select (default --split test --water-min 0.05 --water-max 0.95), or
-over every pixel with --all-pixels.
+.geojson in lon/lat (EPSG:4326, as RFC 7946 requires and QGIS/geopandas expect). With --truth,
+the mask is scored against a truth mask on the same grid over the catalog tiles the filters
+select (default --split test --water-min 0.05 --water-max 0.95), or over every pixel with
+--all-pixels.
 
 Tile mode (--write-masks): predicts each catalog tile the filters select and writes
 <tile>_pseudo_mask.tif beside it (pixels below --min-confidence are 255 = nodata), then sets the
