@@ -92,6 +92,7 @@ def test_batched_matches_naive_and_blends(home, run_dir):
     from tasks.segmentation.run import load_run
 
     run = load_run(run_dir)
+    run.cfg.predict.precision = "fp32"  # the naive baseline is fp32: compare the engines in one arithmetic
     scene = make_scene(home / "scene.tif")
     for blend in ("gaussian", "mean"):
         a = predict_probabilities(run, scene, window=64, overlap=16, batch_size=5, blend=blend, progress=False)
