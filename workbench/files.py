@@ -4,15 +4,45 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from workbench.errors import WorkbenchError
+
+
+def temporary_name(path: str | Path, keep_suffix: bool = False) -> Path:
+    """``.name.tmp-PID`` beside ``path`` (``.stem.tmp-PID.suffix`` with ``keep_suffix``, for
+    writers that pick their format by the extension): the same folder, so the rename is atomic."""
+    path = Path(path)
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextmanager
+def replacing(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+    """``with replacing(out) as tmp: write(tmp)``: the block writes (and checks) ``tmp``; when it
+    ends without an error ``tmp`` replaces ``path``, else it is removed and ``path`` is left as it
+    was. A full disk or an unwritable folder is one line naming ``path``."""
+    path = Path(path)
+    tmp = temporary_name(path, keep_suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise WorkbenchError(f"{path}: could not be written ({exc.strerror or exc})") from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:             # a name the file system refused was never created
+            pass
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write JSON under a temp name then rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    return Path(path)

@@ -15,14 +15,13 @@ no land or water looks like; the title gives the mapped area per class.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.files import replacing
 
 WIDTH_PX = 1024
 PANEL_PX = 500            # each panel's longest side at most (two side by side in WIDTH_PX)
@@ -154,14 +153,6 @@ def write_preview(image: str | Path, mask: str | Path, path: str | Path, *, band
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise WorkbenchError(f"{path}: could not be written ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -71,6 +71,7 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
         check_resumed_tiles,
         finish_run,
         input_contract_for,
+        pretrained_stats,
         write_tiles_json,
     )
     from workbench.train.trainer import Trainer
@@ -96,6 +97,7 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
                            resume=resume, runs_root=runs_root, task=ClassificationTask.name, indices=d.indices)
     contract = input_contract_for(train_tiles, bands=D.bands0(cfg), resume=resume, runs_root=runs_root,
                                   task=ClassificationTask.name, indices=d.indices)
+    stats = pretrained_stats(stats, contract, cfg.model.weight_layout, resume)
 
     train_ds = D.train_dataset(train_tiles, cfg, stats)
     val_ds = D.eval_dataset(val_tiles, cfg, stats)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from workbench import paths
 from workbench.errors import WorkbenchError
+from workbench.files import replacing
 
 from .jobs import Job
 from .run import ModelFolder, resolve_device
@@ -207,14 +208,8 @@ def _write_png(path: Path, image, extra: dict) -> Path:
     for key in ("prompt", "seed", "model_id", "place"):
         info.add_text(key, str(extra[key]))
     info.add_text("metadata", json.dumps(extra["metadata"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -58,6 +58,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
         check_resumed_tiles,
         finish_run,
         input_contract_for,
+        pretrained_stats,
         refuse_split_filter,
         resumed_query,
         write_tiles_json,
@@ -87,6 +88,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
                            resume=resume, runs_root=runs_root, indices=d.indices)
     contract = input_contract_for(train_tiles, bands=bands0(cfg), resume=resume, runs_root=runs_root,
                                   task=SegmentationTask.name, indices=d.indices)
+    stats = pretrained_stats(stats, contract, cfg.model.weight_layout, resume)
 
     train_ds = train_dataset(train_src, cfg, stats)
     val_ds = eval_dataset(val_src, cfg, stats)

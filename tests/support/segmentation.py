@@ -26,3 +26,27 @@ def make_catalog(home: Path, cli, counts=(6, 2, 2)) -> None:
 
 def run_dir_of(out: str) -> Path:
     return Path(out.strip().splitlines()[-1])
+
+
+def trained_on_scene(home: Path, *train_args: str, steps: int = 3):
+    """A run trained (water preset, a few steps) on a 256 px Sentinel-2-like scene (DN GeoTIFF +
+    mask) cut into 64 px chips under ``home``; returns (run folder, cli) where ``cli(*args)`` runs the
+    real entry point there and gives (exit code, stdout, stderr)."""
+    from tests.support import sentinel2 as s2
+    from tests.support.runner import run_workbench
+
+    def cli(*args):
+        p = run_workbench(*args, env={"WORKBENCH_HOME": str(home)}, cwd=home)
+        return p.returncode, p.stdout, p.stderr
+
+    g = s2.ground(256, seed=0)
+    scene = s2.write_dn_geotiff(home / "scene.tif", g)
+    mask = s2.write_mask(home / "scene_mask.tif", g)
+    code, out, err = cli("data", "import", scene, "--mask", mask, "--chip-size", "64", "--block-size", "0.003",
+                         "--no-progress")
+    assert code == 0, err
+    tiny = ["--set", "data.window=64", "--set", f"train.max_steps={steps}", "--set", "train.epochs=1",
+            "--set", "train.batch_size=4", "--set", "train.eval_batch_size=8", "--set", "train.log_every_steps=1"]
+    code, out, err = cli("segment", "train", "--preset", "water", "--source", "folder", *tiny, *train_args)
+    assert code == 0, err
+    return run_dir_of(out), cli

@@ -38,6 +38,7 @@ from torch import nn
 
 from workbench import fastpaths
 from workbench.errors import WorkbenchError
+from workbench.files import replacing
 
 META_KEY = "workbench"
 FORMAT = "workbench-checkpoint/1"
@@ -77,24 +78,16 @@ def _with_digest(blob: bytes) -> bytes:
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
     """Write ``tensors`` plus JSON ``state`` to ``path`` atomically (temp file + os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     meta = {"format": "pt", "workbench_format": FORMAT,
             META_KEY: json.dumps(state, default=_json_default)}
-    try:
-        blob = _with_digest(safetensors.torch.save(fastpaths.save_ready(tensors), metadata=meta))
+    blob = _with_digest(safetensors.torch.save(fastpaths.save_ready(tensors), metadata=meta))
+    with replacing(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())
         if tmp.stat().st_size != len(blob):
             raise WorkbenchError(f"{path}: the checkpoint did not write completely (disk full?)")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise WorkbenchError(f"{path}: could not write the checkpoint ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         try:

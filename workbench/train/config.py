@@ -99,6 +99,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs: must be >= 1")
+        # numpy, torch and Python all take it: numpy's generators refuse negatives, 2**32 and up
+        _check(0 <= self.seed < 2 ** 32, f"train.seed {self.seed}: must be between 0 and {2 ** 32 - 1}")
         _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps: must be >= 1 or null")
         _check(self.batch_size >= 1, "train.batch_size: must be >= 1")
         _check(self.eval_batch_size is None or self.eval_batch_size >= 1, "train.eval_batch_size: must be >= 1")

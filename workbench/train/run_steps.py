@@ -19,6 +19,7 @@ torch is imported by the functions that need it.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -129,6 +130,27 @@ def band_stats_for(train_tiles: Sequence, *, bands: Sequence[int] | None, max_ti
             return BandStats.load(saved)
     return compute_band_stats(train_tiles, bands=None if bands is None else list(bands), max_tiles=max_tiles,
                               seed=seed, split=None, indices=list(indices or ()))
+
+
+def pretrained_stats(stats: BandStats, contract: InputContract, weight_layout: str | None,
+                     resume: str | Path | None = None) -> BandStats:
+    """``stats`` with the mean / std a registered weight layout was trained with for the bands it
+    knows (``workbench.weights.layout_stats``): pretrained filters expect their own input scale, as
+    TorchGeo's weight transforms and TerraTorch's band means say. Only for reflectance runs; a
+    resumed run keeps the statistics it saved (which already are these)."""
+    import dataclasses
+
+    from workbench.data.radiometry import REFLECTANCE
+
+    if resume is not None or not weight_layout or contract.units != REFLECTANCE:
+        return stats
+    from workbench.weights import layout, layout_stats
+
+    lay = layout(weight_layout)
+    new, kept = layout_stats(lay, contract.names, stats)
+    print(f"note: normalising {', '.join(b for b in contract.names if b not in kept) or 'no band'} as {lay.name} "
+          f"expects" + (f"; {', '.join(kept)} with the run's own statistics" if kept else ""), file=sys.stderr)
+    return dataclasses.replace(stats, mean=list(new.mean), std=list(new.std))
 
 
 def input_contract_for(train_tiles: Sequence, *, bands: Sequence[int] | None, resume: str | Path | None = None,

@@ -11,8 +11,7 @@ import pytest
 from rasterio.windows import Window
 
 from tests.support import sentinel2 as s2
-from tests.support.runner import run_workbench
-from tests.support.segmentation import run_dir_of
+from tests.support.segmentation import trained_on_scene
 from workbench.data import geotiff
 from workbench.data.catalog import Tile
 from workbench.data.contract import InputContract, open_scene
@@ -27,21 +26,8 @@ TINY = ["--set", "data.window=64", "--set", "train.max_steps=2", "--set", "train
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("indices_home")
-
-    def cli(*args):
-        p = run_workbench(*args, env={"WORKBENCH_HOME": str(home)}, cwd=home)
-        return p.returncode, p.stdout, p.stderr
-
-    g = s2.ground(256, seed=0)
-    scene = s2.write_dn_geotiff(home / "scene.tif", g)
-    mask = s2.write_mask(home / "scene_mask.tif", g)
-    code, out, err = cli("data", "import", scene, "--mask", mask, "--chip-size", "64", "--block-size", "0.003",
-                         "--no-progress")
-    assert code == 0, err
-    code, out, err = cli("segment", "train", "--preset", "water", "--source", "folder", *TINY,
-                         "--set", "data.indices=[ndwi]")
-    assert code == 0, err
-    return home, run_dir_of(out), cli
+    run, cli = trained_on_scene(home, "--set", "data.indices=[ndwi]", steps=2)
+    return home, run, cli
 
 
 @pytest.mark.slow

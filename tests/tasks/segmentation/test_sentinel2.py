@@ -12,11 +12,8 @@ import pytest
 
 from tests.support import sentinel2 as s2
 from tests.support.runner import run_workbench
-from tests.support.segmentation import run_dir_of
+from tests.support.segmentation import run_dir_of, trained_on_scene
 from workbench.data import geotiff
-
-TINY = ["--set", "data.window=64", "--set", "train.max_steps=3", "--set", "train.epochs=1",
-        "--set", "train.batch_size=4", "--set", "train.eval_batch_size=8", "--set", "train.log_every_steps=1"]
 
 
 def rows(home: Path) -> int:
@@ -29,20 +26,8 @@ def trained(tmp_path_factory):
     """A run trained on a 256 px scene (DN GeoTIFF + mask) cut into 64 px chips, with the
     default preset and nothing but the source and tiny step counts on the command line."""
     home = tmp_path_factory.mktemp("s2home")
-
-    def cli(*args):
-        p = run_workbench(*args, env={"WORKBENCH_HOME": str(home)}, cwd=home)
-        return p.returncode, p.stdout, p.stderr
-
-    g = s2.ground(256, seed=0)
-    scene = s2.write_dn_geotiff(home / "scene.tif", g)
-    mask = s2.write_mask(home / "scene_mask.tif", g)
-    code, out, err = cli("data", "import", scene, "--mask", mask, "--chip-size", "64", "--block-size", "0.003",
-                         "--no-progress")
-    assert code == 0, err
-    code, out, err = cli("segment", "train", "--preset", "water", "--source", "folder", *TINY)
-    assert code == 0, err
-    return home, run_dir_of(out), cli
+    run, cli = trained_on_scene(home)
+    return home, run, cli
 
 
 @pytest.mark.slow

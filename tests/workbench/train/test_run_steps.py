@@ -199,3 +199,26 @@ def test_band_stats_on_resume_do_not_need_the_tiles(home):
     assert np.allclose(stats.mean, [5.0])
     with pytest.raises(WorkbenchError):
         run_steps.band_stats_for([home / "gone.tif"], bands=None, max_tiles=None, seed=0)
+
+
+def test_a_registered_layout_brings_its_own_normalisation_for_the_bands_it_knows():
+    """B02 B03 B04 take the SSL4EO-S12 file's mean / std (what its filters were trained on), an index
+    channel keeps the run's own; raw-unit runs and resumed runs are left as they are."""
+    from workbench.data.contract import InputBand, InputContract
+    from workbench.data.stats import BandStats
+    from workbench.train.run_steps import pretrained_stats
+    from workbench.weights import layout
+
+    names = ["B02", "B03", "B04", "B08"]
+    contract = InputContract([InputBand(n, None, "uint16", 1e-4, 0.0, 0) for n in names], "reflectance", 10.0)
+    own = BandStats([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], names, index_names=["ndwi"], index_mean=[0.1],
+                    index_std=[0.3])
+    lay = layout("ssl4eo-s12-resnet18")
+    got = pretrained_stats(own, contract, lay.name)
+    want = [lay.bands.index(n) for n in names]
+    assert got.mean == [lay.mean[i] for i in want] and got.std == [lay.std[i] for i in want]
+    assert got.index_mean == [0.1] and got.index_std == [0.3] and got.band_names == names
+    assert pretrained_stats(own, contract, None) is own
+    assert pretrained_stats(own, contract, lay.name, resume="runs/x") is own
+    raw = InputContract(contract.bands, "raw", None)
+    assert pretrained_stats(own, raw, lay.name) is own
