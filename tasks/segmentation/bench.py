@@ -372,13 +372,15 @@ def _measured(folder: Path, argv: list[str], name: str) -> dict:
 
 
 def bare_forward(run_path: str, windows: int, batch_size: int, window: int = 256) -> float:
-    """Seconds of the model alone (``workbench.inference.ModelRunner``, as predict runs it) over
-    ``windows`` random windows in batches of ``batch_size``: no reading, blending or writing."""
+    """Seconds of the model alone (``workbench.inference.ModelRunner``, as predict runs it, in the
+    same precision) over ``windows`` random windows in batches of ``batch_size``: no reading,
+    blending or writing."""
+    from tasks.segmentation.predict import precision_of
     from tasks.segmentation.run import load_run
     from workbench.inference import ModelRunner
 
     run = load_run(run_path)
-    runner = ModelRunner(run.model)
+    runner = ModelRunner(run.model, precision=precision_of(run))      # the arithmetic predict uses
     x = np.random.default_rng(0).normal(0, 1, (batch_size, run.in_channels, window, window)).astype(np.float32)
     runner(x[:1])                                                    # warm-up
     t0 = time.perf_counter()

@@ -267,6 +267,7 @@ def run_import(args: argparse.Namespace) -> int:
               f"source {result.source}")
         print(f"  added {len(added)} tile(s) to {cat.path}"
               + (f"; {result.already} already in the catalog" if result.already else "")
+              + (f"; {result.duplicates} link(s) to a file listed twice counted once" if result.duplicates else "")
               + (f"; derived {result.derived_masks} water mask(s)" if result.derived_masks else "")
               + (f"; {result.chipped} scene(s) cut into {args.chip_size} px chips" if result.chipped else "")
               + f" ({time.perf_counter() - t0:.1f} s)")

@@ -115,10 +115,21 @@ def info_of(ds) -> RasterInfo:
     )
 
 
+# what a file's extension claims, and the GDAL drivers that may answer it
+CLAIMED_DRIVERS = {".tif": ("GTiff", "COG"), ".tiff": ("GTiff", "COG"), ".vrt": ("VRT",),
+                   ".jp2": ("JP2OpenJPEG", "JPEG2000", "JP2KAK", "JP2ECW", "JP2MrSID")}
+
+
 def read_info(path: str | Path, verify: bool = False) -> RasterInfo:
-    """Header of a raster; with ``verify`` also read every block so truncation shows up now."""
+    """Header of a raster; with ``verify`` also read every block so truncation shows up now, and
+    check the file is what its extension says (a PNG renamed ``.tif`` has no georeferencing or
+    radiometry a GeoTIFF would carry, and must not be imported as one)."""
     with open_raster(path) as ds:
         if verify:
+            claimed = CLAIMED_DRIVERS.get(Path(str(path)).suffix.lower())
+            if claimed and ds.driver not in claimed:
+                raise WorkbenchError(f"{path}: a {ds.driver} file named like a {Path(str(path)).suffix} "
+                                     f"({' or '.join(claimed)}); convert it, or give it its own extension")
             verify_blocks(ds, path)
         return info_of(ds)
 

@@ -72,3 +72,25 @@ def test_a_failed_earth_engine_import_leaves_no_derived_mask(home, cli):
     code, out, err = cli("data", "import", folder, "--no-progress")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_a_png_named_tif_is_refused(home, cli):
+    from PIL import Image
+
+    folder = home / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "photo.tif", format="PNG")
+    code, out, err = cli("data", "import", folder, "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "photo.tif: a PNG file" in err, err
+
+
+def test_two_links_to_one_pair_add_one_tile_and_say_so(home, cli):
+    image, mask = write_pair(home / "real", "a", size=16)
+    folder = home / "in"
+    folder.mkdir()
+    for name in ("x", "y"):
+        (folder / f"{name}.tif").symlink_to(image)
+        (folder / f"{name}_mask.tif").symlink_to(mask)
+    code, out, err = cli("data", "import", folder, "--no-progress")
+    assert code == 0 and "added 1 tile" in out and "counted once" in out, (out, err)
+    assert "1 tile(s)" in cli("data", "list")[1]

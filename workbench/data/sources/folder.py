@@ -76,6 +76,7 @@ class ImportResult:
     unplaced: int = 0
     chipped: int = 0                    # images / scenes cut into chips
     radiometry: str = ""
+    duplicates: int = 0                 # links (or paths) to a file already in this import
 
 
 # ---- finding the files -----------------------------------------------------------------------
@@ -355,8 +356,12 @@ def import_folder(catalog: Catalog, root: str | Path, source: str | None = None,
     result = ImportResult(root=root, mode=mode, source=source, layout=layout, found=len(items))
 
     known = _known_paths(catalog, [it.image for it in items]) | catalog.chipped_scenes([it.image for it in items])
-    todo = [it for it in items if str(it.image.resolve()) not in known]
-    result.already = len(items) - len(todo)
+    unique: dict[str, Item] = {}
+    for it in items:                     # two symlinks to one file are one tile, and counted so
+        unique.setdefault(str(it.image.resolve()), it)
+    result.duplicates = len(items) - len(unique)
+    todo = [it for key, it in unique.items() if key not in known]
+    result.already = len(unique) - len(todo)
     if not todo:
         return result
 
