@@ -102,7 +102,7 @@ def test_sentinel2_guide_commands_run(tmp_path):
     on the files the guide names; training lines get tiny step counts."""
     import shlex
 
-    from tests.support.runner import run_workbench
+    from tests.support.runner import run_in_process
 
     blocks = SH.findall((DOCS / "sentinel2.md").read_text())
     assert len(blocks) >= 3
@@ -114,6 +114,6 @@ def test_sentinel2_guide_commands_run(tmp_path):
             assert args[0] == "workbench", line
             if args[2:3] == ["train"]:
                 args += TINY_TRAIN
-            p = run_workbench(*args[1:], env={"WORKBENCH_HOME": str(home)}, cwd=tmp_path)
+            p = run_in_process(*args[1:], home=home, cwd=tmp_path)
             assert p.returncode == 0, (line, p.stdout[-2000:], p.stderr[-2000:])
     assert (tmp_path / "map.tif").is_file() and (tmp_path / "map_stac.tif").is_file()

@@ -1,4 +1,6 @@
-"""Run the real console entry point in a subprocess, as a user types it."""
+"""Run the real console entry point: in a subprocess, as a user types it, or in this process
+(the same ``workbench.cli.main``, without a fresh interpreter's torch import per command) for
+end-to-end tests that run many commands."""
 
 from __future__ import annotations
 
@@ -16,6 +18,33 @@ def run_workbench(*args: str, env: dict | None = None, cwd: Path | None = None,
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "workbench", *map(str, args)], capture_output=True,
                           text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+def run_in_process(*args: str, home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``workbench ARGS`` through ``workbench.cli.main`` here, with ``$WORKBENCH_HOME`` = ``home``
+    and the working folder ``cwd`` for the call; stdout and stderr captured, both restored after."""
+    import contextlib
+    import io
+
+    from workbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_home, old_cwd = os.environ.get("WORKBENCH_HOME"), os.getcwd()
+    os.environ["WORKBENCH_HOME"] = str(home)
+    try:
+        os.chdir(cwd or home)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse exits
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(old_cwd)
+        if old_home is None:
+            os.environ.pop("WORKBENCH_HOME", None)
+        else:
+            os.environ["WORKBENCH_HOME"] = old_home
+    return subprocess.CompletedProcess(["workbench", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def help_in_a_fresh_process(argvs: list[list[str]], forbidden: tuple[str, ...]) -> subprocess.CompletedProcess:

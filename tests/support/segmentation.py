@@ -31,12 +31,13 @@ def run_dir_of(out: str) -> Path:
 def trained_on_scene(home: Path, *train_args: str, steps: int = 3):
     """A run trained (water preset, a few steps) on a 256 px Sentinel-2-like scene (DN GeoTIFF +
     mask) cut into 64 px chips under ``home``; returns (run folder, cli) where ``cli(*args)`` runs the
-    real entry point there and gives (exit code, stdout, stderr)."""
+    entry point there (in this process: these tests run dozens of commands) and gives (exit
+    code, stdout, stderr)."""
     from tests.support import sentinel2 as s2
-    from tests.support.runner import run_workbench
+    from tests.support.runner import run_in_process
 
     def cli(*args):
-        p = run_workbench(*args, env={"WORKBENCH_HOME": str(home)}, cwd=home)
+        p = run_in_process(*args, home=home)
         return p.returncode, p.stdout, p.stderr
 
     g = s2.ground(256, seed=0)

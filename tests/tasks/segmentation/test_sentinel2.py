@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.support import sentinel2 as s2
-from tests.support.runner import run_workbench
+from tests.support.runner import run_in_process
 from tests.support.segmentation import run_dir_of, trained_on_scene
 from workbench.data import geotiff
 
@@ -123,11 +123,12 @@ def test_what_cannot_be_read_is_one_line_and_changes_nothing(trained, tmp_path):
 def test_ee_style_chips_train_with_the_water_preset_and_nothing_else(tmp_path):
     """The acceptance command as a user types it: ``--source folder`` and a step cap, no other override."""
     s2.write_ee_chips(tmp_path / "export", s2.ground(2048, seed=2), chip=128)
-    env = {"WORKBENCH_HOME": str(tmp_path / "home")}
-    p = run_workbench("data", "import", tmp_path / "export", "--no-progress", env=env)
+    home = tmp_path / "home"
+    home.mkdir()
+    p = run_in_process("data", "import", tmp_path / "export", "--no-progress", home=home)
     assert p.returncode == 0, p.stderr
     assert "splits: train" in p.stdout and " val " in p.stdout and " test " in p.stdout
-    p = run_workbench("segment", "train", "--source", "folder", "--set", "train.max_steps=2", env=env)
+    p = run_in_process("segment", "train", "--source", "folder", "--set", "train.max_steps=2", home=home)
     assert p.returncode == 0, p.stderr
     run = run_dir_of(p.stdout)
     inputs = json.loads((run / "inputs.json").read_text())
