@@ -190,9 +190,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_scene(args: argparse.Namespace) -> int:
-    import torch
-
     from workbench.data.inputs import is_folder_input, refuse_overwrite
+    from workbench.devices import resolve_device
 
     from .predict import predict_scene
     from .run import load_run
@@ -201,8 +200,8 @@ def _run_scene(args: argparse.Namespace) -> int:
     folder = is_folder_input(args.input)
     if not folder:
         refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities}, {"--input": args.input})
-    run = load_run(run_from_args(args, "classify predict"),
-                   args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = str(resolve_device(args.device, "--device"))   # before the run is looked up or loaded
+    run = load_run(run_from_args(args, "classify predict"), device)
     if args.precision:
         run.cfg.predict.precision = args.precision
     if folder:

@@ -50,12 +50,13 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     the CSV path and, where tiles carry labels of the run's classes, the metrics against them."""
     from workbench.data.catalog import open_existing
     from workbench.data.contract import tile_positions
+    from workbench.devices import resolve_device
     from workbench.train.run_steps import config_reading
 
     from .evaluate import score_tiles
     from .run import check_bands, load_run
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device, "--device")
     run = load_run(run_ref, dev)
     if not query and run.cfg.data.source:
         query = {"source": run.cfg.data.source}

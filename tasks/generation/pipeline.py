@@ -47,10 +47,11 @@ from diffusers import schedulers as diffusers_schedulers
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from workbench.devices import resolve_device
 from workbench.errors import WorkbenchError
 
 from .metadata import validate
-from .run import ModelFolder, inspect_folder, resolve_device, size_multiple, unet_uses_metadata
+from .run import ModelFolder, inspect_folder, size_multiple, unet_uses_metadata
 from .satunet import SatUNet
 
 SCHEDULERS = {

@@ -25,11 +25,12 @@ from datetime import datetime
 from pathlib import Path
 
 from workbench import paths
+from workbench.devices import resolve_device
 from workbench.errors import WorkbenchError
 from workbench.files import replacing
 
 from .jobs import Job
-from .run import ModelFolder, resolve_device
+from .run import ModelFolder
 
 CRS = "EPSG:4326"
 BANDS = ["red", "green", "blue"]

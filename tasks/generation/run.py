@@ -5,7 +5,6 @@
   resolved like every other run) stands for its ``model/`` folder.
 * ``resolve_model(model, run)``: what ``--model DIR`` / ``--run RUN`` name (default: the
   committed model, ``tasks/generation/default_model``).
-* ``resolve_device``: ``auto`` / ``cpu`` / ``cuda:1`` -> a torch device (torch imported there only).
 
 The pipeline itself (``pipeline.load_pipeline``) loads what these name.
 
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 TASK = "generation"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
@@ -128,22 +127,6 @@ def resolve_model(model: str | Path | None = None, run: str | Path | None = None
         except WorkbenchError:
             pass                               # neither: the folder's own error below names it
     return inspect_folder(folder)
-
-
-def resolve_device(name: str, label: str = "device") -> torch.device:
-    """``auto`` (cuda if present), ``cpu``, ``cuda``, ``cuda:1``, ... as a torch device, or a one-line
-    error naming ``label`` (the argument, or a command's flag)."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise WorkbenchError(f"{label} {name}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise WorkbenchError(f"{label} {name}: no CUDA GPU is available here (use {label} cpu)")
-    return device
 
 
 def size_multiple(vae_config: dict, unet_config: dict) -> int:

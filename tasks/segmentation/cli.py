@@ -278,11 +278,9 @@ def _outputs_after_mask(args, run, res: dict) -> None:
 
 
 def _device(name: str | None) -> str:
-    import torch
+    from workbench.devices import resolve_device
 
-    if name:
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(name, "--device"))
 
 
 def format_classes(res: dict) -> str:

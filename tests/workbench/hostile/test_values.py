@@ -15,3 +15,21 @@ def test_impossible_training_values_are_one_line(home, cli, verb, setting, needl
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert needle in err, err
     assert not (home / "runs").exists()
+
+
+@pytest.mark.parametrize("device, needle", [("bogus", "--device bogus: not a device"),
+                                            ("cuda:7", "--device cuda:7")])
+@pytest.mark.parametrize("verb", [("segment", "predict", "--input", "scene.tif", "--out", "m.tif"),
+                                  ("classify", "predict", "--input", "scene.tif", "--out", "c.tif")])
+def test_a_device_this_machine_lacks_is_one_line(home, cli, verb, device, needle):
+    import torch
+
+    from tests.support.rasters import write_pair
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    image, _ = write_pair(home, "scene", size=32)
+    argv = [str(image) if a == "scene.tif" else str(home / a) if a.endswith(".tif") else a for a in verb]
+    code, out, err = cli(*argv, "--run", "latest", "--device", device)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert needle in err, err   # checked before the run is looked up: there is none here
