@@ -29,7 +29,6 @@ class). Both are written atomically (``workbench.data.geotiff.write``).
 from __future__ import annotations
 
 import csv
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.files import replacing
 
 NO_CLASS = 255
 MIN_VALID = 0.5          # a window needs at least this share of valid pixels to get a class
@@ -100,14 +100,11 @@ def _unseen_metrics(run, tiles, result) -> dict | None:
 
 def _write_csv(run_path: Path, tiles, rows) -> str:
     out = run_path / "predictions" / f"catalog-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with replacing(out) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "path", "label", "pred_label", "pred_score"])
         for t, (tid, label, score) in zip(tiles, rows):
             w.writerow([tid, t.path, t.label or "", label, f"{score:.6f}"])
-    os.replace(tmp, out)
     return str(out)
 
 

@@ -769,3 +769,14 @@ if __name__ == "__main__":
 
     for what, path in write_demo(sys.argv[1] if len(sys.argv) > 1 else "s2-demo").items():
         print(f"{what:10s} {path}")
+
+
+def trained_inputs(folder: str | Path, g: Ground):
+    """(input contract, band statistics) that a run trained on ``g``'s uint16 DN GeoTIFF (written
+    under ``folder``) records: what predict-side tests bring other encodings of the ground to."""
+    from workbench.data.catalog import Tile
+    from workbench.data.contract import contract_of
+    from workbench.data.stats import compute_band_stats
+
+    tile = Tile(path=str(write_dn_geotiff(Path(folder) / "dn.tif", g)), source="folder", split="train")
+    return contract_of([tile]), compute_band_stats([tile], split=None)

@@ -140,10 +140,10 @@ class Catalog:
         try:
             if self.read_only:
                 self.conn = _connect_read_only(self.path)
-            else:
+                self._check_schema()
+            else:                       # checks an existing file itself, before touching it
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = self._connect_writer()
-            self._check_schema()
         except sqlite3.DatabaseError as exc:
             raise WorkbenchError(f"{self.path}: not a workbench catalog, or a corrupt one ({exc})") from None
         except OSError as exc:
@@ -494,12 +494,12 @@ def _read_only(action: int, *_: Any) -> int:
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
 
 
-def open_existing(path: str | Path | None = None, read_only: bool = False) -> Catalog:
+def open_existing(path: str | Path | None = None) -> Catalog:
     """The catalog at ``path`` (default: the workbench home's); a path given but missing is a user
     error rather than a new empty catalog that would make a run train on nothing."""
     if path is not None and not Path(path).is_file():
         raise WorkbenchError(f"{path}: no such catalog (build one with: workbench data bluemarble)")
-    return Catalog(path, read_only=read_only)
+    return Catalog(path)
 
 
 def check_where(where: str) -> str:

@@ -41,6 +41,7 @@ import numpy as np
 
 from workbench.data.geodesy import WGS84_A, lonlat_cell_areas_m2, q_authalic
 from workbench.errors import WorkbenchError
+from workbench.files import temporary_name
 
 FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON"}
 BLOCK_ROWS = 1024
@@ -344,7 +345,7 @@ def write_polygons(polygons: Polygons, path: str | Path) -> dict:
         crs = "EPSG:4326"
     fields = ["class", "area_m2"]
     data = [np.asarray(polygons.classes, np.int32), np.asarray(polygons.areas_m2, np.float64)]
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    tmp = temporary_name(path, keep_suffix=True)    # pyogrio picks the driver by the extension
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if tmp.exists():

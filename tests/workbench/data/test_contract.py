@@ -10,8 +10,7 @@ from rasterio.windows import Window
 from tests.support import sentinel2 as s2
 from workbench.data import geotiff
 from workbench.data.catalog import Tile
-from workbench.data.contract import InputContract, contract_of, open_scene
-from workbench.data.stats import compute_band_stats
+from workbench.data.contract import InputContract, open_scene
 from workbench.errors import WorkbenchError
 
 SIZE = 96
@@ -25,10 +24,7 @@ def g():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, g):
     """The contract and band statistics of a run trained on the uint16 DN GeoTIFF."""
-    folder = tmp_path_factory.mktemp("train")
-    tile = Tile(path=str(s2.write_dn_geotiff(folder / "dn.tif", g)), source="folder", split="train")
-    contract = contract_of([tile])
-    return contract, compute_band_stats([tile], split=None)
+    return s2.trained_inputs(tmp_path_factory.mktemp("train"), g)
 
 
 def read_all(contract, stats, path, **kw):

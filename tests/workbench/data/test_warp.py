@@ -18,9 +18,7 @@ from rasterio.windows import Window
 
 from tests.support import sentinel2 as s2
 from workbench.data import geotiff, warp
-from workbench.data.catalog import Tile
-from workbench.data.contract import contract_of, open_scene
-from workbench.data.stats import compute_band_stats
+from workbench.data.contract import open_scene
 from workbench.errors import WorkbenchError
 
 SIZE = 128
@@ -35,9 +33,7 @@ def g():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, g):
     """The contract (10 m, EPSG:32633) and statistics of a run trained on the native DN GeoTIFF."""
-    folder = tmp_path_factory.mktemp("train")
-    tile = Tile(path=str(s2.write_dn_geotiff(folder / "dn.tif", g)), source="folder", split="train")
-    return contract_of([tile]), compute_band_stats([tile], split=None)
+    return s2.trained_inputs(tmp_path_factory.mktemp("train"), g)
 
 
 def info(crs, transform, width, height, path="scene.tif") -> geotiff.RasterInfo:
