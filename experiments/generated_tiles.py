@@ -295,7 +295,7 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
             raise WorkbenchError(f"{flag} {value}: must be at least {low}")
     if not 0.0 <= opts.min_confidence <= 1.0:
         raise WorkbenchError(f"--min-confidence {opts.min_confidence:g}: expected a number between 0 and 1")
-    with open_existing(catalog) as cat:
+    with open_existing(catalog, read_only=True) as cat:
         catalog_path = cat.path.resolve()
     base_path = find_baseline(opts.baseline) if opts.baseline else None
     if base_path is not None:
@@ -314,7 +314,7 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
     exp = opts.name or out_dir.name
     if not _NAME.match(exp):
         raise WorkbenchError(f"experiment name {exp!r}: use letters, digits and _ . + - (--name)")
-    with Catalog(catalog_path) as cat:
+    with Catalog(catalog_path, read_only=True) as cat:
         taken = cat.count(source=GENERATED, where=f"{EXPERIMENT_KEY} = {sql_text(exp)}")
     if taken:
         raise WorkbenchError(f"the catalog already holds {taken} generated tile(s) of an experiment named {exp!r}: "
@@ -366,7 +366,7 @@ def run_experiment(opts: ExperimentOptions, catalog: str | Path | None = None, o
                                         "--min-confidence", f"{opts.min_confidence:g}", "--source", GENERATED,
                                         "--where", f"{EXPERIMENT_KEY} = {sql_text(exp)}", "--no-progress", "--json"],
                        lambda: pseudo_masks(base_path, catalog_path, exp, opts.min_confidence))
-    with Catalog(catalog_path) as cat:
+    with Catalog(catalog_path, read_only=True) as cat:
         rows = cat.query(source=GENERATED, where=f"{EXPERIMENT_KEY} = {sql_text(exp)}")
     usable = [r for r in rows if r.mask_path and r.water_fraction is not None]
     seconds["pseudo_masks"] = round(time.perf_counter() - t, 1)
@@ -472,7 +472,7 @@ def _train_places(catalog_path: Path, base: dict, query: dict, split: str, n: in
     tiles.json lists them) and ``n`` places spread over them."""
     from workbench.data.catalog import Catalog
 
-    with Catalog(catalog_path) as cat:
+    with Catalog(catalog_path, read_only=True) as cat:
         tiles = [t for t in cat.query(**{**query, "split": split}) if t.mask_path and t.source != GENERATED]
     trained = (base["tiles"] or {}).get("train")
     if trained:
@@ -513,7 +513,7 @@ def _count_joining(catalog_path: Path, query: dict, where: str, split: str) -> i
     from workbench.data.catalog import Catalog
 
     q = {k: v for k, v in query.items() if k not in _REAL_ONLY}   # those are where-terms now
-    with Catalog(catalog_path) as cat:
+    with Catalog(catalog_path, read_only=True) as cat:
         return cat.count(**{**q, "source": GENERATED, "where": where, "split": split})
 
 
@@ -522,7 +522,7 @@ def _check_runs(catalog_path: Path, base: dict, mixed: dict, splits: dict) -> tu
     from workbench.data.catalog import Catalog
 
     ids = {i for run in (base, mixed) for key in ("train", "val", "test") for i in (run["tiles"] or {}).get(key) or []}
-    with Catalog(catalog_path) as cat:
+    with Catalog(catalog_path, read_only=True) as cat:
         sources = {t.id: t.source for t in cat.query(ids=sorted(ids))} if ids else {}
     leaked = {key: [i for i in (mixed["tiles"] or {}).get(key) or [] if sources.get(i) == GENERATED]
               for key in ("val", "test")}
@@ -571,7 +571,7 @@ def _panel(path: Path, catalog_path: Path, usable: Sequence, exp: str, say) -> P
 
     picks = spread(list(usable), PANEL_TILES)
     try:
-        with Catalog(catalog_path) as cat:
+        with Catalog(catalog_path, read_only=True) as cat:
             parents = {t.id: t for t in cat.query(ids=[p.parent_id for p in picks if p.parent_id is not None])}
         return write_panel(path, [(parents.get(p.parent_id), p) for p in picks], title=f"experiment {exp}")
     except Exception as exc:

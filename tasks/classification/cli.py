@@ -9,7 +9,14 @@ import argparse
 import json
 from pathlib import Path
 
-from workbench.commands import add_command, add_input_options, add_run_option, add_verb, run_from_args
+from workbench.commands import (
+    add_catalog_immutable,
+    add_command,
+    add_input_options,
+    add_run_option,
+    add_verb,
+    run_from_args,
+)
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
@@ -101,6 +108,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--batch-size", type=int, default=256, metavar="N", help="crops per forward pass")
     v.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     add_query_args(v)
+    add_catalog_immutable(v)
     v.set_defaults(func=run_eval)
 
     v = add_verb(verbs, "predict", common, help="classify catalog tiles, or every window of a whole scene",
@@ -135,7 +143,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import resolve_resume_config, train
 
     cfg = train_config(args, PRESETS, resolve_resume_config)
-    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args))
+    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args),
+                    catalog_immutable=args.catalog_immutable)
     return finish_train(args, summary)
 
 
@@ -158,7 +167,8 @@ def run_eval(args: argparse.Namespace) -> int:
     run = load_run(ref)
     query = query_from_args(args)
     split = query.pop("split", None)
-    m = evaluate_run(run, query, split=split, catalog=args.catalog, batch_size=bs, progress=True)
+    m = evaluate_run(run, query, split=split, catalog=args.catalog, batch_size=bs, progress=True,
+                     catalog_immutable=args.catalog_immutable)
     if args.json:
         print(json.dumps(m))
         return 0

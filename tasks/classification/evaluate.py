@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_run(run, query: dict, split: str | None = None, catalog: str | Path | None = None,
-                 batch_size: int = 256, device: str | torch.device = "cpu", progress: bool = False) -> dict:
+                 batch_size: int = 256, device: str | torch.device = "cpu", progress: bool = False,
+                 catalog_immutable: bool = False) -> dict:
     """Score a loaded run (``run.load_run``) on the labelled tiles of ``split`` (default: the run's
     test split) that its own query, narrowed by ``query``, selects. Returns the metrics with
     ``run``, ``split`` and the ``query`` used."""
@@ -31,7 +32,7 @@ def evaluate_run(run, query: dict, split: str | None = None, catalog: str | Path
 
     split = split or run.cfg.data.test_split
     q = run.cfg.data.query(query)
-    with open_existing(catalog or run.cfg.data.catalog) as cat:
+    with open_existing(catalog or run.cfg.data.catalog, read_only=True, immutable=catalog_immutable) as cat:
         tiles = select_tiles(cat, q, split, run.cfg)
     check_bands(tiles, run)
     from workbench.data.contract import tile_positions

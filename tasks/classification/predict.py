@@ -60,7 +60,7 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     run = load_run(run_ref, dev)
     if not query and run.cfg.data.source:
         query = {"source": run.cfg.data.source}
-    with open_existing(catalog) as cat:
+    with open_existing(catalog, read_only=dry_run) as cat:  # a dry run only reads
         tiles = cat.query(**query)
         if not tiles:
             shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"

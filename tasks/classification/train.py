@@ -41,7 +41,8 @@ def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None
     return resume_config(resume, overrides, config_from_dict, task=ClassificationTask.name)
 
 
-def _select(cfg: ClassificationConfig, catalog, query_override: dict | None, resume: str | Path | None = None):
+def _select(cfg: ClassificationConfig, catalog, query_override: dict | None, resume: str | Path | None = None,
+            immutable: bool = False):
     from workbench.data.catalog import open_existing
     from workbench.train.run_steps import refuse_split_filter, resumed_query
 
@@ -50,7 +51,7 @@ def _select(cfg: ClassificationConfig, catalog, query_override: dict | None, res
     refuse_split_filter(query_override, "classify train")
     d = cfg.data
     query = resumed_query(resume, d.query(query_override), query_override)
-    with open_existing(catalog or d.catalog) as cat:
+    with open_existing(catalog or d.catalog, read_only=True, immutable=immutable) as cat:
         train_tiles = select_tiles(cat, query, d.train_split, cfg)
         val_tiles = select_tiles(cat, query, d.val_split, cfg)
         try:
@@ -62,8 +63,10 @@ def _select(cfg: ClassificationConfig, catalog, query_override: dict | None, res
 
 
 def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: str | Path | None = None,
-          query_override: dict | None = None, runs_root: str | Path | None = None, verbose: bool = True) -> dict:
-    """Train, then score the test split with the best weights; returns the run summary."""
+          query_override: dict | None = None, runs_root: str | Path | None = None, verbose: bool = True,
+          catalog_immutable: bool = False) -> dict:
+    """Train, then score the test split with the best weights; returns the run summary. The catalog
+    is only read (``catalog_immutable``: the user's word that it does not change, see ``Catalog``)."""
     from workbench.data.contract import FILE as INPUTS_FILE
     from workbench.data.dataset import passthrough_collate
     from workbench.train.run_steps import (
@@ -87,7 +90,8 @@ def train(cfg: ClassificationConfig, resume: str | Path | None = None, catalog: 
         from workbench.train.run_dir import RunDir
 
         resume = RunDir.open(resume, runs_root, task=ClassificationTask.name).path
-    query, catalog_path, train_tiles, val_tiles, test_tiles = _select(cfg, catalog, query_override, resume)
+    query, catalog_path, train_tiles, val_tiles, test_tiles = _select(
+        cfg, catalog, query_override, resume, catalog_immutable)
     check_resumed_tiles(resume, {"train": train_tiles, "val": val_tiles, "test": test_tiles})
     classes = D.class_names(cfg, train_tiles)
     train_labels = D.label_indices(train_tiles, cfg, classes)

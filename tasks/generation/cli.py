@@ -273,6 +273,8 @@ def command_line(args: argparse.Namespace, query: dict) -> str:
             parts += [flag, ",".join(value) if isinstance(value, list) else str(value)]
     if args.catalog:
         parts += ["--catalog", args.catalog]
+    if args.catalog_immutable:
+        parts += ["--catalog-immutable"]
     if args.export:
         parts += ["--export", args.export]
     return shlex.join(parts)
@@ -299,6 +301,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = train_config(start, PRESETS, resolve_resume_config)
     query = query_from_args(args)
     summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query, export=args.export,
-                    command=command_line(args, query), progress=not args.no_progress)
+                    command=command_line(args, query), progress=not args.no_progress,
+                    catalog_immutable=args.catalog_immutable)
     return finish_train(args, summary)
 

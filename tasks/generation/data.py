@@ -183,7 +183,7 @@ class Selection:
     val: list
 
 
-def select(cfg: GenerationConfig, catalog: Any, query_override: dict | None) -> Selection:
+def select(cfg: GenerationConfig, catalog: Any, query_override: dict | None, immutable: bool = False) -> Selection:
     """The train tiles (``data.train_split``, at most ``data.max_tiles`` or ``--limit``, evenly
     spread) and the val tiles (``data.val_split``, at most ``data.val_tiles``; none, with a
     warning, when the split is empty) matching the run's query."""
@@ -194,7 +194,7 @@ def select(cfg: GenerationConfig, catalog: Any, query_override: dict | None) -> 
     d = cfg.data
     query = run_query(d.source, d.where, query_override)
     limit = query.pop("limit", None)
-    with open_existing(catalog or d.catalog) as cat:
+    with open_existing(catalog or d.catalog, read_only=True, immutable=immutable) as cat:
         splits = d.splits(d.train_split)
         train_tiles = spread(select_tiles(cat, query, splits if len(splits) > 1 else splits[0], d.size),
                              d.max_tiles or limit)

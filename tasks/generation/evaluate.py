@@ -193,7 +193,7 @@ def select_places(folder: ModelFolder, query_override: dict, n: int, catalog, si
     query = run_query(data.get("source", "bluemarble"), data.get("where"), query_override)
     query.setdefault("split", "test")
     limit = query.pop("limit", None)
-    with open_existing(catalog) as cat:
+    with open_existing(catalog, read_only=True) as cat:
         tiles = select_tiles(cat, query, None, size)
     return query, spread(tiles, min(n, limit) if limit else n)
 
@@ -410,7 +410,7 @@ def evaluate(folder: ModelFolder, opts: EvalOptions, query_override: dict | None
         raise WorkbenchError(f"--n {opts.n}: need at least 2 places (the acceptance figures use >= 100)")
     if opts.batch_size < 1:
         raise WorkbenchError(f"--batch-size {opts.batch_size}: must be at least 1")
-    with open_existing(catalog) as cat:
+    with open_existing(catalog, read_only=True) as cat:
         catalog_path = cat.path
     query, tiles = select_places(folder, dict(query_override or {}), opts.n, catalog_path, size)
     if len(tiles) < 2:

@@ -301,9 +301,11 @@ def train_unet(cfg: GenerationConfig, sel: Selection, base: Path | None, resume:
 
 def train(cfg: GenerationConfig, resume: str | Path | None = None, catalog: str | Path | None = None,
           query_override: dict | None = None, runs_root: str | Path | None = None, export: str | Path | None = None,
-          command: str | None = None, progress: bool = True, verbose: bool = True) -> dict:
+          command: str | None = None, progress: bool = True, verbose: bool = True,
+          catalog_immutable: bool = False) -> dict:
     """The VAE stage when a fresh model asks for it, then the UNet stage; returns the UNet run's
-    summary (its table printed when ``verbose``)."""
+    summary (its table printed when ``verbose``). The catalog is only read (``catalog_immutable``:
+    the user's word that it does not change, see ``Catalog``)."""
     from workbench.train.run_steps import finish_run
 
     from .captions import load_template
@@ -313,7 +315,7 @@ def train(cfg: GenerationConfig, resume: str | Path | None = None, catalog: str 
     stage, info = _stage_of(resume, runs_root) if resume is not None else (None, {})
     load_template(cfg.data.captions)  # a bad template fails before any tile is read
     base = resolve_base(cfg.model.path) if cfg.model.path else None
-    sel = select(cfg, catalog, query_override)
+    sel = select(cfg, catalog, query_override, catalog_immutable)
     trainers: list = []
     try:
         vae_run = info.get("vae_run")

@@ -12,7 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.commands import add_command, add_input_options, add_run_option, add_verb, run_from_args
+from workbench.commands import (
+    add_catalog_immutable,
+    add_command,
+    add_input_options,
+    add_run_option,
+    add_verb,
+    run_from_args,
+)
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 from workbench.errors import WorkbenchError
@@ -124,6 +131,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     v.add_argument("--out", metavar="FILE", help="also write the metrics JSON here")
     add_query_args(v)
+    add_catalog_immutable(v)
     v.set_defaults(func=run_eval)
 
     v = add_verb(verbs, "predict", common, help="predict a whole scene, or pseudo-masks for tiles",
@@ -171,6 +179,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--json", action="store_true", help="print the result as one JSON object")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_query_args(v)
+    add_catalog_immutable(v)  # --truth reads tiles; --write-masks refuses it
     v.set_defaults(func=run_predict)
 
 
@@ -179,7 +188,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import resolve_resume_config, train
 
     cfg = train_config(args, PRESETS, resolve_resume_config)
-    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args))
+    summary = train(cfg, resume=args.resume, catalog=args.catalog, query_override=query_from_args(args),
+                    catalog_immutable=args.catalog_immutable)
     return finish_train(args, summary)
 
 
@@ -195,7 +205,7 @@ def run_eval(args: argparse.Namespace) -> int:
     query = query_from_args(args)
     split = query.pop("split", None) or "test"
     metrics = evaluate_run(ref, split=split, query=query, catalog=args.catalog, threshold=args.threshold,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, catalog_immutable=args.catalog_immutable)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -212,11 +222,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- predict
 
-def _catalog(args):
+def _catalog(args, read_only: bool = False):
+    """The catalog of ``--truth`` (read-only: scoring reads tile bounds) or ``--write-masks`` (a writer)."""
     from workbench import paths
     from workbench.data.catalog import Catalog
 
-    return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog(), read_only=read_only,
+                   immutable=read_only and args.catalog_immutable)
 
 
 def _class_list(text: str) -> list[int]:
@@ -303,6 +315,8 @@ def run_predict(args: argparse.Namespace) -> int:
                                  "not --input/--out/--truth/--polygons/--out-crs")
         if not query:
             raise WorkbenchError("--write-masks needs tile filters, e.g. --where \"source = 'generated'\"")
+        if args.catalog_immutable:
+            raise WorkbenchError("--catalog-immutable: --write-masks writes the catalog; drop --catalog-immutable")
         return _run_write_masks(args, query)
     if not args.input or not args.out:
         raise WorkbenchError("give --input SCENE.tif and --out MASK.tif (or --write-masks with tile filters)")
@@ -343,7 +357,7 @@ def _run_scene(args, query: dict) -> int:
         tiles = None
         if not args.all_pixels:
             q = {**DEFAULT_SCORE_QUERY, **query}
-            with _catalog(args) as cat:
+            with _catalog(args, read_only=True) as cat:
                 tiles = cat.query(**q)
             if not tiles:
                 raise WorkbenchError(f"no catalog tiles match {q}; change the filters or use --all-pixels")

@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 MASK_NODATA = 255          # mask value never scored, whatever the file's nodata tag says
 
 
-def open_catalog(cfg: SegmentationConfig, catalog: str | Path | None = None) -> Any:
-    """The run's catalog (``catalog`` when given, else ``data.catalog``); it must exist."""
+def open_catalog(cfg: SegmentationConfig, catalog: str | Path | None = None, immutable: bool = False) -> Any:
+    """The run's catalog (``catalog`` when given, else ``data.catalog``), which must exist, opened
+    read-only: training and scoring only read it (``immutable``: see ``Catalog``)."""
     from workbench.data.catalog import open_existing
 
-    return open_existing(catalog or cfg.data.catalog)
+    return open_existing(catalog or cfg.data.catalog, read_only=True, immutable=immutable)
 
 
 def base_query(cfg: SegmentationConfig, override: dict | None = None) -> dict:

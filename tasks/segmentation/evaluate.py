@@ -86,9 +86,10 @@ def score_dataset(model, ds, cfg: SegmentationConfig, device, batch_size: int, t
 
 def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | None = None,
                  catalog: str | Path | None = None, threshold: float | None = None,
-                 batch_size: int | None = None) -> dict:
+                 batch_size: int | None = None, catalog_immutable: bool = False) -> dict:
     """Re-score a run on ``split`` (or on ``query["split"]``) of the tiles its config selects,
-    narrowed by ``query`` (``Catalog.query`` filters; ``where`` replaces the run's own)."""
+    narrowed by ``query`` (``Catalog.query`` filters; ``where`` replaces the run's own); the
+    catalog is read only (``catalog_immutable``: see ``Catalog``)."""
     from .run import load_run
 
     loaded = load_run(run_ref)
@@ -103,7 +104,7 @@ def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | 
         if value is not None:
             q[key] = value
     q.setdefault("split", split or cfg.data.test_split)
-    with open_catalog(cfg, catalog) as cat:
+    with open_catalog(cfg, catalog, catalog_immutable) as cat:
         tiles = [t for t in cat.query(**q) if t.mask_path]
         sources = context_of(cat, tiles, cfg)  # the tiles, or their block mosaics (data.context: block)
     if not tiles:

@@ -47,9 +47,11 @@ def resolve_resume_config(resume: str | Path, overrides: list[str] | None = None
 
 
 def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: str | Path | None = None,
-          query_override: dict | None = None, runs_root: str | Path | None = None, verbose: bool = True) -> dict:
+          query_override: dict | None = None, runs_root: str | Path | None = None, verbose: bool = True,
+          catalog_immutable: bool = False) -> dict:
     """Train, pick the threshold on val, score test; returns the run summary (with ``run_dir``,
-    ``threshold``, ``test`` metrics). See the module docstring for what lands in the run folder."""
+    ``threshold``, ``test`` metrics). See the module docstring for what lands in the run folder.
+    The catalog is only read (``catalog_immutable``: the user's word that it does not change)."""
     from workbench.data.contract import FILE as INPUTS_FILE
     from workbench.data.dataset import passthrough_collate
     from workbench.train.run_dir import RunDir
@@ -71,7 +73,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
         resume = RunDir.open(resume, runs_root, task=SegmentationTask.name).path
     query = resumed_query(resume, base_query(cfg, query_override), query_override)
     d = cfg.data
-    with open_catalog(cfg, catalog) as cat:
+    with open_catalog(cfg, catalog, catalog_immutable) as cat:
         train_tiles = query_split(cat, query, d.train_split)
         val_tiles = query_split(cat, query, d.val_split)
         test_tiles = cat.query(**{**query, "split": d.test_split})

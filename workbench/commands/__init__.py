@@ -16,6 +16,15 @@ def add_verb(verbs, name: str, common: argparse.ArgumentParser, **kwargs) -> arg
     return verbs.add_parser(name, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
+def add_catalog_immutable(v: argparse.ArgumentParser) -> None:
+    """``--catalog-immutable``: the one flag of the verbs that only read the catalog (they open it
+    read-only anyway: no write lock, so a writer elsewhere is never held up)."""
+    v.add_argument("--catalog-immutable", action="store_true",
+                   help="promise that nothing writes the catalog while this command runs (a frozen copy on "
+                        "shared storage, read from several machines): SQLite then opens it immutable, with no "
+                        "lock and no -wal/-shm file; a change made meanwhile can give wrong rows")
+
+
 def add_run_option(v: argparse.ArgumentParser, *, older_positional: bool = False) -> None:
     """``--run RUN``: how every verb names a trained run. ``older_positional`` also accepts the
     positional ``VERB RUN`` of scripts written before ``--run`` (hidden from ``--help``)."""

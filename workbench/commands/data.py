@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.commands import add_command, add_input_options, add_verb
+from workbench.commands import add_catalog_immutable, add_command, add_input_options, add_verb
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 __all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_import", "run_list",
@@ -143,6 +143,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="List catalog tiles matching the filters, in id order.",
                  epilog=LIST_EXAMPLES)
     add_query_args(v)
+    add_catalog_immutable(v)
     v.add_argument("--json", action="store_true", help="one JSON object per line per tile")
     v.set_defaults(func=run_list)
 
@@ -150,6 +151,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="Summarise the catalog tiles matching the filters.",
                  epilog=STATS_EXAMPLES)
     add_query_args(v, limit=False)
+    add_catalog_immutable(v)
     v.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     v.set_defaults(func=run_stats)
 
@@ -161,7 +163,8 @@ def _catalog(args: argparse.Namespace, read_only: bool = False):
     from workbench import paths
     from workbench.data.catalog import Catalog
 
-    return Catalog(getattr(args, "catalog", None) or paths.default_catalog(), read_only=read_only)
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog(), read_only=read_only,
+                   immutable=read_only and getattr(args, "catalog_immutable", False))
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:

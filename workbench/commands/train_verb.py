@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from workbench.commands import add_verb
+from workbench.commands import add_catalog_immutable, add_verb
 from workbench.data.query_args import add_query_args, filters_as_sql, query_from_args
 from workbench.errors import WorkbenchError
 
@@ -57,6 +57,7 @@ def add_train_verb(verbs, common: argparse.ArgumentParser, *, default: str, task
                         "opens no catalog and trains nothing")
     if query:
         add_query_args(v)
+    add_catalog_immutable(v)  # training only reads the catalog: every rank opens it read-only
     v.set_defaults(func=func)
     return v
 

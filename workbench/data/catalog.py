@@ -5,6 +5,12 @@ pseudo-masks, generated tiles). Every write is one transaction taken with
 ``BEGIN IMMEDIATE`` under WAL, so two processes importing at once queue instead of
 losing rows, and a failed import leaves the catalog exactly as it was.
 
+A process that only reads (training, evaluation, listing) opens the catalog ``read_only``:
+SQLite's ``mode=ro``, which under WAL never takes a write lock, so readers never hold up the
+one writer and each query sees whole transactions only. ``immutable`` is for a catalog the
+user says does not change while it is read (a frozen copy on shared storage, read by many
+nodes): SQLite then takes no lock at all and reads no WAL (see ``Catalog``).
+
 Paths under the catalog's folder are stored relative to it, so a data folder can
 be moved or shared as a whole.
 """
@@ -126,25 +132,46 @@ class Catalog:
     ``read_only``, only reading one that exists (no file, folder, WAL or schema is ever made,
     so listing a catalog in a read-only folder works and a typo never leaves an empty catalog).
 
+    A read-only catalog never takes a write lock (SQLite ``mode=ro``: under WAL a writer in
+    another process commits while it reads, and each of its queries sees only whole
+    transactions); asked to write, it refuses in one line. With ``immutable`` (read-only only)
+    the caller promises that nothing changes the file while it is open: SQLite opens it with
+    ``immutable=1``, takes no lock at all and reads no ``-wal`` / ``-shm`` file, which is what
+    readers on other machines need (WAL's shared memory does not work across a network file
+    system); a change made meanwhile can give wrong rows or errors. It is refused while a
+    non-empty ``-wal`` lies beside the file (a writer has it open, or commits are not yet in
+    the file). A catalog in a folder that no one may write (no write bit) is opened immutable
+    without asking: no writer can work there.
+
+    A writer refuses, before opening, a catalog whose file or folder it may not write, or that
+    has no write bit at all (made read-only on purpose; refused even for root): one line, the
+    file unchanged.
+
     Every open checks the schema: its version and the ``tiles`` columns must be the ones this
     workbench knows (a newer or hand-edited catalog is refused, not half-written). Writers also
     run SQLite's ``quick_check`` first, so an import never commits into a catalog with corrupt
     pages."""
 
-    def __init__(self, path: str | Path | None = None, read_only: bool = False):
+    def __init__(self, path: str | Path | None = None, read_only: bool = False, immutable: bool = False):
         self.path = Path(path) if path else paths.default_catalog()
         self.read_only = bool(read_only)
+        if immutable and not self.read_only:
+            raise ValueError("Catalog(immutable=True) is for reading: give read_only=True too")
         if self.read_only and not self.path.is_file():
             raise WorkbenchError(f"{self.path}: no such catalog (build one with: workbench data bluemarble)")
         self.root = self.path.parent.resolve()
         try:
             if self.read_only:
-                self.conn = _connect_read_only(self.path)
+                self.conn = _connect_read_only(self.path, immutable)
                 self._check_schema()
             else:                       # checks an existing file itself, before touching it
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _refuse_read_only(self.path)
                 self.conn = self._connect_writer()
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc):
+                raise WorkbenchError(f"{self.path}: the catalog is read-only here ({exc}); nothing was changed") \
+                    from None
             raise WorkbenchError(f"{self.path}: not a workbench catalog, or a corrupt one ({exc})") from None
         except OSError as exc:
             raise WorkbenchError(f"{self.path}: cannot open the catalog ({exc.strerror or exc})") from None
@@ -198,6 +225,9 @@ class Catalog:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All or nothing: a write lock up front (IMMEDIATE) so concurrent writers queue."""
+        if self.read_only:
+            raise WorkbenchError(f"{self.path}: this catalog was opened read-only and cannot be written; "
+                                 "nothing was changed")
         _retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
         try:
             yield self.conn
@@ -462,22 +492,60 @@ class Catalog:
         return Tile(**d)
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that can never write. A WAL catalog needs its ``-shm`` file, which SQLite
-    cannot make in a read-only folder; then the file is opened as immutable (no other writer can
-    be running there either: it could not write its own WAL)."""
+def _connect_read_only(path: Path, immutable: bool = False) -> sqlite3.Connection:
+    """A connection that can never write and never takes a write lock (``mode=ro``), or, with
+    ``immutable``, none at all. A WAL catalog needs its ``-shm`` file, which SQLite cannot make
+    in a folder this process may not write: when no one may write that folder (no write bit)
+    and no WAL lies beside the file, no writer can be at work and the file is opened immutable;
+    a folder that only others may write could hold a writer any time, so then only the user's
+    word (``immutable``) opens it."""
+    wal = Path(f"{path}-wal")
+    dirty = wal.is_file() and wal.stat().st_size > 0
+    if immutable and dirty:
+        raise WorkbenchError(f"{path}: cannot be read as immutable: {wal.name} beside it holds commits (a writer "
+                             "has the catalog open, or left commits not yet in the file); close the writer, or "
+                             "read it without --catalog-immutable")
+    frozen = immutable or not (dirty or _writable(path.parent, by_anyone=True))
     uri = path.resolve().as_uri()
     try:
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=120, isolation_level=None)
+        conn = sqlite3.connect(f"{uri}?mode=ro{'&immutable=1' if frozen else ''}", uri=True, timeout=120,
+                               isolation_level=None)
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-    except sqlite3.OperationalError:
-        if os.access(path.parent, os.W_OK):
+    except sqlite3.OperationalError as exc:
+        if frozen or _writable(path.parent):
             raise
-        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        way = ("let the writer close it (or give it write access to the folder)" if dirty else
+               "if nothing writes the catalog while this command runs, give --catalog-immutable")
+        raise WorkbenchError(f"{path}: cannot be read read-only here: SQLite needs {path.name}-shm beside it and "
+                             f"this process may not write {path.parent} ({exc}); {way}") from None
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 120000")
     conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+def _writable(p: Path, by_anyone: bool = False) -> bool:
+    """May this process write ``p`` (a file or folder), and does ``p`` carry a write bit at all?
+    A file or folder without any write bit was made read-only on purpose: the workbench
+    leaves it alone even as root, whom the permission bits do not stop. ``by_anyone``: only
+    the bits (could some user write it?), not this process's own access."""
+    try:
+        bits = p.stat().st_mode & 0o222
+    except OSError:
+        return False
+    return bool(bits) and (by_anyone or os.access(p, os.W_OK))
+
+
+def _refuse_read_only(path: Path) -> None:
+    """A writer's check before it opens: the file and its folder (where SQLite writes the
+    ``-wal`` / ``-shm`` and the journal) must be writable."""
+    if path.exists() and not _writable(path):
+        raise WorkbenchError(f"{path}: the catalog is read-only (the file may not be written); this command "
+                             "writes the catalog, nothing was changed")
+    if not _writable(path.parent):
+        raise WorkbenchError(f"{path}: the catalog is read-only (its folder may not be written, and SQLite "
+                             "writes its -wal and -shm files there); this command writes the catalog, nothing "
+                             "was changed")
 
 
 def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
@@ -494,12 +562,16 @@ def _read_only(action: int, *_: Any) -> int:
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
 
 
-def open_existing(path: str | Path | None = None) -> Catalog:
+def open_existing(path: str | Path | None = None, read_only: bool = False, immutable: bool = False) -> Catalog:
     """The catalog at ``path`` (default: the workbench home's); a path given but missing is a user
-    error rather than a new empty catalog that would make a run train on nothing."""
+    error rather than a new empty catalog that would make a run train on nothing.
+
+    A process that only reads passes ``read_only`` (no write lock, so it never holds up the
+    writer; every rank of a distributed run can open it), and ``immutable`` when the user
+    says the file does not change while it runs (see ``Catalog``)."""
     if path is not None and not Path(path).is_file():
         raise WorkbenchError(f"{path}: no such catalog (build one with: workbench data bluemarble)")
-    return Catalog(path)
+    return Catalog(path, read_only=read_only or immutable, immutable=immutable)
 
 
 def check_where(where: str) -> str:
