@@ -356,7 +356,7 @@ def run_remove(args: argparse.Namespace) -> int:
     if not query and not args.imported_from and not args.all:
         raise WorkbenchError("data remove: give a filter (--imported-from DIR, --source, --where ...) "
                              "or --all to remove every row")
-    with _catalog(args) as cat:
+    with _catalog(args, read_only=args.dry_run) as cat:  # a dry run only reads
         if args.imported_from:
             tiles = cat.imported_from(args.imported_from, **query)
         else:

@@ -227,12 +227,15 @@ def test_a_read_only_catalog_asked_to_write_is_one_line(imported, home, cli, wha
     target.chmod(mode)
     try:
         before, listing = imported.read_bytes(), sorted(p.name for p in data.iterdir())
-        code, _, err = cli("data", "import", home / "more", "--no-progress")
-        _one_line_refusal(code, err, imported)
-        assert "read-only" in err
-        assert imported.read_bytes() == before and sorted(p.name for p in data.iterdir()) == listing
-        code, out, err = cli("data", "list")  # reading it still works
+        for writer in (("data", "import", home / "more", "--no-progress"), ("data", "remove", "--all")):
+            code, _, err = cli(*writer)
+            _one_line_refusal(code, err, imported)
+            assert "read-only" in err
+            assert imported.read_bytes() == before and sorted(p.name for p in data.iterdir()) == listing
+        code, out, err = cli("data", "list")  # reading it still works, and so does a dry run
         assert code == 0 and "2 tile(s)" in out, err
+        code, out, err = cli("data", "remove", "--all", "--dry-run")
+        assert code == 0 and "would remove 2 tile row(s)" in out, err
     finally:
         target.chmod(old)
 
