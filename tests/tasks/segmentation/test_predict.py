@@ -297,7 +297,8 @@ def test_cli_predict_and_score(home, run_dir, cli):
         assert f"{name:<12} {n:>12} {f'{100 * n / 60000:.1f} %':>7} {n * 100 / 1e6:>12.4f}" in out.splitlines()
     code, out, err = cli("segment", "predict", "--run", run_dir.name, "--input", str(scene), "--out",
                          str(home / "p2.tif"), "--truth", str(truth))
-    assert code == 2 and "no catalog tiles match" in err
+    assert code == 2 and "no such catalog" in err  # --truth reads the catalog: it makes no empty one
+    assert not (home / "data" / "catalog.sqlite").exists()
 
 
 def test_streamed_scene_equals_the_whole_scene_bit_for_bit(home, run_dir, monkeypatch):
