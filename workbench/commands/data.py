@@ -31,7 +31,7 @@ EXAMPLES = """examples:
   workbench data remove --imported-from ~/exports/delta --dry-run
   workbench data import ~/exports/delta --resplit --block-size 0.05
   workbench data export-stac exports/stac --split test   a STAC Collection of the test tiles
-  workbench data import exports/stac/collection.json     a STAC collection's items as tiles
+  workbench data import exports/stac/catalog.json        a STAC catalog's items as tiles
 """
 
 EXPORT_STAC_EXAMPLES = """examples:
@@ -39,10 +39,11 @@ EXPORT_STAC_EXAMPLES = """examples:
   workbench data export-stac exports/coast --label coast --source folder
   workbench data export-stac data/stac --relative-assets       inside the data folder, moved with it
 
-Writes DIR/collection.json and DIR/items/<id>.json (pystac, STAC 1.1): one item per tile with
+Writes DIR/catalog.json, DIR/<id>/collection.json and DIR/<id>/items/<item>.json (pystac, STAC
+1.1; <id> is --id, default DIR's name): one item per tile with
 its lon/lat footprint, datetime, proj: (CRS, shape, transform), eo:bands, gsd, eo:cloud_cover,
 assets image and mask, and every catalog field as workbench:* properties, so
-`workbench data import DIR/collection.json` gives the rows back. Links between the JSON files
+`workbench data import DIR/catalog.json` gives the rows back. Links between the JSON files
 are relative (the folder can be moved whole); the tiles are never copied: asset hrefs are
 absolute paths (--relative-assets: relative to each item). DIR must be new or empty: it is
 written under a temporary name, then renamed.
@@ -64,7 +65,7 @@ IMPORT_EXAMPLES = """examples:
   workbench data import ~/drive/Segmentation --source earthengine   Original_Image_i / Masked_Image_i
   workbench data import ~/eurosat --mode classes --split train
   workbench data import ~/exports/delta --resplit        redo the splits of tiles imported from there
-  workbench data import exports/stac/collection.json     the items of a STAC collection / catalog /
+  workbench data import exports/stac/catalog.json        the items of a STAC catalog / collection /
                                                          item collection, one tile each
 
 Layouts found automatically: X.tif + X_mask.tif; images/X.tif + masks/X.tif; the Earth Engine
@@ -152,7 +153,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="Write the catalog tiles the filters select as a STAC Collection in a new folder: "
                              "one item per tile, assets image and mask (the files stay where they are).",
                  epilog=EXPORT_STAC_EXAMPLES)
-    v.add_argument("out", metavar="DIR", help="a new (or empty) folder for collection.json and items/")
+    v.add_argument("out", metavar="DIR", help="a new (or empty) folder for catalog.json and the collection")
     v.add_argument("--id", dest="collection_id", metavar="ID", help="the collection's id (default: DIR's name)")
     v.add_argument("--description", metavar="TEXT", help="the collection's description")
     v.add_argument("--license", default="other", metavar="SPDX",
@@ -367,7 +368,8 @@ def run_export_stac(args: argparse.Namespace) -> int:
                            license=args.license, relative_assets=args.relative_assets,
                            progress=not args.no_progress, **query)
     box = ", ".join(f"{v:.4f}" for v in done.bbox) if done.bbox else "none"
-    print(f"{done.path}: STAC collection of {done.items} item(s) ({done.masks} with a mask) from {cat.path}")
+    print(f"{done.path}: STAC catalog, collection {done.collection.parent.name} of {done.items} item(s) "
+          f"({done.masks} with a mask) from {cat.path}")
     print(f"  extent: bbox [{box}], {done.interval[0]} .. {done.interval[1]}")
     print(f"  assets: {'relative to each item' if args.relative_assets else 'absolute paths'}; "
           "the tiles were not copied")

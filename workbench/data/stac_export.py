@@ -1,6 +1,8 @@
-"""The catalog as a STAC Collection: one Item per tile, for TorchGeo, QGIS, rslearn and STAC browsers.
+"""The catalog as a STAC Catalog holding one Collection, one Item per tile, for TorchGeo, QGIS, rslearn
+and STAC browsers.
 
-    collection = export_stac(catalog, "exports/delta-stac", source="folder", split="test")
+    done = export_stac(catalog, "exports/delta-stac", source="folder", split="test")
+    # exports/delta-stac/catalog.json, .../delta-stac/collection.json, .../delta-stac/items/<id>.json
 
 Why STAC: it is how the field exchanges georeferenced rasters, so a catalog built here can
 be read by tools that know nothing of the workbench, and one written back by
@@ -26,7 +28,9 @@ What an Item holds (pystac writes it; STAC 1.1, projection v2 and eo v1.1 extens
   always ``x`` in floating point) and ``workbench:lon``/``workbench:lat`` (the catalog's
   centre, not always the bbox's for generated and Earth Engine tiles).
 
-Hrefs: links between the JSON files are relative and no ``self`` link is written (pystac's
+Layout: ``out/catalog.json`` (the root Catalog), ``out/<id>/collection.json`` (the Collection:
+extent from the items, license, summaries of sources and splits) and ``out/<id>/items/<item
+id>.json``. Links between the JSON files are relative and no ``self`` link is written (pystac's
 SELF_CONTAINED catalog), so the export folder can be moved or zipped as a whole. The tiles
 are the user's and are never copied or moved: asset hrefs are absolute paths by default
 (the export keeps working wherever it is moved on this machine), or, with
@@ -55,15 +59,16 @@ PREFIX = "workbench:"
 FIELDS = ("source", "split", "label", "pred_label", "pred_score", "model_id", "water_fraction", "caption",
           "scene_id", "extra", "created_at", "cloud_cover", "lon", "lat")
 UNKNOWN_START = datetime(1970, 1, 1, tzinfo=UTC)
-COLLECTION_FILE = "collection.json"
+CATALOG_FILE, COLLECTION_FILE = "catalog.json", "collection.json"
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*:\d+$")
 
 
 @dataclass
 class Export:
-    """What ``export_stac`` wrote: the collection file, its item count, the extent it computed."""
+    """What ``export_stac`` wrote: the root catalog and collection files, the item count, the extent."""
 
     path: Path
+    collection: Path
     items: int
     bbox: list[float] | None
     interval: list[str | None]
@@ -85,8 +90,8 @@ def item_id(tile: Tile, root: Path) -> str:
 def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None = None,
                 description: str | None = None, license: str = "other", relative_assets: bool = False,
                 progress: bool = False, log: Callable[[str], None] | None = None, **filters: Any) -> Export:
-    """Write the tiles ``filters`` select (``Catalog.query`` keywords) as a STAC Collection in
-    the new folder ``out`` (see the module docstring). Refused with one line: ``out`` exists and
+    """Write the tiles ``filters`` select (``Catalog.query`` keywords) as a STAC Collection under a
+    root Catalog in the new folder ``out`` (see the module docstring). Refused with one line: ``out`` exists and
     is not an empty folder, no tile matches, a tile's file is missing or unreadable."""
     import pystac
 
@@ -98,11 +103,14 @@ def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None 
     headers = _headers(tiles, progress)
     ids = {t.id: item_id(t, catalog.root) for t in tiles}
     parents = _parent_ids(catalog, tiles, ids)
-    cid = collection_id or re.sub(r"[^A-Za-z0-9._-]+", "-", out.name).strip("-") or "workbench"
+    if collection_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", collection_id):
+        raise WorkbenchError(f"--id {collection_id!r}: a collection id is letters, digits, '.', '_' and '-' "
+                             "(it names a folder of the export)")
+    cid = collection_id or re.sub(r"[^A-Za-z0-9._-]+", "-", out.name).strip("-.") or "workbench"
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     items = []
     for t in tiles:
-        item_dir = out / "items"             # where the item will live once renamed
+        item_dir = out / cid / "items"        # where the item will live once renamed
         items.append(tile_item(t, ids[t.id], parents.get(t.id), headers[t.id],
                                href=lambda p, d=item_dir: os.path.relpath(p, d) if relative_assets else p))
     extent = _extent(items)
@@ -111,6 +119,8 @@ def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None 
         extent=extent, license=license, title=cid,
         summaries=pystac.Summaries({f"{PREFIX}source": sorted({t.source for t in tiles}),
                                     f"{PREFIX}split": sorted({t.split for t in tiles if t.split})}))
+    root = pystac.Catalog(id=cid, title=cid, description=f"Workbench tiles: the collection {cid}")
+    root.add_child(coll)
     by_id = {}
     for item in items:
         coll.add_item(item)
@@ -122,9 +132,9 @@ def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None 
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
-        layout = pystac.layout.TemplateLayoutStrategy(item_template="items")     # items/<id>.json
-        coll.normalize_hrefs(str(tmp / COLLECTION_FILE), strategy=layout)
-        coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        layout = pystac.layout.TemplateLayoutStrategy(item_template="items")     # <cid>/items/<id>.json
+        root.normalize_hrefs(str(tmp / CATALOG_FILE), strategy=layout)
+        root.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         os.rename(tmp, out)                   # onto a missing or empty folder; never a merge
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,7 +144,8 @@ def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None 
         raise
     spatial = extent.spatial.bboxes[0] if extent.spatial.bboxes else None
     interval = [None if d is None else d.isoformat().replace("+00:00", "Z") for d in extent.temporal.intervals[0]]
-    return Export(path=out / COLLECTION_FILE, items=len(items), bbox=list(spatial) if spatial else None,
+    return Export(path=out / CATALOG_FILE, collection=out / cid / COLLECTION_FILE, items=len(items),
+                  bbox=list(spatial) if spatial else None,
                   interval=interval, masks=sum(1 for t in tiles if t.mask_path))
 
 
