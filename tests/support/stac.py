@@ -56,6 +56,6 @@ def make_catalog(root: Path) -> Path:
 
 def catalog_bytes(path: Path) -> dict[str, bytes]:
     """The catalog file and its WAL as bytes: "nothing changed", exactly (the -shm index is SQLite's
-    scratch memory, rewritten by any open)."""
-    return {p.name: p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")) if p.suffix != ".sqlite-shm"
-            and not p.name.endswith("-shm")}
+    scratch memory, rewritten by any open, and an empty WAL holds nothing)."""
+    return {p.name: p.read_bytes() for p in sorted(path.parent.glob(path.name + "*"))
+            if not p.name.endswith("-shm") and not (p.name.endswith("-wal") and p.stat().st_size == 0)}
