@@ -137,49 +137,116 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
 # ---- reading ------------------------------------------------------------------------------------
 
 def _read_items(path: Path) -> list[tuple[Any, Path]]:
-    """Every item with the folder its relative hrefs start from; one line when pystac cannot read it."""
+    """Every item with the folder its relative hrefs start from: the links of the catalog and its
+    children followed one by one, so a bad item is named with what pystac says is wrong with it."""
+    d = _json(path, path)
+    if isinstance(d, dict) and d.get("type") == "FeatureCollection":
+        features = d.get("features")
+        if not isinstance(features, list):
+            raise WorkbenchError(f"{path}: an item collection without a \"features\" list")
+        return [(_item(f, None, f"{path} feature {i}"), path.parent) for i, f in enumerate(features)]
+    out: list[tuple[Any, Path]] = []
+    _walk(_catalog(d, path.absolute()), path, out, set())
+    return out
+
+
+def _walk(cat, top: Path, out: list, seen: set[str]) -> None:
+    """The items of ``cat`` and of every catalog below it (each file once)."""
+    for link in cat.get_links("item"):
+        href = link.get_absolute_href()
+        if href in seen:
+            continue
+        seen.add(href)
+        out.append((_item(_json(Path(href), top), href, href), Path(href).parent))
+    for link in cat.get_links("child"):
+        href = link.get_absolute_href()
+        if href not in seen:
+            seen.add(href)
+            _walk(_catalog(_json(Path(href), top), Path(href)), top, out, seen)
+
+
+def _json(path: Path, top: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WorkbenchError(f"{path}: no such file" if path == top else
+                             f"{top}: links to {path}, which does not exist; nothing imported") from None
+    except IsADirectoryError:
+        raise WorkbenchError(f"{path}: a folder, not a STAC JSON file") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WorkbenchError(f"{path}: not JSON ({exc})") from None
+
+
+def _catalog(d: Any, href: Path):
+    import pystac
+
+    if not isinstance(d, dict) or d.get("type") not in ("Catalog", "Collection"):
+        kind = d.get("type") if isinstance(d, dict) else type(d).__name__
+        raise WorkbenchError(f"{href}: not a STAC catalog or collection (its type is {kind!r})")
+    cls = pystac.Collection if d["type"] == "Collection" else pystac.Catalog
+    return _parsed(lambda: cls.from_dict(d, href=str(href), migrate=True, preserve_dict=False), str(href),
+                   d["type"].lower())
+
+
+def _item(d: Any, href: str | None, where: str):
+    import pystac
+
+    if not isinstance(d, dict) or d.get("type") != "Feature":
+        kind = d.get("type") if isinstance(d, dict) else type(d).__name__
+        raise WorkbenchError(f"{where}: not a STAC item (its type is {kind!r}, an item's is \"Feature\")")
+    return _parsed(lambda: pystac.Item.from_dict(d, href=href, migrate=True, preserve_dict=False), where, "item")
+
+
+def _parsed(make, where: str, what: str):
+    """pystac's object, or one line naming the file and pystac's reason."""
     import pystac
 
     try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise WorkbenchError(f"{path}: no such file") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WorkbenchError(f"{path}: not JSON ({exc})") from None
-    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")    # deprecation notes on old extension versions
-            if isinstance(d, dict) and d.get("type") == "FeatureCollection":
-                ic = pystac.ItemCollection.from_dict(d, preserve_dict=False)
-                return [(item, path.parent) for item in ic.items]
-            root = pystac.read_file(str(path.absolute()))
-            if not isinstance(root, pystac.Catalog):
-                raise WorkbenchError(f"{path}: a STAC {type(root).__name__.lower()}, not a collection, catalog "
-                                     "or item collection")
-            return [(item, Path(item.get_self_href()).parent) for item in root.get_items(recursive=True)]
-    except WorkbenchError:
-        raise
-    except FileNotFoundError as exc:
-        raise WorkbenchError(f"{path}: links to {exc.filename or exc}, which does not exist; nothing "
-                             "imported") from None
-    except (pystac.STACError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise WorkbenchError(f"{path}: not a valid STAC {KINDS.get(d.get('type'), 'file')} ({msg})") from None
-    except Exception as exc:                   # pystac wraps its reader's OSError in a bare Exception
-        cause = exc.__cause__ or exc
-        raise WorkbenchError(f"{path}: an item or catalog it links to cannot be read "
-                             f"({getattr(cause, 'strerror', None) or cause})") from None
+            return make()
+    except (pystac.STACError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        if isinstance(exc, KeyError):
+            reason = f"no {reason}"
+        raise WorkbenchError(f"{where}: not a valid STAC {what} ({reason or type(exc).__name__})") from None
 
 
 def _entry(item, base: Path, collection: Path, source: str | None) -> _Entry:
     """One item checked and turned into a tile (nothing written)."""
-    from workbench.data import geotiff
+    from workbench.data.catalog import SOURCES
     from workbench.data.sources.folder import label_of, water_fraction
 
-    where = item.get_self_href() or f"{collection} item {item.id}"
-    where = f"{where} (item {item.id})" if item.get_self_href() else where
+    href = item.get_self_href()
+    where = f"{href} (item {item.id})" if href else f"{collection} item {item.id}"
     props = item.properties or {}
     ours = f"{PREFIX}source" in props
+    tile, info, image_key = _files(item, base, where)
+    tile.source = source or "folder"
+    _standard_fields(tile, item, info, image_key, ours, where)
+    parent = None
+    if ours:
+        _workbench_fields(tile, props, where)
+        tile.source = source or tile.source
+        parent = props.get(f"{PREFIX}parent")
+        if parent is not None and not isinstance(parent, str):
+            raise WorkbenchError(f"{where}: {PREFIX}parent {parent!r} is not an item id")
+    else:
+        if tile.mask_path is not None:
+            tile.water_fraction = water_fraction(tile.mask_path)
+            tile.label = label_of(tile.water_fraction) if tile.water_fraction is not None else None
+        tile.extra = {"imported_from": str(collection.resolve()), "stac_item": item.id}
+    if tile.source not in SOURCES:
+        raise WorkbenchError(f"{where}: {PREFIX}source {tile.source!r} is not a catalog source "
+                             f"({', '.join(SOURCES)})")
+    return _Entry(item_id=item.id, where=where, tile=tile, parent=parent,
+                  has_split=ours and f"{PREFIX}split" in props)
+
+
+def _files(item, base: Path, where: str):
+    """The tile of the item's image (and mask, checked on its grid), the image's header, its asset key."""
+    from workbench.data import geotiff
+
     image_key, mask_key = _asset_keys(item, where)
     image = _local_file(item.assets[image_key], image_key, base, where)
     mask = _local_file(item.assets[mask_key], mask_key, base, where) if mask_key else None
@@ -188,7 +255,12 @@ def _entry(item, base: Path, collection: Path, source: str | None) -> _Entry:
         why = geotiff.same_grid(info, geotiff.read_info(mask))
         if why:
             raise WorkbenchError(f"{where}: its mask {mask} is not on its image's grid ({why})")
-    tile = Tile(path=str(image), mask_path=str(mask) if mask else None, source=source or "folder")
+    return Tile(path=str(image), mask_path=str(mask) if mask else None, source="folder"), info, image_key
+
+
+def _standard_fields(tile: Tile, item, info, image_key: str, ours: bool, where: str) -> None:
+    """Place, CRS, shape, gsd, bands, date and cloud cover from STAC's own fields, else the header."""
+    props = item.properties or {}
     _place(tile, item, info, where)
     tile.crs = _crs(props, where) or info.crs
     shape = props.get("proj:shape")
@@ -206,26 +278,6 @@ def _entry(item, base: Path, collection: Path, source: str | None) -> _Entry:
     if cloud is not None and not 0 <= cloud <= 100:
         raise WorkbenchError(f"{where}: eo:cloud_cover {cloud:g} is not a percentage (0..100)")
     tile.cloud_cover = None if cloud is None else cloud / 100.0
-    parent = None
-    if ours:
-        _workbench_fields(tile, props, where)
-        if source:
-            tile.source = source
-        parent = props.get(f"{PREFIX}parent")
-        if parent is not None and not isinstance(parent, str):
-            raise WorkbenchError(f"{where}: {PREFIX}parent {parent!r} is not an item id")
-    else:
-        if mask is not None:
-            tile.water_fraction = water_fraction(mask)
-            tile.label = label_of(tile.water_fraction) if tile.water_fraction is not None else None
-        tile.extra = {"imported_from": str(collection.resolve()), "stac_item": item.id}
-    from workbench.data.catalog import SOURCES
-
-    if tile.source not in SOURCES:
-        raise WorkbenchError(f"{where}: {PREFIX}source {tile.source!r} is not a catalog source "
-                             f"({', '.join(SOURCES)})")
-    return _Entry(item_id=item.id, where=where, tile=tile, parent=parent,
-                  has_split=ours and f"{PREFIX}split" in props)
 
 
 def _asset_keys(item, where: str) -> tuple[str, str | None]:
