@@ -66,7 +66,7 @@ IMPORT_EXAMPLES = """examples:
   workbench data import ~/eurosat --mode classes --split train
   workbench data import ~/exports/delta --resplit        redo the splits of tiles imported from there
   workbench data import exports/stac/catalog.json        the items of a STAC catalog / collection /
-                                                         item collection, one tile each
+                                                         item collection (or an export's folder), one tile each
 
 Layouts found automatically: X.tif + X_mask.tif; images/X.tif + masks/X.tif; the Earth Engine
 Drive export (Original_Image_{i}.tif + Masked_Image_{i}.tif, water set to 0: a 0/1 mask is derived
@@ -270,10 +270,11 @@ def run_import(args: argparse.Namespace) -> int:
 
     if getattr(args, "resplit", False):
         return run_resplit(args)
-    from workbench.data.sources.stac_collection import stac_kind
+    from workbench.data.sources.stac_collection import collection_file
 
-    if stac_kind(args.dir):
-        return run_import_stac(args)
+    stac = collection_file(args.dir)
+    if stac is not None:
+        return run_import_stac(args, stac)
     t0 = time.perf_counter()
     chips = Path(args.chips) if args.chips else paths.data_dir() / "scenes"
     target = Path(args.dir)
@@ -325,8 +326,9 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_import_stac(args: argparse.Namespace) -> int:
-    """``data import COLLECTION.json``: a STAC collection's / catalog's / item collection's items as tiles."""
+def run_import_stac(args: argparse.Namespace, path: Path) -> int:
+    """``data import COLLECTION.json`` (or an export's folder): a STAC collection's / catalog's / item
+    collection's items as tiles."""
     from collections import Counter
 
     from workbench.data.sources.stac_collection import import_collection
@@ -336,11 +338,11 @@ def run_import_stac(args: argparse.Namespace) -> int:
                                            ("--offset", args.offset), ("--mode", args.mode),
                                            ("--pattern", args.pattern)) if value is not None]
     if scene_only:
-        raise WorkbenchError(f"{args.dir}: a STAC collection's items are tiles as they are: "
+        raise WorkbenchError(f"{path}: a STAC collection's items are tiles as they are: "
                              f"{', '.join(scene_only)} do(es) not apply")
     t0 = time.perf_counter()
     with _catalog(args) as cat:
-        result = import_collection(cat, args.dir, source=args.source, split=args.split,
+        result = import_collection(cat, path, source=args.source, split=args.split,
                                    block_deg=args.block_size, progress=not args.no_progress)
         added = result.added
         print(f"{result.path}: STAC {result.kind} of {result.found} item(s)")

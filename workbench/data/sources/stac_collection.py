@@ -87,6 +87,15 @@ def stac_kind(path: str | Path) -> str | None:
     return KINDS.get(d.get("type")) if isinstance(d, dict) else None
 
 
+def collection_file(path: str | Path) -> Path | None:
+    """The STAC file ``data import PATH`` means: PATH itself when it is a catalog / collection /
+    item collection JSON, or the ``catalog.json`` / ``collection.json`` of a folder (an export)."""
+    p = Path(path)
+    if p.is_dir():
+        return next((p / name for name in ("catalog.json", "collection.json") if stac_kind(p / name)), None)
+    return p if stac_kind(p) else None
+
+
 def import_collection(catalog: Catalog, path: str | Path, *, source: str | None = None, split: str = "auto",
                       block_deg: float | None = None, progress: bool = False) -> StacImport:
     """Add the items of the collection / catalog / item collection at ``path`` (see the module

@@ -76,6 +76,8 @@ def test_cli_round_trip_and_a_parent_outside_the_import(home, cli):
     assert code == 0, err
     assert "STAC catalog of 4 item(s)" in out and "added 4 tile(s)" in out
     assert _rows(home / "copy.sqlite") == _rows(catalog)
+    code, out, err = cli("data", "import", home / "all", "--catalog", home / "copy.sqlite", "--no-progress")
+    assert code == 0 and "4 already in the catalog" in out, err     # the export's folder means its catalog.json
     code, _, err = cli("data", "export-stac", home / "gen", "--catalog", catalog, "--source", "generated",
                        "--no-progress")
     assert code == 0, err
