@@ -106,7 +106,7 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
     from workbench.progress import progress as progress_bar
 
     _check_options(source, split, block_deg)
-    path = Path(path)
+    path = collection_file(path) or Path(path)
     kind = stac_kind(path) or "collection"
     items = _read_items(path)
     result = StacImport(path=path, kind=kind, found=len(items))

@@ -256,3 +256,19 @@ def test_scene_options_are_refused_for_a_collection(exported, home, cli):
     code, _, err = cli("data", "import", out / CATALOG_FILE, "--catalog", home / "c.sqlite", "--mask", "m.tif")
     assert code == 2 and "--mask" in err and len(err.strip().splitlines()) == 1
     assert not (home / "c.sqlite").exists()
+
+
+def test_a_tile_without_a_crs_round_trips_with_a_null_geometry(tmp_path):
+    import numpy as np
+
+    from workbench.data import geotiff
+
+    image = geotiff.write(tmp_path / "plain.tif", np.ones((3, 8, 8), "uint16"), (2, 0, 0, 0, -2, 0), None)
+    with Catalog(tmp_path / "a.sqlite") as cat:
+        cat.add_tiles([Tile(path=str(image), source="folder", width=8, height=8, bands=["red", "green", "blue"])])
+        done = export_stac(cat, tmp_path / "out")
+    (item,) = pystac.Catalog.from_file(str(done.path)).get_items(recursive=True)
+    assert item.geometry is None and item.bbox is None and item.properties["proj:code"] is None
+    with Catalog(tmp_path / "b.sqlite") as cat:
+        import_collection(cat, tmp_path / "out")       # the export's folder
+    assert _rows(tmp_path / "b.sqlite") == _rows(tmp_path / "a.sqlite")
