@@ -111,6 +111,7 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
     items = _read_items(path)
     result = StacImport(path=path, kind=kind, found=len(items))
     seen: dict[str, str] = {}
+    images: dict[str, str] = {}
     entries: list[_Entry] = []
     for item, base in progress_bar(items, desc="checking", unit="item", enabled=progress):
         entry = _entry(item, base, path, source)
@@ -118,6 +119,10 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
             raise WorkbenchError(f"{entry.where}: item id {entry.item_id} appears twice in {path} "
                                  f"(also {seen[entry.item_id]}); nothing imported")
         seen[entry.item_id] = entry.where
+        if entry.tile.path in images:
+            raise WorkbenchError(f"{entry.where}: its image {entry.tile.path} is also the image of "
+                                 f"{images[entry.tile.path]}; a tile is one row, nothing imported")
+        images[entry.tile.path] = entry.where
         entries.append(entry)
     known = {str(Path(p).resolve()) for p in catalog.existing_paths([e.tile.path for e in entries])}
     todo = [e for e in entries if str(Path(e.tile.path).resolve()) not in known]

@@ -231,7 +231,7 @@ def test_a_bad_item_is_one_line_and_changes_nothing(home, cli, stem, change, nee
     assert catalog_bytes(target) == before
 
 
-def test_a_link_to_a_missing_item_or_a_duplicate_id_is_refused(exported, tmp_path):
+def test_a_missing_item_a_duplicate_id_or_image_is_refused(exported, tmp_path):
     _, out = exported
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -247,6 +247,10 @@ def test_a_link_to_a_missing_item_or_a_duplicate_id_is_refused(exported, tmp_pat
         coll["links"].append({"rel": "item", "href": "./items/twin.json", "type": "application/geo+json"})
         (copy / "export" / COLLECTION_FILE).write_text(json.dumps(coll))
         with pytest.raises(WorkbenchError, match="appears twice"):
+            import_collection(cat, copy / CATALOG_FILE)
+        twin["id"] = "another-id"                      # another id, the same image
+        (copy / "export" / "items" / "twin.json").write_text(json.dumps(twin))
+        with pytest.raises(WorkbenchError, match="utm_a.tif is also the image of"):
             import_collection(cat, copy / CATALOG_FILE)
         assert cat.count() == 0
 
