@@ -89,64 +89,69 @@ def item_id(tile: Tile, root: Path) -> str:
 
 def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None = None,
                 description: str | None = None, license: str = "other", relative_assets: bool = False,
-                progress: bool = False, log: Callable[[str], None] | None = None, **filters: Any) -> Export:
+                progress: bool = False, **filters: Any) -> Export:
     """Write the tiles ``filters`` select (``Catalog.query`` keywords) as a STAC Collection under a
-    root Catalog in the new folder ``out`` (see the module docstring). Refused with one line: ``out`` exists and
-    is not an empty folder, no tile matches, a tile's file is missing or unreadable."""
+    root Catalog in the new folder ``out`` (see the module docstring). Refused with one line:
+    ``out`` exists and is not an empty folder, a bad ``collection_id``, no tile matches, a tile's
+    file is missing or unreadable; nothing is written then."""
     import pystac
 
     out = Path(out).absolute()
     _check_out(out)
+    if collection_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", collection_id):
+        raise WorkbenchError(f"--id {collection_id!r}: a collection id is letters, digits, '.', '_' and '-' "
+                             "(it names a folder of the export)")
+    cid = collection_id or re.sub(r"[^A-Za-z0-9._-]+", "-", out.name).strip("-.") or "workbench"
     tiles = catalog.query(**filters)
     if not tiles:
         raise WorkbenchError(f"{catalog.path}: no tile matches the filters; nothing to export")
     headers = _headers(tiles, progress)
     ids = {t.id: item_id(t, catalog.root) for t in tiles}
     parents = _parent_ids(catalog, tiles, ids)
-    if collection_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", collection_id):
-        raise WorkbenchError(f"--id {collection_id!r}: a collection id is letters, digits, '.', '_' and '-' "
-                             "(it names a folder of the export)")
-    cid = collection_id or re.sub(r"[^A-Za-z0-9._-]+", "-", out.name).strip("-.") or "workbench"
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    items = []
-    for t in tiles:
-        item_dir = out / cid / "items"        # where the item will live once renamed
-        items.append(tile_item(t, ids[t.id], parents.get(t.id), headers[t.id],
-                               href=lambda p, d=item_dir: os.path.relpath(p, d) if relative_assets else p))
+    item_dir = out.parent.resolve() / out.name / cid / "items"       # where the items live once renamed
+    href = (lambda p: os.path.relpath(p, item_dir)) if relative_assets else (lambda p: p)
+    items = [tile_item(t, ids[t.id], parents.get(t.id), headers[t.id], href=href) for t in tiles]
     extent = _extent(items)
     coll = pystac.Collection(
         id=cid, description=description or f"Tiles exported from the workbench catalog {catalog.path}",
         extent=extent, license=license, title=cid,
         summaries=pystac.Summaries({f"{PREFIX}source": sorted({t.source for t in tiles}),
                                     f"{PREFIX}split": sorted({t.split for t in tiles if t.split})}))
-    root = pystac.Catalog(id=cid, title=cid, description=f"Workbench tiles: the collection {cid}")
-    root.add_child(coll)
-    by_id = {}
-    for item in items:
-        coll.add_item(item)
-        by_id[item.id] = item
+    coll.add_items(items)
+    by_id = {item.id: item for item in items}
     for item in items:                        # derived_from once every item has its place
         parent = item.properties.get(f"{PREFIX}parent")
         if parent in by_id:
             item.add_link(pystac.Link("derived_from", by_id[parent], media_type=pystac.MediaType.GEOJSON))
+    root = pystac.Catalog(id=cid, title=cid, description=f"Workbench tiles: the collection {cid}")
+    root.add_child(coll)
+    _save(root, out)
+    spatial = extent.spatial.bboxes[0] if extent.spatial.bboxes else None
+    interval = [None if d is None else _iso(d) for d in extent.temporal.intervals[0]]
+    return Export(path=out / CATALOG_FILE, collection=out / cid / COLLECTION_FILE, items=len(items),
+                  bbox=list(spatial) if spatial else None, interval=interval,
+                  masks=sum(1 for t in tiles if t.mask_path))
+
+
+def _save(root, out: Path) -> None:
+    """pystac writes the whole catalog in a temporary folder beside ``out``, renamed onto it at the
+    end (onto a missing or empty folder: never a merge); a failure leaves nothing behind."""
+    import pystac
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
         layout = pystac.layout.TemplateLayoutStrategy(item_template="items")     # <cid>/items/<id>.json
         root.normalize_hrefs(str(tmp / CATALOG_FILE), strategy=layout)
         root.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-        os.rename(tmp, out)                   # onto a missing or empty folder; never a merge
+        os.rename(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise WorkbenchError(f"{out}: could not be written ({exc.strerror or exc})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    spatial = extent.spatial.bboxes[0] if extent.spatial.bboxes else None
-    interval = [None if d is None else d.isoformat().replace("+00:00", "Z") for d in extent.temporal.intervals[0]]
-    return Export(path=out / CATALOG_FILE, collection=out / cid / COLLECTION_FILE, items=len(items),
-                  bbox=list(spatial) if spatial else None,
-                  interval=interval, masks=sum(1 for t in tiles if t.mask_path))
 
 
 def tile_item(tile: Tile, iid: str, parent: str | None, header: dict, href: Callable[[str], str]):
