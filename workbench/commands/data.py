@@ -39,14 +39,13 @@ EXPORT_STAC_EXAMPLES = """examples:
   workbench data export-stac exports/coast --label coast --source folder
   workbench data export-stac data/stac --relative-assets       inside the data folder, moved with it
 
-Writes DIR/catalog.json, DIR/<id>/collection.json and DIR/<id>/items/<item>.json (pystac, STAC
-1.1; <id> is --id, default DIR's name): one item per tile with
-its lon/lat footprint, datetime, proj: (CRS, shape, transform), eo:bands, gsd, eo:cloud_cover,
-assets image and mask, and every catalog field as workbench:* properties, so
-`workbench data import DIR/catalog.json` gives the rows back. Links between the JSON files
-are relative (the folder can be moved whole); the tiles are never copied: asset hrefs are
-absolute paths (--relative-assets: relative to each item). DIR must be new or empty: it is
-written under a temporary name, then renamed.
+Writes DIR/catalog.json, DIR/<id>/collection.json and DIR/<id>/items/<item>.json (pystac,
+STAC 1.1; <id> is --id, default DIR's name): one item per tile with its lon/lat footprint,
+datetime, proj: (CRS, shape, transform), eo:bands, gsd, eo:cloud_cover, assets image and mask,
+and every catalog field as workbench:* properties, so `workbench data import DIR` gives the
+rows back. Links between the JSON files are relative (the folder can be moved whole); the
+tiles are never copied: asset hrefs are absolute paths (--relative-assets: relative to each
+item). DIR must be new or empty: it is written under a temporary name, then renamed.
 
 """ + QUERY_HELP
 
@@ -149,8 +148,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=run_import)
 
-    v = add_verb(verbs, "export-stac", common, help="write the tiles as a STAC Collection (pystac)",
-                 description="Write the catalog tiles the filters select as a STAC Collection in a new folder: "
+    v = add_verb(verbs, "export-stac", common, help="write the tiles as a STAC catalog (pystac)",
+                 description="Write the catalog tiles the filters select as a STAC Collection (under a root "
+                             "catalog.json) in a new folder: "
                              "one item per tile, assets image and mask (the files stay where they are).",
                  epilog=EXPORT_STAC_EXAMPLES)
     v.add_argument("out", metavar="DIR", help="a new (or empty) folder for catalog.json and the collection")
