@@ -130,15 +130,12 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
     if not todo:
         return result
     _give_splits(todo, split, block_deg, result)
-    ids = catalog.add_tiles([e.tile for e in todo])
-    row_of = dict(zip((e.item_id for e in todo), ids))
-    links = [(row_of[e.item_id], {"parent_id": row_of[e.parent]}) for e in todo if e.parent in row_of]
-    try:
+    with catalog.transaction():               # the rows and their parent links commit as one
+        ids = catalog.add_tiles([e.tile for e in todo])
+        row_of = dict(zip((e.item_id for e in todo), ids))
+        links = [(row_of[e.item_id], {"parent_id": row_of[e.parent]}) for e in todo if e.parent in row_of]
         if links:
             catalog.update_many(links)
-    except BaseException:                     # the rows without their parents are not the import
-        catalog.remove(ids)
-        raise
     for e, tid in zip(todo, ids):
         e.tile.id = tid
         if e.parent in row_of:
