@@ -17,8 +17,8 @@ from typing import Any
 from workbench.commands import add_catalog_immutable, add_command, add_input_options, add_verb
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
-__all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_import", "run_list",
-           "run_remove", "run_resplit", "run_stats"]
+__all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_export_stac", "run_import",
+           "run_list", "run_remove", "run_resplit", "run_stats"]
 
 EXAMPLES = """examples:
   workbench data bluemarble                       offline default: Blue Marble tiles + GSHHS water masks
@@ -30,7 +30,24 @@ EXAMPLES = """examples:
   workbench data stats --source bluemarble
   workbench data remove --imported-from ~/exports/delta --dry-run
   workbench data import ~/exports/delta --resplit --block-size 0.05
+  workbench data export-stac exports/stac --split test   a STAC Collection of the test tiles
+  workbench data import exports/stac/catalog.json        a STAC catalog's items as tiles
 """
+
+EXPORT_STAC_EXAMPLES = """examples:
+  workbench data export-stac exports/stac                      every tile
+  workbench data export-stac exports/coast --label coast --source folder
+  workbench data export-stac data/stac --relative-assets       inside the data folder, moved with it
+
+Writes DIR/catalog.json, DIR/<id>/collection.json and DIR/<id>/items/<item>.json (pystac,
+STAC 1.1; <id> is --id, default DIR's name): one item per tile with its lon/lat footprint,
+datetime, proj: (CRS, shape, transform), eo:bands, gsd, eo:cloud_cover, assets image and mask,
+and every catalog field as workbench:* properties, so `workbench data import DIR` gives the
+rows back. Links between the JSON files are relative (the folder can be moved whole); the
+tiles are never copied: asset hrefs are absolute paths (--relative-assets: relative to each
+item). DIR must be new or empty: it is written under a temporary name, then renamed.
+
+""" + QUERY_HELP
 
 BLUEMARBLE_EXAMPLES = """examples:
   workbench data bluemarble                  64 px tiles under $WORKBENCH_HOME/data/bluemarble
@@ -47,6 +64,8 @@ IMPORT_EXAMPLES = """examples:
   workbench data import ~/drive/Segmentation --source earthengine   Original_Image_i / Masked_Image_i
   workbench data import ~/eurosat --mode classes --split train
   workbench data import ~/exports/delta --resplit        redo the splits of tiles imported from there
+  workbench data import exports/stac/catalog.json        the items of a STAC catalog / collection /
+                                                         item collection (or an export's folder), one tile each
 
 Layouts found automatically: X.tif + X_mask.tif; images/X.tif + masks/X.tif; the Earth Engine
 Drive export (Original_Image_{i}.tif + Masked_Image_{i}.tif, water set to 0: a 0/1 mask is derived
@@ -128,6 +147,23 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                         "(--split, --block-size) in one transaction")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=run_import)
+
+    v = add_verb(verbs, "export-stac", common, help="write the tiles as a STAC catalog (pystac)",
+                 description="Write the catalog tiles the filters select as a STAC Collection (under a root "
+                             "catalog.json) in a new folder: "
+                             "one item per tile, assets image and mask (the files stay where they are).",
+                 epilog=EXPORT_STAC_EXAMPLES)
+    v.add_argument("out", metavar="DIR", help="a new (or empty) folder for catalog.json and the collection")
+    v.add_argument("--id", dest="collection_id", metavar="ID", help="the collection's id (default: DIR's name)")
+    v.add_argument("--description", metavar="TEXT", help="the collection's description")
+    v.add_argument("--license", default="other", metavar="SPDX",
+                   help="the data's license, an SPDX id such as CC-BY-4.0 (default: other)")
+    v.add_argument("--relative-assets", action="store_true",
+                   help="asset hrefs relative to each item file instead of absolute paths")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_query_args(v)
+    add_catalog_immutable(v)
+    v.set_defaults(func=run_export_stac)
 
     v = add_verb(verbs, "remove", common, help="remove catalog rows (undo an import); files stay",
                  description="Remove the catalog rows the filters select, in one transaction. Never deletes a file.",
@@ -238,6 +274,11 @@ def run_import(args: argparse.Namespace) -> int:
 
     if getattr(args, "resplit", False):
         return run_resplit(args)
+    from workbench.data.sources.stac_collection import collection_file
+
+    stac = collection_file(args.dir)
+    if stac is not None:
+        return run_import_stac(args, stac)
     t0 = time.perf_counter()
     chips = Path(args.chips) if args.chips else paths.data_dir() / "scenes"
     target = Path(args.dir)
@@ -286,6 +327,58 @@ def run_import(args: argparse.Namespace) -> int:
             print("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
         if added and args.split == "auto":
             print_split_warnings(cat.query(source=result.source))
+    return 0
+
+
+def run_import_stac(args: argparse.Namespace, path: Path) -> int:
+    """``data import COLLECTION.json`` (or an export's folder): a STAC collection's / catalog's / item
+    collection's items as tiles."""
+    from collections import Counter
+
+    from workbench.data.sources.stac_collection import import_collection
+    from workbench.errors import WorkbenchError
+
+    scene_only = [flag for flag, value in (("--mask", args.mask), ("--bands", args.bands), ("--scale", args.scale),
+                                           ("--offset", args.offset), ("--mode", args.mode),
+                                           ("--pattern", args.pattern)) if value is not None]
+    if scene_only:
+        raise WorkbenchError(f"{path}: a STAC collection's items are tiles as they are: "
+                             f"{', '.join(scene_only)} do(es) not apply")
+    t0 = time.perf_counter()
+    with _catalog(args) as cat:
+        result = import_collection(cat, path, source=args.source, split=args.split,
+                                   block_deg=args.block_size, progress=not args.no_progress)
+        added = result.added
+        print(f"{result.path}: STAC {result.kind} of {result.found} item(s)")
+        print(f"  added {len(added)} tile(s) to {cat.path}"
+              + (f"; {result.already} already in the catalog" if result.already else "")
+              + (f"; {result.unlinked} parent(s) not in this import left unlinked" if result.unlinked else "")
+              + f" ({time.perf_counter() - t0:.1f} s)")
+        if added:
+            by_split = Counter(t.split or "-" for t in added)
+            print("  splits: " + ", ".join(f"{s} {n}" for s, n in sorted(by_split.items()))
+                  + (f" (new ones from geographic blocks of {result.block_deg:g} degrees)" if result.block_deg
+                     else ""))
+            by_source = Counter(t.source for t in added)
+            print("  sources: " + ", ".join(f"{s} {n}" for s, n in sorted(by_source.items())))
+    return 0
+
+
+def run_export_stac(args: argparse.Namespace) -> int:
+    """``data export-stac DIR``: the selected tiles as a STAC Collection (``workbench.data.stac_export``)."""
+    from workbench.data.stac_export import export_stac
+
+    query = query_from_args(args)
+    with _catalog(args, read_only=True) as cat:
+        done = export_stac(cat, args.out, collection_id=args.collection_id, description=args.description,
+                           license=args.license, relative_assets=args.relative_assets,
+                           progress=not args.no_progress, **query)
+    box = ", ".join(f"{v:.4f}" for v in done.bbox) if done.bbox else "none"
+    print(f"{done.path}: STAC catalog, collection {done.collection.parent.name} of {done.items} item(s) "
+          f"({done.masks} with a mask) from {cat.path}")
+    print(f"  extent: bbox [{box}], {done.interval[0]} .. {done.interval[1]}")
+    print(f"  assets: {'relative to each item' if args.relative_assets else 'absolute paths'}; "
+          "the tiles were not copied")
     return 0
 
 

@@ -224,10 +224,16 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All or nothing: a write lock up front (IMMEDIATE) so concurrent writers queue."""
+        """All or nothing: a write lock up front (IMMEDIATE) so concurrent writers queue.
+
+        Inside another ``transaction()`` it joins the outer one (no BEGIN of its own): several
+        writes that belong together (rows, then the links between them) commit as one."""
         if self.read_only:
             raise WorkbenchError(f"{self.path}: this catalog was opened read-only and cannot be written; "
                                  "nothing was changed")
+        if self.conn.in_transaction:
+            yield self.conn
+            return
         _retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
         try:
             yield self.conn

@@ -258,9 +258,9 @@ def test_the_flag_is_on_every_reading_verb_and_writers_refuse_it(cli):
     from workbench.cli import build_parser
 
     parser = build_parser()
-    for verb in (["data", "list"], ["data", "stats"], ["segment", "train"], ["segment", "eval", "--run", "r"],
-                 ["segment", "predict", "--run", "r"], ["classify", "train"], ["classify", "eval", "--run", "r"],
-                 ["generate", "train"]):
+    for verb in (["data", "list"], ["data", "stats"], ["data", "export-stac", "d"], ["segment", "train"],
+                 ["segment", "eval", "--run", "r"], ["segment", "predict", "--run", "r"], ["classify", "train"],
+                 ["classify", "eval", "--run", "r"], ["generate", "train"]):
         assert parser.parse_args([*verb, "--catalog-immutable"]).catalog_immutable is True, verb
         assert parser.parse_args(verb).catalog_immutable is False, verb
     code, _, err = cli("data", "import", "x", "--catalog-immutable")
