@@ -1,9 +1,9 @@
 """``make bench`` row: what a checksummed checkpoint save costs against the plain safetensors write.
 
-Why: the trainer saves ``last`` (weights, EMA, optimizer: 172 MB for the ``water`` preset's
+Why: the trainer saves ``last`` (weights and optimizer state: 172 MB for the ``water`` preset's
 resnet18 Unet) and usually ``best`` at every epoch end, so a slow save is paid 48 times in a
 ``make segment`` run. The first checksummed save built the file in memory and copied it three
-times (1.33 s of CPU for 172 MB against 0.15 s for the plain write, 5x its time on a loaded
+times (1.0-1.3 s of CPU for 172 MB against 0.13-0.15 s for the plain write, 4-5x its time on a loaded
 2-core machine). The baseline is
 ``safetensors.torch.save_file`` of the same tensors plus the same ``fsync``, measured back to back
 in this run; the ratio is the median of the per-pair ratios (robust to other people's load).
