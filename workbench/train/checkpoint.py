@@ -63,30 +63,47 @@ def _digest(index: dict, data_chunks) -> str:
     return h.hexdigest()
 
 
-def _with_digest(blob: bytes) -> bytes:
-    """The serialised file ``blob`` with its digest added to the header's metadata (tensor offsets
-    are relative to the data section, so a longer header leaves them valid)."""
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n])
-    data = memoryview(blob)[8 + n:]
-    header.setdefault("__metadata__", {})[DIGEST_KEY] = _digest(header, [data])
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # keep the data section 8-byte aligned, as safetensors does
-    return struct.pack("<Q", len(text)) + text + bytes(data)
+def _seal(fh) -> int:
+    """Put the file's digest in place of the placeholder ``save_checkpoint`` wrote into its header
+    (same length, so the header and every offset stay as safetensors wrote them); the file size.
+
+    The data are hashed as read back from the file (the page cache), in chunks: the tensors are
+    never copied into one buffer. Building the file in memory first (serialise to bytes, then
+    splice a longer header in front) cost three copies of it a save: for the ``water`` preset's
+    172 MB ``last`` checkpoint 1.0-1.3 s of CPU against 0.13-0.15 s for the plain write (0.3 s this way),
+    and the trainer saves twice an epoch."""
+    fh.seek(0)
+    (n,) = struct.unpack("<Q", fh.read(8))
+    raw = fh.read(n)
+    header = json.loads(raw)
+    placeholder = header.get("__metadata__", {}).get(DIGEST_KEY, "").encode()
+    at = raw.find(b'"' + placeholder + b'"') if placeholder else -1
+    if at < 0 or raw.count(placeholder) != 1:
+        raise WorkbenchError(f"{fh.name}: the checkpoint header has no room for its checksum (safetensors changed "
+                             "how it writes metadata?)")
+    digest = _digest(header, iter(lambda: fh.read(_CHUNK), b"")).encode()
+    size = fh.tell()
+    fh.seek(8 + at + 1)
+    fh.write(digest)
+    return size
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
     """Write ``tensors`` plus JSON ``state`` to ``path`` atomically (temp file + os.replace)."""
     path = Path(path)
-    meta = {"format": "pt", "workbench_format": FORMAT,
-            META_KEY: json.dumps(state, default=_json_default)}
-    blob = _with_digest(safetensors.torch.save(fastpaths.save_ready(tensors), metadata=meta))
+    # a placeholder as long as the digest (unique: random), replaced by _seal once the file is written
+    meta = {"format": "pt", "workbench_format": FORMAT, META_KEY: json.dumps(state, default=_json_default),
+            DIGEST_KEY: os.urandom(32).hex()}
     with replacing(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
+        try:  # straight to the file, as safetensors writes it
+            safetensors.torch.save_file(fastpaths.save_ready(tensors), str(tmp), metadata=meta)
+        except safetensors.SafetensorError as exc:  # its I/O errors (a full disk) are not OSError
+            raise WorkbenchError(f"{path}: could not be written ({str(exc).splitlines()[0][:200]})") from None
+        with open(tmp, "r+b") as fh:
+            size = _seal(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if tmp.stat().st_size != len(blob):
+        if tmp.stat().st_size != size:
             raise WorkbenchError(f"{path}: the checkpoint did not write completely (disk full?)")
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
