@@ -1,7 +1,7 @@
 """Many scenes, many processes: ``segment predict --input DIR|LIST.txt|COLLECTION.json --out DIR``.
 
     workbench segment predict --run RUN --input scenes.txt --out maps/ --to-catalog
-    torchrun --nproc-per-node 4 -m workbench segment predict --run RUN --input scenes.txt --out maps/
+    torchrun --nproc-per-node 4 -m workbench segment predict RUN --input scenes.txt --out maps/
 
 Every scene the input names (:mod:`workbench.data.scene_list`) is mapped to
 ``OUT/<name>_mask.tif`` by :func:`tasks.segmentation.predict.predict_scene`. Under a launcher

@@ -65,7 +65,8 @@ PREDICT_EXAMPLES = """examples:
   workbench segment predict --run latest --input plain.tif --bands B02,B03,B04,B08 --offset -0.1 --out m.tif
   workbench segment predict --run latest --input scenes/ --out masks/              every scene of a folder
   workbench segment predict --run latest --input scenes.txt --out masks/ --to-catalog   a list, rows in the catalog
-  torchrun --nproc-per-node 4 -m workbench segment predict --run RUN --input collection.json --out masks/
+  torchrun --nproc-per-node 4 -m workbench segment predict RUN --input collection.json --out masks/
+                                  (RUN as a word: torchrun's own parser would take --run for its --run-path)
   workbench segment predict --run latest --input scene.tif --out mask.tif --polygons lakes.gpkg \
       --min-area 10000 --simplify 5                          lakes of 1 ha or more, outlines within 5 m
   workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif \\
@@ -138,7 +139,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="Sliding-window prediction of a trained run over a GeoTIFF scene, written "
                              "as a georeferenced mask; or pseudo-masks for catalog tiles.",
                  epilog=PREDICT_EXAMPLES)
-    add_run_option(v)
+    add_run_option(v, older_positional=True)      # RUN as a word: torchrun's parser takes --run for its --run-path
     v.add_argument("--input", metavar="SCENE",
                    help="scene to predict: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC item JSON, any "
                         "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...); or many: a folder of them, a .txt list "
@@ -308,6 +309,7 @@ def format_classes(res: dict) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    args.run = run_from_args(args, "segment predict")
     query = query_from_args(args)
     if args.write_masks:
         if args.input or args.out or args.truth or args.polygons or args.out_crs:
