@@ -29,7 +29,8 @@ same processes gives each rank the same share.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -81,6 +82,19 @@ def start() -> Ranks:
         if not dist.is_initialized():
             dist.init_process_group("gloo", init_method="env://", rank=r.rank, world_size=r.world, timeout=TIMEOUT)
     return r
+
+
+@contextmanager
+def session() -> Iterator[Ranks]:
+    """``with session() as ranks:`` :func:`start`, and at the end :func:`stop` the group if this
+    call joined it (one a caller set up stays theirs)."""
+    joined = ranks().world > 1 and _group() is None
+    r = start()
+    try:
+        yield r
+    finally:
+        if joined:
+            stop()
 
 
 def share(items: Sequence[T], r: Ranks) -> list[T]:

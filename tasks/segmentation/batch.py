@@ -60,11 +60,8 @@ def identity(run: Any, scenes: list[Scene], args: argparse.Namespace) -> dict:
 
 def run_batch(args: argparse.Namespace) -> int:
     """``segment predict`` over many scenes (see the module docstring)."""
-    ranks = distributed.start()
-    try:
+    with distributed.session() as ranks:
         return _batch(args, ranks)
-    finally:
-        distributed.stop()
 
 
 def _check_outputs(args, scenes: list[Scene], out: Path) -> None:
