@@ -97,6 +97,17 @@ def session() -> Iterator[Ranks]:
             stop()
 
 
+def rank_device(device: Any, r: Ranks) -> Any:
+    """A plain ``cuda`` device made this rank's GPU (``cuda:<local rank>``, wrapping round when a
+    node runs more processes than it has GPUs); any other device as it is."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and r.world > 1:
+        return torch.device("cuda", r.local_rank % max(torch.cuda.device_count(), 1))
+    return device
+
+
 def share(items: Sequence[T], r: Ranks) -> list[T]:
     """This rank's items of ``items`` (already sorted by the caller: the split follows that order)."""
     return list(items[r.rank::r.world])

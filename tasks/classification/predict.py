@@ -58,9 +58,7 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     from .run import check_bands, load_run
 
     with distributed.session() as ranks:
-        dev = resolve_device(device, "--device")
-        if dev.type == "cuda" and dev.index is None and ranks.world > 1:
-            dev = torch.device(f"cuda:{ranks.local_rank}")
+        dev = distributed.rank_device(resolve_device(device, "--device"), ranks)
         run = load_run(run_ref, dev)
         if not query and run.cfg.data.source:
             query = {"source": run.cfg.data.source}

@@ -127,10 +127,7 @@ def _rank_device(name: str | None, ranks: distributed.Ranks) -> str:
     """``--device`` (default cuda when present); with several processes on a node, each its own GPU."""
     from workbench.devices import resolve_device
 
-    device = resolve_device(name, "--device")
-    if device.type == "cuda" and device.index is None and ranks.world > 1:
-        return f"cuda:{ranks.local_rank}"
-    return str(device)
+    return str(distributed.rank_device(resolve_device(name, "--device"), ranks))
 
 
 def _clear_temporaries(out: Path, scenes: list[Scene]) -> None:

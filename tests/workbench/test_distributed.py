@@ -75,3 +75,14 @@ def test_two_processes_under_torchrun_gather_and_meet_at_a_barrier(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = sorted(line for line in p.stdout.splitlines() if line.startswith("rank"))
     assert lines == ["rank 0 of 2 local 0: [0, 10]", "rank 1 of 2 local 1: [0, 10]"]
+
+
+def test_a_rank_takes_its_local_gpu_and_other_devices_stay_as_they_are():
+    import torch
+
+    two = distributed.Ranks(3, 4, 1)
+    assert distributed.rank_device("cpu", two) == torch.device("cpu")
+    assert distributed.rank_device("cuda:0", two) == torch.device("cuda:0")          # the user's choice kept
+    assert distributed.rank_device("cuda", distributed.Ranks()) == torch.device("cuda")
+    got = distributed.rank_device("cuda", two)
+    assert got.type == "cuda" and got.index == 1 % max(torch.cuda.device_count(), 1)
