@@ -105,6 +105,8 @@ def _batch(args, ranks: distributed.Ranks) -> int:
     if refusals:
         raise WorkbenchError(refusals[0])
     if ranks.is_main:
+        if args.to_catalog:                     # a catalog that cannot be opened stops the batch before it maps
+            _open_catalog(args).close()
         out.mkdir(parents=True, exist_ok=True)
         _clear_temporaries(out, scenes)
         manifest.write()
@@ -162,11 +164,17 @@ def _map_share(run, mine: list[Scene], out: Path, manifest, args, ranks: distrib
             bar.refresh()
 
 
+def _open_catalog(args):
+    from workbench import paths
+    from workbench.data.catalog import Catalog
+
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
+
+
 def _to_catalog(args, run, entries: list[dict]) -> int:
     """One ``predicted`` row per map, in one transaction; a path already present is kept."""
-    from workbench import paths
     from workbench.data import geotiff
-    from workbench.data.catalog import Catalog, Tile
+    from workbench.data.catalog import Tile
 
     tiles = []
     for e in entries:
@@ -180,7 +188,7 @@ def _to_catalog(args, run, entries: list[dict]) -> int:
                           water_fraction=s.get("water_fraction"),
                           extra={"input": e["scene"], "class_pixels": s.get("class_pixels"),
                                  "km2": s.get("areas_km2")}))
-    with Catalog(getattr(args, "catalog", None) or paths.default_catalog()) as cat:
+    with _open_catalog(args) as cat:
         before = cat.existing_paths(t.path for t in tiles)
         cat.add_tiles(tiles)
         return len(tiles) - len(before)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import sentinel2 as s2
-from tests.support.runner import ROOT
+from tests.support.runner import ROOT, run_in_process
 
 pytestmark = pytest.mark.slow  # a real (tiny) training run and two launches
 
@@ -29,11 +29,16 @@ def predictions(home: Path) -> dict[int, tuple]:
         return {r[0]: r[1:] for r in conn.execute("SELECT id, pred_label, pred_score, model_id FROM tiles")}
 
 
-def test_two_processes_classify_their_shares_and_one_writes_the_catalog(tmp_path):
+def test_two_processes_classify_their_shares_and_one_writes_the_catalog(tmp_path, one_torch_thread):
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "WORKBENCH_HOME": str(home), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    def here(*args) -> str:                     # in this process (one torch thread, as the ranks)
+        p = run_in_process(*map(str, args), home=home)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
 
     def run(*args: str) -> subprocess.CompletedProcess:
         p = subprocess.run([sys.executable, *map(str, args)], env=env, cwd=home, capture_output=True, text=True,
@@ -44,11 +49,9 @@ def test_two_processes_classify_their_shares_and_one_writes_the_catalog(tmp_path
     g = s2.ground(256, seed=0)
     scene = s2.write_dn_geotiff(home / "scene.tif", g)
     mask = s2.write_mask(home / "scene_mask.tif", g)
-    run("-m", "workbench", "data", "import", scene, "--mask", mask, "--chip-size", SIZE, "--block-size", "0.003",
-        "--no-progress")
-    trained = Path(run("-m", "workbench", "classify", "train", "--source", "folder", *TINY).stdout
-                   .strip().splitlines()[-1])
-    run("-m", "workbench", "classify", "predict", trained, "--no-progress")
+    here("data", "import", scene, "--mask", mask, "--chip-size", SIZE, "--block-size", "0.003", "--no-progress")
+    trained = Path(here("classify", "train", "--source", "folder", *TINY).strip().splitlines()[-1])
+    here("classify", "predict", trained, "--no-progress")
     one = predictions(home)
     with sqlite3.connect(home / "data" / "catalog.sqlite") as conn:
         conn.execute("UPDATE tiles SET pred_label = NULL, pred_score = NULL, model_id = NULL")
