@@ -48,7 +48,14 @@ MIN_VALID = 0.5          # a window needs at least this share of valid pixels to
 def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None = None, batch_size: int = 256,
                     device: str | None = None, dry_run: bool = False, progress: bool = True) -> dict:
     """Predict every tile ``query`` selects (default: the run's ``data.source``); returns counts,
-    the CSV path and, where tiles carry labels of the run's classes, the metrics against them."""
+    the CSV path and, where tiles carry labels of the run's classes, the metrics against them.
+    Under torchrun / accelerate launch each rank classifies its share (:func:`_score_sharded`) and
+    the main rank alone writes; the others return ``{"main": False}``."""
+    with distributed.session() as ranks:
+        return _predict_catalog(run_ref, query, catalog, batch_size, device, dry_run, progress, ranks)
+
+
+def _predict_catalog(run_ref, query, catalog, batch_size, device, dry_run, progress, ranks) -> dict:
     from workbench.data.catalog import open_existing
     from workbench.data.contract import tile_positions
     from workbench.devices import resolve_device
@@ -57,28 +64,26 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     from .evaluate import score_tiles
     from .run import check_bands, load_run
 
-    with distributed.session() as ranks:
-        dev = distributed.rank_device(resolve_device(device, "--device"), ranks)
-        run = load_run(run_ref, dev)
-        if not query and run.cfg.data.source:
-            query = {"source": run.cfg.data.source}
-        with open_existing(catalog) as cat:
-            tiles = cat.query(**query)
-            if not tiles:
-                shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
-                raise WorkbenchError(f"no tiles match the query ({shown}) in {cat.path}")
-            check_bands(tiles, run)
-            cfg = config_reading(run.cfg, tile_positions(run.contract, tiles, run=run.name))
-            if ranks.world == 1:
-                result = score_tiles(run.model, tiles, cfg, run.stats, run.classes, dev, batch_size,
-                                     progress=progress)
-            else:
-                result = _score_sharded(run, tiles, cfg, dev, batch_size, progress, ranks)
-                if result is None:              # not the main rank: its share is in the main rank's hands
-                    return {"run": str(run.path), "rank": ranks.rank, "main": False}
-            rows = [(t.id, run.classes[int(p)], float(s)) for t, p, s in zip(tiles, result["pred"], result["score"])]
-            if not dry_run:
-                cat.set_predictions(rows, model_id=run.name)
+    dev = distributed.rank_device(resolve_device(device, "--device"), ranks)
+    run = load_run(run_ref, dev)
+    if not query and run.cfg.data.source:
+        query = {"source": run.cfg.data.source}
+    with open_existing(catalog) as cat:
+        tiles = cat.query(**query)
+        if not tiles:
+            shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
+            raise WorkbenchError(f"no tiles match the query ({shown}) in {cat.path}")
+        check_bands(tiles, run)
+        cfg = config_reading(run.cfg, tile_positions(run.contract, tiles, run=run.name))
+        if ranks.world == 1:
+            result = score_tiles(run.model, tiles, cfg, run.stats, run.classes, dev, batch_size, progress=progress)
+        else:
+            result = _score_sharded(run, tiles, cfg, dev, batch_size, progress, ranks)
+            if result is None:              # not the main rank: its share is in the main rank's hands
+                return {"run": str(run.path), "rank": ranks.rank, "main": False}
+        rows = [(t.id, run.classes[int(p)], float(s)) for t, p, s in zip(tiles, result["pred"], result["score"])]
+        if not dry_run:
+            cat.set_predictions(rows, model_id=run.name)
     csv_path = None if dry_run else _write_csv(run.path, tiles, rows)
     counts = {c: sum(1 for _, label, _ in rows if label == c) for c in run.classes}
     return {"run": str(run.path), "model_id": run.name, "tiles": len(rows), "counts": counts,
