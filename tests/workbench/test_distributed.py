@@ -52,11 +52,13 @@ def test_shares_cover_the_list_once_whatever_the_world_size():
 
 
 SCRIPT = """
+import sys
+from pathlib import Path
 from workbench import distributed
 r = distributed.start()
 got = distributed.gather(r.rank * 10)
 distributed.barrier()
-print(f"rank {r.rank} of {r.world} local {r.local_rank}: {got}", flush=True)
+Path(sys.argv[1], f"rank{r.rank}.txt").write_text(f"rank {r.rank} of {r.world} local {r.local_rank}: {got}")
 distributed.stop()
 """
 
@@ -70,10 +72,10 @@ def test_two_processes_under_torchrun_gather_and_meet_at_a_barrier(tmp_path):
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-                        "127.0.0.1", "--master-port", str(port), str(script)], env=env, capture_output=True,
-                       text=True, timeout=120)
+                        "127.0.0.1", "--master-port", str(port), str(script), str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    lines = sorted(line for line in p.stdout.splitlines() if line.startswith("rank"))
+    lines = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]      # a file each: stdout interleaves
     assert lines == ["rank 0 of 2 local 0: [0, 10]", "rank 1 of 2 local 1: [0, 10]"]
 
 
