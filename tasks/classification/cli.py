@@ -63,13 +63,16 @@ PREDICT_EXAMPLES = """examples:
   workbench classify predict --run latest --split test --dry-run
   workbench classify predict --run RUN --where "source = 'generated'"
   workbench segment train --where "pred_label = 'coast' AND pred_score > 0.9"    then use them
+  torchrun --nproc-per-node 4 -m workbench classify predict RUN --source earthengine    a large query, 4 processes
   workbench classify predict --run latest --input scene.tif --out classes.tif    a whole scene
   workbench classify predict --run latest --input S2B_MSIL2A_...SAFE --out classes.tif --stride 128 \\
       --probabilities probs.tif
 
 Catalog mode (tile filters): writes pred_label, pred_score (probability of that class) and
 model_id (the run's name) into the catalog for every selected tile, in one transaction, and a
-CSV under the run's predictions/ folder.
+CSV under the run's predictions/ folder. Under torchrun / accelerate launch each process
+classifies its share of the tiles and writes it to a shard file; the main process gathers them
+and alone writes the catalog and the CSV (give RUN as a word: torchrun's parser takes --run).
 
 Scene mode (--input/--out): the scene (a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC
 item, any GDAL path), brought to the run's bands and units, is cut into windows of the run's
@@ -115,7 +118,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="Classify catalog tiles with a trained run and store the predictions; or classify "
                              "a whole scene window by window into a GeoTIFF class map.",
                  epilog=PREDICT_EXAMPLES)
-    add_run_option(v)
+    add_run_option(v, older_positional=True)      # RUN as a word: torchrun's parser takes --run for its --run-path
     v.add_argument("--input", metavar="SCENE",
                    help="scene to classify: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC item JSON, or any "
                         "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...)")
@@ -183,6 +186,7 @@ SCENE_OPTIONS = ("out", "probabilities", "stride", "bands", "scale", "offset", "
 def run_predict(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
 
+    args.run = run_from_args(args, "classify predict")
     query = query_from_args(args)
     if args.input:
         if query:
@@ -276,6 +280,8 @@ def _run_catalog(args: argparse.Namespace, query: dict) -> int:
     out = predict_catalog(args.run, query, catalog=args.catalog,
                           batch_size=_batch_size(args.batch_size if args.batch_size is not None else 256),
                           device=args.device, dry_run=args.dry_run, progress=not (args.json or args.no_progress))
+    if not out["main"]:                  # another rank of torchrun / accelerate launch: the main one reports
+        return 0
     if args.json:
         print(json.dumps({k: v for k, v in out.items() if k != "metrics"} |
                          {"macro_f1": (out["metrics"] or {}).get("mean_f1")}, default=str))

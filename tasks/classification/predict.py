@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench import distributed
 from workbench.errors import WorkbenchError
 from workbench.files import replacing
 
@@ -47,7 +48,14 @@ MIN_VALID = 0.5          # a window needs at least this share of valid pixels to
 def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None = None, batch_size: int = 256,
                     device: str | None = None, dry_run: bool = False, progress: bool = True) -> dict:
     """Predict every tile ``query`` selects (default: the run's ``data.source``); returns counts,
-    the CSV path and, where tiles carry labels of the run's classes, the metrics against them."""
+    the CSV path and, where tiles carry labels of the run's classes, the metrics against them.
+    Under torchrun / accelerate launch each rank classifies its share (:func:`_score_sharded`) and
+    the main rank alone writes; the others return ``{"main": False}``."""
+    with distributed.session() as ranks:
+        return _predict_catalog(run_ref, query, catalog, batch_size, device, dry_run, progress, ranks)
+
+
+def _predict_catalog(run_ref, query, catalog, batch_size, device, dry_run, progress, ranks) -> dict:
     from workbench.data.catalog import open_existing
     from workbench.data.contract import tile_positions
     from workbench.devices import resolve_device
@@ -56,7 +64,7 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     from .evaluate import score_tiles
     from .run import check_bands, load_run
 
-    dev = resolve_device(device, "--device")
+    dev = distributed.rank_device(resolve_device(device, "--device"), ranks)
     run = load_run(run_ref, dev)
     if not query and run.cfg.data.source:
         query = {"source": run.cfg.data.source}
@@ -67,7 +75,12 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
             raise WorkbenchError(f"no tiles match the query ({shown}) in {cat.path}")
         check_bands(tiles, run)
         cfg = config_reading(run.cfg, tile_positions(run.contract, tiles, run=run.name))
-        result = score_tiles(run.model, tiles, cfg, run.stats, run.classes, dev, batch_size, progress=progress)
+        if ranks.world == 1:
+            result = score_tiles(run.model, tiles, cfg, run.stats, run.classes, dev, batch_size, progress=progress)
+        else:
+            result = _score_sharded(run, tiles, cfg, dev, batch_size, progress, ranks)
+            if result is None:              # not the main rank: its share is in the main rank's hands
+                return {"run": str(run.path), "rank": ranks.rank, "main": False}
         rows = [(t.id, run.classes[int(p)], float(s)) for t, p, s in zip(tiles, result["pred"], result["score"])]
         if not dry_run:
             cat.set_predictions(rows, model_id=run.name)
@@ -75,7 +88,48 @@ def predict_catalog(run_ref: str | Path, query: dict, catalog: str | Path | None
     counts = {c: sum(1 for _, label, _ in rows if label == c) for c in run.classes}
     return {"run": str(run.path), "model_id": run.name, "tiles": len(rows), "counts": counts,
             "mean_score": sum(s for _, _, s in rows) / len(rows), "csv": csv_path, "written": not dry_run,
-            "metrics": _unseen_metrics(run, tiles, result), "classes": run.classes}
+            "metrics": _unseen_metrics(run, tiles, result), "classes": run.classes, "main": True}
+
+
+def _score_sharded(run, tiles, cfg, dev, batch_size: int, progress: bool, ranks) -> dict | None:
+    """Each rank classifies its share of the tiles (every N-th by the query's order) and writes it
+    to a shard file (atomically) under the run's ``predictions/``; after a barrier the main rank
+    reads every shard and returns the predictions of all tiles in the query's order (None on the
+    other ranks), so the catalog and the CSV are written by one process, once."""
+    import hashlib
+    import json
+    import shutil
+
+    from workbench.files import write_json_atomic
+
+    from .evaluate import score_tiles
+
+    mine = distributed.share(tiles, ranks)
+    key = hashlib.sha256(json.dumps([run.name, ranks.world, [t.id for t in tiles]]).encode()).hexdigest()[:12]
+    shards = run.path / "predictions" / f".shards-{key}"
+    if mine:
+        part = score_tiles(run.model, mine, cfg, run.stats, run.classes, dev, batch_size,
+                           progress=progress and ranks.is_main)
+        shard = {"ids": [t.id for t in mine], "pred": part["pred"].tolist(), "score": part["score"].tolist(),
+                 "labels": part["labels"].tolist()}
+    else:
+        shard = {"ids": [], "pred": [], "score": [], "labels": []}
+    write_json_atomic(shards / f"rank-{ranks.rank}.json", shard)
+    distributed.barrier()
+    if not ranks.is_main:
+        return None
+    got: dict[int, tuple[int, float, int]] = {}
+    for r in range(ranks.world):
+        d = json.loads((shards / f"rank-{r}.json").read_text())
+        got.update((i, (p, s, lab)) for i, p, s, lab in zip(d["ids"], d["pred"], d["score"], d["labels"]))
+    shutil.rmtree(shards, ignore_errors=True)
+    missing = [t.id for t in tiles if t.id not in got]
+    if missing:
+        raise WorkbenchError(f"{shards}: no prediction for {len(missing)} tile(s) (first id {missing[0]}); is the "
+                             "run folder on storage every node shares?")
+    pred, score, labels = zip(*(got[t.id] for t in tiles))
+    return {"pred": torch.tensor(pred), "score": torch.tensor(score, dtype=torch.float32),
+            "labels": torch.tensor(labels)}
 
 
 def _unseen_metrics(run, tiles, result) -> dict | None:

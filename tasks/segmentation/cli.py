@@ -71,6 +71,9 @@ PREDICT_EXAMPLES = """examples:
   workbench segment predict --run latest --input item.json --out map.tif           STAC item over COGs
   workbench segment predict --run latest --input plain.tif --bands B02,B03,B04,B08 --offset -0.1 --out m.tif
   workbench segment predict --run latest --input scenes/ --out masks/              every scene of a folder
+  workbench segment predict --run latest --input scenes.txt --out masks/ --to-catalog   a list, rows in the catalog
+  torchrun --nproc-per-node 4 -m workbench segment predict RUN --input collection.json --out masks/
+                                  (RUN as a word: torchrun's own parser would take --run for its --run-path)
   workbench segment predict --run latest --input scene.tif --out mask.tif --polygons lakes.gpkg \
       --min-area 10000 --simplify 5                          lakes of 1 ha or more, outlines within 5 m
   workbench segment predict --run latest --input data/bluemarble/mosaic.tif --out mosaic_pred.tif \\
@@ -91,6 +94,12 @@ back onto the scene's grid (or --out-crs). --polygons writes the outlines of the
 the mask is scored against a truth mask on the same grid over the catalog tiles the filters
 select (default --split test --water-min 0.05 --water-max 0.95), or over every pixel with
 --all-pixels.
+
+Many scenes (--input a folder, a .txt list or a STAC collection / item collection / catalog;
+--out a folder): each scene is mapped to OUT/<name>_mask.tif and recorded in OUT/manifest.json
++ OUT/done/; the same command again resumes (finished scenes are skipped); under torchrun or
+accelerate launch each process maps its share; --to-catalog adds a 'predicted' row per mask
+(docs/segmentation.md, "Many scenes on many processes").
 
 Tile mode (--write-masks): predicts each catalog tile the filters select and writes
 <tile>_pseudo_mask.tif beside it (pixels below --min-confidence are 255 = nodata), then sets the
@@ -138,10 +147,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  description="Sliding-window prediction of a trained run over a GeoTIFF scene, written "
                              "as a georeferenced mask; or pseudo-masks for catalog tiles.",
                  epilog=PREDICT_EXAMPLES)
-    add_run_option(v)
+    add_run_option(v, older_positional=True)      # RUN as a word: torchrun's parser takes --run for its --run-path
     v.add_argument("--input", metavar="SCENE",
                    help="scene to predict: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC item JSON, any "
-                        "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...), or a folder of them (--out: a folder)")
+                        "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...); or many: a folder of them, a .txt list "
+                        "(one per line) or a STAC collection / item collection / catalog JSON (--out: a folder)")
     add_input_options(v)
     v.add_argument("--out", metavar="MASK.tif", help="output mask GeoTIFF (uint8, 255 = nodata)")
     v.add_argument("--probabilities", metavar="PROB.tif", help="also write float32 probabilities here")
@@ -176,6 +186,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                    help="bf16 autocast or fp32 (default: the run's predict.precision, auto = bf16 on CUDA and on "
                         "CPUs with native bf16)")
     v.add_argument("--device", metavar="D", help="torch device (default: cuda when available, else cpu)")
+    v.add_argument("--to-catalog", action="store_true",
+                   help="many scenes: once every scene is mapped, add one catalog row per mask (source 'predicted', "
+                        "written by one process; a row already there is kept)")
     v.add_argument("--json", action="store_true", help="print the result as one JSON object")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_query_args(v)
@@ -308,6 +321,7 @@ def format_classes(res: dict) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    args.run = run_from_args(args, "segment predict")
     query = query_from_args(args)
     if args.write_masks:
         if args.input or args.out or args.truth or args.polygons or args.out_crs:
@@ -326,14 +340,20 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_scene(args, query: dict) -> int:
-    from workbench.data.inputs import is_folder_input, refuse_overwrite
+    from workbench.data.inputs import refuse_overwrite
+    from workbench.data.scene_list import is_many
 
     from .predict import predict_scene
     from .run import load_run
 
     _check_polygon_args(args)
-    if is_folder_input(args.input):
-        return _run_folder(args)
+    if is_many(args.input):
+        from .batch import run_batch
+
+        return run_batch(args)
+    if args.to_catalog:
+        raise WorkbenchError("--to-catalog records the maps of many scenes: give --input a folder, a list of "
+                             "scenes (.txt) or a STAC collection, and --out a folder")
     from workbench.preview import preview_path
 
     refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities, "--polygons": args.polygons,
@@ -403,46 +423,6 @@ def _run_scene(args, query: dict) -> int:
         print(f"\nscore against {args.truth} over {where}:")
         print(format_table(metrics))
         print(format_boundary(metrics["boundary"]))
-    return 0
-
-
-def _run_folder(args) -> int:
-    """``--input DIR --out DIR``: every scene of DIR (``inputs.inputs_in``) predicted to
-    ``OUT/<name>_mask.tif``; checked before the first prediction, so a bad input stops nothing
-    half-way through the outputs."""
-    from workbench.data.contract import check_scenes
-    from workbench.data.inputs import folder_inputs
-
-    from .predict import predict_scene
-    from .run import load_run
-
-    if args.truth or args.probabilities or args.polygons:
-        raise WorkbenchError(f"--input {args.input} is a folder: --truth, --probabilities and --polygons apply to "
-                             "one scene")
-    out = Path(args.out)
-    scenes = folder_inputs(args.input, out, "masks")
-    run = load_run(args.run, device=_device(args.device))
-    if args.precision:
-        run.cfg.predict.precision = args.precision
-    check_scenes(run.contract, run.stats, scenes, run=run.name, bands=args.bands, scale=args.scale,
-                 offset=args.offset, scl_nodata=args.scl_nodata)
-    rows = []
-    for scene in scenes:
-        res = predict_scene(run, scene, out / f"{scene.stem}_mask.tif", window=args.window, overlap=args.overlap,
-                            batch_size=args.batch_size, blend=args.blend, progress=not args.no_progress,
-                            tta=args.tta, bands=args.bands, scale=args.scale, offset=args.offset,
-                            scl_nodata=args.scl_nodata, out_crs=args.out_crs)
-        rows.append(res)
-    if args.json:
-        print(json.dumps({"run": str(run.path), "scenes": rows}, default=str))
-        return 0
-    from workbench.commands.data import format_table
-
-    print(f"run  {run.path}")
-    print(format_table(["scene", "size", "water %", "mask"],
-                       [[Path(r["input"]).name, f"{r['width']}x{r['height']}",
-                         "-" if r.get("water_fraction") is None else f"{100 * r['water_fraction']:.1f}",
-                         r["out"]] for r in rows], right=(2,)))
     return 0
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from workbench import paths
 from workbench.errors import WorkbenchError
 
-SOURCES = ("bluemarble", "earthengine", "folder", "generated")
+SOURCES = ("bluemarble", "earthengine", "folder", "generated", "predicted")
 SCHEMA_VERSION = 1
 
 SCHEMA = """

@@ -44,10 +44,15 @@ def describe(path: str | Path, bands: Sequence[str] | None = None) -> SceneInput
     when the input carries no names of its own. A path that is neither here nor a GDAL path is
     a one-line error."""
     text = str(path)
-    p = Path(text)
+    in_collection = ".json#" in text.lower()            # ITEMS.json#<id>: an item of an item collection
+    p = Path(text.split("#", 1)[0] if in_collection else text)
     if not is_gdal_path(text) and not p.exists():
         raise WorkbenchError(f"{text}: no such file or folder")
-    if p.is_dir():
+    if in_collection:
+        from workbench.data.sources import stac
+
+        scene = stac.read_item(text)
+    elif p.is_dir():
         from workbench.data.sources import safe
 
         if safe.is_safe(p):

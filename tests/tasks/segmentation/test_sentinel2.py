@@ -149,7 +149,8 @@ def test_a_folder_of_scenes_is_predicted_into_another_folder(trained, tmp_path):
     code, out, err = cli("segment", "predict", "--run", run, "--input", scenes, "--out", tmp_path / "masks",
                          "--no-progress")
     assert code == 0, err
-    written = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    written = sorted(p.name for p in (tmp_path / "masks").glob("*_mask.tif"))
+    assert (tmp_path / "masks" / "manifest.json").is_file() and len(list((tmp_path / "masks" / "done").iterdir())) == 4
     assert len(written) == 4 and "a_mask.tif" in written and "item_mask.tif" in written, written
     a, b = (geotiff.read(tmp_path / "masks" / n)[0] for n in ("a_mask.tif", "b_mask.tif"))
     assert np.array_equal(a, b)

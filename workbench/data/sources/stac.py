@@ -68,8 +68,11 @@ def read_item(path_or_url: str) -> SceneInput:
     Refused with one line naming the item: not JSON, not a STAC item (a collection, catalog or
     item collection is named as such), no asset naming a band, an asset whose local file is
     missing, raster fields that are not numbers."""
-    href = _item_href(str(path_or_url))
+    base, _, item_id = str(path_or_url).partition("#")
+    href = _item_href(base)
     d = _read_json(href, str(path_or_url))
+    if item_id:
+        d = _item_in_collection(d, item_id, str(path_or_url))
     _check_is_item(d, str(path_or_url))
     item = _parse_item(d, href, str(path_or_url))
     where = str(path_or_url)
@@ -164,6 +167,18 @@ def _read_json(href: str, where: str) -> Any:
         code = getattr(cause, "code", None)
         text = f"HTTP {code} {reason}" if isinstance(code, int) else str(reason)
         raise WorkbenchError(f"{where}: cannot be read ({text.strip()[:160]})") from None
+
+
+def _item_in_collection(d: Any, item_id: str, where: str) -> Any:
+    """``ITEMS.json#<id>``: the item of that id inside an item collection (a STAC API search
+    saved to one file), so each of its items is a scene without a file of its own."""
+    features = d.get("features") if isinstance(d, dict) and d.get("type") == "FeatureCollection" else None
+    if not isinstance(features, list):
+        raise WorkbenchError(f"{where}: #{item_id} names an item of an item collection, and this file is none")
+    for f in features:
+        if isinstance(f, dict) and f.get("id") == item_id:
+            return f
+    raise WorkbenchError(f"{where}: the item collection holds no item {item_id!r}")
 
 
 def _check_is_item(d: Any, where: str) -> None:
