@@ -68,7 +68,7 @@ def _predict_catalog(run_ref, query, catalog, batch_size, device, dry_run, progr
     run = load_run(run_ref, dev)
     if not query and run.cfg.data.source:
         query = {"source": run.cfg.data.source}
-    with open_existing(catalog, read_only=dry_run) as cat:  # a dry run only reads
+    with open_existing(catalog, read_only=dry_run or not ranks.is_main) as cat:  # only the main rank writes
         tiles = cat.query(**query)
         if not tiles:
             shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
