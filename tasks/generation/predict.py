@@ -35,6 +35,7 @@ from .run import ModelFolder
 CRS = "EPSG:4326"
 BANDS = ["red", "green", "blue"]
 MIN_COS_LAT = 0.01  # at the poles a degree of longitude has no length: cap the stretch at 100x
+MAX_IMAGES = 100_000  # per job and command: a typo (--num-images 1e20) must not fill the disk for days
 
 
 @dataclass
@@ -76,12 +77,13 @@ def check_options(opts: Options, folder: ModelFolder) -> int:
         raise WorkbenchError(f"--steps {opts.steps}: must be within [1, {train_steps}]")
     if not (math.isfinite(opts.guidance) and opts.guidance >= 0):
         raise WorkbenchError(f"--guidance {opts.guidance:g}: must be >= 0 (1 = no guidance, 7.5 is usual)")
-    if opts.num_images < 1:
-        raise WorkbenchError(f"--num-images {opts.num_images}: must be at least 1")
+    if not 1 <= opts.num_images <= MAX_IMAGES:
+        raise WorkbenchError(f"--num-images {opts.num_images}: must be within [1, {MAX_IMAGES}] (more: several "
+                             "commands with other --seed values)")
     if opts.batch_size < 1:
         raise WorkbenchError(f"--batch-size {opts.batch_size}: must be at least 1")
-    if not 0 <= opts.seed < 2 ** 62:
-        raise WorkbenchError(f"--seed {opts.seed}: must be within [0, 2**62)")
+    if not 0 <= opts.seed <= 2 ** 62 - opts.num_images:
+        raise WorkbenchError(f"--seed {opts.seed}: must be within [0, 2**62 - --num-images] (image k uses seed + k)")
     if opts.device != "auto":
         resolve_device(opts.device, "--device")
     return size

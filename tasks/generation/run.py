@@ -230,6 +230,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WorkbenchError(f"{path}: not readable JSON ({exc})") from None
+    except RecursionError:
+        raise WorkbenchError(f"{path}: not readable JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise WorkbenchError(f"{path}: expected a JSON object")
     return data
