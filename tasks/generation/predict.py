@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,7 +26,7 @@ from pathlib import Path
 from workbench import paths
 from workbench.devices import resolve_device
 from workbench.errors import WorkbenchError
-from workbench.files import replacing
+from workbench.files import check_can_create, replacing
 
 from .jobs import Job
 from .run import ModelFolder
@@ -178,13 +177,7 @@ def check_out(out: str | Path, images: int) -> tuple[Path, str | None]:
     folder = out.parent if single else out
     if single and out.is_dir():
         raise WorkbenchError(f"--out {out}: is a folder; give a new file name or the folder without a file name")
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise WorkbenchError(f"--out {out}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise WorkbenchError(f"--out {out}: {probe} cannot be written")
+    check_can_create(folder, "--out")
     return folder, (out.stem if single else None)
 
 
