@@ -46,13 +46,3 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(home, c
     assert "afile is a file, not a folder" in err and "reading" not in err
     assert (home / "afile").read_text() == "x" and not (home / "data").exists()
 
-
-def test_check_can_create_names_the_blocking_path(tmp_path):
-    from workbench.files import check_can_create
-
-    (tmp_path / "f").write_text("x")
-    check_can_create(tmp_path / "new" / "deeper", "--out")               # nothing there yet: fine
-    check_can_create(tmp_path / "f", "--out", folder=False)              # an existing file may be replaced
-    for target, folder in ((tmp_path / "f" / "x.tif", False), (tmp_path / "f", True)):
-        with pytest.raises(WorkbenchError, match=f"{tmp_path / 'f'} is a file, not a folder"):
-            check_can_create(target, "--out", folder=folder)
