@@ -33,6 +33,8 @@ def read_yaml(path: str | Path) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise WorkbenchError(f"{path}: not valid YAML{where}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise WorkbenchError(f"{path}: not valid YAML (nested too deeply)") from None
     if not isinstance(data, dict):
         raise WorkbenchError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return data
@@ -50,6 +52,8 @@ def parse_overrides(pairs: list[str] | None) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
+        except RecursionError:
+            raise WorkbenchError(f"--set {key}: the value is nested too deeply") from None
         node = tree
         parts = key.split(".")
         for part in parts[:-1]:

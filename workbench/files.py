@@ -41,6 +41,22 @@ def replacing(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
             pass
 
 
+def check_can_create(path: str | Path, label: str, folder: bool = True) -> None:
+    """Refuse, before any work, an output folder (``folder``) or file that cannot be made: one
+    under a regular file, a folder that is a file, or one in a folder this process cannot write.
+    The nearest existing ancestor decides (what ``mkdir -p`` and the final rename will meet), so
+    an hour of work never ends in "Not a directory"."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() and (probe != path or folder):
+        raise WorkbenchError(f"{label} {path}: {probe} is a file, not a folder")
+    folder = probe if probe.is_dir() else probe.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"{label} {path}: {folder} cannot be written")
+
+
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write JSON under a temp name then rename, so readers never see half a file."""
     with replacing(path) as tmp:

@@ -56,6 +56,16 @@ class CaptionTemplate:
                              "without fields, e.g. text: \"a satellite image\")")
 
 
+    def closed_vocabulary(self) -> set[str] | None:
+        """Every word a caption of this template can hold, when its rules have no ``{fields}``
+        (the captions are fixed texts); None when fields make the captions open-ended."""
+        from .vocab import split_words
+
+        if any(rule.names for rule in self.rules):
+            return None
+        return {w for rule in self.rules for w in split_words(rule.text)}
+
+
 def tile_fields(tile: Any) -> dict[str, Any]:
     if isinstance(tile, Mapping):
         values = dict(tile)

@@ -69,7 +69,8 @@ def register(sub, common: argparse.ArgumentParser) -> argparse._SubParsersAction
     what.add_argument("--lat", type=float, metavar="DEG", help="latitude of the tile centre, -90..90")
     what.add_argument("--lon", type=float, metavar="DEG", help="longitude of the tile centre, -180..180")
     what.add_argument("--date", metavar="YYYY-MM-DD",
-                      help="acquisition date (default: the model's, else today)")
+                      help="acquisition date (default: the model's, else today); 'unknown' gives the zero "
+                           "date DiffusionSat trained some places with")
     what.add_argument("--gsd", type=float, metavar="METRES",
                       help="ground sample distance, metres per pixel (default: the model's, else 1.0)")
     what.add_argument("--cloud-cover", type=float, metavar="0..1", help="cloud cover fraction (default 0)")
@@ -183,7 +184,7 @@ def _run(args: argparse.Namespace, jobs, folder, opts) -> int:
 def _table(outputs) -> str:
     rows = [("id", "png", "place", "date", "seed")]
     for o in outputs:
-        rows.append((str(o.tile_id), _short(o.png), o.job.place, o.job.metadata.date.isoformat(), str(o.seed)))
+        rows.append((str(o.tile_id), _short(o.png), o.job.place, o.job.metadata.day, str(o.seed)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 

@@ -10,6 +10,10 @@ ever takes human units and converts them here, after checking they make sense.
 All-zero metadata is the *unconditional* input: training dropped each value to 0
 with probability 0.1, which is what classifier-free guidance relies on.
 
+A date may be *unknown* (``--date unknown``): DiffusionSat trained some cities with a zero
+date, so the year, month and day entries of the normalised vector are 0 then (the same
+zeros metadata dropout gives), while place, GSD and cloud cover stay conditioned.
+
 Stdlib only (lists of floats), so the CLI can validate input before importing torch.
 """
 
@@ -28,6 +32,7 @@ SHIFT = (180.0, 90.0, 0.0, 0.0, -1980.0, 0.0, 0.0)
 DIVISOR = (360.0, 180.0, 1.0, 1.0, 120.0, 12.0, 31.0)
 SCALE = 1000.0
 YEAR_MIN, YEAR_MAX = 1980, 2100   # the shifted year/120 spans 0..1 over these years
+UNKNOWN_DATE = "unknown"          # --date unknown: the zero date DiffusionSat trained some cities with
 
 # How each value is named in an error message: the CLI flag by default.
 CLI_LABELS = {"lat": "--lat", "lon": "--lon", "gsd": "--gsd", "cloud_cover": "--cloud-cover", "date": "--date"}
@@ -41,12 +46,19 @@ class Metadata:
     lat: float
     gsd: float
     cloud_cover: float
-    date: date
+    date: date | None  # None: unknown (the zero date)
+
+    @property
+    def day(self) -> str:
+        """The date as written in file names, tables and tags: YYYY-MM-DD, or ``unknown``."""
+        return self.date.isoformat() if self.date is not None else UNKNOWN_DATE
 
     def raw(self) -> list[float]:
-        """``[lon, lat, gsd, cloud, year, month, day]`` as given (DiffusionSat's order)."""
+        """``[lon, lat, gsd, cloud, year, month, day]`` as given (DiffusionSat's order); an unknown
+        date is the raw date that normalises to zeros (year 1980, month 0, day 0)."""
         d = self.date
-        return [self.lon, self.lat, self.gsd, self.cloud_cover, float(d.year), float(d.month), float(d.day)]
+        when = [float(d.year), float(d.month), float(d.day)] if d is not None else [-SHIFT[4], 0.0, 0.0]
+        return [self.lon, self.lat, self.gsd, self.cloud_cover, *when]
 
     def shifted(self) -> list[float]:
         """The raw values moved to DiffusionSat's non-negative ranges (lon+180, lat+90, year-1980)."""
@@ -57,8 +69,7 @@ class Metadata:
         return [v / div * SCALE for v, div in zip(self.shifted(), DIVISOR)]
 
     def as_dict(self) -> dict:
-        return dict(lon=self.lon, lat=self.lat, gsd=self.gsd, cloud_cover=self.cloud_cover,
-                    date=self.date.isoformat())
+        return dict(lon=self.lon, lat=self.lat, gsd=self.gsd, cloud_cover=self.cloud_cover, date=self.day)
 
 
 def unconditional() -> list[float]:
@@ -82,14 +93,14 @@ def parse_date(text: str | date, label: str = "--date") -> date:
     try:
         return datetime.strptime(str(text).strip(), "%Y-%m-%d").date()
     except ValueError:
-        raise WorkbenchError(f"{label} {text}: not a real date (expected YYYY-MM-DD)") from None
+        raise WorkbenchError(f"{label} {text}: not a real date (expected YYYY-MM-DD, or {UNKNOWN_DATE})") from None
 
 
 def validate(lat: float, lon: float, gsd: float = 1.0, cloud_cover: float = 0.0,
              when: str | date | None = None, labels: Mapping[str, str] | None = None) -> Metadata:
     """Check human-unit values and bundle them; each error names the value and its rule.
 
-    ``when`` defaults to today. ``labels`` says how to name each value in an error
+    ``when`` defaults to today; ``"unknown"`` is the zero date. ``labels`` says how to name each value in an error
     (CLI flags unless told otherwise, e.g. keys of a prompt-set YAML).
     """
     names = {**CLI_LABELS, **(labels or {})}
@@ -105,6 +116,8 @@ def validate(lat: float, lon: float, gsd: float = 1.0, cloud_cover: float = 0.0,
         raise WorkbenchError(f"{names['gsd']} {gsd:g}: ground sample distance must be > 0 metres per pixel")
     if not 0.0 <= cloud_cover <= 1.0:
         raise WorkbenchError(f"{names['cloud_cover']} {cloud_cover:g}: cloud cover is a fraction within [0, 1]")
+    if isinstance(when, str) and when.strip().lower() == UNKNOWN_DATE:
+        return Metadata(lon=lon, lat=lat, gsd=gsd, cloud_cover=cloud_cover, date=None)
     day = parse_date(when, names["date"]) if when is not None else date.today()
     if not YEAR_MIN <= day.year <= YEAR_MAX:
         raise WorkbenchError(f"{names['date']} {day.isoformat()}: year must be within "
@@ -125,5 +138,5 @@ def _number(value, label: str) -> float:
 def describe(md: Metadata) -> str:
     """The metadata in words, the way DiffusionSat's captions optionally carried it."""
     d = md.date
-    return (f" at a resolution of {round(md.gsd, 5):g}. The longitude, latitude is {md.lon:g}, {md.lat:g}."
-            f" The date is {d.year}, {d.month}, {d.day}")
+    text = f" at a resolution of {round(md.gsd, 5):g}. The longitude, latitude is {md.lon:g}, {md.lat:g}."
+    return text + (f" The date is {d.year}, {d.month}, {d.day}" if d is not None else "")

@@ -6,7 +6,8 @@
 
 The result is what a DiffusionSat checkpoint is -- AutoencoderKL, CLIP text encoder,
 CLIP tokenizer, SatUNet (``use_metadata``, 7 metadata inputs) and an SD-style scheduler
-(scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon) -- only with tiny widths
+(scaled-linear betas 0.00085..0.012 over 1000 steps; epsilon unless ``scheduler`` says v, which
+the released checkpoints use) -- only with tiny widths
 and random weights, and a tokenizer whose merges are learned locally from captions.
 It loads through ``DiffusionSatPipeline.from_pretrained`` like the real thing, so every
 code path (CLI, catalog, georeferencing, later fine-tuning from ``--init small``) runs
@@ -66,8 +67,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# SD's schedule (what the released checkpoints use); ``model.build.scheduler`` overrides any key,
-# e.g. {prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}.
+# SD's betas (those of the released checkpoints) with the epsilon objective of a fresh miniature.
+# The released DiffusionSat checkpoints are v-prediction (SD 2.1's scheduler): their folder's own
+# scheduler config says so and is what is read. ``model.build.scheduler`` overrides any key, e.g.
+# {prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}.
 SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
              "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "clip_sample": False,
              "set_alpha_to_one": False, "steps_offset": 1}

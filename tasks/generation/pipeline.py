@@ -34,6 +34,8 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import pickle
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +125,8 @@ class DiffusionSatPipeline(DiffusionPipeline):
         unet_kwargs = {} if "use_metadata" in info.configs["unet"] else {
             "use_metadata": unet_uses_metadata(info.configs["unet"])}
         loaders: dict[str, Callable[[str, str | None], Any]] = {
-            "unet": lambda p, v: SatUNet.from_pretrained(p, torch_dtype=dtype, variant=v, **unet_kwargs),
+            "unet": lambda p, v: _complete(p, *SatUNet.from_pretrained(p, torch_dtype=dtype, variant=v,
+                                                                     output_loading_info=True, **unet_kwargs)),
             "vae": lambda p, v: AutoencoderKL.from_pretrained(p, torch_dtype=dtype, variant=v),
             "text_encoder": lambda p, v: CLIPTextModel.from_pretrained(p, dtype=dtype, variant=v,
                                                                        local_files_only=True),
@@ -442,9 +445,14 @@ def load_pipeline(folder: ModelFolder | str | Path, *, scheduler: str | None = N
 
 
 class quiet_loading:
-    """transformers draws a progress bar per weight file: keep the terminal for our own bar."""
+    """transformers draws a progress bar per weight file: keep the terminal for our own bar. And
+    diffusers' loading warnings (missing weights) are errors here (``_complete``), not log lines."""
 
     def __enter__(self) -> quiet_loading:
+        from diffusers.utils import logging as diffusers_logging
+
+        self.diffusers, self.verbosity = diffusers_logging, diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
         try:
             from transformers.utils import logging as hf_logging
         except ImportError:  # pragma: no cover
@@ -456,16 +464,39 @@ class quiet_loading:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.diffusers.set_verbosity(self.verbosity)
         if self.hf is not None and self.was_enabled:
             self.hf.enable_progress_bar()
+
+
+def _complete(path: str, unet: SatUNet, loading: dict) -> SatUNet:
+    """Refuse a UNet whose weights file lacks tensors its config asks for: diffusers only logs them
+    (silenced while loading) and leaves them on the meta device or random, and the first ``.to()``
+    then fails with "Cannot copy out of meta tensor"."""
+    missing = sorted({*loading.get("missing_keys", []),
+                      *(n for n, t in [*unet.named_parameters(), *unet.named_buffers()] if t.is_meta)})
+    if missing:
+        files = sorted(f.name for f in Path(path).iterdir() if f.suffix in (".safetensors", ".bin"))
+        hint = ("; a UNet saved without them needs \"use_metadata\": false in its config.json"
+                if any(n.startswith("metadata_embedding") for n in missing) else "")
+        shown = ", ".join(missing[:4]) + (f" ... ({len(missing)} in all)" if len(missing) > 4 else "")
+        raise WorkbenchError(f"{Path(path) / (files[0] if files else '')}: lacks tensor(s) the UNet config "
+                             f"needs: {shown}{hint}")
+    return unet
 
 
 def _load(info: ModelFolder, name: str, variants: dict[str, str | None], loader: Callable) -> Any:
     path = info.paths[name]
     try:
-        return loader(str(path), variants.get(name))
+        with warnings.catch_warnings():  # torch's pickle-protocol note: the refusal below says it in one line
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return loader(str(path), variants.get(name))
     except WorkbenchError:
         raise
+    except pickle.UnpicklingError:
+        pickles = sorted(f.name for f in path.iterdir() if f.suffix == ".bin")
+        raise WorkbenchError(f"{path / (pickles[0] if pickles else '')}: the {name} weights are a pickle that holds "
+                             "more than tensors (it could run code when loaded): refused, not executed") from None
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         text = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise WorkbenchError(f"{path}: cannot load the {name} ({text})") from None

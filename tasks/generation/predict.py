@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,7 +26,7 @@ from pathlib import Path
 from workbench import paths
 from workbench.devices import resolve_device
 from workbench.errors import WorkbenchError
-from workbench.files import replacing
+from workbench.files import check_can_create, replacing
 
 from .jobs import Job
 from .run import ModelFolder
@@ -35,6 +34,7 @@ from .run import ModelFolder
 CRS = "EPSG:4326"
 BANDS = ["red", "green", "blue"]
 MIN_COS_LAT = 0.01  # at the poles a degree of longitude has no length: cap the stretch at 100x
+MAX_IMAGES = 100_000  # per job and command: a typo (--num-images 1e20) must not fill the disk for days
 
 
 @dataclass
@@ -76,15 +76,72 @@ def check_options(opts: Options, folder: ModelFolder) -> int:
         raise WorkbenchError(f"--steps {opts.steps}: must be within [1, {train_steps}]")
     if not (math.isfinite(opts.guidance) and opts.guidance >= 0):
         raise WorkbenchError(f"--guidance {opts.guidance:g}: must be >= 0 (1 = no guidance, 7.5 is usual)")
-    if opts.num_images < 1:
-        raise WorkbenchError(f"--num-images {opts.num_images}: must be at least 1")
+    if not 1 <= opts.num_images <= MAX_IMAGES:
+        raise WorkbenchError(f"--num-images {opts.num_images}: must be within [1, {MAX_IMAGES}] (more: several "
+                             "commands with other --seed values)")
     if opts.batch_size < 1:
         raise WorkbenchError(f"--batch-size {opts.batch_size}: must be at least 1")
-    if not 0 <= opts.seed < 2 ** 62:
-        raise WorkbenchError(f"--seed {opts.seed}: must be within [0, 2**62)")
+    if not 0 <= opts.seed <= 2 ** 62 - opts.num_images:
+        raise WorkbenchError(f"--seed {opts.seed}: must be within [0, 2**62 - --num-images] (image k uses seed + k)")
     if opts.device != "auto":
         resolve_device(opts.device, "--device")
     return size
+
+
+def loading_notes(folder: ModelFolder, opts: Options, jobs: Sequence[Job] = ()) -> list[str]:
+    """What the user should know before the images: which UNet, where the size comes from (when
+    neither --size nor the folder gave it), prompt words and GSDs the model never saw, and that
+    a UNet without metadata ignores the place, date, GSD and cloud cover."""
+    notes = [folder.unet_note] if folder.unet_note else []
+    if opts.size is None and "size" not in folder.defaults:  # a recorded size is named in the "generating" line
+        size, source = folder.size_source()
+        notes.append(f"size {size} px: {source}")
+    notes += prompt_notes(folder, jobs) + gsd_notes(folder, jobs)
+    if not folder.uses_metadata:
+        notes.append(f"warning: {folder.paths['unet']} has use_metadata false: the model ignores the place, date, "
+                     "GSD and cloud cover (they only georeference the tiles)")
+    return notes
+
+
+def prompt_notes(folder: ModelFolder, jobs: Sequence[Job]) -> list[str]:
+    """One warning when the prompts hold words no training caption had: a model trained on fixed
+    captions (the default: "a satellite image") has never seen them, so they condition nothing
+    it learned. Models trained on open-ended captions (templates with fields) are not judged."""
+    from .captions import template_from_text
+    from .vocab import split_words
+
+    recorded = (folder.defaults.get("training") or {}).get("caption_template")
+    if not isinstance(recorded, str):
+        return []
+    try:
+        template = template_from_text(recorded)
+    except WorkbenchError:
+        return []
+    known = template.closed_vocabulary()
+    if known is None:
+        return []
+    unknown = sorted({w for job in jobs for w in split_words(job.prompt) if w.isalpha() and w not in known})
+    if not unknown:
+        return []
+    captions = " | ".join(dict.fromkeys(rule.text for rule in template.rules))
+    return [f"warning: prompt word(s) {', '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''} never occur in "
+            f"the captions {folder.root.name} was trained on ({template.name}: \"{captions}\"); they steer "
+            "nothing it learned"]
+
+
+def gsd_notes(folder: ModelFolder, jobs: Sequence[Job]) -> list[str]:
+    """One warning when a job's GSD is far (over 2x) from the one the model records as its own
+    (``workbench.json`` ``gsd``: the default model saw Blue Marble's 7.4 km only), e.g. a
+    prompt set written for 10 m Sentinel-2 given to the default model."""
+    own = folder.defaults.get("gsd")
+    if not isinstance(own, (int, float)) or isinstance(own, bool) or own <= 0:
+        return []
+    far = sorted({job.metadata.gsd for job in jobs if max(job.metadata.gsd / own, own / job.metadata.gsd) > 2})
+    if not far:
+        return []
+    return [f"warning: GSD {', '.join(f'{g:g}' for g in far[:4])} m per pixel asked of {folder.root.name}, whose "
+            f"own GSD is {own:g} m ({folder.root / 'workbench.json'}): it has not learned that scale (give --gsd, "
+            "or --model a model trained at it)"]
 
 
 def default_out_dir() -> Path:
@@ -120,13 +177,7 @@ def check_out(out: str | Path, images: int) -> tuple[Path, str | None]:
     folder = out.parent if single else out
     if single and out.is_dir():
         raise WorkbenchError(f"--out {out}: is a folder; give a new file name or the folder without a file name")
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise WorkbenchError(f"--out {out}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise WorkbenchError(f"--out {out}: {probe} cannot be written")
+    check_can_create(folder, "--out")
     return folder, (out.stem if single else None)
 
 
@@ -149,6 +200,8 @@ def generate(jobs: Sequence[Job], folder: ModelFolder, opts: Options, out_dir: s
         pipe = load_pipeline(folder, scheduler=opts.scheduler, device=opts.device, progress=opts.progress)
         model_id = folder.model_id()
         if log:
+            for line in loading_notes(folder, opts, jobs):
+                log(line)
             log(f"generating {len(jobs) * opts.num_images} image(s) of {size} px with {folder.root} on {pipe.device} "
                 f"({opts.scheduler}, {opts.steps} steps, guidance {opts.guidance:g}, seed {opts.seed})")
         for index, job in enumerate(jobs):
@@ -176,7 +229,7 @@ def write_image(image, out_dir: Path, index: int, job: Job, seed: int, prompt: s
     actually given, when not the place's own vector (an evaluation with the metadata zeroed).
     ``stem``: the files' name (``--out tile.png``), else one made of index, place, date and seed."""
     md = job.metadata
-    stem = stem or f"{index:03d}_{job.place}_{md.date.isoformat()}_seed{seed}"
+    stem = stem or f"{index:03d}_{job.place}_{md.day}_seed{seed}"
     given = md.normalised() if metadata_normalised is None else list(metadata_normalised)
     extra = {"seed": seed, "prompt": prompt, "place": job.place, "model_id": model_id, "steps": opts.steps,
              "guidance": opts.guidance, "scheduler": opts.scheduler or "model default",
@@ -195,8 +248,8 @@ def catalog_tile(o: Output, model_id: str):
     a, _, west, _, e, north = o.extra["transform"]
     return Tile(path=str(o.tif), source="generated", lon=md.lon, lat=md.lat, west=west, north=north,
                 east=west + a * size, south=north + e * size, crs=CRS, width=size, height=size, gsd=md.gsd,
-                date=md.date.isoformat(), cloud_cover=md.cloud_cover, bands=list(BANDS), model_id=model_id,
-                caption=o.extra["prompt"],
+                date=md.date.isoformat() if md.date else None, cloud_cover=md.cloud_cover, bands=list(BANDS),
+                model_id=model_id, caption=o.extra["prompt"],
                 extra={k: o.extra[k] for k in ("seed", "place", "steps", "guidance", "scheduler",
                                                "metadata_normalised")} | {"png": str(o.png)})
 

@@ -11,7 +11,8 @@ The pipeline itself (``pipeline.load_pipeline``) loads what these name.
 The layout is diffusers' (and so that of DiffusionSat's released 256 and 512 px checkpoints)::
 
     MODEL/
-      model_index.json                 {"_class_name": "DiffusionSatPipeline", ...} (informative only)
+      model_index.json                 {"_class_name": "StableDiffusionPipeline", "unet": [null, "SatUNet"], ...}
+                                       (DiffusionSat's; ours say DiffusionSatPipeline; optional, checked)
       unet/config.json                 {"_class_name": "SatUNet", "use_metadata": true, "num_metadata": 7, ...}
       unet/diffusion_pytorch_model.safetensors   (or .bin)
       vae/config.json + weights        AutoencoderKL
@@ -21,11 +22,22 @@ The layout is diffusers' (and so that of DiffusionSat's released 256 and 512 px 
       workbench.json                   optional: {"gsd": 7421.0, "cloud_cover": 0.0, "size": 64} defaults
 
 DiffusionSat's training script saves the UNet under ``checkpoint-N/unet`` beside the
-other components, so when ``MODEL/unet`` is absent the newest ``checkpoint-N/unet`` is used.
+other components. The UNet used is ``MODEL/unet``, unless it has no metadata embedding
+and the newest ``checkpoint-N/unet`` has one (a DiffusionSat UNet beside a plain SD one);
+without ``MODEL/unet``, the newest ``checkpoint-N/unet``. ``ModelFolder.unet_note`` says
+which, and why, for the one line ``generate`` prints.
+
+The generation size is the folder's recorded one (``workbench.json`` ``size``); a released
+DiffusionSat folder records none and its UNet config inherits SD 2.1's ``sample_size`` 96
+(768 px) although it was trained at 256 or 512 px, so ``ModelFolder.size_source`` says where
+the size came from and, in that case, that ``--size`` should be given.
 
 Each component is loaded explicitly from its subfolder (never through diffusers' class
-lookup of ``model_index.json``, which does not know ``SatUNet``), so a broken or partial
-folder is reported here as one line naming the missing path, before any weights load.
+lookup of ``model_index.json``, which does not know ``SatUNet``; the file is optional, and
+when present it must name a Stable Diffusion pipeline: DiffusionSat's
+``StableDiffusionPipeline`` with ``"unet": [null, "SatUNet"]`` or ours, ``DiffusionSatPipeline``),
+so a broken or partial folder is reported here as one line naming the missing path, before
+any weights load.
 Stdlib only at import time: the CLI checks a model before torch loads.
 """
 
@@ -50,6 +62,9 @@ WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_mod
                 "text_encoder": ("model", "pytorch_model")}
 CONFIG_FILES = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
                 "scheduler": "scheduler_config.json"}
+# model_index.json classes a folder may name: DiffusionSat saves StableDiffusionPipeline, we DiffusionSatPipeline
+PIPELINE_CLASSES = ("StableDiffusionPipeline", "DiffusionSatPipeline")
+SD21_SAMPLE_SIZE = 96  # what DiffusionSat's UNet configs inherit from SD 2.1 (768 px), not their training size
 
 
 @dataclass
@@ -61,6 +76,7 @@ class ModelFolder:
     configs: dict[str, dict[str, Any]]
     variants: dict[str, str | None] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    unet_note: str = ""  # which UNet is used when the folder holds more than one, and why
 
     @property
     def vae_scale_factor(self) -> int:
@@ -72,11 +88,20 @@ class ModelFolder:
 
     @property
     def default_size(self) -> int:
+        return self.size_source()[0]
+
+    def size_source(self) -> tuple[int, str]:
+        """(the default generation size, where it comes from, in words for the user)."""
         if "size" in self.defaults:
-            return int(self.defaults["size"])
+            return int(self.defaults["size"]), f"the size recorded in {self.root / 'workbench.json'}"
         sample = self.configs["unet"].get("sample_size") or 64
-        sample = sample[0] if isinstance(sample, (list, tuple)) else sample
-        return int(sample) * self.vae_scale_factor
+        sample = int(sample[0] if isinstance(sample, (list, tuple)) else sample)
+        size = sample * self.vae_scale_factor
+        text = f"{self.paths['unet'].name}/config.json sample_size {sample} x VAE {self.vae_scale_factor}"
+        if sample == SD21_SAMPLE_SIZE:
+            text += (", inherited from SD 2.1; the folder records no training size (DiffusionSat's released "
+                     "models were trained at 256 or 512 px: give --size)")
+        return size, text
 
     @property
     def uses_metadata(self) -> bool:
@@ -148,8 +173,9 @@ def inspect_folder(path: str | Path) -> ModelFolder:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise WorkbenchError(f"{root}: no such model folder ({LAYOUT_HINT})")
+    _check_model_index(root / "model_index.json")
     paths = {name: root / name for name in COMPONENTS}
-    paths["unet"] = _unet_dir(root)
+    paths["unet"], unet_note = _unet_dir(root)
     for name, sub in paths.items():
         if not sub.is_dir():
             raise WorkbenchError(f"{sub}: missing model component '{name}' ({LAYOUT_HINT})")
@@ -157,16 +183,44 @@ def inspect_folder(path: str | Path) -> ModelFolder:
     _check_tokenizer(paths["tokenizer"])
     variants = {name: _weights_variant(paths[name], name) for name in WEIGHT_STEMS}
     defaults = _read_defaults(root / "workbench.json")
-    return ModelFolder(root=root, paths=paths, configs=configs, variants=variants, defaults=defaults)
+    return ModelFolder(root=root, paths=paths, configs=configs, variants=variants, defaults=defaults,
+                       unet_note=unet_note)
 
 
-def _unet_dir(root: Path) -> Path:
-    if (root / "unet").is_dir():
-        return root / "unet"
+def _unet_dir(root: Path) -> tuple[Path, str]:
+    """The UNet folder to load and, when there was a choice, a note saying which and why.
+
+    The root ``unet/`` wins unless it has no metadata embedding and the newest
+    ``checkpoint-N/unet`` has one: a DiffusionSat folder's metadata UNet is the model."""
     checkpoints = [p for p in root.glob("checkpoint-*/unet") if p.is_dir() and p.parent.name[11:].isdigit()]
-    if checkpoints:
-        return max(checkpoints, key=lambda p: int(p.parent.name[11:]))
-    return root / "unet"
+    newest = max(checkpoints, key=lambda p: int(p.parent.name[11:])) if checkpoints else None
+    plain = root / "unet"
+    if newest is None:
+        return plain, ""
+    if not plain.is_dir():
+        return newest, f"UNet {newest.relative_to(root)} (the newest checkpoint; no unet/ at the root)"
+    if not _has_metadata(plain) and _has_metadata(newest):
+        return newest, (f"UNet {newest.relative_to(root)} (it has the metadata embedding; the root unet/ "
+                        "has use_metadata false)")
+    return plain, f"UNet unet/ (also there: {newest.relative_to(root)}, not used)"
+
+
+def _has_metadata(unet: Path) -> bool:
+    try:
+        return unet_uses_metadata(json.loads((unet / "config.json").read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False  # an unreadable config is reported when that UNet is read
+
+
+def _check_model_index(path: Path) -> None:
+    """Optional; when present it must name a Stable Diffusion pipeline (DiffusionSat's or ours)."""
+    if not path.is_file():
+        return
+    index = _read_json(path)
+    name = index.get("_class_name")
+    if name not in PIPELINE_CLASSES:
+        raise WorkbenchError(f"{path}: names the pipeline {name!r}; a DiffusionSat folder names "
+                             f"{' or '.join(PIPELINE_CLASSES)}")
 
 
 def _read_json(path: Path) -> dict:
@@ -176,6 +230,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WorkbenchError(f"{path}: not readable JSON ({exc})") from None
+    except RecursionError:
+        raise WorkbenchError(f"{path}: not readable JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise WorkbenchError(f"{path}: expected a JSON object")
     return data

@@ -6,7 +6,8 @@
     # -> runs/generation-bluemarble-small-<time>/model/  (a complete DiffusionSat folder)
 
 The recipe (DIFFUSIONSAT.md): the VAE and the CLIP text encoder are frozen; only the SatUNet
-trains, with the epsilon objective (or v, if the model's scheduler says so: a fresh model's
+trains, with the objective its scheduler names (v for the released DiffusionSat checkpoints,
+SD 2.1's; epsilon or v for a fresh model, whose
 scheduler comes from ``model.build.scheduler``, and zero terminal SNR needs v), min-SNR loss
 weights ``min(snr, gamma) / snr`` (gamma 5), EMA of its weights, metadata dropout (each of
 the 7 values set to 0 with p 0.1, which is what makes all-zero metadata the unconditional

@@ -27,3 +27,14 @@ def test_an_unwritable_place_is_one_line_naming_the_target(tmp_path):
     with pytest.raises(WorkbenchError, match=r"afile/s\.json: could not be written") as e:
         write_json_atomic(tmp_path / "afile" / "s.json", {"a": 1})
     assert "\n" not in str(e.value)
+
+
+def test_check_can_create_names_the_blocking_path(tmp_path):
+    from workbench.files import check_can_create
+
+    (tmp_path / "f").write_text("x")
+    check_can_create(tmp_path / "new" / "deeper", "--out")               # nothing there yet: fine
+    check_can_create(tmp_path / "f", "--out", folder=False)              # an existing file may be replaced
+    for target, folder in ((tmp_path / "f" / "x.tif", False), (tmp_path / "f", True)):
+        with pytest.raises(WorkbenchError, match=f"{tmp_path / 'f'} is a file, not a folder"):
+            check_can_create(target, "--out", folder=folder)

@@ -246,8 +246,10 @@ def _count_table(tiles, first: str, second: str) -> str:
 def run_bluemarble(args: argparse.Namespace) -> int:
     from workbench import paths
     from workbench.data.sources import bluemarble
+    from workbench.files import check_can_create
 
     out = Path(args.out) if args.out else paths.data_dir() / "bluemarble"
+    check_can_create(out, "--out")  # before the minutes of reading and cutting the mosaic
     with _catalog(args) as cat:
         result = bluemarble.build(cat, out, tile_size=args.tile_size, force=args.force,
                                   progress=not args.no_progress,

@@ -157,7 +157,7 @@ def _says_stac_item(path: Path) -> bool:
 
     try:
         doc = json.loads(path.read_text()) if path.stat().st_size < 16 << 20 else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc
 

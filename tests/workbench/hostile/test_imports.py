@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.transform import from_origin
 
@@ -19,10 +20,14 @@ def test_an_infinite_block_size_is_refused(home, cli):
     assert not (home / "data" / "catalog.sqlite").exists() or "0 tile" in cli("data", "list")[1]
 
 
-def test_a_tile_off_the_earth_is_refused(home, cli):
-    geotiff.write(home / "in" / "far.tif", np.ones((1, 8, 8), "uint16"), from_origin(500, 200, 1, 1), "EPSG:4326")
+@pytest.mark.parametrize("origin, crs", [((500, 200), "EPSG:4326"), ((1e20, 1e20), "EPSG:4326"),
+                                         ((1e20, 1e20), "EPSG:32631")])
+def test_a_tile_off_the_earth_is_refused(home, cli, origin, crs):
+    geotiff.write(home / "in" / "far.tif", np.ones((1, 8, 8), "uint16"), from_origin(*origin, 1, 1), crs)
     code, out, err = cli("data", "import", home / "in", "--no-progress")
     assert code == 2 and "far.tif" in err and "not on the Earth" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (home / "data" / "catalog.sqlite").exists() or "0 tile" in cli("data", "list")[1]
 
 
 def test_infinite_pixels_are_no_data_in_statistics(tmp_path):

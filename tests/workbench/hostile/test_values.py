@@ -33,3 +33,14 @@ def test_a_device_this_machine_lacks_is_one_line(home, cli, verb, device, needle
     code, out, err = cli(*argv, "--run", "latest", "--device", device)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert needle in err, err   # checked before the run is looked up: there is none here
+
+
+@pytest.mark.parametrize("args, needle", [(["--num-images", "100000000000000000000"], "--num-images 1000"),
+                                          (["--seed", str(2 ** 62 - 1), "--num-images", "2"], "--seed")])
+def test_generation_that_would_never_end_is_one_line(home, cli, args, needle):
+    """A typo in --num-images must not sample (and write) images until the disk is full; seed + k
+    must stay a valid seed for every image k."""
+    code, out, err = cli("generate", "--lat", 1, "--lon", 2, "--prompt", "a satellite image", *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert needle in err, err
+    assert not (home / "generated").exists()

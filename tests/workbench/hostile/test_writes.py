@@ -34,3 +34,15 @@ def test_a_truncated_temporary_file_is_never_renamed(tmp_path, monkeypatch):
         geotiff.write(target, np.random.default_rng(0).integers(0, 9999, (2, 600, 600)).astype("uint16"), T,
                       "EPSG:32633")
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("out", ["afile/bm", "afile"])
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(home, cli, out):
+    """``data bluemarble --out`` under a file (or a file itself): one line at once, not after
+    reading and cutting the mosaic; the file is untouched and no catalog appears."""
+    (home / "afile").write_text("x")
+    code, stdout, err = cli("data", "bluemarble", "--out", home / out, "--no-progress")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "afile is a file, not a folder" in err and "reading" not in err
+    assert (home / "afile").read_text() == "x" and not (home / "data").exists()
+

@@ -97,7 +97,12 @@ class Area:
                 obj = json.loads(path.read_text(encoding="utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise WorkbenchError(f"--geojson {path}: not valid JSON ({_first_line(exc)})") from None
-        polygons = _polygons_of(obj, name)
+            except RecursionError:  # json's C decoder recurses per nesting level
+                raise WorkbenchError(f"--geojson {path}: nested too deeply to be GeoJSON") from None
+        try:
+            polygons = _polygons_of(obj, name)
+        except RecursionError:
+            raise WorkbenchError(f"--geojson {name}: nested too deeply to be GeoJSON") from None
         if not polygons:
             raise WorkbenchError(f"--geojson {name}: no Polygon or MultiPolygon in it")
         for poly in polygons:

@@ -157,6 +157,8 @@ def _read_json(href: str, where: str) -> Any:
         raise WorkbenchError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except UnicodeDecodeError:
         raise WorkbenchError(f"{where}: not JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise WorkbenchError(f"{where}: nested too deeply to be a STAC item") from None
     except FileNotFoundError:
         raise WorkbenchError(f"{where}: no such file") from None
     except IsADirectoryError:

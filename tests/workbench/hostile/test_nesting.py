@@ -1,0 +1,47 @@
+"""Input nested deeper than any real file (a GeoJSON area, a STAC item, a YAML preset or prompt set,
+a --set value): the parsers recurse once per level, and the RecursionError must be one line naming
+the file or flag, exit 2, with nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+DEPTH = 100_000
+
+
+def refused(code: int, err: str, needle: str) -> None:
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "nested too deeply" in lines[0], err[-2000:]
+
+
+@pytest.mark.parametrize("text", ["[" * DEPTH + "]" * DEPTH,
+                                  '{"type": "FeatureCollection", "features": ' + "[" * DEPTH + "]" * DEPTH + "}"])
+def test_a_deeply_nested_geojson_area_is_one_line(home, cli, text):
+    area = home / "deep.geojson"
+    area.write_text(text)
+    code, _, err = cli("ee", "export", "--geojson", area, "--start", "2023-01-01", "--end", "2023-02-01",
+                       "--out", home / "export")
+    refused(code, err, "--geojson")
+    assert not (home / "export").exists()
+
+
+def test_a_deeply_nested_stac_item_is_one_line(home, cli):
+    item = home / "item.json"
+    item.write_text('{"type": "Feature", "stac_version": "1.0.0", "assets": ' + "[" * DEPTH + "]" * DEPTH + "}")
+    code, _, err = cli("data", "import", item, "--no-progress")
+    refused(code, err, str(item))
+    assert not (home / "data" / "catalog.sqlite").exists() or "0 tile" in cli("data", "list")[1]
+
+
+def test_a_deeply_nested_preset_and_prompt_set_are_one_line(home, cli):
+    deep = home / "deep.yaml"
+    deep.write_text("[" * DEPTH)
+    refused(*cli("segment", "train", "--preset", deep)[::2], "deep.yaml")
+    refused(*cli("generate", "--prompts", deep)[::2], "deep.yaml")
+    assert not (home / "runs").exists() and not (home / "generated").exists()
+
+
+def test_a_deeply_nested_set_value_is_one_line(home, cli):
+    refused(*cli("segment", "train", "--set", "model.kwargs=" + "[" * 5000)[::2], "--set model.kwargs")
+    assert not (home / "runs").exists()
