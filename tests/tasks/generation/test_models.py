@@ -174,7 +174,9 @@ def test_human_units_give_the_same_latents_as_the_normalised_vector(pipe, one_to
     tensor = pipe(prompts, metadata=torch.tensor([MD, other], dtype=torch.float64),
                   generator=seeded_generators([5, 6]), **kw).images
     assert torch.equal(per_prompt, vectors) and torch.equal(vectors, tensor)
-    assert torch.equal(per_prompt[0], by_units[0])         # image k depends on its own inputs only
+    # image k depends on its own inputs only: equal up to float32 rounding (a batch of two may take
+    # other CPU kernels than a batch of one, e.g. on AVX2 where AVX-512 machines agree bit for bit)
+    torch.testing.assert_close(per_prompt[0], by_units[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, needle", [
