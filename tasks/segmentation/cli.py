@@ -302,6 +302,19 @@ def _outputs_after_mask(args, run, res: dict) -> None:
                                            class_names=_class_names(run)))
 
 
+def _check_outputs_can_be_made(args) -> None:
+    """Before the run loads: an output that is a folder, or lies under a file or in a folder that
+    cannot be written, is refused now rather than after the whole prediction."""
+    from workbench.files import check_can_create
+
+    for flag, path in (("--out", args.out), ("--probabilities", args.probabilities), ("--polygons", args.polygons)):
+        if path and Path(path).is_dir():
+            raise WorkbenchError(f"{flag} {path}: is a folder; give a file name (a folder --out is for a folder "
+                                 "of scenes)")
+        if path:
+            check_can_create(path, flag, folder=False)
+
+
 def _device(name: str | None) -> str:
     from workbench.devices import resolve_device
 
@@ -359,6 +372,7 @@ def _run_scene(args, query: dict) -> int:
     refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities, "--polygons": args.polygons,
                       "the preview": None if args.no_preview else preview_path(args.out)},
                      {"--input": args.input, "--truth": args.truth})
+    _check_outputs_can_be_made(args)
     run = load_run(args.run, device=_device(args.device))
     if args.precision:
         run.cfg.predict.precision = args.precision

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from rasterio.transform import from_origin
@@ -46,3 +48,20 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(home, c
     assert "afile is a file, not a folder" in err and "reading" not in err
     assert (home / "afile").read_text() == "x" and not (home / "data").exists()
 
+
+
+@pytest.mark.parametrize("flag", ["--out", "--probabilities", "--polygons"])
+@pytest.mark.parametrize("case", ["a folder", "under a file"])
+def test_a_predict_output_that_cannot_be_written_is_refused_before_the_run_loads(home, cli, flag, case):
+    """``segment predict`` checks its outputs first: a folder named as a file, or a path under a
+    regular file, is one line before any run is looked up (no run exists here at all)."""
+    suffix = {"--out": "m.tif", "--probabilities": "p.tif", "--polygons": "w.gpkg"}[flag]
+    (home / "afile").write_text("x")
+    (home / f"adir{Path(suffix).suffix}").mkdir()             # a folder with the file's extension
+    bad = home / f"adir{Path(suffix).suffix}" if case == "a folder" else home / "afile" / suffix
+    args = {"--out": home / "m.tif", flag: bad}
+    code, _, err = cli("segment", "predict", "--run", "nosuchrun", "--input", home / "scene.tif",
+                       *[str(x) for kv in args.items() for x in kv], "--no-progress")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert flag in err and ("is a folder" in err if case == "a folder" else "is a file, not a folder" in err)
+    assert (home / "afile").read_text() == "x" and not list((home / f"adir{Path(suffix).suffix}").iterdir())
