@@ -177,6 +177,25 @@ class TileRow:
         return f"TileRow({self._i}, id={getattr(self, 'id', None)}, path={getattr(self, 'path', None)!r})"
 
 
+def ids_of(tiles: Any) -> list[int]:
+    """The ids of ``tiles`` (a table's column, or each row's ``id``), as ints."""
+    if isinstance(tiles, TileTable):
+        return tiles.column("id").tolist()
+    return [t.id for t in tiles]
+
+
+def concat(tables: Sequence[TileTable]) -> TileTable:
+    """The rows of several tables (read with the same columns), one after the other."""
+    names = tables[0].names
+    if any(t.names != names for t in tables):
+        raise ValueError("tables with different columns cannot be joined")
+    out: dict[str, Any] = {}
+    for name in names:
+        cols = [t.column(name) for t in tables]
+        out[name] = np.concatenate(cols) if isinstance(cols[0], np.ndarray) else [v for c in cols for v in c]
+    return TileTable(out)
+
+
 def table_from_rows(names: Sequence[str], rows: list[tuple], load_paths) -> TileTable:
     """A table from ``rows`` (tuples in ``names`` order, as sqlite3 returns them); ``load_paths``
     turns a list of stored paths into absolute ones."""
