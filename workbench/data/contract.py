@@ -360,7 +360,7 @@ def tile_positions(contract: InputContract, tiles: Sequence[Any], *, run: str = 
         return None
     step = max(1, len(tiles) // CHECK_TILES)
     first: list[int] | None = None
-    for t in list(tiles)[::step]:
+    for t in (tiles[i] for i in range(0, len(tiles), step)):   # indexed: a table makes only these rows
         with geotiff.open_raster(t.path) as ds:
             names = tile_names(t, ds)
             rad = of_tile(t, ds)
