@@ -114,6 +114,7 @@ ROW_NAMES = ["id", *COLUMNS]
 CHUNK = 500  # bound parameters per IN (...): well under SQLite's limit (999 before 3.32)
 # json.dumps(x, sort_keys=True) (the same text), minus its per-call setup
 _extra_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+TABLE_BLOCK = 100_000  # rows fetched at a time by Catalog.table
 LISTED_FOLDER = 256  # paths of one folder in one write from which its listing is read (see _path_storer)
 BULK_CACHE_KIB = 128 * 1024  # SQLite page cache while a large batch goes in: its indexes' pages stay in memory
 QUERY_KEYS = ("source", "split", "bbox", "label", "pred_label", "water_min", "water_max",
@@ -477,15 +478,28 @@ class Catalog:
         as numpy arrays and lists, paths absolute, no Python object per row. What a dataset over
         hundreds of thousands of tiles is built from
         (``columns=workbench.data.tile_table.DATASET_COLUMNS``)."""
-        from workbench.data.tile_table import table_from_rows
+        from workbench.data.tile_table import concat, table_from_rows
 
         names = ROW_NAMES if columns is None else ["id", *dict.fromkeys(c for c in columns if c != "id")]
         unknown = [c for c in names if c not in ROW_NAMES]
         if unknown:
             raise WorkbenchError(f"unknown catalog column(s): {', '.join(unknown)} (known: {', '.join(ROW_NAMES)})")
-        rows = self._read(self._select(f"SELECT {', '.join(names)} FROM tiles", filters, order=True),
-                          filters.get("where"))
-        return table_from_rows(names, rows, self._load_paths)
+        cur = self._rows(self._select(f"SELECT {', '.join(names)} FROM tiles", filters, order=True),
+                         filters.get("where"))
+        parts = []     # read in blocks: no list of every row's tuple at once (ten million rows)
+        while True:
+            try:
+                rows = cur.fetchmany(TABLE_BLOCK)
+            except sqlite3.Error as exc:
+                if not filters.get("where"):
+                    raise
+                raise WorkbenchError(f"malformed query --where {filters['where']!r}: {exc}") from None
+            if not rows and parts:
+                break
+            parts.append(table_from_rows(names, rows, self._load_paths))
+            if len(rows) < TABLE_BLOCK:
+                break
+        return parts[0] if len(parts) == 1 else concat(parts)
 
     def count(self, **filters: Any) -> int:
         sql, params = self._select("SELECT COUNT(*) FROM tiles", {**filters, "limit": None})
@@ -550,6 +564,10 @@ class Catalog:
             if value is None:
                 return
             values = [value] if isinstance(value, str) else list(value)
+            if len(values) > CHUNK:     # one parameter, whatever the count (SQLite caps parameters)
+                clauses.append(f"{col} IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps(values))
+                return
             clauses.append(f"{col} IN ({', '.join('?' * len(values))})")
             params.extend(values)
 

@@ -363,3 +363,16 @@ def test_an_existing_catalog_gets_the_new_indexes_when_a_writer_opens_it(tmp_pat
         names = {r[0] for r in cat.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"tiles_split", "tiles_date", "tiles_water"} <= names
         assert cat.get_meta("schema_version") == 1
+
+
+def test_tens_of_thousands_of_ids_in_one_query(cat, monkeypatch):
+    """``ids=`` longer than SQLite's parameter cap (32 766) is one JSON parameter; a table read in
+    blocks joins them in order."""
+    import workbench.data.catalog as catalog
+
+    ids = [5, *range(10, 40_000), 2]
+    assert [t.id for t in cat.query(ids=ids)] == [2, 5] and cat.count(ids=ids) == 2
+    monkeypatch.setattr(catalog, "TABLE_BLOCK", 2)
+    table = cat.table(columns=["path", "water_fraction"])
+    assert table["id"].tolist() == [1, 2, 3, 4, 5] and table["path"] == [t.path for t in cat.query()]
+    assert len(cat.table(ids=ids)) == 2 and len(cat.table(split="nope")) == 0
