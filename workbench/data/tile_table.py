@@ -145,11 +145,9 @@ class TileTable:
             return int(v) if name in INTEGER_COLUMNS else float(v)
         return v
 
-    def to_tiles(self) -> list:
-        """The rows as :class:`~workbench.data.catalog.Tile` objects (one Python object per row)."""
-        from workbench.data.catalog import Tile
-
-        return [Tile(**{n: self.value(n, i) for n in self._columns}) for i in range(self._n)]
+    def row_dict(self, i: int) -> dict[str, Any]:
+        """Row ``i`` as ``{column: value}`` (``Tile(**table.row_dict(i))`` when every column was read)."""
+        return {n: self.value(n, i) for n in self._columns}
 
 
 class TileRow:
@@ -168,10 +166,8 @@ class TileRow:
             raise AttributeError(name)
         return self._table.value(name, self._i)
 
-    def to_tile(self) -> Any:
-        from workbench.data.catalog import Tile
-
-        return Tile(**{n: self._table.value(n, self._i) for n in self._table.names})
+    def as_dict(self) -> dict[str, Any]:
+        return self._table.row_dict(self._i)
 
     def __repr__(self) -> str:
         return f"TileRow({self._i}, id={getattr(self, 'id', None)}, path={getattr(self, 'path', None)!r})"

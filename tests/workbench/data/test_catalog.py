@@ -300,7 +300,7 @@ def test_links_are_stored_as_their_targets(tmp_path, many):
 def test_table_holds_the_rows_query_gives(cat):
     table = cat.table()
     tiles = cat.query()
-    assert len(table) == 5 and [r.to_tile() for r in table] == tiles
+    assert len(table) == 5 and [Tile(**r.as_dict()) for r in table] == tiles
     assert [r.water_fraction for r in table] == [t.water_fraction for t in tiles]
     assert table["id"].dtype == np.int64 and table["id"].tolist() == [1, 2, 3, 4, 5]
     assert np.isnan(table["water_fraction"][4]) and table[4].water_fraction is None and table[4].mask_path is None
