@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
+# the filter indexes (not the path's UNIQUE one), as SCHEMA creates them
+_INDEX_STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip().startswith("CREATE INDEX")]
+_INDEXES = [s.split("EXISTS", 1)[1].split()[0] for s in _INDEX_STATEMENTS]
+
+
 @dataclass
 class Tile:
     """One catalog row. ``path``/``mask_path`` are absolute when read back."""
@@ -114,6 +119,7 @@ ROW_NAMES = ["id", *COLUMNS]
 CHUNK = 500  # bound parameters per IN (...): well under SQLite's limit (999 before 3.32)
 # json.dumps(x, sort_keys=True) (the same text), minus its per-call setup
 _extra_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+REBUILD_ROWS = 50_000  # new rows from which add_tiles may rebuild the indexes (see add_tiles)
 TABLE_BLOCK = 100_000  # rows fetched at a time by Catalog.table
 LISTED_FOLDER = 256  # paths of one folder in one write from which its listing is read (see _path_storer)
 BULK_CACHE_KIB = 128 * 1024  # SQLite page cache while a large batch goes in: its indexes' pages stay in memory
@@ -286,7 +292,11 @@ class Catalog:
 
         Bulk: the paths already there are looked up in chunks, the new rows get the ids SQLite
         would give them (max + 1 ...: assigned under the write lock, so no other writer can
-        take them) and go in with one ``executemany``; no statement per row."""
+        take them) and go in with one ``executemany``; no statement per row. A batch at least as
+        large as the catalog (and of ``REBUILD_ROWS`` or more) goes in with the filter indexes
+        dropped and built again after it, in the same transaction (readers keep seeing the
+        catalog as it was, indexes included): at a million rows each row's random insert into
+        seven indexes no longer fits SQLite's page cache, a sorted build per index does."""
         rows = self._rows_of(tiles)
         p = COLUMNS.index("path")
         with self._page_cache(BULK_CACHE_KIB if len(rows) > 10_000 else None), self.transaction() as conn:
@@ -311,7 +321,14 @@ class Catalog:
                     new[path] = [tid, *row]
                 ids.append(tid)
             marks = ", ".join("?" * len(ROW_NAMES))
+            rebuild = len(new) >= REBUILD_ROWS and len(new) >= next_id - 1   # about as many rows as there are
+            if rebuild:
+                for name in _INDEXES:
+                    conn.execute(f"DROP INDEX IF EXISTS {name}")
             conn.executemany(f"INSERT INTO tiles ({', '.join(ROW_NAMES)}) VALUES ({marks})", new.values())
+            if rebuild:         # one sorted build per index instead of a random insert per row and index
+                for stmt in _INDEX_STATEMENTS:
+                    conn.execute(stmt)
             if changed:
                 sets = ", ".join(f"{c} = ?" for c in COLUMNS)
                 conn.executemany(f"UPDATE tiles SET {sets} WHERE id = ?", changed.values())

@@ -376,3 +376,26 @@ def test_tens_of_thousands_of_ids_in_one_query(cat, monkeypatch):
     table = cat.table(columns=["path", "water_fraction"])
     assert table["id"].tolist() == [1, 2, 3, 4, 5] and table["path"] == [t.path for t in cat.query()]
     assert len(cat.table(ids=ids)) == 2 and len(cat.table(split="nope")) == 0
+
+
+def test_a_batch_as_large_as_the_catalog_rebuilds_the_indexes_in_its_transaction(tmp_path, monkeypatch):
+    import workbench.data.catalog as catalog
+
+    monkeypatch.setattr(catalog, "REBUILD_ROWS", 2)
+    root = tmp_path / "data"
+
+    def indexes(cat) -> set[str]:
+        return {r[0] for r in cat.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                               "name LIKE 'tiles_%'")}
+
+    with Catalog(root / "catalog.sqlite") as cat:
+        assert cat.add_tiles(_tiles(root)) == [1, 2, 3, 4, 5]
+        assert indexes(cat) == set(catalog._INDEXES) and len(catalog._INDEXES) == 7
+        assert names(cat.query(split="train")) == ["a", "d"] and names(cat.query(label="coast")) == ["c", "d"]
+        before = [tuple(r) for r in cat.conn.execute("SELECT * FROM tiles ORDER BY id")]
+        bad = [Tile(path=str(root / f"n{i}.tif"), source="folder", parent_id=99 if i == 5 else None)
+               for i in range(6)]               # the last one breaks the parent_id foreign key
+        with pytest.raises(sqlite3.IntegrityError):
+            cat.add_tiles(bad)
+        assert indexes(cat) == set(catalog._INDEXES)          # the drop went back with the rows
+        assert [tuple(r) for r in cat.conn.execute("SELECT * FROM tiles ORDER BY id")] == before
