@@ -30,9 +30,10 @@ REAL_COLUMNS = ("lon", "lat", "west", "south", "east", "north", "gsd", "cloud_co
                 "pred_score")
 JSON_COLUMNS = {"bands": list, "extra": dict}
 PATH_COLUMNS = ("path", "mask_path")
-# What WindowDataset and the task data builders read of a tile (radiometry lives in extra).
-DATASET_COLUMNS = ("id", "path", "mask_path", "split", "width", "height", "bands", "water_fraction", "label",
-                   "extra")
+# What WindowDataset and the task data builders read of a tile: radiometry lives in extra, a
+# block mosaic's key is (source, scene_id, split, extra.block), bounds() reads west..north.
+DATASET_COLUMNS = ("id", "path", "mask_path", "source", "split", "scene_id", "west", "south", "east", "north",
+                   "width", "height", "bands", "water_fraction", "label", "extra")
 
 
 class TileTable:
