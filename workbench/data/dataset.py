@@ -133,8 +133,9 @@ class WindowDataset(torch.utils.data.Dataset):
     :class:`~workbench.data.tile_table.TileTable` (``Catalog.table``): then paths, masks,
     sizes and band counts come from its columns, with no Python object per tile (what
     makes a dataset over 600 k tiles start in seconds); ``self.tiles`` is that table.
-    ``bands``: 0-based band positions or names (default: all). ``stats``: per-band mean/std for all bands of the file or
-    for the selected ones. ``augment``: an :class:`~workbench.data.augment.Augment`.
+    ``bands``: 0-based band positions or names (default: all). ``stats``: per-band
+    mean/std for all bands of the file or for the selected ones. ``augment``: an
+    :class:`~workbench.data.augment.Augment`.
     ``ignore_index``: mask value where ``valid`` is False. ``max_open``: tiles whose
     files stay open per process (least recently used ones are closed).
 
