@@ -35,13 +35,18 @@ def resolve_labels(cfg: ClassificationConfig, tiles: Sequence) -> str:
     d = cfg.data
     if d.labels != "auto":
         return d.labels
-    tiles = list(tiles)
-    if tiles and all(t.water_fraction is not None for t in tiles):
+    from workbench.data.tile_table import TileTable
+
+    if not isinstance(tiles, TileTable):
+        tiles = list(tiles)
+    fractions = _fractions(tiles)
+    labels = list(tiles["label"]) if isinstance(tiles, TileTable) else [t.label for t in tiles]
+    if len(tiles) and all(f is not None for f in fractions):
         d.labels = "water_fraction"
-    elif tiles and all(t.label for t in tiles):
+    elif len(tiles) and all(labels):
         d.labels = "label"
     else:
-        bad = next((t for t in tiles if t.water_fraction is None and not t.label), None)
+        bad = next((tiles[i] for i, (f, lab) in enumerate(zip(fractions, labels)) if f is None and not lab), None)
         if bad is None:
             raise WorkbenchError("data.labels auto: some selected tiles have only a label, others only a water "
                                  "fraction: set data.labels=label or data.labels=water_fraction")
@@ -50,6 +55,28 @@ def resolve_labels(cfg: ClassificationConfig, tiles: Sequence) -> str:
                              f"or leave it out with --where")
     log.info("labels: %s", d.labels)
     return d.labels
+
+
+def _fractions(tiles: Any) -> list[float | None]:
+    from workbench.data.tile_table import TileTable
+
+    if isinstance(tiles, TileTable):
+        return [None if f != f else f for f in tiles["water_fraction"].tolist()]    # NaN: NULL
+    return [t.water_fraction for t in tiles]
+
+
+def labels_of(tiles: Any, cfg: ClassificationConfig) -> list[str | None]:
+    """``label_of`` of every tile; a TileTable's from its columns (no row object per tile)."""
+    from workbench.data.tile_table import TileTable
+
+    if not isinstance(tiles, TileTable):
+        return [label_of(t, cfg) for t in tiles]
+    d = cfg.data
+    if d.labels == "label":
+        return list(tiles["label"])
+    land, water = d.land_max, d.water_min
+    return [None if wf is None else "land" if wf < land else "water" if wf > water else "coast"
+            for wf in _fractions(tiles)]
 
 
 def label_of(tile, cfg: ClassificationConfig) -> str | None:
@@ -63,18 +90,23 @@ def label_of(tile, cfg: ClassificationConfig) -> str | None:
     return "land" if wf < d.land_max else "water" if wf > d.water_min else "coast"
 
 
-def select_tiles(cat, query: dict, split: str, cfg: ClassificationConfig, need_labels: bool = True) -> list:
-    """Tiles of ``split`` matching ``query``; with ``need_labels`` every one must have a label.
-    ``data.labels: auto`` is resolved here first, over the run's three splits (``resolve_labels``)."""
+def select_tiles(cat, query: dict, split: str, cfg: ClassificationConfig, need_labels: bool = True) -> Any:
+    """Tiles of ``split`` matching ``query``, as a :class:`~workbench.data.tile_table.TileTable`
+    (columns; ``table[i]`` and iteration give Tile-like rows); with ``need_labels`` every one
+    must have a label. ``data.labels: auto`` is resolved here first, over the run's three splits
+    (``resolve_labels``)."""
+    from workbench.data.tile_table import DATASET_COLUMNS
+
     d = cfg.data
     if d.labels == "auto":
-        resolve_labels(cfg, cat.query(**{**query, "split": [d.train_split, d.val_split, d.test_split]}))
-    tiles = cat.query(**{**query, "split": split})
+        resolve_labels(cfg, cat.table(columns=["path", "water_fraction", "label"],
+                                      **{**query, "split": [d.train_split, d.val_split, d.test_split]}))
+    tiles = cat.table(columns=DATASET_COLUMNS, **{**query, "split": split})
     if not tiles:
         shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
         raise WorkbenchError(f"no {split} tiles match the query ({shown}) in {cat.path}")
     if need_labels:
-        missing = [t for t in tiles if label_of(t, cfg) is None]
+        missing = [tiles[i] for i, lab in enumerate(labels_of(tiles, cfg)) if lab is None]
         if missing:
             if cfg.data.labels == "label":
                 what, fix = "label", "import labelled tiles or narrow the query, e.g. --where \"label IS NOT NULL\""
@@ -89,6 +121,12 @@ def select_tiles(cat, query: dict, split: str, cfg: ClassificationConfig, need_l
 
 
 def _check_sizes(tiles: Sequence, size: int) -> None:
+    from workbench.data.tile_table import TileTable
+
+    if isinstance(tiles, TileTable):      # only the first too small a tile becomes a row
+        shapes = tiles.shapes()
+        small = np.flatnonzero((shapes > 0).all(axis=1) & (shapes.min(axis=1) < size))
+        tiles = [tiles[int(small[0])]] if len(small) else []
     for t in tiles:
         h, w = int(t.height or 0), int(t.width or 0)
         if h and w and min(h, w) < size:
@@ -100,7 +138,7 @@ def class_names(cfg: ClassificationConfig, train_tiles: Sequence) -> list[str]:
     """``data.classes`` when given and every train label is one of them (their order: the preset's
     water, coast, land), else the sorted train labels, said in one line on stderr: a preset's
     class list describes its default dataset, a class-folder import brings its own classes."""
-    seen = sorted({label_of(t, cfg) for t in train_tiles})
+    seen = sorted(set(labels_of(train_tiles, cfg)))
     if len(seen) < 2:
         raise WorkbenchError(f"the train tiles carry only the label(s) {seen}: a classifier needs two classes")
     if cfg.data.classes is None:
@@ -118,7 +156,7 @@ def class_names(cfg: ClassificationConfig, train_tiles: Sequence) -> list[str]:
 def label_indices(tiles: Sequence, cfg: ClassificationConfig, classes: Sequence[str]) -> torch.Tensor:
     """Class index per tile; -1 for a label outside ``classes`` (not scored, not trained on)."""
     index = {c: i for i, c in enumerate(classes)}
-    return torch.tensor([index.get(label_of(t, cfg), -1) for t in tiles], dtype=torch.long)
+    return torch.tensor([index.get(label, -1) for label in labels_of(tiles, cfg)], dtype=torch.long)
 
 
 def bands0(cfg: ClassificationConfig) -> list[int] | None:

@@ -47,11 +47,16 @@ def base_query(cfg: SegmentationConfig, override: dict | None = None) -> dict:
     return run_query(cfg.data.source, cfg.data.where, override)
 
 
-def query_split(cat: Any, query: dict, split: str, what: str = "tiles") -> list:
-    """Tiles of ``split`` matching ``query`` that have a mask; an empty result is a user error."""
-    tiles = cat.query(**{**query, "split": split})
-    with_mask = [t for t in tiles if t.mask_path]
-    if not with_mask:
+def query_split(cat: Any, query: dict, split: str, what: str = "tiles", required: bool = True) -> Any:
+    """Tiles of ``split`` matching ``query`` that have a mask, as a
+    :class:`~workbench.data.tile_table.TileTable` (the columns a dataset reads: no object per
+    tile, so a run over 600 k tiles starts in seconds; ``table[i]`` and iteration give Tile-like
+    rows); an empty result is a user error unless not ``required``."""
+    from workbench.data.tile_table import DATASET_COLUMNS
+
+    tiles = cat.table(columns=DATASET_COLUMNS, **{**query, "split": split})
+    with_mask = tiles.take(np.array([m is not None for m in tiles["mask_path"]], bool))
+    if not with_mask and required:
         shown = ", ".join(f"{k}={v!r}" for k, v in query.items()) or "no filters"
         reason = "match" if not tiles else "with a mask match"
         raise WorkbenchError(f"no {split} {what} {reason} the query ({shown}) in {cat.path}")
@@ -71,10 +76,10 @@ def scan_masks(tiles: Any, num_classes: int, max_tiles: int | None = None) -> np
     from workbench.data import geotiff
 
     n = max(2, num_classes)
-    chosen = list(tiles)
-    if max_tiles and len(chosen) > max_tiles:
+    chosen = tiles if hasattr(tiles, "__getitem__") else list(tiles)
+    if max_tiles and len(chosen) > max_tiles:   # indexed, not listed: a table makes a row only when asked
         idx = np.linspace(0, len(chosen) - 1, max_tiles).round().astype(int)
-        chosen = [chosen[i] for i in np.unique(idx)]
+        chosen = [chosen[i] for i in np.unique(idx).tolist()]
     counts = np.zeros(n, np.int64)
     for t in chosen:
         with geotiff.open_raster(t.mask_path) as ds:
@@ -98,10 +103,21 @@ def eval_dataset(tiles: Any, cfg: SegmentationConfig, stats: Any, window: int | 
     from workbench.data.samplers import GridWindows
 
     size = window or cfg.data.window
-    size = min(size, *(min(int(t.height or size), int(t.width or size)) for t in tiles))
+    size = min(size, _smallest_side(tiles, size))
     stride = min(cfg.data.eval_stride or size, size)
     return WindowDataset(tiles, GridWindows(size, stride=stride), bands=bands0(cfg), stats=stats,
                          seed=cfg.train.seed, ignore_index=-100)
+
+
+def _smallest_side(tiles: Any, default: int) -> int:
+    """The shortest side of the tiles (``default`` for a tile whose size is unknown): from a
+    table's columns, else row by row."""
+    from workbench.data.tile_table import TileTable
+
+    if isinstance(tiles, TileTable):
+        shapes = tiles.shapes()
+        return int(np.where(shapes > 0, shapes, default).min()) if len(shapes) else default
+    return min((min(int(t.height or default), int(t.width or default)) for t in tiles), default=default)
 
 
 def train_dataset(tiles: Any, cfg: SegmentationConfig, stats: Any) -> Any:
@@ -127,7 +143,7 @@ def context_of(cat: Any, tiles: Any, cfg: SegmentationConfig) -> list:
     """What a split is read from: its tiles (``data.context: tile``), or the block mosaics they
     pick (``block``: every tile of the same split block, padded to at least ``data.window``)."""
     if cfg.data.context != "block" or not tiles:
-        return list(tiles)
+        return tiles if hasattr(tiles, "column") else list(tiles)     # a TileTable stays one
     from workbench.data.blocks import block_mosaics
 
     return block_mosaics(cat, tiles, min_size=cfg.data.window)

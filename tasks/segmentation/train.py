@@ -54,6 +54,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     The catalog is only read (``catalog_immutable``: the user's word that it does not change)."""
     from workbench.data.contract import FILE as INPUTS_FILE
     from workbench.data.dataset import passthrough_collate
+    from workbench.data.tile_table import concat
     from workbench.train.run_dir import RunDir
     from workbench.train.run_steps import (
         band_stats_for,
@@ -76,8 +77,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
     with open_catalog(cfg, catalog, catalog_immutable) as cat:
         train_tiles = query_split(cat, query, d.train_split)
         val_tiles = query_split(cat, query, d.val_split)
-        test_tiles = cat.query(**{**query, "split": d.test_split})
-        test_tiles = [t for t in test_tiles if t.mask_path]
+        test_tiles = query_split(cat, query, d.test_split, required=False)
         catalog_path = str(cat.path)
         train_src, val_src, test_src = (context_of(cat, tiles, cfg)
                                         for tiles in (train_tiles, val_tiles, test_tiles))
@@ -111,7 +111,7 @@ def train(cfg: SegmentationConfig, resume: str | Path | None = None, catalog: st
                                            for split, src in (("train", train_src), ("val", val_src),
                                                               ("test", test_src))})
     if trainer.is_main:       # once every input is checked (a bad one is a one-line error, no warnings)
-        warn_splits(train_tiles + val_tiles + test_tiles, cfg)
+        warn_splits(concat([train_tiles, val_tiles, test_tiles]), cfg)
         if val_no_water and cfg.train.monitor.startswith("val/"):
             print(f"warning: split {d.val_split} has no water pixels: the checkpoint kept by {cfg.train.monitor} "
                   f"means nothing (every land-only prediction scores well); import more ground or resplit",

@@ -18,18 +18,23 @@ be moved or shared as a whole.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench import paths
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.data.tile_table import TileTable
 
 SOURCES = ("bluemarble", "earthengine", "folder", "generated", "predicted")
 SCHEMA_VERSION = 1
@@ -64,8 +69,16 @@ CREATE INDEX IF NOT EXISTS tiles_source_split ON tiles(source, split);
 CREATE INDEX IF NOT EXISTS tiles_lonlat ON tiles(lon, lat);
 CREATE INDEX IF NOT EXISTS tiles_label ON tiles(label);
 CREATE INDEX IF NOT EXISTS tiles_pred ON tiles(pred_label);
+CREATE INDEX IF NOT EXISTS tiles_split ON tiles(split);
+CREATE INDEX IF NOT EXISTS tiles_date ON tiles(date);
+CREATE INDEX IF NOT EXISTS tiles_water ON tiles(water_fraction);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+
+
+# the filter indexes (not the path's UNIQUE one), as SCHEMA creates them
+_INDEX_STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip().startswith("CREATE INDEX")]
+_INDEXES = [s.split("EXISTS", 1)[1].split()[0] for s in _INDEX_STATEMENTS]
 
 
 @dataclass
@@ -107,6 +120,15 @@ class Tile:
 
 
 COLUMNS = [f.name for f in fields(Tile) if f.name != "id"]
+# the order of ``SELECT {ROW_NAMES}``, what query() and table() read rows in
+ROW_NAMES = ["id", *COLUMNS]
+CHUNK = 500  # bound parameters per IN (...): well under SQLite's limit (999 before 3.32)
+# json.dumps(x, sort_keys=True) (the same text), minus its per-call setup
+_extra_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+REBUILD_ROWS = 50_000  # new rows from which add_tiles may rebuild the indexes (see add_tiles)
+TABLE_BLOCK = 100_000  # rows fetched at a time by Catalog.table
+LISTED_FOLDER = 256  # paths of one folder in one write from which its listing is read (see _path_storer)
+BULK_CACHE_KIB = 128 * 1024  # SQLite page cache while a large batch goes in: its indexes' pages stay in memory
 QUERY_KEYS = ("source", "split", "bbox", "label", "pred_label", "water_min", "water_max",
               "date_from", "date_to", "where", "ids", "model_id", "limit")
 
@@ -245,13 +267,47 @@ class Catalog:
 
     # ---- paths ---------------------------------------------------------------------------
     def _store_path(self, p: str | Path | None) -> str | None:
-        if p is None:
-            return None
-        p = Path(p).resolve()
-        try:
-            return str(p.relative_to(self.root))
-        except ValueError:
-            return str(p)
+        return self._path_storer()(p)
+
+    def _path_storer(self, batch: Iterable[str | Path | None] = ()) -> Callable[[str | Path | None], str | None]:
+        """``_store_path`` for many paths: each folder resolved once (``Path.resolve`` walks every
+        component, most of what storing a row cost), then only the file itself checked for a link
+        -- by one listing of its folder when ``batch`` (the paths to come) holds many of that folder
+        (bounded: a folder listing longer than 4x its share of the batch is not read), else by
+        ``lstat``. What is stored is what ``Path(p).resolve()`` gives: a symlinked file is stored as
+        its target, so two links to one file are one row. The caches live for one call."""
+        root = str(self.root)
+        prefix = root.rstrip(os.sep) + os.sep
+        folders: dict[str, str] = {}
+        sep = os.sep
+
+        def split(text: str) -> tuple[str, str]:   # os.path.split's answer, as the cache key, faster
+            head, _, name = text.rpartition(sep)
+            return head or (sep if text.startswith(sep) else ""), name
+
+        per_folder = Counter(split(os.fspath(p))[0] for p in batch if p is not None)
+        links = {head: _links_in(head, 4 * k) for head, k in per_folder.items() if k >= LISTED_FOLDER}
+
+        def store(p: str | Path | None) -> str | None:
+            if p is None:
+                return None
+            text = os.fspath(p)
+            head, name = split(text)
+            if not name or name in (".", ".."):
+                full = str(Path(text).resolve())
+            else:
+                folder = folders.get(head)
+                if folder is None:
+                    folder = folders[head] = str(Path(head or ".").resolve()).rstrip(sep)
+                full = folder + sep + name
+                listed = links.get(head)
+                if (name in listed) if listed is not None else os.path.islink(full):
+                    full = str(Path(full).resolve())
+            if full.startswith(prefix):
+                return full[len(prefix):]
+            return "." if full == root else full
+
+        return store
 
     def _load_path(self, p: str | None) -> str | None:
         if p is None:
@@ -259,35 +315,114 @@ class Catalog:
         q = Path(p)
         return str(q if q.is_absolute() else self.root / q)
 
+    def _load_paths(self, stored: Sequence[str | None]) -> list[str | None]:
+        """``_load_path`` of many: stored paths are normalised already (``_store_path``), so a
+        relative one joins the root as text."""
+        prefix = str(self.root).rstrip(os.sep) + os.sep
+        return [p if p is None or p.startswith(os.sep) else prefix + p for p in stored]
+
     # ---- writes --------------------------------------------------------------------------
     def add_tiles(self, tiles: Iterable[Tile], replace: bool = False) -> list[int]:
-        """Insert tiles in one transaction; a path already present is kept (or replaced)."""
+        """Insert tiles in one transaction; a path already present is kept (or replaced, with
+        ``replace``); returns each tile's id, in input order.
+
+        Bulk: the paths already there are looked up in chunks, the new rows get the ids SQLite
+        would give them (max + 1 ...: assigned under the write lock, so no other writer can
+        take them) and go in with one ``executemany``; no statement per row. A batch at least as
+        large as the catalog (and of ``REBUILD_ROWS`` or more) goes in with the filter indexes
+        dropped and built again after it, in the same transaction (readers keep seeing the
+        catalog as it was, indexes included): at a million rows each row's random insert into
+        seven indexes no longer fits SQLite's page cache, a sorted build per index does."""
+        rows = self._rows_of(tiles)
+        p = COLUMNS.index("path")
+        with self._page_cache(BULK_CACHE_KIB if len(rows) > 10_000 else None), self.transaction() as conn:
+            have = self._ids_of(conn, list(dict.fromkeys(r[p] for r in rows))) if self._has_rows(conn) else {}
+            next_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM tiles").fetchone()[0] + 1
+            new: dict[str, list] = {}        # path -> [id, *values], in first-seen order
+            changed: dict[str, list] = {}    # existing path -> its new values (replace)
+            ids = []
+            for row in rows:
+                path = row[p]
+                tid = have.get(path)
+                if tid is not None:
+                    if replace:
+                        changed[path] = [*row, tid]
+                elif path in new:
+                    tid = new[path][0]
+                    if replace:            # the last one given wins, as an upsert would
+                        new[path] = [tid, *row]
+                else:
+                    tid = next_id
+                    next_id += 1
+                    new[path] = [tid, *row]
+                ids.append(tid)
+            marks = ", ".join("?" * len(ROW_NAMES))
+            rebuild = len(new) >= REBUILD_ROWS and len(new) >= next_id - 1   # about as many rows as there are
+            if rebuild:
+                for name in _INDEXES:
+                    conn.execute(f"DROP INDEX IF EXISTS {name}")
+            conn.executemany(f"INSERT INTO tiles ({', '.join(ROW_NAMES)}) VALUES ({marks})", new.values())
+            if rebuild:         # one sorted build per index instead of a random insert per row and index
+                for stmt in _INDEX_STATEMENTS:
+                    conn.execute(stmt)
+            if changed:
+                sets = ", ".join(f"{c} = ?" for c in COLUMNS)
+                conn.executemany(f"UPDATE tiles SET {sets} WHERE id = ?", changed.values())
+        return ids
+
+    def _rows_of(self, tiles: Iterable[Tile]) -> list[list]:
+        """Each tile's values in ``COLUMNS`` order as stored (paths relative, JSON text, created_at)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        values = operator.attrgetter(*COLUMNS)
+        p, m, b, e, c = (COLUMNS.index(k) for k in ("path", "mask_path", "bands", "extra", "created_at"))
         rows = []
         for t in tiles:
             if t.source not in SOURCES:
                 raise WorkbenchError(f"unknown source {t.source!r} (known: {', '.join(SOURCES)})")
-            row = self._row(t)
-            row["created_at"] = row["created_at"] or now
-            rows.append(row)
-        cols = ", ".join(COLUMNS)
-        marks = ", ".join(f":{c}" for c in COLUMNS)
-        conflict = ("DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in COLUMNS if c != "path")
-                    if replace else "DO NOTHING")
-        ids = []
-        with self.transaction() as conn:
-            for row in rows:
-                conn.execute(f"INSERT INTO tiles ({cols}) VALUES ({marks}) ON CONFLICT(path) {conflict}", row)
-                ids.append(conn.execute("SELECT id FROM tiles WHERE path = ?", (row["path"],)).fetchone()[0])
-        return ids
+            rows.append(list(values(t)))
+        store = self._path_storer(r[k] for r in rows for k in (p, m))
+        band_text: dict[tuple, str] = {}
+        for row in rows:
+            row[p], row[m] = store(row[p]), store(row[m])
+            bands = tuple(row[b] or ())
+            text = band_text.get(bands)
+            if text is None:
+                text = band_text[bands] = json.dumps(list(bands))
+            row[b] = text
+            row[e] = _extra_json(row[e]) if row[e] else "{}"
+            row[c] = row[c] or now
+        return rows
 
-    def _row(self, t: Tile) -> dict[str, Any]:
-        row = {c: getattr(t, c) for c in COLUMNS}
-        row["path"] = self._store_path(t.path)
-        row["mask_path"] = self._store_path(t.mask_path)
-        row["bands"] = json.dumps(list(t.bands or []))
-        row["extra"] = json.dumps(t.extra or {}, sort_keys=True)
-        return row
+    @contextmanager
+    def _page_cache(self, kib: int | None) -> Iterator[None]:
+        """SQLite's page cache at ``kib`` for the block (None: unchanged). A large insert updates
+        every index at random places: with the default 2 MiB cache most of its time goes in
+        fetching those pages again (about 2x the rate at 300 k rows with 128 MiB)."""
+        if kib is None:
+            yield
+            return
+        before = self.conn.execute("PRAGMA cache_size").fetchone()[0]
+        self.conn.execute(f"PRAGMA cache_size = {-int(kib)}")
+        try:
+            yield
+        finally:
+            self.conn.execute(f"PRAGMA cache_size = {int(before)}")
+
+    @staticmethod
+    def _has_rows(conn: sqlite3.Connection) -> bool:
+        return conn.execute("SELECT 1 FROM tiles LIMIT 1").fetchone() is not None
+
+    @staticmethod
+    def _ids_of(conn: sqlite3.Connection, stored: list[str]) -> dict[str, int]:
+        """Stored path -> id of those of ``stored`` that have a row (chunked: SQLite caps parameters)."""
+        found: dict[str, int] = {}
+        cur = conn.cursor()
+        cur.row_factory = None
+        for i in range(0, len(stored), CHUNK):
+            chunk = stored[i:i + CHUNK]
+            found.update(cur.execute(f"SELECT path, id FROM tiles WHERE path IN ({', '.join('?' * len(chunk))})",
+                                      chunk).fetchall())
+        return found
 
     def set_predictions(self, predictions: Sequence[tuple[int, str, float]], model_id: str) -> int:
         """Write (tile id, label, score) for many tiles in one transaction."""
@@ -372,8 +507,52 @@ class Catalog:
     # ---- reads ---------------------------------------------------------------------------
     def query(self, **filters: Any) -> list[Tile]:
         """Tiles matching every filter given (see ``QUERY_KEYS``), in id order."""
-        sql, params = self._select("SELECT * FROM tiles", filters)
-        return [self._tile(r) for r in self._run(sql, params, filters.get("where"))]
+        return self._tiles(self._read(self._select(f"SELECT {', '.join(ROW_NAMES)} FROM tiles", filters, order=True),
+                                      filters.get("where")))
+
+    def iter_query(self, batch_size: int = 10_000, **filters: Any) -> Iterator[Tile]:
+        """``query``, lazily: Tiles read ``batch_size`` rows at a time (``fetchmany``), for a
+        consumer that streams a large selection instead of holding it. Consume it before the
+        next write on this catalog (it reads one snapshot)."""
+        cur = self._rows(self._select(f"SELECT {', '.join(ROW_NAMES)} FROM tiles", filters, order=True),
+                         filters.get("where"))
+        while True:
+            try:
+                rows = cur.fetchmany(batch_size)
+            except sqlite3.Error as exc:
+                raise WorkbenchError(f"malformed query --where {filters.get('where')!r}: {exc}") from None
+            if not rows:
+                return
+            yield from self._tiles(rows)
+
+    def table(self, columns: Sequence[str] | None = None, **filters: Any) -> TileTable:
+        """The rows matching ``filters`` (as ``query``, in id order) as a
+        :class:`~workbench.data.tile_table.TileTable`: ``columns`` (default: all; ``id`` always)
+        as numpy arrays and lists, paths absolute, no Python object per row. What a dataset over
+        hundreds of thousands of tiles is built from
+        (``columns=workbench.data.tile_table.DATASET_COLUMNS``)."""
+        from workbench.data.tile_table import concat, table_from_rows
+
+        names = ROW_NAMES if columns is None else ["id", *dict.fromkeys(c for c in columns if c != "id")]
+        unknown = [c for c in names if c not in ROW_NAMES]
+        if unknown:
+            raise WorkbenchError(f"unknown catalog column(s): {', '.join(unknown)} (known: {', '.join(ROW_NAMES)})")
+        cur = self._rows(self._select(f"SELECT {', '.join(names)} FROM tiles", filters, order=True),
+                         filters.get("where"))
+        parts = []     # read in blocks: no list of every row's tuple at once (ten million rows)
+        while True:
+            try:
+                rows = cur.fetchmany(TABLE_BLOCK)
+            except sqlite3.Error as exc:
+                if not filters.get("where"):
+                    raise
+                raise WorkbenchError(f"malformed query --where {filters['where']!r}: {exc}") from None
+            if not rows and parts:
+                break
+            parts.append(table_from_rows(names, rows, self._load_paths))
+            if len(rows) < TABLE_BLOCK:
+                break
+        return parts[0] if len(parts) == 1 else concat(parts)
 
     def count(self, **filters: Any) -> int:
         sql, params = self._select("SELECT COUNT(*) FROM tiles", {**filters, "limit": None})
@@ -399,14 +578,9 @@ class Catalog:
 
     def existing_paths(self, candidates: Iterable[str | Path]) -> set[str]:
         """Which of these files already have a row (absolute paths): lets a re-import skip them."""
-        stored = [self._store_path(p) for p in candidates]
-        found: set[str] = set()
-        for i in range(0, len(stored), 500):  # SQLite caps the number of bound parameters
-            chunk = stored[i:i + 500]
-            rows = self.conn.execute(f"SELECT path FROM tiles WHERE path IN ({', '.join('?' * len(chunk))})",
-                                     chunk).fetchall()
-            found.update(self._load_path(r[0]) for r in rows)
-        return found
+        store = self._path_storer()
+        stored = list(dict.fromkeys(store(p) for p in candidates))
+        return set(self._load_paths(list(self._ids_of(self.conn, stored))))
 
     def stats(self, **filters: Any) -> dict[str, Any]:
         """Counts per source / split / label and water-fraction summaries."""
@@ -431,7 +605,9 @@ class Catalog:
                     by_split=group("split"), by_label=group("label"), by_pred_label=group("pred_label"),
                     by_source_split=by_source_split)
 
-    def _select(self, head: str, f: dict[str, Any]) -> tuple[str, list]:
+    def _select(self, head: str, f: dict[str, Any], order: bool | None = None) -> tuple[str, list]:
+        """``head`` with the filters ``f`` as a WHERE clause and its parameters; rows in id order
+        when ``order`` (default: for a ``SELECT *`` head)."""
         unknown = set(k for k, v in f.items() if v is not None) - set(QUERY_KEYS)
         if unknown:
             raise WorkbenchError(f"unknown query filter(s): {', '.join(sorted(unknown))}")
@@ -441,6 +617,10 @@ class Catalog:
             if value is None:
                 return
             values = [value] if isinstance(value, str) else list(value)
+            if len(values) > CHUNK:     # one parameter, whatever the count (SQLite caps parameters)
+                clauses.append(f"{col} IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps(values))
+                return
             clauses.append(f"{col} IN ({', '.join('?' * len(values))})")
             params.extend(values)
 
@@ -470,7 +650,7 @@ class Catalog:
         if f.get("where"):
             clauses.append(f"({check_where(f['where'])})")
         sql = head + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        if head.startswith("SELECT *"):
+        if head.startswith("SELECT *") if order is None else order:
             sql += " ORDER BY id"
         if f.get("limit") is not None:
             sql += " LIMIT ?"
@@ -489,13 +669,55 @@ class Catalog:
         finally:
             self.conn.set_authorizer(None)
 
-    def _tile(self, row: sqlite3.Row) -> Tile:
-        d = dict(row)
-        d["path"] = self._load_path(d["path"])
-        d["mask_path"] = self._load_path(d["mask_path"])
-        d["bands"] = json.loads(d["bands"] or "[]")
-        d["extra"] = json.loads(d["extra"] or "{}")
-        return Tile(**d)
+    def _rows(self, select: tuple[str, list], where: str | None) -> sqlite3.Cursor:
+        """A cursor over ``select`` giving plain tuples (a ``sqlite3.Row`` per row costs more than
+        the read); a user's raw ``where`` may only read, and a bad one is a user error."""
+        sql, params = select
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        if not where:
+            return cur.execute(sql, params)
+        self.conn.set_authorizer(_read_only)   # consulted while the statement is prepared
+        try:
+            return cur.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise WorkbenchError(f"malformed query --where {where!r}: {exc}") from None
+        finally:
+            self.conn.set_authorizer(None)
+
+    def _read(self, select: tuple[str, list], where: str | None) -> list[tuple]:
+        """Every row of ``select`` (see ``_rows``)."""
+        cur = self._rows(select, where)
+        try:
+            return cur.fetchall()
+        except sqlite3.Error as exc:
+            if not where:
+                raise
+            raise WorkbenchError(f"malformed query --where {where!r}: {exc}") from None
+
+    def _tiles(self, rows: list[tuple]) -> list[Tile]:
+        """``Tile`` objects of rows in ``ROW_NAMES`` order. Built without ``Tile.__init__``
+        (a plain dataclass: its fields are its ``__dict__``), band lists decoded once per distinct
+        list and copied, extras decoded unless empty: about 4x the rate of ``Tile(**dict(row))``."""
+        p, m, b, e = (ROW_NAMES.index(k) for k in ("path", "mask_path", "bands", "extra"))
+        prefix = str(self.root).rstrip(os.sep) + os.sep
+        sep, loads, new, names = os.sep, json.loads, object.__new__, ROW_NAMES
+        bands: dict[str | None, list] = {}
+        out = []
+        for row in rows:
+            d = dict(zip(names, row))
+            path, mask, text, extra = row[p], row[m], row[b], row[e]
+            d["path"] = path if path is None or path.startswith(sep) else prefix + path
+            d["mask_path"] = mask if mask is None or mask.startswith(sep) else prefix + mask
+            decoded = bands.get(text)
+            if decoded is None:
+                decoded = bands[text] = loads(text) if text else []
+            d["bands"] = list(decoded)
+            d["extra"] = loads(extra) if extra and extra != "{}" else {}
+            t = new(Tile)
+            t.__dict__ = d
+            out.append(t)
+        return out
 
 
 def _connect_read_only(path: Path, immutable: bool = False) -> sqlite3.Connection:
@@ -552,6 +774,25 @@ def _refuse_read_only(path: Path) -> None:
         raise WorkbenchError(f"{path}: the catalog is read-only (its folder may not be written, and SQLite "
                              "writes its -wal and -shm files there); this command writes the catalog, nothing "
                              "was changed")
+
+
+def _links_in(folder: str, limit: int) -> set[str] | None:
+    """Names of the symbolic links in ``folder`` (one ``scandir``: its entries' types, no stat per
+    file); an empty set for a folder that does not exist (nothing in it can be a link); None when
+    it holds more than ``limit`` entries or cannot be listed (then each file is checked alone)."""
+    found: set[str] = set()
+    try:
+        with os.scandir(folder or ".") as entries:
+            for n, entry in enumerate(entries):
+                if n >= limit:
+                    return None
+                if entry.is_symlink():
+                    found.add(entry.name)
+    except FileNotFoundError:
+        return set()
+    except OSError:
+        return None
+    return found
 
 
 def _quick_check(conn: sqlite3.Connection, path: Path) -> None:

@@ -131,7 +131,7 @@ def contract_of(tiles: Sequence[Any], positions: Sequence[int] | None = None,
     if not tiles:
         raise WorkbenchError("no tiles to build the run's input contract from")
     step = max(1, len(tiles) // CHECK_TILES)
-    checked = list(tiles)[::step]
+    checked = [tiles[i] for i in range(0, len(tiles), step)]   # indexed: a table makes only these rows
     first = None
     crs, gsds = set(), []
     for t in checked:
@@ -360,7 +360,7 @@ def tile_positions(contract: InputContract, tiles: Sequence[Any], *, run: str = 
         return None
     step = max(1, len(tiles) // CHECK_TILES)
     first: list[int] | None = None
-    for t in list(tiles)[::step]:
+    for t in (tiles[i] for i in range(0, len(tiles), step)):   # indexed: a table makes only these rows
         with geotiff.open_raster(t.path) as ds:
             names = tile_names(t, ds)
             rad = of_tile(t, ds)

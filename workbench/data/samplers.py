@@ -154,6 +154,8 @@ FractionFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarr
 
 def _as_shapes(shapes) -> np.ndarray:
     """(N, 2) int64 array of (height, width) from arrays, pairs, or catalog Tile rows."""
+    if isinstance(shapes, np.ndarray) and shapes.ndim == 2 and shapes.shape[1] == 2:
+        return shapes.astype(np.int64, copy=False)
     rows = []
     for s in shapes:
         if hasattr(s, "height") and hasattr(s, "width"):
@@ -184,7 +186,7 @@ class _WindowSampler:
 
         ``names`` (usually file paths) are only used in error messages.
         """
-        rows = list(shapes)
+        rows = shapes if isinstance(shapes, np.ndarray) else list(shapes)
         shapes = _as_shapes(rows)
         names = list(names) if names is not None else [
             str(getattr(s, "path", f"tile {i}")) for i, s in enumerate(rows)]

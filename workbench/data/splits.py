@@ -28,6 +28,7 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -215,6 +216,23 @@ def ground_splits(points: Sequence[tuple[float, float] | None], block_deg: float
 
 # ---- is a split of any use? -------------------------------------------------------------------
 
+class _Row(NamedTuple):
+    split: str | None
+    label: str | None
+    water_fraction: float | None
+
+
+def _split_rows(tiles: Iterable) -> Iterable:
+    """What ``split_warnings`` reads of each tile; a TileTable's from its columns (a tuple per
+    row instead of a row view answering three look-ups)."""
+    from workbench.data.tile_table import TileTable
+
+    if not isinstance(tiles, TileTable) or not {"split", "label", "water_fraction"} <= set(tiles.names):
+        return tiles
+    fractions = [None if f != f else f for f in tiles["water_fraction"].tolist()]   # NaN: NULL
+    return map(_Row._make, zip(tiles["split"], tiles["label"], fractions))
+
+
 def split_warnings(tiles: Iterable, splits: Sequence[str] = SPLITS, min_tiles: int = MIN_SPLIT_TILES,
                    hint: str = "import more ground or set --block-size") -> list[str]:
     """One line per problem that makes a split useless for choosing a checkpoint, a threshold
@@ -226,7 +244,7 @@ def split_warnings(tiles: Iterable, splits: Sequence[str] = SPLITS, min_tiles: i
     ``splits`` are (train, val, test) names, in that order, as a run's config names them.
     """
     by_split: dict[str, list] = {s: [] for s in splits}
-    for t in tiles:
+    for t in _split_rows(tiles):
         if t.split in by_split:
             by_split[t.split].append(t)
     roles = dict(zip(splits, ("train", "val", "test")))

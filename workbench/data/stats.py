@@ -160,14 +160,14 @@ def select_tiles(tiles: Sequence, split: str | None = "train", max_tiles: int | 
                  seed: int = 0) -> list:
     """The tiles statistics are computed on: those of ``split`` (tiles with no split are
     kept), at most ``max_tiles`` of them chosen by a seeded hash (same seed, same subset)."""
-    chosen = [t for t in tiles if split is None or getattr(t, "split", None) in (None, split)]
+    chosen = tiles if split is None else [t for t in tiles if getattr(t, "split", None) in (None, split)]
     if not chosen:
         raise WorkbenchError(f"no {split!r} tiles to compute band statistics on "
                              f"({len(tiles)} tile(s) given, none in that split)")
     if max_tiles is not None and len(chosen) > max_tiles:
         keys = hash_keys(STREAM_SUBSET, seed, np.arange(len(chosen)))
         keep = np.sort(np.argsort(keys, kind="stable")[:max_tiles])
-        chosen = [chosen[i] for i in keep]
+        chosen = [chosen[i] for i in keep.tolist()]
     return chosen
 
 

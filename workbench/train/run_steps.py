@@ -90,10 +90,12 @@ def check_resumed_tiles(resume: str | Path | None, tiles: Mapping[str, Sequence]
     info = _recorded_tiles(resume)
     if info is None:
         return
+    from workbench.data.tile_table import ids_of
+
     for role, role_tiles in tiles.items():
         if role not in info:
             continue
-        now, then = [t.id for t in role_tiles], list(info[role])
+        now, then = ids_of(role_tiles), list(info[role])
         if now != then:
             raise WorkbenchError(f"the catalog now gives {len(now)} {role} tile(s) for the resumed run's query, "
                                  f"it started with {len(then)} ({Path(resume) / 'tiles.json'}): the catalog changed "
@@ -177,7 +179,9 @@ def write_tiles_json(run: RunDir, *, catalog: str | Path, query: Mapping[str, An
     info: dict[str, Any] = {"catalog": str(catalog), "query": dict(query)}
     if splits is not None:
         info["splits"] = dict(splits)
-    info.update({role: [t.id for t in role_tiles] for role, role_tiles in tiles.items()})
+    from workbench.data.tile_table import ids_of
+
+    info.update({role: ids_of(role_tiles) for role, role_tiles in tiles.items()})
     info.update(extra)
     return run.write_json("tiles.json", info)
 

@@ -138,6 +138,19 @@ def test_training_windows_come_from_train_blocks_only(cat):
     assert val.size == 48 and len(val) == 4  # a 64 px block: 2 x 2 grid windows of 48 px (edge-snapped)
 
 
+def test_a_split_read_as_a_table_picks_the_same_blocks(cat):
+    """What the trainer passes (query_split's TileTable) groups into the blocks Tile rows give."""
+    from tasks.segmentation.config import load_config
+    from tasks.segmentation.data import context_of, query_split
+
+    cfg = load_config("water", ["data.context=block", "data.window=48", "data.where=null", "data.source=folder"])
+    rows = [t for t in cat.query(split="train") if t.mask_path]
+    from_rows, from_table = context_of(cat, rows, cfg), context_of(cat, query_split(cat, {}, "train"), cfg)
+    assert [(b.path, b.block, list(b.tiles)) for b in from_table] == [(b.path, b.block, list(b.tiles))
+                                                                       for b in from_rows]
+    assert len(from_table) >= 2
+
+
 @pytest.mark.slow
 def test_train_on_blocks_end_to_end(home, cli, one_torch_thread):
     with Catalog(home / "data" / "catalog.sqlite") as c:

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from workbench.data.catalog import Catalog, Tile, TileSelection, run_query
@@ -219,3 +220,182 @@ def test_opening_waits_for_a_writer_that_holds_the_lock(tmp_path):
     finally:
         release.join()
         writer.close()
+
+
+# ---- bulk writes, column reads, indexes ---------------------------------------------------------
+
+def _one_by_one(root: Path, batches: list[tuple[list[Tile], bool]]) -> tuple[list[list[int]], list[tuple]]:
+    """Reference: every tile added by a call of its own (the upsert semantics, row by row)."""
+    ref = Catalog(root / "reference.sqlite")
+    ids = [[ref.add_tiles([t], replace=replace)[0] for t in tiles] for tiles, replace in batches]
+    rows = [tuple(r) for r in ref.conn.execute("SELECT * FROM tiles ORDER BY id")]
+    ref.close()
+    return ids, rows
+
+
+def test_bulk_add_gives_the_ids_and_rows_of_one_add_per_tile(tmp_path):
+    """Existing paths kept (or replaced), repeats inside one call, new ids in input order: the
+    bulk insert stores what adding the tiles one at a time stores."""
+    root = tmp_path / "data"
+
+    def t(name: str, label: str) -> Tile:
+        return Tile(path=str(root / f"{name}.tif"), source="folder", label=label, bands=["red"], extra={"k": name},
+                    created_at="2026-01-01T00:00:00+00:00")
+
+    batches = [([t("a", "1"), t("b", "1")], False),
+               ([t("c", "2"), t("a", "2"), t("c", "3"), t("d", "2")], False),
+               ([t("b", "4"), t("e", "4"), t("e", "5"), t("a", "4")], True)]
+    want_ids, want_rows = _one_by_one(root, batches)
+    with Catalog(root / "catalog.sqlite") as cat:
+        got = [cat.add_tiles(tiles, replace=replace) for tiles, replace in batches]
+        rows = [tuple(r) for r in cat.conn.execute("SELECT * FROM tiles ORDER BY id")]
+    assert got == want_ids == [[1, 2], [3, 1, 3, 4], [2, 5, 5, 1]]
+    assert rows == want_rows
+    assert [r[-2] for r in rows] == ['{"k": "a"}', '{"k": "b"}', '{"k": "c"}', '{"k": "d"}', '{"k": "e"}']
+
+
+def test_many_tiles_past_the_bound_parameter_limit(tmp_path):
+    """Thousands of paths in one call (the look-ups are chunked under SQLite's parameter cap)."""
+    root = tmp_path / "data"
+    tiles = [Tile(path=str(root / f"t/{i}.tif"), source="folder", split="train") for i in range(2500)]
+    with Catalog(root / "catalog.sqlite") as cat:
+        assert cat.add_tiles(tiles[:1200]) == list(range(1, 1201))
+        again = cat.add_tiles(tiles[::-1])       # 1200 there already, 1300 new
+        assert again[:1300] == list(range(1201, 2501)) and again[1300:] == list(range(1200, 0, -1))
+        assert cat.count() == 2500
+        assert cat.existing_paths([t.path for t in tiles] + [str(root / "new.tif")]) == {t.path for t in tiles}
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_links_are_stored_as_their_targets(tmp_path, many):
+    """A symlinked file is stored as the file it names (two links to one file: one path), whether
+    the folder is listed at once (many files of it in one call) or each file is looked at."""
+    from workbench.data.catalog import LISTED_FOLDER
+
+    root = tmp_path / "data"
+    real = root / "real"
+    links = root / "links"
+    real.mkdir(parents=True)
+    links.mkdir()
+    n = LISTED_FOLDER + 10 if many else 5
+    paths = []
+    for i in range(n):
+        target = real / f"{i}.tif"
+        target.write_bytes(b"x")
+        if i % 2:
+            (links / f"{i}.tif").symlink_to(target)
+        else:
+            (links / f"{i}.tif").write_bytes(b"x")
+        paths.append(links / f"{i}.tif")
+    (tmp_path / "alias").symlink_to(links)          # a linked folder is resolved too
+    tiles = [Tile(path=str(tmp_path / "alias" / p.name), source="folder") for p in paths]
+    with Catalog(root / "catalog.sqlite") as cat:
+        cat.add_tiles(tiles)
+        stored = [r[0] for r in cat.conn.execute("SELECT path FROM tiles ORDER BY id")]
+        assert stored == [str(p.resolve().relative_to(root)) for p in paths]
+        assert stored[:2] == ["links/0.tif", "real/1.tif"]
+        assert cat.add_tiles([Tile(path=str(real / "1.tif"), source="folder")]) == [2]   # the same file
+
+
+def test_table_holds_the_rows_query_gives(cat):
+    table = cat.table()
+    tiles = cat.query()
+    assert len(table) == 5 and [Tile(**r.as_dict()) for r in table] == tiles
+    assert [r.water_fraction for r in table] == [t.water_fraction for t in tiles]
+    assert table["id"].dtype == np.int64 and table["id"].tolist() == [1, 2, 3, 4, 5]
+    assert np.isnan(table["water_fraction"][4]) and table[4].water_fraction is None and table[4].mask_path is None
+    assert table["path"] == [t.path for t in tiles] and table.band_lists()[0] == ["red", "green", "blue"]
+    assert table.bounds().shape == (5, 4) and table.shapes().tolist() == [[0, 0]] * 5
+    sub = cat.table(columns=["path", "split", "extra"], split=["train", "test"])
+    assert sub.names == ["id", "path", "split", "extra"] and len(sub) == 3
+    assert sub[1].extra == {"n": "c"} and not hasattr(sub[1], "label")
+    assert [r.path for r in sub[sub["id"] > 1]] == [sub[1].path, sub[2].path]
+    assert len(cat.table(split="nope")) == 0 and len(cat.table(columns=["path"], where="lat > 50")) == 1
+
+
+def test_table_and_query_refuse_what_they_should(cat):
+    with pytest.raises(WorkbenchError, match="unknown catalog column.*colour"):
+        cat.table(columns=["path", "colour"])
+    with pytest.raises(WorkbenchError, match="malformed query --where"):
+        cat.table(where="no_such_column = 1")
+    with pytest.raises(WorkbenchError, match="malformed query --where"):
+        list(cat.iter_query(where="no_such_column = 1"))
+
+
+def test_iter_query_streams_the_rows_of_query(cat):
+    assert list(cat.iter_query(batch_size=2)) == cat.query()
+    assert list(cat.iter_query(batch_size=1, split="train")) == cat.query(split="train")
+
+
+@pytest.mark.parametrize("filters, index", [
+    (dict(split="test"), "tiles_split"),
+    (dict(split=["val", "test"]), "tiles_split"),
+    (dict(source="folder"), "tiles_source_split"),
+    (dict(source="folder", split="train"), "tiles_source_split"),
+    (dict(label="coast"), "tiles_label"),
+    (dict(pred_label="water"), "tiles_pred"),
+    (dict(bbox=(0, 40, 20, 50)), "tiles_lonlat"),
+    (dict(date_from="2023-01-01", date_to="2023-12-31"), "tiles_date"),
+    (dict(water_min=0.05, water_max=0.95), "tiles_water"),
+    (dict(ids=[1, 2]), "INTEGER PRIMARY KEY"),
+])
+def test_common_filters_use_an_index(cat, filters, index):
+    """The SQL query()/table() run for each common filter searches an index (no full scan).
+    A one-sided range (only date_from, only water_min) is left to SQLite's planner: it may scan
+    in id order when it expects most rows to match."""
+    for head in ("SELECT * FROM tiles", "SELECT id, path FROM tiles"):
+        sql, params = cat._select(head, filters, order=True)
+        plan = " | ".join(r[3] for r in cat.conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert f"USING {index}" in plan or f"USING INDEX {index}" in plan or \
+            f"USING COVERING INDEX {index}" in plan, plan
+        assert "SCAN tiles" not in plan, plan
+
+
+def test_an_existing_catalog_gets_the_new_indexes_when_a_writer_opens_it(tmp_path):
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path).close()
+    raw = sqlite3.connect(path)
+    for name in ("tiles_split", "tiles_date", "tiles_water"):
+        raw.execute(f"DROP INDEX {name}")
+    raw.commit()
+    raw.close()
+    with Catalog(path) as cat:
+        names = {r[0] for r in cat.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"tiles_split", "tiles_date", "tiles_water"} <= names
+        assert cat.get_meta("schema_version") == 1
+
+
+def test_tens_of_thousands_of_ids_in_one_query(cat, monkeypatch):
+    """``ids=`` longer than SQLite's parameter cap (32 766) is one JSON parameter; a table read in
+    blocks joins them in order."""
+    import workbench.data.catalog as catalog
+
+    ids = [5, *range(10, 40_000), 2]
+    assert [t.id for t in cat.query(ids=ids)] == [2, 5] and cat.count(ids=ids) == 2
+    monkeypatch.setattr(catalog, "TABLE_BLOCK", 2)
+    table = cat.table(columns=["path", "water_fraction"])
+    assert table["id"].tolist() == [1, 2, 3, 4, 5] and table["path"] == [t.path for t in cat.query()]
+    assert len(cat.table(ids=ids)) == 2 and len(cat.table(split="nope")) == 0
+
+
+def test_a_batch_as_large_as_the_catalog_rebuilds_the_indexes_in_its_transaction(tmp_path, monkeypatch):
+    import workbench.data.catalog as catalog
+
+    monkeypatch.setattr(catalog, "REBUILD_ROWS", 2)
+    root = tmp_path / "data"
+
+    def indexes(cat) -> set[str]:
+        return {r[0] for r in cat.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                               "name LIKE 'tiles_%'")}
+
+    with Catalog(root / "catalog.sqlite") as cat:
+        assert cat.add_tiles(_tiles(root)) == [1, 2, 3, 4, 5]
+        assert indexes(cat) == set(catalog._INDEXES) and len(catalog._INDEXES) == 7
+        assert names(cat.query(split="train")) == ["a", "d"] and names(cat.query(label="coast")) == ["c", "d"]
+        before = [tuple(r) for r in cat.conn.execute("SELECT * FROM tiles ORDER BY id")]
+        bad = [Tile(path=str(root / f"n{i}.tif"), source="folder", parent_id=99 if i == 5 else None)
+               for i in range(6)]               # the last one breaks the parent_id foreign key
+        with pytest.raises(sqlite3.IntegrityError):
+            cat.add_tiles(bad)
+        assert indexes(cat) == set(catalog._INDEXES)          # the drop went back with the rows
+        assert [tuple(r) for r in cat.conn.execute("SELECT * FROM tiles ORDER BY id")] == before

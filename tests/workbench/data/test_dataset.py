@@ -338,3 +338,55 @@ def test_uint16_offset_and_float_tiles_of_one_ground_give_the_same_tensors(tmp_p
         np.testing.assert_allclose(batch["image"][i][:, ok].numpy(), batch["image"][0][:, ok].numpy(), atol=1e-4)
     single = compute_band_stats(tiles[:1], split=None)
     np.testing.assert_allclose(stats.mean, single.mean, atol=1e-6)   # the three forms pool to one ground's stats
+
+
+def test_a_table_gives_the_batches_of_its_tile_rows(tmp_path):
+    """A WindowDataset over ``Catalog.table`` columns serves the very batches the same rows give
+    as Tile objects: random windows with augmentation and the water filter, grid windows, the
+    raw (finish-on-device) batch; rows without a size read their headers either way."""
+    from workbench.data.catalog import Catalog
+    from workbench.data.tile_table import DATASET_COLUMNS
+
+    root = tmp_path / "data"
+    root.mkdir()
+    tiles = make_tiles(root, n=3, size=48, bands=4)
+    for i, t in enumerate(tiles):
+        t.width, t.height = (None, None) if i == 2 else (48, 48)   # one row without its size
+        t.bands = ["red", "green", "blue", "nir"]
+        t.extra = {"radiometry": [{"scale": 1e-4, "offset": 0.0, "source": "test"}] * 4}
+    with Catalog(root / "catalog.sqlite") as cat:
+        cat.add_tiles(tiles)
+        rows, table = cat.query(), cat.table(columns=DATASET_COLUMNS)
+    stats = BandStats([0.1] * 4, [0.05] * 4)
+    cases = [
+        (RandomWindows(24, per_tile=2, water_min=0.1, water_max=0.9),
+         dict(augment=Augment(flips=True, rotations=True, brightness=0.1, contrast=0.1), stats=stats)),
+        (GridWindows(24, stride=20), dict(bands=["nir", "red"])),
+        (RandomWindows(16, per_tile=2), dict(finish_on_device=True)),
+    ]
+    for sampler, kw in cases:
+        a, b = WindowDataset(rows, sampler, seed=5, **kw), WindowDataset(table, sampler, seed=5, **kw)
+        assert b.tiles is table and a.paths == b.paths and a.mask_paths == b.mask_paths
+        assert np.array_equal(a.shapes, b.shapes) and a.band_names == b.band_names == ["red", "green", "blue", "nir"]
+        for ep in (1,):
+            order = list(range(len(a)))[::-1]
+            x, y = a.__getitems__([(ep, i) for i in order]), b.__getitems__([(ep, i) for i in order])
+            assert x.keys() == y.keys()
+            for k in x:
+                if isinstance(x[k], torch.Tensor):     # bit for bit (NaN: "no nodata" in a raw batch)
+                    torch.testing.assert_close(x[k], y[k], rtol=0, atol=0, equal_nan=True, msg=k)
+                else:
+                    assert x[k] == y[k], k
+    loader = torch.utils.data.DataLoader(WindowDataset(table, RandomWindows(32), seed=1), batch_size=3,
+                                         collate_fn=passthrough_collate)
+    assert next(iter(loader))["image"].shape == (3, 4, 32, 32)
+    with pytest.raises(WorkbenchError, match="tile has no mask"):
+        WindowDataset(_without_masks(table), GridWindows(32))
+
+
+def _without_masks(table):
+    from workbench.data.tile_table import TileTable
+
+    cols = {n: table[n] for n in table.names}
+    cols["mask_path"] = [None] * len(table)
+    return TileTable(cols)
