@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Two pytest workers (the machines have 2 cores; most tests use one); work stealing evens out
+# the long end-to-end tests. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -56,3 +56,16 @@ def help_in_a_fresh_process(argvs: list[list[str]], forbidden: tuple[str, ...]) 
             f"heavy = [m for m in {tuple(forbidden)!r} if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def import_pairs(home: Path, cli, count: int) -> Path:
+    """``count`` small tile/mask pairs in ``home/in``, imported into the home's catalog as train
+    tiles through the CLI (``cli`` is the fixture); returns the catalog's path."""
+    from tests.support.rasters import write_pair
+
+    folder = home / "in"
+    folder.mkdir()
+    for i in range(count):
+        write_pair(folder, f"t{i}", size=16, seed=i, origin=(500_000.0 + 1000 * i, 4_650_000.0))
+    assert cli("data", "import", folder, "--split", "train", "--no-progress")[0] == 0
+    return home / "data" / "catalog.sqlite"

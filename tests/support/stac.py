@@ -59,3 +59,13 @@ def catalog_bytes(path: Path) -> dict[str, bytes]:
     scratch memory, rewritten by any open, and an empty WAL holds nothing)."""
     return {p.name: p.read_bytes() for p in sorted(path.parent.glob(path.name + "*"))
             if not p.name.endswith("-shm") and not (p.name.endswith("-wal") and p.stat().st_size == 0)}
+
+
+def exported_catalog(root: Path) -> tuple[Path, Path]:
+    """(catalog, its export folder): :func:`make_catalog` under ``root``, exported once to ``root/export``."""
+    from workbench.data.stac_export import export_stac
+
+    catalog = make_catalog(root)
+    with Catalog(catalog, read_only=True) as cat:
+        export_stac(cat, root / "export")
+    return catalog, root / "export"

@@ -163,6 +163,8 @@ def test_accelerator_state_release_fast_and_safe():
     from accelerate import Accelerator
     from accelerate.state import PartialState
 
+    # an earlier in-process training may have left another precision (fp32 on a CPU without bf16)
+    fastpaths.release_accelerator_state("bf16", fast=True)
     Accelerator(cpu=True, mixed_precision="bf16")
     before = _accelerator_state()
     for fast in (True, False):                    # same precision: nothing to release on either path

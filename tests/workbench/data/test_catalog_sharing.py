@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.rasters import write_pair
+from tests.support.runner import import_pairs
 from tests.support.segmentation import FAST, make_catalog, run_dir_of
 from workbench.data.catalog import Catalog, Tile
 from workbench.errors import WorkbenchError
@@ -210,13 +211,9 @@ def test_a_catalog_opened_read_only_refuses_to_write(tmp_path):
 
 @pytest.fixture
 def imported(home, cli):
-    folder = home / "in"
-    folder.mkdir()
-    for i in range(2):
-        write_pair(folder, f"t{i}", size=16, seed=i, origin=(500_000.0 + 1000 * i, 4_650_000.0))
-    assert cli("data", "import", folder, "--split", "train", "--no-progress")[0] == 0
+    path = import_pairs(home, cli, 2)
     write_pair(home / "more", "t9", size=16, seed=9, origin=(600_000.0, 4_650_000.0))
-    return home / "data" / "catalog.sqlite"
+    return path
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pystac
 import pytest
 
-from tests.support.stac import make_catalog
+from tests.support.stac import exported_catalog, make_catalog
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
 from workbench.data.stac_export import CATALOG_FILE, COLLECTION_FILE, FIELDS, PREFIX, export_stac, item_id
@@ -24,11 +24,7 @@ EO = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path]:
     """(catalog, export folder), exported once for the read-only checks."""
-    root = tmp_path_factory.mktemp("stac-export")
-    catalog = make_catalog(root)
-    with Catalog(catalog, read_only=True) as cat:
-        export_stac(cat, root / "export")
-    return catalog, root / "export"
+    return exported_catalog(tmp_path_factory.mktemp("stac-export"))
 
 
 def _rows(catalog: Path):

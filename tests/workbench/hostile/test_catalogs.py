@@ -11,6 +11,7 @@ import stat
 import pytest
 
 from tests.support.rasters import write_pair
+from tests.support.runner import import_pairs
 
 
 def _one_line_refusal(code: int, err: str) -> None:
@@ -20,12 +21,7 @@ def _one_line_refusal(code: int, err: str) -> None:
 
 @pytest.fixture
 def catalog(home, cli):
-    folder = home / "in"
-    folder.mkdir()
-    for i in range(3):
-        write_pair(folder, f"t{i}", size=16, seed=i, origin=(500_000.0 + 1000 * i, 4_650_000.0))
-    assert cli("data", "import", folder, "--split", "train", "--no-progress")[0] == 0
-    path = home / "data" / "catalog.sqlite"
+    path = import_pairs(home, cli, 3)
     con = sqlite3.connect(path)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file, so the tests can edit it
     con.execute("PRAGMA journal_mode = DELETE")

@@ -82,7 +82,7 @@ def stac_kind(path: str | Path) -> str | None:
         return None
     try:
         d = json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError, OSError):
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError):
         return None                            # the item reader says what is wrong with it
     return KINDS.get(d.get("type")) if isinstance(d, dict) else None
 

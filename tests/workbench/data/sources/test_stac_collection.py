@@ -12,7 +12,7 @@ import pystac
 import pytest
 
 from tests.support.rasters import write_pair
-from tests.support.stac import catalog_bytes, make_catalog
+from tests.support.stac import catalog_bytes, exported_catalog, make_catalog
 from workbench.data.catalog import Catalog, Tile
 from workbench.data.sources.folder import water_fraction
 from workbench.data.sources.stac_collection import import_collection, stac_kind
@@ -23,11 +23,7 @@ from workbench.errors import WorkbenchError
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path]:
     """(catalog, its export folder)."""
-    root = tmp_path_factory.mktemp("stac-import")
-    catalog = make_catalog(root)
-    with Catalog(catalog, read_only=True) as cat:
-        export_stac(cat, root / "export")
-    return catalog, root / "export"
+    return exported_catalog(tmp_path_factory.mktemp("stac-import"))
 
 
 def _rows(catalog: Path) -> dict[str, dict]:
