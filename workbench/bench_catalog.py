@@ -12,7 +12,8 @@ in memory, then:
   fetching the same columns of the same rows (``WHERE split = ? ORDER BY id``) as tuples;
 * ``query``: ``Catalog.query(split="test")`` (one ``Tile`` per row, JSON decoded) and its lazy
   ``iter_query``, against plain ``sqlite3`` fetching every column as tuples;
-* ``dataset start``: from opening the catalog to the first batch out of a ``DataLoader``
+* ``dataset start``: from opening the catalog (read-only, as training does; torch already
+  imported, as in any run) to the first batch out of a ``DataLoader``
   (batch 32, shuffled) of a ``WindowDataset`` over the 600 k train tiles, built from
   ``Catalog.table`` against the same built from ``Catalog.query``'s Tile list. Every train row
   names its own file: hard links (a folder of them per 10 k rows) to a few real 64 px GeoTIFF
@@ -145,8 +146,8 @@ def _first_batch(catalog: Path, from_table: bool) -> tuple[float, int]:
     from workbench.data.dataset import WindowDataset, passthrough_collate
     from workbench.data.samplers import RandomWindows
 
-    t = time.perf_counter()
-    with open_existing(catalog) as cat:
+    t = time.perf_counter()            # torch and the dataset modules are loaded: a run has them already
+    with open_existing(catalog, read_only=True) as cat:       # as training opens it
         tiles: Any = cat.table(columns=DATASET_COLUMNS, split="train") if from_table else cat.query(split="train")
     ds = WindowDataset(tiles, RandomWindows(64, per_tile=1), augment=Augment(flips=True, rotations=True))
     loader = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True, collate_fn=passthrough_collate,
