@@ -341,7 +341,7 @@ class Catalog:
         p = COLUMNS.index("path")
         with self._page_cache(BULK_CACHE_KIB if len(rows) > 10_000 else None), self.transaction() as conn:
             have = self._ids_of(conn, list(dict.fromkeys(r[p] for r in rows))) if self._has_rows(conn) else {}
-            next_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM tiles").fetchone()[0] + 1
+            first_id = next_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM tiles").fetchone()[0] + 1
             new: dict[str, list] = {}        # path -> [id, *values], in first-seen order
             changed: dict[str, list] = {}    # existing path -> its new values (replace)
             ids = []
@@ -361,7 +361,7 @@ class Catalog:
                     new[path] = [tid, *row]
                 ids.append(tid)
             marks = ", ".join("?" * len(ROW_NAMES))
-            rebuild = len(new) >= REBUILD_ROWS and len(new) >= next_id - 1   # about as many rows as there are
+            rebuild = len(new) >= REBUILD_ROWS and len(new) >= first_id - 1   # at least as many as there were
             if rebuild:
                 for name in _INDEXES:
                     conn.execute(f"DROP INDEX IF EXISTS {name}")

@@ -399,3 +399,13 @@ def test_a_batch_as_large_as_the_catalog_rebuilds_the_indexes_in_its_transaction
             cat.add_tiles(bad)
         assert indexes(cat) == set(catalog._INDEXES)          # the drop went back with the rows
         assert [tuple(r) for r in cat.conn.execute("SELECT * FROM tiles ORDER BY id")] == before
+
+        dropped: list[str] = []
+        cat.conn.set_trace_callback(lambda sql: dropped.append(sql) if sql.startswith("DROP INDEX") else None)
+        more = [Tile(path=str(root / f"m{i}.tif"), source="folder", split="test") for i in range(6)]
+        assert cat.add_tiles(more) == list(range(6, 12))        # 6 new rows beside 5: a rebuild
+        assert len(dropped) == len(catalog._INDEXES) and indexes(cat) == set(catalog._INDEXES)
+        dropped.clear()
+        assert cat.add_tiles([Tile(path=str(root / f"s{i}.tif"), source="folder") for i in range(2)]) == [12, 13]
+        assert dropped == []                                     # 2 beside 11: inserted into the indexes
+        assert cat.count() == 13 and cat.count(split="test") >= 6 and names(cat.query(split="train")) == ["a", "d"]
