@@ -108,7 +108,7 @@ def _listed(path: Path) -> list[Scene]:
 def _stac_type(path: Path) -> str | None:
     try:
         doc = json.loads(path.read_text()) if path.stat().st_size < 256 << 20 else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(doc, dict):
         return None
@@ -129,6 +129,8 @@ def _stac_items(path: Path) -> list[Scene]:
             return [Scene(f"{path.absolute()}#{item.id}", _safe_name(item.id)) for item in group]
         cat = pystac.read_file(str(path.absolute()))
         items = list(cat.get_items(recursive=True))
+    except RecursionError:
+        raise WorkbenchError(f"{path}: nested too deeply to be a STAC {kind or 'catalog'}") from None
     except (pystac.STACError, OSError, KeyError, TypeError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise WorkbenchError(f"{path}: not a STAC {kind or 'catalog'} pystac can read ({msg})") from None

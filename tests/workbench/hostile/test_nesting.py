@@ -45,3 +45,23 @@ def test_a_deeply_nested_preset_and_prompt_set_are_one_line(home, cli):
 def test_a_deeply_nested_set_value_is_one_line(home, cli):
     refused(*cli("segment", "train", "--set", "model.kwargs=" + "[" * 5000)[::2], "--set model.kwargs")
     assert not (home / "runs").exists()
+
+
+
+def test_a_deeply_nested_scene_list_is_one_line(tmp_path):
+    """What ``predict --input`` lists: a deep JSON file, or a catalog linking to a deep item."""
+    from workbench.data.scene_list import scenes_of
+    from workbench.errors import WorkbenchError
+
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"type": "FeatureCollection", "features": ' + "[" * DEPTH + "]" * DEPTH + "}")
+    (tmp_path / "cat").mkdir()
+    root = tmp_path / "cat" / "catalog.json"
+    root.write_text('{"type": "Catalog", "stac_version": "1.1.0", "id": "c", "description": "d", "links": '
+                    '[{"rel": "item", "href": "./item.json", "type": "application/json"}]}')
+    (tmp_path / "cat" / "item.json").write_text('{"type": "Feature", "stac_version": "1.1.0", "id": "i", '
+                                                '"assets": ' + "[" * DEPTH + "]" * DEPTH + "}")
+    for path, says in ((deep, "nested too deeply"), (root, "item.json")):
+        with pytest.raises(WorkbenchError, match=says) as exc:
+            scenes_of(path)
+        assert path.name in str(exc.value) and "\n" not in str(exc.value)
