@@ -44,8 +44,11 @@ def describe(path: str | Path, bands: Sequence[str] | None = None) -> SceneInput
     when the input carries no names of its own. A path that is neither here nor a GDAL path is
     a one-line error."""
     text = str(path)
-    in_collection = ".json#" in text.lower()            # ITEMS.json#<id>: an item of an item collection
-    p = Path(text.split("#", 1)[0] if in_collection else text)
+    from workbench.data.sources.stac import split_item_ref
+
+    base, item_id = split_item_ref(text)               # ITEMS.json#<id>: an item of an item collection
+    in_collection = item_id is not None
+    p = Path(base)
     if not is_gdal_path(text) and not p.exists():
         raise WorkbenchError(f"{text}: no such file or folder")
     if in_collection:

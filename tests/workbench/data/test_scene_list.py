@@ -103,3 +103,11 @@ def test_an_item_collection_names_its_items_inside_the_one_file(tmp_path):
     assert scene.scene_id == "scene-1" and scene.names[:4] == ["B02", "B03", "B04", "B08"]
     with pytest.raises(WorkbenchError, match="holds no item 'scene-9'"):
         describe(f"{search}#scene-9")
+    features[1]["id"] = "renamed"                # a changed file is read again, not answered from memory
+    search.write_text(json.dumps({"type": "FeatureCollection", "features": features, "note": "changed"}))
+    assert describe(f"{search}#renamed").scene_id == "renamed"
+    with pytest.raises(WorkbenchError, match="holds no item 'scene-1'"):
+        describe(f"{search}#scene-1")
+    hashed = tmp_path / "item#1.json"             # a '#' in a file's own name is not an item reference
+    hashed.write_text(json.dumps(features[0]))
+    assert describe(hashed).scene_id == "scene-0"

@@ -40,6 +40,7 @@ accepted too).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -68,11 +69,12 @@ def read_item(path_or_url: str) -> SceneInput:
     Refused with one line naming the item: not JSON, not a STAC item (a collection, catalog or
     item collection is named as such), no asset naming a band, an asset whose local file is
     missing, raster fields that are not numbers."""
-    base, _, item_id = str(path_or_url).partition("#")
+    base, item_id = split_item_ref(str(path_or_url))
     href = _item_href(base)
-    d = _read_json(href, str(path_or_url))
     if item_id:
-        d = _item_in_collection(d, item_id, str(path_or_url))
+        d = _item_in_collection(href, item_id, str(path_or_url))
+    else:
+        d = _read_json(href, str(path_or_url))
     _check_is_item(d, str(path_or_url))
     item = _parse_item(d, href, str(path_or_url))
     where = str(path_or_url)
@@ -152,6 +154,8 @@ def _read_json(href: str, where: str) -> Any:
     import pystac
 
     try:
+        if "://" not in href:             # pystac would take a '#' in the file's name for a URL fragment
+            return json.loads(Path(href).read_text(encoding="utf-8"))
         return pystac.StacIO.default().read_json(href)
     except json.JSONDecodeError as exc:
         raise WorkbenchError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
@@ -171,16 +175,54 @@ def _read_json(href: str, where: str) -> Any:
         raise WorkbenchError(f"{where}: cannot be read ({text.strip()[:160]})") from None
 
 
-def _item_in_collection(d: Any, item_id: str, where: str) -> Any:
+def split_item_ref(text: str) -> tuple[str, str | None]:
+    """``ITEMS.json#<id>`` -> (``ITEMS.json``, ``<id>``): an item of an item collection. Any
+    other text -> (text, None), so a file whose own name holds ``#`` is read as it is."""
+    head, sep, item_id = text.partition("#")
+    if not sep or not head.lower().endswith(".json") or Path(text).exists():
+        return text, None
+    return head, item_id
+
+
+def _item_in_collection(href: str, item_id: str, where: str) -> Any:
     """``ITEMS.json#<id>``: the item of that id inside an item collection (a STAC API search
-    saved to one file), so each of its items is a scene without a file of its own."""
-    features = d.get("features") if isinstance(d, dict) and d.get("type") == "FeatureCollection" else None
-    if not isinstance(features, list):
+    saved to one file), so each of its items is a scene without a file of its own. A batch
+    reads each of its N items several times: a local file's features are indexed once (until
+    it changes), not parsed again per item."""
+    features = _features_of(href, where)
+    if features is None:
         raise WorkbenchError(f"{where}: #{item_id} names an item of an item collection, and this file is none")
-    for f in features:
-        if isinstance(f, dict) and f.get("id") == item_id:
-            return f
-    raise WorkbenchError(f"{where}: the item collection holds no item {item_id!r}")
+    if item_id not in features:
+        raise WorkbenchError(f"{where}: the item collection holds no item {item_id!r}")
+    return copy.deepcopy(features[item_id])     # pystac takes the dict over (preserve_dict=False)
+
+
+_FEATURES: dict[tuple, dict[str, Any] | None] = {}    # (href, mtime_ns, size) -> id -> feature
+
+
+def _features_of(href: str, where: str) -> dict[str, Any] | None:
+    """The features of the item collection at ``href`` by id (None: the file is not one);
+    the first of an id wins, as a search through the list would find it."""
+    try:
+        st = Path(href).stat() if "://" not in href else None
+    except OSError:
+        st = None
+    key = (href, st.st_mtime_ns, st.st_size) if st is not None else None
+    if key is not None and key in _FEATURES:
+        return _FEATURES[key]
+    d = _read_json(href, where)
+    features = d.get("features") if isinstance(d, dict) and d.get("type") == "FeatureCollection" else None
+    index = None
+    if isinstance(features, list):
+        index = {}
+        for f in features:
+            if isinstance(f, dict) and isinstance(f.get("id"), str):
+                index.setdefault(f["id"], f)
+    if key is not None:
+        if len(_FEATURES) >= 4:
+            _FEATURES.clear()
+        _FEATURES[key] = index
+    return index
 
 
 def _check_is_item(d: Any, where: str) -> None:
