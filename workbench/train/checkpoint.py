@@ -63,9 +63,10 @@ def _digest(index: dict, data_chunks) -> str:
     return h.hexdigest()
 
 
-def _seal(fh) -> int:
+def _seal(fh, where: Path) -> None:
     """Put the file's digest in place of the placeholder ``save_checkpoint`` wrote into its header
-    (same length, so the header and every offset stay as safetensors wrote them); the file size.
+    (same length, so the header and every offset stay as safetensors wrote them). A file shorter
+    or longer than its header says (a full disk) is refused here, before it replaces anything.
 
     The data are hashed as read back from the file (the page cache), in chunks: the tensors are
     never copied into one buffer. Building the file in memory first (serialise to bytes, then
@@ -79,13 +80,14 @@ def _seal(fh) -> int:
     placeholder = header.get("__metadata__", {}).get(DIGEST_KEY, "").encode()
     at = raw.find(b'"' + placeholder + b'"') if placeholder else -1
     if at < 0 or raw.count(placeholder) != 1:
-        raise WorkbenchError(f"{fh.name}: the checkpoint header has no room for its checksum (safetensors changed "
+        raise WorkbenchError(f"{where}: the checkpoint header has no room for its checksum (safetensors changed "
                              "how it writes metadata?)")
     digest = _digest(header, iter(lambda: fh.read(_CHUNK), b"")).encode()
-    size = fh.tell()
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if fh.tell() != 8 + n + max(ends, default=0):
+        raise WorkbenchError(f"{where}: the checkpoint did not write completely (disk full?)")
     fh.seek(8 + at + 1)
     fh.write(digest)
-    return size
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
@@ -100,11 +102,9 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: d
         except safetensors.SafetensorError as exc:  # its I/O errors (a full disk) are not OSError
             raise WorkbenchError(f"{path}: could not be written ({str(exc).splitlines()[0][:200]})") from None
         with open(tmp, "r+b") as fh:
-            size = _seal(fh)
+            _seal(fh, path)
             fh.flush()
             os.fsync(fh.fileno())
-        if tmp.stat().st_size != size:
-            raise WorkbenchError(f"{path}: the checkpoint did not write completely (disk full?)")
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -72,3 +72,24 @@ def test_a_write_safetensors_refuses_is_one_line_and_keeps_the_previous_checkpoi
     assert "\n" not in str(e.value)
     tensors, state = ckpt.load_checkpoint(path)
     assert state == {"step": 1} and torch.equal(tensors["model.w"], torch.ones(4))
+
+
+def test_a_file_shorter_than_its_header_says_is_refused_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A full disk can leave safetensors' file short without an error from it: the seal compares
+    the file with the tensors its header lists before anything is replaced."""
+    path = tmp_path / "last.safetensors"
+    ckpt.save_checkpoint(path, {"model.w": torch.ones(4)}, {"step": 1})
+    real = safetensors.torch.save_file
+
+    def short_write(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as fh:
+            fh.truncate(fh.seek(0, 2) - 4)
+
+    monkeypatch.setattr(ckpt.safetensors.torch, "save_file", short_write)
+    with pytest.raises(WorkbenchError, match="last.safetensors: the checkpoint did not write completely"):
+        ckpt.save_checkpoint(path, {"model.w": torch.zeros(4)}, {"step": 2})
+    monkeypatch.undo()
+    tensors, state = ckpt.load_checkpoint(path)
+    assert state == {"step": 1} and torch.equal(tensors["model.w"], torch.ones(4))
+    assert not temporary_name(path).exists()
