@@ -522,10 +522,7 @@ class Catalog:
         cur = self._rows(self._select(f"SELECT {', '.join(ROW_NAMES)} FROM tiles", filters, order=True),
                          filters.get("where"))
         while True:
-            try:
-                rows = cur.fetchmany(batch_size)
-            except sqlite3.Error as exc:
-                raise WorkbenchError(f"malformed query --where {filters.get('where')!r}: {exc}") from None
+            rows = _fetch(cur, batch_size, filters.get("where"))
             if not rows:
                 return
             yield from self._tiles(rows)
@@ -547,12 +544,7 @@ class Catalog:
         parts = []     # read in blocks: no list of every row's tuple at once (ten million rows)
         with _gc_paused():
             while True:
-                try:
-                    rows = cur.fetchmany(TABLE_BLOCK)
-                except sqlite3.Error as exc:
-                    if not filters.get("where"):
-                        raise
-                    raise WorkbenchError(f"malformed query --where {filters['where']!r}: {exc}") from None
+                rows = _fetch(cur, TABLE_BLOCK, filters.get("where"))
                 if not rows and parts:
                     break
                 parts.append(table_from_rows(names, rows, self._load_paths))
@@ -562,7 +554,7 @@ class Catalog:
 
     def count(self, **filters: Any) -> int:
         sql, params = self._select("SELECT COUNT(*) FROM tiles", {**filters, "limit": None})
-        return self._run(sql, params, filters.get("where"))[0][0]
+        return self._read((sql, params), filters.get("where"))[0][0]
 
     def get(self, tile_id: int) -> Tile:
         rows = self.query(ids=[tile_id])
@@ -595,25 +587,25 @@ class Catalog:
 
         def group(col: str) -> dict:
             sql = base.replace("{cols}", f"COALESCE({col}, '-') AS k, COUNT(*)", 1) + " GROUP BY k ORDER BY k"
-            return {r[0]: r[1] for r in self._run(sql, params, where)}
+            return {r[0]: r[1] for r in self._read((sql, params), where)}
 
         # the head's {cols} only: a user's --where is SQL, never a format string
-        summary = self._run(base.replace("{cols}", "COUNT(*), AVG(water_fraction), MIN(water_fraction), "
-                                                   "MAX(water_fraction), SUM(mask_path IS NOT NULL)", 1),
-                            params, where)[0]
+        summary = self._read((base.replace("{cols}", "COUNT(*), AVG(water_fraction), MIN(water_fraction), "
+                                                     "MAX(water_fraction), SUM(mask_path IS NOT NULL)", 1),
+                              params), where)[0]
         wf_sql = base.replace("{cols}", "source, split, COUNT(*), AVG(water_fraction), "
                                         "SUM(water_fraction > 0.05 AND water_fraction < 0.95)", 1)
         by_source_split = [dict(source=r[0], split=r[1], tiles=r[2], mean_water=r[3], mixed=r[4])
-                           for r in self._run(wf_sql + " GROUP BY source, split ORDER BY source, split",
-                                              params, where)]
+                           for r in self._read((wf_sql + " GROUP BY source, split ORDER BY source, split",
+                                                params), where)]
         return dict(tiles=summary[0], with_mask=summary[4] or 0, water_mean=summary[1],
                     water_min=summary[2], water_max=summary[3], by_source=group("source"),
                     by_split=group("split"), by_label=group("label"), by_pred_label=group("pred_label"),
                     by_source_split=by_source_split)
 
-    def _select(self, head: str, f: dict[str, Any], order: bool | None = None) -> tuple[str, list]:
+    def _select(self, head: str, f: dict[str, Any], order: bool = False) -> tuple[str, list]:
         """``head`` with the filters ``f`` as a WHERE clause and its parameters; rows in id order
-        when ``order`` (default: for a ``SELECT *`` head)."""
+        when ``order``."""
         unknown = set(k for k, v in f.items() if v is not None) - set(QUERY_KEYS)
         if unknown:
             raise WorkbenchError(f"unknown query filter(s): {', '.join(sorted(unknown))}")
@@ -656,24 +648,12 @@ class Catalog:
         if f.get("where"):
             clauses.append(f"({check_where(f['where'])})")
         sql = head + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        if head.startswith("SELECT *") if order is None else order:
+        if order:
             sql += " ORDER BY id"
         if f.get("limit") is not None:
             sql += " LIMIT ?"
             params.append(int(f["limit"]))
         return sql, params
-
-    def _run(self, sql: str, params: list, where: str | None) -> list[sqlite3.Row]:
-        """Run a read; a user's raw ``where`` may only read, and a bad one is a user error."""
-        if not where:
-            return self.conn.execute(sql, params).fetchall()
-        self.conn.set_authorizer(_read_only)
-        try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise WorkbenchError(f"malformed query --where {where!r}: {exc}") from None
-        finally:
-            self.conn.set_authorizer(None)
 
     def _rows(self, select: tuple[str, list], where: str | None) -> sqlite3.Cursor:
         """A cursor over ``select`` giving plain tuples (a ``sqlite3.Row`` per row costs more than
@@ -687,19 +667,13 @@ class Catalog:
         try:
             return cur.execute(sql, params)
         except sqlite3.Error as exc:
-            raise WorkbenchError(f"malformed query --where {where!r}: {exc}") from None
+            raise _malformed(where, exc) from None
         finally:
             self.conn.set_authorizer(None)
 
     def _read(self, select: tuple[str, list], where: str | None) -> list[tuple]:
         """Every row of ``select`` (see ``_rows``)."""
-        cur = self._rows(select, where)
-        try:
-            return cur.fetchall()
-        except sqlite3.Error as exc:
-            if not where:
-                raise
-            raise WorkbenchError(f"malformed query --where {where!r}: {exc}") from None
+        return _fetch(self._rows(select, where), None, where)
 
     def _tiles(self, rows: list[tuple]) -> list[Tile]:
         """``Tile`` objects of rows in ``ROW_NAMES`` order. Built without ``Tile.__init__``
@@ -756,6 +730,21 @@ def _connect_read_only(path: Path, immutable: bool = False) -> sqlite3.Connectio
     conn.execute("PRAGMA busy_timeout = 120000")
     conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+def _fetch(cur: sqlite3.Cursor, n: int | None, where: str | None) -> list[tuple]:
+    """The next ``n`` rows of ``cur`` (None: all); an error SQLite meets only while running a
+    user's ``where`` (a bad function argument ...) is a user error too."""
+    try:
+        return cur.fetchall() if n is None else cur.fetchmany(n)
+    except sqlite3.Error as exc:
+        if not where:
+            raise
+        raise _malformed(where, exc) from None
+
+
+def _malformed(where: str, exc: Exception) -> WorkbenchError:
+    return WorkbenchError(f"malformed query --where {where!r}: {exc}")
 
 
 @contextmanager
