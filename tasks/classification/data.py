@@ -37,10 +37,11 @@ def resolve_labels(cfg: ClassificationConfig, tiles: Sequence) -> str:
         return d.labels
     from workbench.data.tile_table import TileTable
 
-    if not isinstance(tiles, TileTable):
+    if isinstance(tiles, TileTable):
+        fractions, labels = tiles.values("water_fraction"), tiles.values("label")
+    else:
         tiles = list(tiles)
-    fractions = _fractions(tiles)
-    labels = list(tiles["label"]) if isinstance(tiles, TileTable) else [t.label for t in tiles]
+        fractions, labels = [t.water_fraction for t in tiles], [t.label for t in tiles]
     if len(tiles) and all(f is not None for f in fractions):
         d.labels = "water_fraction"
     elif len(tiles) and all(labels):
@@ -57,37 +58,28 @@ def resolve_labels(cfg: ClassificationConfig, tiles: Sequence) -> str:
     return d.labels
 
 
-def _fractions(tiles: Any) -> list[float | None]:
-    from workbench.data.tile_table import TileTable
-
-    if isinstance(tiles, TileTable):
-        return [None if f != f else f for f in tiles["water_fraction"].tolist()]    # NaN: NULL
-    return [t.water_fraction for t in tiles]
-
-
 def labels_of(tiles: Any, cfg: ClassificationConfig) -> list[str | None]:
     """``label_of`` of every tile; a TileTable's from its columns (no row object per tile)."""
     from workbench.data.tile_table import TileTable
 
     if not isinstance(tiles, TileTable):
         return [label_of(t, cfg) for t in tiles]
-    d = cfg.data
-    if d.labels == "label":
+    if cfg.data.labels == "label":
         return list(tiles["label"])
-    land, water = d.land_max, d.water_min
-    return [None if wf is None else "land" if wf < land else "water" if wf > water else "coast"
-            for wf in _fractions(tiles)]
+    return [_class_of(wf, cfg) for wf in tiles.values("water_fraction")]
 
 
 def label_of(tile, cfg: ClassificationConfig) -> str | None:
     """The tile's class: its ``label`` column, or land / coast / water from its water fraction."""
-    d = cfg.data
-    if d.labels == "label":
+    if cfg.data.labels == "label":
         return tile.label
-    wf = tile.water_fraction
+    return _class_of(tile.water_fraction, cfg)
+
+
+def _class_of(wf: float | None, cfg: ClassificationConfig) -> str | None:
     if wf is None:
         return None
-    return "land" if wf < d.land_max else "water" if wf > d.water_min else "coast"
+    return "land" if wf < cfg.data.land_max else "water" if wf > cfg.data.water_min else "coast"
 
 
 def select_tiles(cat, query: dict, split: str, cfg: ClassificationConfig, need_labels: bool = True) -> Any:

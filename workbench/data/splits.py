@@ -229,8 +229,7 @@ def _split_rows(tiles: Iterable) -> Iterable:
 
     if not isinstance(tiles, TileTable) or not {"split", "label", "water_fraction"} <= set(tiles.names):
         return tiles
-    fractions = [None if f != f else f for f in tiles["water_fraction"].tolist()]   # NaN: NULL
-    return map(_Row._make, zip(tiles["split"], tiles["label"], fractions))
+    return map(_Row._make, zip(tiles["split"], tiles["label"], tiles.values("water_fraction")))
 
 
 def split_warnings(tiles: Iterable, splits: Sequence[str] = SPLITS, min_tiles: int = MIN_SPLIT_TILES,

@@ -146,6 +146,17 @@ class TileTable:
             return int(v) if name in INTEGER_COLUMNS else float(v)
         return v
 
+    def values(self, name: str) -> list[Any]:
+        """The whole column as ``Tile`` fields hold it (None for NULL, ints for integer columns;
+        JSON as stored text): for code that reads one field of every row."""
+        col = self.column(name)
+        if not isinstance(col, np.ndarray):
+            return list(col)
+        if name == "id":
+            return col.tolist()
+        as_int = name in INTEGER_COLUMNS
+        return [None if v != v else int(v) if as_int else v for v in col.tolist()]     # NaN: NULL
+
     def row_dict(self, i: int) -> dict[str, Any]:
         """Row ``i`` as ``{column: value}`` (``Tile(**table.row_dict(i))`` when every column was read)."""
         return {n: self.value(n, i) for n in self._columns}

@@ -306,6 +306,9 @@ def test_table_holds_the_rows_query_gives(cat):
     assert np.isnan(table["water_fraction"][4]) and table[4].water_fraction is None and table[4].mask_path is None
     assert table["path"] == [t.path for t in tiles] and table.band_lists()[0] == ["red", "green", "blue"]
     assert table.bounds().shape == (5, 4) and table.shapes().tolist() == [[0, 0]] * 5
+    for name in ("water_fraction", "width", "id", "label", "path"):    # a column as Tile fields hold it
+        assert table.values(name) == [getattr(t, name) for t in tiles]
+    assert table.values("water_fraction")[4] is None and all(w is None for w in table.values("width"))
     sub = cat.table(columns=["path", "split", "extra"], split=["train", "test"])
     assert sub.names == ["id", "path", "split", "extra"] and len(sub) == 3
     assert sub[1].extra == {"n": "c"} and not hasattr(sub[1], "label")
