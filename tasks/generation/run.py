@@ -47,12 +47,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from workbench.errors import WorkbenchError
-
-if TYPE_CHECKING:
-    pass
 
 TASK = "generation"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"

@@ -143,7 +143,9 @@ def context_of(cat: Any, tiles: Any, cfg: SegmentationConfig) -> list:
     """What a split is read from: its tiles (``data.context: tile``), or the block mosaics they
     pick (``block``: every tile of the same split block, padded to at least ``data.window``)."""
     if cfg.data.context != "block" or not tiles:
-        return tiles if hasattr(tiles, "column") else list(tiles)     # a TileTable stays one
+        from workbench.data.tile_table import TileTable
+
+        return tiles if isinstance(tiles, TileTable) else list(tiles)     # a TileTable stays one
     from workbench.data.blocks import block_mosaics
 
     return block_mosaics(cat, tiles, min_size=cfg.data.window)
