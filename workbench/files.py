@@ -41,6 +41,18 @@ def replacing(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
             pass
 
 
+def may_write(p: Path, by_anyone: bool = False) -> bool:
+    """May this process write ``p`` (a file or folder), and does ``p`` carry a write bit at all?
+    A file or folder without any write bit was made read-only on purpose: the workbench
+    leaves it alone even as root, whom the permission bits do not stop. ``by_anyone``: only
+    the bits (could some user write it?), not this process's own access."""
+    try:
+        bits = p.stat().st_mode & 0o222
+    except OSError:
+        return False
+    return bool(bits) and (by_anyone or os.access(p, os.W_OK))
+
+
 def check_can_create(path: str | Path, label: str, folder: bool = True) -> None:
     """Refuse, before any work, an output folder (``folder``) or file that cannot be made: one
     under a regular file, a folder that is a file, or one in a folder this process cannot write.

@@ -24,3 +24,12 @@ def default_catalog() -> Path:
 
 def runs_dir() -> Path:
     return home() / "runs"
+
+
+def cache_dir() -> Path:
+    """Where derived files go when the data folder may not be written (a catalog on read-only
+    shared storage): ``$WORKBENCH_CACHE``, else the user's cache folder (XDG)."""
+    if os.environ.get("WORKBENCH_CACHE"):
+        return Path(os.environ["WORKBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "satellite-workbench"

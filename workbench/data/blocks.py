@@ -25,7 +25,10 @@ tiles' image nodata (0 when they have none) and mask 255 (nodata: never trained 
 scored); a tile's own mask nodata becomes 255 too.
 
 Files: ``<catalog folder>/.blocks/<source>-<split>-<block>-<hash>.tif`` and ``..._mask.tif``,
-written atomically by ``geotiff.write``. The hash covers the member tiles (ids, paths,
+written atomically by ``geotiff.write``. A catalog whose folder this process may not write (a
+read-only copy on shared storage) has its new mosaics written under the user's cache folder
+(``workbench.paths.cache_dir()/blocks/<hash of the catalog folder>``); mosaics already in its
+``.blocks`` are still read from there. The hash covers the member tiles (ids, paths,
 file sizes and modification times) and the padding, so an unchanged block is reused and a
 changed one gets a new file. The folder is a cache: delete it at will.
 """
@@ -44,8 +47,10 @@ from typing import Any
 import numpy as np
 from rasterio.transform import Affine
 
+from workbench import paths
 from workbench.data import geotiff
 from workbench.errors import WorkbenchError
+from workbench.files import may_write
 
 MASK_NODATA = 255
 CACHE_DIR = ".blocks"
@@ -84,7 +89,7 @@ def block_mosaics(catalog: Any, tiles: Sequence[Any], min_size: int = 0,
     """One :class:`Block` per block the ``tiles`` pick (in the order of their first tile),
     written under ``folder`` (default: ``<catalog folder>/.blocks``) unless already there."""
     tiles = list(tiles)
-    folder = Path(folder) if folder is not None else Path(catalog.root) / CACHE_DIR
+    folders = [Path(folder)] if folder is not None else cache_folders(Path(catalog.root))
     picked: dict[tuple, list] = {}
     for t in tiles:
         picked.setdefault(block_key(t), []).append(t)
@@ -97,8 +102,18 @@ def block_mosaics(catalog: Any, tiles: Sequence[Any], min_size: int = 0,
     out = []
     for k, chosen in picked.items():
         group = members.get(k) or chosen
-        out.append(_mosaic(k, group, chosen, int(min_size), folder))
+        out.append(_mosaic(k, group, chosen, int(min_size), folders))
     return out
+
+
+def cache_folders(root: Path) -> list[Path]:
+    """Where a catalog's mosaics are looked for, the one they are written to first: its
+    ``.blocks``, or -- when that cannot be written here -- the user's cache, then ``.blocks``."""
+    own = root / CACHE_DIR
+    if may_write(own if own.exists() else root):
+        return [own]
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return [paths.cache_dir() / "blocks" / key, own]
 
 
 def _digest(key: tuple, group: list, min_size: int) -> str:
@@ -112,7 +127,7 @@ def _digest(key: tuple, group: list, min_size: int) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def _mosaic(key: tuple, group: list, chosen: list, min_size: int, folder: Path) -> Block:
+def _mosaic(key: tuple, group: list, chosen: list, min_size: int, folders: list[Path]) -> Block:
     group = sorted(group, key=lambda t: (t.id is None, t.id or 0, str(t.path)))
     for t in group:
         if not t.mask_path:
@@ -153,7 +168,8 @@ def _mosaic(key: tuple, group: list, chosen: list, min_size: int, folder: Path) 
     block = key[3] if key[0] != "tile" else None
     where = "-".join(str(v) for v in block) if block is not None else f"tile{key[1]}"
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{source}-{split}-{where}-{_digest(key, group, min_size)}")
-    path, mask_path = folder / f"{stem}.tif", folder / f"{stem}_mask.tif"
+    made = [(f / f"{stem}.tif", f / f"{stem}_mask.tif") for f in folders]
+    path, mask_path = next(((p, m) for p, m in made if p.is_file() and m.is_file()), made[0])
     if not (path.is_file() and mask_path.is_file()):
         fill = ref.nodata if ref.nodata is not None else 0
         image = np.full((ref.count, height, width), fill, dtype=ref.dtype)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench import paths
 from workbench.errors import WorkbenchError
+from workbench.files import may_write
 
 if TYPE_CHECKING:
     from workbench.data.tile_table import TileTable
@@ -713,14 +714,14 @@ def _connect_read_only(path: Path, immutable: bool = False) -> sqlite3.Connectio
         raise WorkbenchError(f"{path}: cannot be read as immutable: {wal.name} beside it holds commits (a writer "
                              "has the catalog open, or left commits not yet in the file); close the writer, or "
                              "read it without --catalog-immutable")
-    frozen = immutable or not (dirty or _writable(path.parent, by_anyone=True))
+    frozen = immutable or not (dirty or may_write(path.parent, by_anyone=True))
     uri = path.resolve().as_uri()
     try:
         conn = sqlite3.connect(f"{uri}?mode=ro{'&immutable=1' if frozen else ''}", uri=True, timeout=120,
                                isolation_level=None)
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.OperationalError as exc:
-        if frozen or _writable(path.parent):
+        if frozen or may_write(path.parent):
             raise
         way = ("let the writer close it (or give it write access to the folder)" if dirty else
                "if nothing writes the catalog while this command runs, give --catalog-immutable")
@@ -761,25 +762,13 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _writable(p: Path, by_anyone: bool = False) -> bool:
-    """May this process write ``p`` (a file or folder), and does ``p`` carry a write bit at all?
-    A file or folder without any write bit was made read-only on purpose: the workbench
-    leaves it alone even as root, whom the permission bits do not stop. ``by_anyone``: only
-    the bits (could some user write it?), not this process's own access."""
-    try:
-        bits = p.stat().st_mode & 0o222
-    except OSError:
-        return False
-    return bool(bits) and (by_anyone or os.access(p, os.W_OK))
-
-
 def _refuse_read_only(path: Path) -> None:
     """A writer's check before it opens: the file and its folder (where SQLite writes the
     ``-wal`` / ``-shm`` and the journal) must be writable."""
-    if path.exists() and not _writable(path):
+    if path.exists() and not may_write(path):
         raise WorkbenchError(f"{path}: the catalog is read-only (the file may not be written); this command "
                              "writes the catalog, nothing was changed")
-    if not _writable(path.parent):
+    if not may_write(path.parent):
         raise WorkbenchError(f"{path}: the catalog is read-only (its folder may not be written, and SQLite "
                              "writes its -wal and -shm files there); this command writes the catalog, nothing "
                              "was changed")

@@ -188,3 +188,25 @@ def test_a_mosaic_keeps_its_tiles_radiometry(tmp_path):
     (block,) = block_mosaics(cat, cat.query())
     assert [r.affine() for r in of_tile(block)] == [(pytest.approx(1e-4), pytest.approx(-0.1))] * 4
     cat.close()
+
+
+def test_a_catalog_in_a_read_only_folder_gets_its_mosaics_in_the_user_cache(cat, tmp_path, monkeypatch):
+    """A copy of the data on read-only shared storage: mosaics already in its .blocks are read
+    from there, a new one goes to the user's cache folder (never into the catalog's folder)."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    first = [t for t in cat.query(split="train") if t.extra["tile_row"] == 1 and t.extra["tile_col"] == 3]
+    (built,) = block_mosaics(cat, first)               # written while the folder was writable
+    others = [t for t in cat.query(split="train") if t.extra["tile_col"] < 2][:1]
+    folder = cat.root / ".blocks"
+    listing = sorted(p.name for p in folder.iterdir())
+    for p in (folder, cat.root):
+        p.chmod(0o555)
+    try:
+        (again,) = block_mosaics(cat, first)
+        (new,) = block_mosaics(cat, others)
+    finally:
+        for p in (cat.root, folder):
+            p.chmod(0o755)
+    assert again.path == built.path and sorted(p.name for p in folder.iterdir()) == listing
+    assert Path(new.path).parent.parent == tmp_path / "cache" / "blocks" and Path(new.mask_path).is_file()
+    assert geotiff.read_info(new.path).height == new.height
