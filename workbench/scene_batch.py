@@ -2,7 +2,7 @@
 
     with distributed.session() as ranks:
         scenes = scene_batch.list_scenes(args.input, args.out, "_mask.tif", "masks")   # before the run loads
-        run = load_run(...)
+        run = load_run(..., device=scene_batch.rank_device(args.device, ranks))
         batch = scene_batch.Batch(run=..., identity=..., suffix="_mask.tif", check=..., predict=..., ...)
         return scene_batch.run(batch, scenes, args.out, ranks, to_catalog=..., catalog=..., as_json=...)
 
@@ -60,6 +60,13 @@ class Batch:
 
 def output_name(scene: Scene, suffix: str) -> str:
     return f"{scene.name}{suffix}"
+
+
+def rank_device(name: str | None, ranks: distributed.Ranks) -> str:
+    """``--device`` (default cuda when present); with several processes on a node, each its own GPU."""
+    from workbench.devices import resolve_device
+
+    return str(distributed.rank_device(resolve_device(name, "--device"), ranks))
 
 
 def list_scenes(input_path: str | Path, out: str | Path, suffix: str, what: str) -> list[Scene]:

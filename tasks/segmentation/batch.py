@@ -62,7 +62,7 @@ def run_batch(args: argparse.Namespace) -> int:
                              "apply to one scene")
     with distributed.session() as ranks:
         scenes = scene_batch.list_scenes(args.input, args.out, SUFFIX, "masks")
-        run = load_run(args.run, device=_rank_device(args.device, ranks))
+        run = load_run(args.run, device=scene_batch.rank_device(args.device, ranks))
         if args.precision:
             run.cfg.predict.precision = args.precision
         batch = scene_batch.Batch(
@@ -73,13 +73,6 @@ def run_batch(args: argparse.Namespace) -> int:
         return scene_batch.run(batch, scenes, args.out, ranks, to_catalog=args.to_catalog,
                                catalog=getattr(args, "catalog", None), as_json=args.json,
                                progress=not args.no_progress)
-
-
-def _rank_device(name: str | None, ranks: distributed.Ranks) -> str:
-    """``--device`` (default cuda when present); with several processes on a node, each its own GPU."""
-    from workbench.devices import resolve_device
-
-    return str(distributed.rank_device(resolve_device(name, "--device"), ranks))
 
 
 def _check(run, mine: list[Scene], args) -> None:
