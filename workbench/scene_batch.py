@@ -92,6 +92,8 @@ def run(batch: Batch, scenes: list[Scene], out: str | Path, ranks: distributed.R
     """Map every scene of ``scenes`` once (see the module docstring); 0 on every rank."""
     from workbench.manifest import Manifest
 
+    if to_catalog and batch.catalog_rows is None:
+        raise WorkbenchError("--to-catalog: this task keeps no catalog rows of its maps")
     out = Path(out)
     manifest = Manifest(out, {**batch.identity, "scenes": [s.path for s in scenes]})
     manifest.check()
@@ -163,8 +165,6 @@ def _open_catalog(catalog: str | Path | None):
 
 def _to_catalog(batch: Batch, entries: list[dict], catalog: str | Path | None) -> int:
     """The task's rows in one transaction; a path already present is kept. Returns the rows added."""
-    if batch.catalog_rows is None:
-        raise WorkbenchError("--to-catalog: this task keeps no catalog rows of its maps")
     tiles = batch.catalog_rows(entries)
     with _open_catalog(catalog) as cat:
         before = cat.existing_paths(t.path for t in tiles)
