@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from workbench.commands import (
     add_catalog_immutable,
@@ -67,6 +66,10 @@ PREDICT_EXAMPLES = """examples:
   workbench classify predict --run latest --input scene.tif --out classes.tif    a whole scene
   workbench classify predict --run latest --input S2B_MSIL2A_...SAFE --out classes.tif --stride 128 \\
       --probabilities probs.tif
+  workbench classify predict --run latest --input scenes/ --out classes/             every scene of a folder
+  workbench classify predict --run latest --input scenes.txt --out classes/ --to-catalog   a list, rows in the catalog
+  torchrun --nproc-per-node 4 -m workbench classify predict RUN --input collection.json --out classes/
+  accelerate launch --multi_gpu --num_processes 4 -m workbench classify predict RUN --input scenes.txt --out classes/
 
 Catalog mode (tile filters): writes pred_label, pred_score (probability of that class) and
 model_id (the run's name) into the catalog for every selected tile, in one transaction, and a
@@ -81,6 +84,14 @@ edge) and each window gets one class. The output is a uint8 GeoTIFF with one pix
 (the scene's CRS, its pixels scaled by the stride), the class index or 255 = no class (windows
 less than half valid), the class names in its CLASSES tag; --probabilities adds a float32
 GeoTIFF, one band per class (NaN = no class). The catalog is not touched.
+
+Many scenes (--input a folder, a .txt list or a STAC collection / item collection / catalog;
+--out a folder): each scene is classified to OUT/<name>_classes.tif and recorded in
+OUT/manifest.json + OUT/done/; the same command again resumes (finished scenes are skipped);
+under torchrun or accelerate launch each process classifies its share; --to-catalog adds a
+'predicted' row per class map (its bounds, the run, the windows per class in extra; no
+pred_label: the run labels windows, not scenes); --probabilities applies to one scene only
+(docs/classification.md, "Many scenes").
 
 """ + QUERY_HELP
 
@@ -121,11 +132,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     add_run_option(v, older_positional=True)      # RUN as a word: torchrun's parser takes --run for its --run-path
     v.add_argument("--input", metavar="SCENE",
                    help="scene to classify: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC item JSON, or any "
-                        "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...)")
+                        "path GDAL opens (/vsicurl/..., SENTINEL2_L2A:...); or many: a folder of them, a .txt list "
+                        "(one per line) or a STAC collection / item collection / catalog JSON (--out: a folder)")
     add_input_options(v)
     v.add_argument("--out", metavar="CLASSES.tif", help="scene mode: the class map (uint8, one pixel per window, "
-                                                        "255 = no class)")
-    v.add_argument("--probabilities", metavar="P.tif", help="scene mode: also write float32 class probabilities")
+                                                        "255 = no class); many scenes: a folder for "
+                                                        "<name>_classes.tif")
+    v.add_argument("--probabilities", metavar="P.tif", help="one scene: also write float32 class probabilities")
     v.add_argument("--stride", type=int, metavar="PX", help="scene mode: px between windows (default: the run's "
                                                            "tile side, data.size)")
     v.add_argument("--batch-size", type=int, metavar="N", help="crops (windows) per forward pass (default 256 "
@@ -134,6 +147,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     v.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="scene mode: bf16 autocast or fp32 (default: the run's predict.precision, auto = bf16 on "
                         "CUDA and on CPUs with native bf16)")
+    v.add_argument("--to-catalog", action="store_true",
+                   help="many scenes: once every scene is classified, add one catalog row per class map (source "
+                        "'predicted', written by one process; a row already there is kept)")
     v.add_argument("--dry-run", action="store_true", help="predict and report, but write nothing")
     v.add_argument("--json", action="store_true", help="print the result as one JSON object")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -180,7 +196,7 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-SCENE_OPTIONS = ("out", "probabilities", "stride", "bands", "scale", "offset", "scl_nodata")
+SCENE_OPTIONS = ("out", "probabilities", "stride", "bands", "scale", "offset", "scl_nodata", "to_catalog")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -197,29 +213,34 @@ def run_predict(args: argparse.Namespace) -> int:
         if not args.out:
             raise WorkbenchError("--input needs --out CLASSES.tif, where the class map goes")
         return _run_scene(args)
-    given = [f"--{o.replace('_', '-')}" for o in SCENE_OPTIONS if getattr(args, o, None) is not None]
+    given = [f"--{o.replace('_', '-')}" for o in SCENE_OPTIONS if getattr(args, o, None) not in (None, False)]
     if given:
         raise WorkbenchError(f"{', '.join(given)} belong(s) to scene mode: give --input SCENE too")
     return _run_catalog(args, query)
 
 
 def _run_scene(args: argparse.Namespace) -> int:
-    from workbench.data.inputs import is_folder_input, refuse_overwrite
+    from workbench.data.inputs import refuse_overwrite
+    from workbench.data.scene_list import is_many
     from workbench.devices import resolve_device
+    from workbench.errors import WorkbenchError
 
     from .predict import predict_scene
     from .run import load_run
 
     bs = _batch_size(args.batch_size if args.batch_size is not None else 64)
-    folder = is_folder_input(args.input)
-    if not folder:
-        refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities}, {"--input": args.input})
+    if is_many(args.input):
+        from .batch import run_batch
+
+        return run_batch(args, bs)
+    if args.to_catalog:
+        raise WorkbenchError("--to-catalog records the class maps of many scenes: give --input a folder, a list of "
+                             "scenes (.txt) or a STAC collection, and --out a folder")
+    refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities}, {"--input": args.input})
     device = str(resolve_device(args.device, "--device"))   # before the run is looked up or loaded
     run = load_run(run_from_args(args, "classify predict"), device)
     if args.precision:
         run.cfg.predict.precision = args.precision
-    if folder:
-        return _run_folder(args, run, bs)
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, stride=args.stride, batch_size=bs,
                         progress=not (args.no_progress or args.json), bands=args.bands, scale=args.scale,
                         offset=args.offset, scl_nodata=args.scl_nodata)
@@ -240,35 +261,6 @@ def _run_scene(args: argparse.Namespace) -> int:
     print(f"\n{res['out']}")
     if res["probabilities"]:
         print(res["probabilities"])
-    return 0
-
-
-def _run_folder(args: argparse.Namespace, run, batch_size: int) -> int:
-    """``--input DIR --out DIR``: a class map ``OUT/<name>_classes.tif`` per scene of DIR
-    (``inputs.inputs_in``), every scene checked against the run before the first is predicted."""
-    from workbench.commands.data import format_table
-    from workbench.data.contract import check_scenes
-    from workbench.data.inputs import folder_inputs
-    from workbench.errors import WorkbenchError
-
-    from .predict import predict_scene
-
-    if args.probabilities:
-        raise WorkbenchError(f"--input {args.input} is a folder: --probabilities applies to one scene")
-    out = Path(args.out)
-    scenes = folder_inputs(args.input, out, "class maps")
-    check_scenes(run.contract, run.stats, scenes, run=run.name, bands=args.bands, scale=args.scale,
-                 offset=args.offset, scl_nodata=args.scl_nodata)
-    rows = [predict_scene(run, scene, out / f"{scene.stem}_classes.tif", stride=args.stride, batch_size=batch_size,
-                          progress=not (args.no_progress or args.json), bands=args.bands, scale=args.scale,
-                          offset=args.offset, scl_nodata=args.scl_nodata) for scene in scenes]
-    if args.json:
-        print(json.dumps({"run": str(run.path), "scenes": rows}, default=str))
-        return 0
-    print(f"run  {run.path}")
-    print(format_table(["scene", *run.classes, "no class", "map"],
-                       [[Path(r["input"]).name, *(r["counts"][c] for c in run.classes), r["no_class"], r["out"]]
-                        for r in rows], right=range(1, len(run.classes) + 2)))
     return 0
 
 

@@ -10,41 +10,36 @@ masks atomically and records each finished scene in the batch's manifest
 (:mod:`workbench.manifest`), so a killed batch, re-run with the same command, maps only what
 is not finished and no scene is mapped twice.
 
-The order of a batch, on every rank alike:
-
-1. list the scenes, load the run, work out the batch's identity; a manifest of another batch in
-   OUT is refused (nothing written);
-2. each rank brings its unfinished scenes to the run's input contract; any rank's refusal stops
-   every rank before the first mask (the error lines are gathered);
-3. the main rank writes the manifest's identity and clears temporaries a killed batch left;
-   barrier; each rank maps its share;
-4. barrier; the main rank alone reads every entry, prints the table and, with ``--to-catalog``,
-   adds one catalog row per map (source ``predicted``) in one transaction, so one process
-   writes the catalog and a row present is kept.
+The steps of a batch (list, identity and manifest, checks gathered from every rank, barriers,
+one process writing the catalog) are :mod:`workbench.scene_batch`'s, shared with ``classify
+predict``; this module supplies what is segmentation's own: the mask's name, the options that
+change a mask, the contract check, the one-scene prediction, the table and the catalog row
+(source ``predicted``: the mask's bounds, its water fraction, pixels and km² per class).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from workbench import distributed
+from workbench import distributed, scene_batch
 from workbench.data.scene_list import Scene
 from workbench.errors import WorkbenchError
+
+SUFFIX = "_mask.tif"
 
 SUMMARY_KEYS = ("input", "width", "height", "crs", "water_fraction", "valid_pixels", "nodata_pixels",
                 "class_pixels", "areas_km2", "windows", "seconds", "inputs")
 
 
 def mask_name(scene: Scene) -> str:
-    return f"{scene.name}_mask.tif"
+    return scene_batch.output_name(scene, SUFFIX)
 
 
-def identity(run: Any, scenes: list[Scene], args: argparse.Namespace) -> dict:
-    """What decides a batch's outputs: the run and its checkpoint's bytes, every option that
-    changes a mask (batch size and progress do not), and the scene list."""
+def identity(run: Any, args: argparse.Namespace) -> dict:
+    """What decides a batch's masks, besides the scene list (the engine adds it): the run and its
+    checkpoint's bytes, every option that changes a mask (batch size and progress do not)."""
     from workbench.manifest import file_sha256
     from workbench.train.checkpoint import resolve_checkpoint
 
@@ -55,124 +50,60 @@ def identity(run: Any, scenes: list[Scene], args: argparse.Namespace) -> dict:
             "threshold": run.threshold, "window": window, "overlap": overlap, "blend": blend, "tta": tta,
             "precision": precision_of(run), "bands": list(args.bands) if args.bands else None, "scale": args.scale,
             "offset": args.offset, "scl_nodata": None if args.scl_nodata is None else list(args.scl_nodata),
-            "out_crs": args.out_crs, "scenes": [s.path for s in scenes]}
+            "out_crs": args.out_crs}
 
 
 def run_batch(args: argparse.Namespace) -> int:
     """``segment predict`` over many scenes (see the module docstring)."""
-    with distributed.session() as ranks:
-        return _batch(args, ranks)
+    from .run import load_run
 
-
-def _check_outputs(args, scenes: list[Scene], out: Path) -> None:
-    src = Path(args.input)
-    if out.is_file() or (src.is_dir() and out.resolve() == src.resolve()):
-        raise WorkbenchError(f"--out {out}: give a new folder for the masks (not the input folder, not a file)")
     if args.truth or args.probabilities or args.polygons:
         raise WorkbenchError(f"--input {args.input} names several scenes: --truth, --probabilities and --polygons "
                              "apply to one scene")
-    outputs = {str((out / mask_name(s)).resolve()) for s in scenes}
-    for s in scenes:
-        if "://" not in s.path and not s.path.startswith("/vsi") and str(Path(s.path.split("#")[0]).resolve()) \
-                in outputs:
-            raise WorkbenchError(f"{s.path}: is one of the batch's outputs in --out {out}; an output never "
-                                 "replaces an input")
+    with distributed.session() as ranks:
+        scenes = scene_batch.list_scenes(args.input, args.out, SUFFIX, "masks")
+        run = load_run(args.run, device=scene_batch.rank_device(args.device, ranks))
+        if args.precision:
+            run.cfg.predict.precision = args.precision
+        batch = scene_batch.Batch(
+            run=str(run.path), identity=identity(run, args), suffix=SUFFIX,
+            check=lambda mine: _check(run, mine, args), predict=lambda s, out, show: _predict(run, s, out, args, show),
+            columns=["scene", "size", "water %", "mask"], row=_row, right=(2,),
+            catalog_rows=lambda entries: _catalog_rows(run, entries))
+        return scene_batch.run(batch, scenes, args.out, ranks, to_catalog=args.to_catalog,
+                               catalog=getattr(args, "catalog", None), as_json=args.json,
+                               progress=not args.no_progress)
 
 
-def _batch(args, ranks: distributed.Ranks) -> int:
+def _check(run, mine: list[Scene], args) -> None:
     from workbench.data.contract import check_scenes
-    from workbench.data.scene_list import scenes_of
-    from workbench.manifest import Manifest
 
-    from .run import load_run
-
-    out = Path(args.out)
-    scenes = scenes_of(args.input)
-    _check_outputs(args, scenes, out)
-    run = load_run(args.run, device=_rank_device(args.device, ranks))
-    if args.precision:
-        run.cfg.predict.precision = args.precision
-    manifest = Manifest(out, identity(run, scenes, args))
-    manifest.check()
-    mine = [s for s in distributed.share(scenes, ranks) if manifest.entry(s.name) is None]
-    reading = dict(bands=args.bands, scale=args.scale, offset=args.offset, scl_nodata=args.scl_nodata)
-    try:
-        check_scenes(run.contract, run.stats, [s.path for s in mine], run=run.name, **reading)
-        refusal = None
-    except WorkbenchError as exc:
-        refusal = str(exc)
-    refusals = [r for r in distributed.gather(refusal) if r]
-    if refusals:
-        raise WorkbenchError(refusals[0])
-    if ranks.is_main:
-        if args.to_catalog:                     # a catalog that cannot be opened stops the batch before it maps
-            _open_catalog(args).close()
-        out.mkdir(parents=True, exist_ok=True)
-        _clear_temporaries(out, scenes)
-        manifest.write()
-    distributed.barrier()
-    _map_share(run, mine, out, manifest, args, ranks, total=len(scenes))
-    distributed.barrier()
-    if not ranks.is_main:
-        return 0
-    entries = manifest.entries([s.name for s in scenes])
-    missing = [s.path for s in scenes if s.name not in entries]
-    if missing:
-        raise WorkbenchError(f"{manifest.path}: {len(missing)} scene(s) not finished after the batch "
-                             f"(first {missing[0]}); is --out on storage every node shares?")
-    added = _to_catalog(args, run, [entries[s.name] for s in scenes]) if args.to_catalog else None
-    _report(args, run, scenes, entries, added)
-    return 0
+    check_scenes(run.contract, run.stats, [s.path for s in mine], run=run.name, bands=args.bands, scale=args.scale,
+                 offset=args.offset, scl_nodata=args.scl_nodata)
 
 
-def _rank_device(name: str | None, ranks: distributed.Ranks) -> str:
-    """``--device`` (default cuda when present); with several processes on a node, each its own GPU."""
-    from workbench.devices import resolve_device
-
-    return str(distributed.rank_device(resolve_device(name, "--device"), ranks))
-
-
-def _clear_temporaries(out: Path, scenes: list[Scene]) -> None:
-    """Half-written masks and entries of a killed batch (hidden temporary names of ours only)."""
-    for s in scenes:
-        for p in out.glob(f".{s.name}_mask*"):
-            p.unlink(missing_ok=True)
-        for p in (out / "done").glob(f".{s.name}.json.tmp-*"):
-            p.unlink(missing_ok=True)
-
-
-def _map_share(run, mine: list[Scene], out: Path, manifest, args, ranks: distributed.Ranks, total: int) -> None:
+def _predict(run, s: Scene, out: Path, args, progress: bool) -> tuple[str, dict]:
     from workbench.data.inputs import describe
-    from workbench.progress import progress as progress_bar
 
     from .predict import predict_scene
 
-    show = not args.no_progress
-    bar = progress_bar(total=total, initial=manifest.finished(), desc="scenes", unit="scene",
-                       enabled=show and ranks.is_main)
-    with bar:
-        for s in mine:
-            res = predict_scene(run, s.path, out / mask_name(s), window=args.window, overlap=args.overlap,
-                                batch_size=args.batch_size, blend=args.blend, progress=show and ranks.world == 1,
-                                tta=args.tta, bands=args.bands, scale=args.scale, offset=args.offset,
-                                scl_nodata=args.scl_nodata, out_crs=args.out_crs)
-            scene = describe(s.path, bands=args.bands)
-            summary = {k: res.get(k) for k in SUMMARY_KEYS}
-            summary.update(scene_id=scene.scene_id, date=scene.date, rank=ranks.rank)
-            manifest.record(s.name, s.path, res["out"], summary)
-            bar.n = manifest.finished()         # every rank's finished scenes, counted from the entries
-            bar.refresh()
+    res = predict_scene(run, s.path, out, window=args.window, overlap=args.overlap, batch_size=args.batch_size,
+                        blend=args.blend, progress=progress, tta=args.tta, bands=args.bands, scale=args.scale,
+                        offset=args.offset, scl_nodata=args.scl_nodata, out_crs=args.out_crs)
+    scene = describe(s.path, bands=args.bands)
+    summary = {k: res.get(k) for k in SUMMARY_KEYS}
+    summary.update(scene_id=scene.scene_id, date=scene.date)
+    return res["out"], summary
 
 
-def _open_catalog(args):
-    from workbench import paths
-    from workbench.data.catalog import Catalog
+def _row(e: dict) -> list:
+    s = e["summary"]
+    water = "-" if s.get("water_fraction") is None else f"{100 * s['water_fraction']:.1f}"
+    return [e["name"], f"{s['width']}x{s['height']}", water, e["out"]]
 
-    return Catalog(getattr(args, "catalog", None) or paths.default_catalog())
 
-
-def _to_catalog(args, run, entries: list[dict]) -> int:
-    """One ``predicted`` row per map, in one transaction; a path already present is kept."""
+def _catalog_rows(run, entries: list[dict]) -> list:
+    """One ``predicted`` row per mask: its bounds, size and GSD, the run, the scene's id and date."""
     from workbench.data import geotiff
     from workbench.data.catalog import Tile
 
@@ -188,26 +119,4 @@ def _to_catalog(args, run, entries: list[dict]) -> int:
                           water_fraction=s.get("water_fraction"),
                           extra={"input": e["scene"], "class_pixels": s.get("class_pixels"),
                                  "km2": s.get("areas_km2")}))
-    with _open_catalog(args) as cat:
-        before = cat.existing_paths(t.path for t in tiles)
-        cat.add_tiles(tiles)
-        return len(tiles) - len(before)
-
-
-def _report(args, run, scenes: list[Scene], entries: dict[str, dict], added: int | None) -> None:
-    rows = [entries[s.name] for s in scenes]
-    if args.json:
-        print(json.dumps({"run": str(run.path), "manifest": str(Path(args.out) / "manifest.json"),
-                          "scenes": [{"scene": e["scene"], "out": e["out"], **e["summary"]} for e in rows],
-                          "catalog_rows_added": added}, default=str))
-        return
-    from workbench.commands.data import format_table
-
-    print(f"run       {run.path}")
-    print(f"manifest  {Path(args.out) / 'manifest.json'}  {len(rows)} scene(s) finished")
-    print(format_table(["scene", "size", "water %", "mask"],
-                       [[e["name"], f"{e['summary']['width']}x{e['summary']['height']}",
-                         "-" if e["summary"].get("water_fraction") is None
-                         else f"{100 * e['summary']['water_fraction']:.1f}", e["out"]] for e in rows], right=(2,)))
-    if added is not None:
-        print(f"catalog   {added} row(s) added (source predicted), {len(rows) - added} already there")
+    return tiles

@@ -3,7 +3,7 @@
     scenes = scenes_of("scenes.txt")          # or a folder, collection.json, items.json, catalog.json
     [(s.name, s.path) for s in scenes]        # ('T33TUL_20230415', '/data/T33TUL_20230415.tif'), ...
 
-Why one module: every verb that maps many scenes (``segment predict``, later ``classify
+Why one module: every verb that maps many scenes (``segment predict``, ``classify
 predict``) must agree on what a batch is, on each scene's output name and on its order (the
 order decides which process of a many-process batch takes which scene, see
 :mod:`workbench.distributed`). Each scene is still opened by the one scene reader,
@@ -54,8 +54,9 @@ def is_many(path: str | Path) -> bool:
     return p.is_file() and p.suffix.lower() == ".json" and _stac_type(p) in STAC_GROUPS
 
 
-def scenes_of(path: str | Path) -> list[Scene]:
-    """The scenes ``path`` names (see the module docstring), sorted by path, names unique."""
+def scenes_of(path: str | Path, suffix: str = "_mask.tif") -> list[Scene]:
+    """The scenes ``path`` names (see the module docstring), sorted by path, names unique
+    (``suffix``: what ends each output's name, for the message naming two that would collide)."""
     p = Path(str(path))
     if is_folder_input(p):
         scenes = [Scene(str(s.absolute()), scene_name(s)) for s in inputs_in(p)]
@@ -66,7 +67,7 @@ def scenes_of(path: str | Path) -> list[Scene]:
     if not scenes:
         raise WorkbenchError(f"{p}: no scene to predict (GeoTIFF/VRT/JP2, .SAFE folder or STAC item)")
     scenes.sort(key=lambda s: s.path)
-    _refuse_same_names(p, scenes)
+    _refuse_same_names(p, scenes, suffix)
     return scenes
 
 
@@ -143,11 +144,11 @@ def _stac_items(path: Path) -> list[Scene]:
     return out
 
 
-def _refuse_same_names(where: Path, scenes: list[Scene]) -> None:
+def _refuse_same_names(where: Path, scenes: list[Scene], suffix: str) -> None:
     seen: dict[str, str] = {}
     for s in scenes:
         key = s.name.lower()                   # case-insensitive file systems would merge them
         if key in seen:
-            raise WorkbenchError(f"{where}: {seen[key]} and {s.path} would both be written as {s.name}_mask.tif; "
+            raise WorkbenchError(f"{where}: {seen[key]} and {s.path} would both be written as {s.name}{suffix}; "
                                  "rename one (or list them in two batches)")
         seen[key] = s.path

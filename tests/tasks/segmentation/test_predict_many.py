@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.support import sentinel2 as s2
-from tests.support.runner import ROOT
+from tests.support.batch import accelerate_launch, child_env, free_port, snapshot, torchrun
 from tests.support.segmentation import trained_on_scene
 from workbench.data import geotiff
 
@@ -34,16 +32,6 @@ def trained(tmp_path_factory):
 
 def write_scenes(folder: Path, n: int = N_SCENES, size: int = 128) -> list[Path]:
     return [s2.write_dn_geotiff(folder / f"scene{i}.tif", s2.ground(size, seed=10 + i)) for i in range(n)]
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:
-    """Every file under ``folder``: bytes, inode, mtime."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            out[str(p.relative_to(folder))] = (p.read_bytes(), st.st_ino, st.st_mtime_ns)
-    return out
 
 
 def predicted_rows(home: Path, out: Path) -> list[tuple]:
@@ -164,26 +152,11 @@ def test_a_stac_collection_and_an_item_collection_each_map_their_items(trained, 
 # ------------------------------------------------------------------------ many processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env(home: Path) -> dict:
-    return {**os.environ, "WORKBENCH_HOME": str(home), "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-
-
 def predict_args(run: Path, src: Path, out: Path) -> list[str]:
     # 4 flips on 64 px windows: a second or two a scene, so the kill lands mid-batch
     # the run as a word, not --run: torchrun's parser would refuse --run as an abbreviation of its --run-path
     return ["-m", "workbench", "segment", "predict", str(run), "--input", str(src), "--out", str(out),
             "--window", "64", "--tta", "flips", "--no-progress", "--to-catalog"]
-
-
-def torchrun(*launcher: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", *launcher]
 
 
 def same_maps(a: Path, b: Path) -> None:
@@ -252,3 +225,33 @@ def test_two_nodes_rendezvousing_on_localhost_map_every_scene_once(trained, tmp_
     ranks = {e["name"]: e["summary"]["rank"] for e in entries}
     assert ranks == {f"scene{i}": i % 2 for i in range(N_SCENES)}         # the sorted list, round robin
     assert f"{N_SCENES} scene(s) finished" in logs[0] and "scene(s) finished" not in logs[1]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_on_two_cpu_processes_maps_every_scene_once(trained, tmp_path, one_torch_thread):
+    """``accelerate launch --multi_gpu --num_processes 2`` on CPUs: accelerate 1.x starts the ranks
+    with torchrun's agent only for --multi_gpu (with --cpu it runs ONE process, no RANK, unless
+    an MPI hostfile is given), and with no GPU the ranks run on the CPU; ``--device cpu`` keeps
+    them there where a GPU is present too."""
+    home, run, cli = trained
+    src = tmp_path / "in"
+    write_scenes(src, size=96)
+    args = [*predict_args(run, src, tmp_path / "one")[2:], "--device", "cpu"]
+    args[args.index("--tta") + 1] = "none"
+    code, _, err = cli(*args)                                       # one process, one thread, as the ranks
+    assert code == 0, err
+
+    out = tmp_path / "two"
+    env = {**child_env(home), "HF_HOME": str(tmp_path / "hf")}     # no user accelerate config applies
+    launch = accelerate_launch("--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+                               "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()))
+    wb = [*predict_args(run, src, out), "--device", "cpu"]
+    wb[wb.index("--tta") + 1] = "none"
+    p = subprocess.run([*launch, *wb], env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    same_maps(out, tmp_path / "one")
+    entries = [json.loads(q.read_text()) for q in sorted((out / "done").glob("*.json"))]
+    assert {e["name"]: e["summary"]["rank"] for e in entries} == {f"scene{i}": i % 2 for i in range(N_SCENES)}
+    assert p.stdout.count(f"{N_SCENES} scene(s) finished") == 1
+    rows = predicted_rows(home, out)
+    assert len(rows) == N_SCENES and len({r[0] for r in rows}) == N_SCENES

@@ -1,0 +1,42 @@
+"""What the many-scene batch tests of every task share: launching ranks, and a folder's files
+compared across runs (bytes, inode, mtime: a file "kept" was not written again)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from tests.support.runner import ROOT
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under ``folder``: bytes, inode, mtime."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (p.read_bytes(), st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(home: Path) -> dict:
+    """The environment of a launched rank: this checkout importable, one OpenMP thread, ``home``."""
+    return {**os.environ, "WORKBENCH_HOME": str(home), "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def torchrun(*launcher: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *launcher]
+
+
+def accelerate_launch(*launcher: str) -> list[str]:
+    """``accelerate launch`` of this interpreter's accelerate (its console script beside it)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", *launcher]
