@@ -77,8 +77,10 @@ class Manifest:
     def entry_path(self, name: str) -> Path:
         return self.done / f"{name}.json"
 
-    def entry(self, name: str) -> dict | None:
-        """The entry of a finished scene, or None when it is missing or no longer matches its output."""
+    def entry(self, name: str, verify: bool = True) -> dict | None:
+        """The entry of a finished scene, or None when it is missing or no longer matches its output
+        (its size, and with ``verify`` its sha256: what a resume decides by; the end of a batch,
+        reading entries its ranks have just written, checks the size only)."""
         p = self.entry_path(name)
         try:
             e = json.loads(p.read_text())
@@ -88,7 +90,7 @@ class Manifest:
             return None
         out = Path(str(e.get("out", "")))
         try:
-            if out.stat().st_size != e.get("size") or file_sha256(out) != e.get("sha256"):
+            if out.stat().st_size != e.get("size") or (verify and file_sha256(out) != e.get("sha256")):
                 return None
         except OSError:
             return None
@@ -102,11 +104,11 @@ class Manifest:
         write_json_atomic(self.entry_path(name), e)
         return e
 
-    def entries(self, names: Iterable[str]) -> dict[str, dict]:
-        """The valid entries among ``names`` (a missing or stale one left out)."""
+    def entries(self, names: Iterable[str], verify: bool = True) -> dict[str, dict]:
+        """The valid entries among ``names`` (a missing or stale one left out; see ``entry``)."""
         out = {}
         for n in names:
-            e = self.entry(n)
+            e = self.entry(n, verify)
             if e is not None:
                 out[n] = e
         return out

@@ -33,6 +33,7 @@ The order of a batch, on every rank alike:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ from typing import Any
 from workbench import distributed
 from workbench.data.scene_list import Scene
 from workbench.errors import WorkbenchError
+
+COUNT_EVERY_S = 5.0     # how often the main rank's bar counts every rank's entries (a folder listing)
 
 
 @dataclass(frozen=True)
@@ -73,15 +76,18 @@ def list_scenes(input_path: str | Path, out: str | Path, suffix: str, what: str)
     """The scenes ``--input`` names, with ``--out`` a folder for their ``what`` that is neither a
     file nor the input folder, and no scene one of the batch's outputs (one line each)."""
     from workbench.data.scene_list import scenes_of
+    from workbench.data.sources.stac import split_item_ref
+    from workbench.files import check_can_create
 
     out, src = Path(out), Path(str(input_path))
     scenes = scenes_of(src, suffix=suffix)
     if out.is_file() or (src.is_dir() and out.resolve() == src.resolve()):
         raise WorkbenchError(f"--out {out}: give a new folder for the {what} (not the input folder, not a file)")
+    check_can_create(out, "--out")         # under a file, or in a folder this process may not write
     outputs = {str((out / output_name(s, suffix)).resolve()) for s in scenes}
     for s in scenes:
-        if "://" not in s.path and not s.path.startswith("/vsi") and str(Path(s.path.split("#")[0]).resolve()) \
-                in outputs:
+        if "://" not in s.path and not s.path.startswith("/vsi") and \
+                str(Path(split_item_ref(s.path)[0]).resolve()) in outputs:
             raise WorkbenchError(f"{s.path}: is one of the batch's outputs in --out {out}; an output never "
                                  "replaces an input")
     return scenes
@@ -110,7 +116,7 @@ def run(batch: Batch, scenes: list[Scene], out: str | Path, ranks: distributed.R
     distributed.barrier()
     if not ranks.is_main:
         return 0
-    entries = manifest.entries([s.name for s in scenes])
+    entries = manifest.entries([s.name for s in scenes], verify=False)   # just written and checksummed
     missing = [s.path for s in scenes if s.name not in entries]
     if missing:
         raise WorkbenchError(f"{manifest.path}: {len(missing)} scene(s) not finished after the batch "
@@ -148,12 +154,16 @@ def _map_share(batch: Batch, mine: list[Scene], out: Path, manifest, ranks: dist
 
     bar = progress_bar(total=total, initial=manifest.finished(), desc="scenes", unit="scene",
                        enabled=progress and ranks.is_main)
+    counted = time.monotonic()
     with bar:
         for s in mine:
             written, summary = batch.predict(s, out / output_name(s, batch.suffix), progress and ranks.world == 1)
             manifest.record(s.name, s.path, written, {**summary, "rank": ranks.rank})
-            bar.n = manifest.finished()         # every rank's finished scenes, counted from the entries
-            bar.refresh()
+            bar.update(1)
+            if ranks.world > 1 and time.monotonic() - counted > COUNT_EVERY_S:
+                bar.n = manifest.finished()     # every rank's finished scenes, counted from the entries
+                bar.refresh()
+                counted = time.monotonic()
 
 
 def _open_catalog(catalog: str | Path | None):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import distributed, scene_batch
+from workbench.commands import refuse_immutable_writer
 from workbench.data.scene_list import Scene
 from workbench.errors import WorkbenchError
 
@@ -62,6 +63,8 @@ def run_batch(args: argparse.Namespace, batch_size: int) -> int:
     """``classify predict`` over many scenes (see the module docstring)."""
     from .run import load_run
 
+    if args.to_catalog:
+        refuse_immutable_writer(args, "--to-catalog")
     if args.probabilities:
         raise WorkbenchError(f"--input {args.input} names several scenes: --probabilities applies to one scene "
                              "(give --input one scene)")

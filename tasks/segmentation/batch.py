@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import distributed, scene_batch
+from workbench.commands import refuse_immutable_writer
 from workbench.data.scene_list import Scene
 from workbench.errors import WorkbenchError
 
@@ -57,6 +58,8 @@ def run_batch(args: argparse.Namespace) -> int:
     """``segment predict`` over many scenes (see the module docstring)."""
     from .run import load_run
 
+    if args.to_catalog:
+        refuse_immutable_writer(args, "--to-catalog")
     if args.truth or args.probabilities or args.polygons:
         raise WorkbenchError(f"--input {args.input} names several scenes: --truth, --probabilities and --polygons "
                              "apply to one scene")

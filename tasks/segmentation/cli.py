@@ -18,6 +18,8 @@ from workbench.commands import (
     add_input_options,
     add_run_option,
     add_verb,
+    catalog_from_args,
+    refuse_immutable_writer,
     run_from_args,
 )
 from workbench.commands.train_verb import add_train_verb, finish_train, train_config
@@ -235,15 +237,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- predict
 
-def _catalog(args, read_only: bool = False):
-    """The catalog of ``--truth`` (read-only: scoring reads tile bounds) or ``--write-masks`` (a writer)."""
-    from workbench import paths
-    from workbench.data.catalog import Catalog
-
-    return Catalog(getattr(args, "catalog", None) or paths.default_catalog(), read_only=read_only,
-                   immutable=read_only and args.catalog_immutable)
-
-
 def _class_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -342,8 +335,7 @@ def run_predict(args: argparse.Namespace) -> int:
                                  "not --input/--out/--truth/--polygons/--out-crs")
         if not query:
             raise WorkbenchError("--write-masks needs tile filters, e.g. --where \"source = 'generated'\"")
-        if args.catalog_immutable:
-            raise WorkbenchError("--catalog-immutable: --write-masks writes the catalog; drop --catalog-immutable")
+        refuse_immutable_writer(args, "--write-masks")
         return _run_write_masks(args, query)
     if not args.input or not args.out:
         raise WorkbenchError("give --input SCENE.tif and --out MASK.tif (or --write-masks with tile filters)")
@@ -391,7 +383,7 @@ def _run_scene(args, query: dict) -> int:
         tiles = None
         if not args.all_pixels:
             q = {**DEFAULT_SCORE_QUERY, **query}
-            with _catalog(args, read_only=True) as cat:
+            with catalog_from_args(args, read_only=True) as cat:
                 tiles = cat.query(**q)
             if not tiles:
                 raise WorkbenchError(f"no catalog tiles match {q}; change the filters or use --all-pixels")
@@ -447,7 +439,7 @@ def _run_write_masks(args, query: dict) -> int:
     if not 0.0 <= args.min_confidence <= 1.0:
         raise WorkbenchError(f"--min-confidence {args.min_confidence:g}: expected a number between 0 and 1")
     run = load_run(args.run, device=_device(args.device))
-    with _catalog(args) as cat:
+    with catalog_from_args(args) as cat:
         tiles = cat.query(**query)
         if not tiles:
             raise WorkbenchError(f"no catalog tiles match {query}")

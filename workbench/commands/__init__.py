@@ -25,6 +25,27 @@ def add_catalog_immutable(v: argparse.ArgumentParser) -> None:
                         "lock and no -wal/-shm file; a change made meanwhile can give wrong rows")
 
 
+def refuse_immutable_writer(args: argparse.Namespace, writes: str) -> None:
+    """``--catalog-immutable`` is a reader's promise: a command that is about to write the catalog
+    (``writes`` names what does, e.g. ``--to-catalog``) refuses it before any work, in one line."""
+    if getattr(args, "catalog_immutable", False):
+        from workbench.errors import WorkbenchError
+
+        raise WorkbenchError(f"--catalog-immutable: {writes} writes the catalog; drop --catalog-immutable")
+
+
+def catalog_from_args(args: argparse.Namespace, read_only: bool = False, writes: str = "this command"):
+    """The catalog ``--catalog`` names (default: the workbench home's): read-only for a verb that
+    only reads (immutable with ``--catalog-immutable``), else a writer, which refuses that flag."""
+    from workbench import paths
+    from workbench.data.catalog import Catalog
+
+    if not read_only:
+        refuse_immutable_writer(args, writes)
+    return Catalog(getattr(args, "catalog", None) or paths.default_catalog(), read_only=read_only,
+                   immutable=read_only and bool(getattr(args, "catalog_immutable", False)))
+
+
 def add_run_option(v: argparse.ArgumentParser, *, older_positional: bool = False) -> None:
     """``--run RUN``: how every verb names a trained run. ``older_positional`` also accepts the
     positional ``VERB RUN`` of scripts written before ``--run`` (hidden from ``--help``)."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.commands import add_catalog_immutable, add_command, add_input_options, add_verb
+from workbench.commands import add_catalog_immutable, add_command, add_input_options, add_verb, catalog_from_args
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 __all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_export_stac", "run_import",
@@ -194,15 +194,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 # ---- helpers --------------------------------------------------------------------------------------
 
-def _catalog(args: argparse.Namespace, read_only: bool = False):
-    """The verb's catalog; the read-only verbs (list, stats) never create one, nor its folder."""
-    from workbench import paths
-    from workbench.data.catalog import Catalog
-
-    return Catalog(getattr(args, "catalog", None) or paths.default_catalog(), read_only=read_only,
-                   immutable=read_only and getattr(args, "catalog_immutable", False))
-
-
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:
     """A plain aligned text table (numbers right-aligned by column index in ``right``)."""
     rows = [["" if v is None else str(v) for v in r] for r in rows]
@@ -250,7 +241,7 @@ def run_bluemarble(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else paths.data_dir() / "bluemarble"
     check_can_create(out, "--out")  # before the minutes of reading and cutting the mosaic
-    with _catalog(args) as cat:
+    with catalog_from_args(args) as cat:
         result = bluemarble.build(cat, out, tile_size=args.tile_size, force=args.force,
                                   progress=not args.no_progress,
                                   log=lambda msg: print(msg, file=sys.stderr))
@@ -287,7 +278,7 @@ def run_import(args: argparse.Namespace) -> int:
     is_scene = not target.is_dir() or safe.is_safe(target)
     if not is_scene and (args.mask or args.bands or args.scale is not None or args.offset is not None):
         raise WorkbenchError(f"{args.dir}: --mask, --bands, --scale and --offset apply to one scene, not a folder")
-    with _catalog(args) as cat:
+    with catalog_from_args(args) as cat:
         if is_scene:
             if args.mode or args.pattern:
                 raise WorkbenchError(f"{args.dir}: --mode and --pattern apply to folders, not to one scene")
@@ -347,7 +338,7 @@ def run_import_stac(args: argparse.Namespace, path: Path) -> int:
         raise WorkbenchError(f"{path}: a STAC collection's items are tiles as they are: "
                              f"{', '.join(scene_only)} do(es) not apply")
     t0 = time.perf_counter()
-    with _catalog(args) as cat:
+    with catalog_from_args(args) as cat:
         result = import_collection(cat, path, source=args.source, split=args.split,
                                    block_deg=args.block_size, progress=not args.no_progress)
         added = result.added
@@ -371,7 +362,7 @@ def run_export_stac(args: argparse.Namespace) -> int:
     from workbench.data.stac_export import export_stac
 
     query = query_from_args(args)
-    with _catalog(args, read_only=True) as cat:
+    with catalog_from_args(args, read_only=True) as cat:
         done = export_stac(cat, args.out, collection_id=args.collection_id, description=args.description,
                            license=args.license, relative_assets=args.relative_assets,
                            progress=not args.no_progress, **query)
@@ -409,7 +400,7 @@ def run_resplit(args: argparse.Namespace) -> int:
     if args.block_size is not None and not args.block_size > 0:
         raise WorkbenchError(f"--block-size {args.block_size}: must be a positive number of degrees")
     root = Path(args.dir)
-    with _catalog(args) as cat:
+    with catalog_from_args(args) as cat:
         tiles = cat.imported_from(root)
         if not tiles:
             raise WorkbenchError(f"{root}: no tile in {cat.path} was imported from there (nothing to re-split)")
@@ -451,7 +442,7 @@ def run_remove(args: argparse.Namespace) -> int:
     if not query and not args.imported_from and not args.all:
         raise WorkbenchError("data remove: give a filter (--imported-from DIR, --source, --where ...) "
                              "or --all to remove every row")
-    with _catalog(args, read_only=args.dry_run) as cat:  # a dry run only reads
+    with catalog_from_args(args, read_only=args.dry_run) as cat:  # a dry run only reads
         if args.imported_from:
             tiles = cat.imported_from(args.imported_from, **query)
         else:
@@ -471,7 +462,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     query = query_from_args(args)
-    with _catalog(args, read_only=True) as cat:
+    with catalog_from_args(args, read_only=True) as cat:
         tiles = cat.query(**query)
         if args.json:
             out = sys.stdout
@@ -493,7 +484,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     query = query_from_args(args)
-    with _catalog(args, read_only=True) as cat:
+    with catalog_from_args(args, read_only=True) as cat:
         s = cat.stats(**query)
     if args.json:
         print(json.dumps(s))

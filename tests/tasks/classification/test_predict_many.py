@@ -129,6 +129,7 @@ def test_bad_batch_inputs_are_one_line_and_nothing_is_written(trained, tmp_path)
         (("--input", small, "--out", fresh), ("b.tif", "24x24", "32 px")),
         (("--input", tmp_path / "in", "--out", fresh, "--stride", "40"), ("stride 40",)),
         (("--to-catalog",), ("--to-catalog", "--input")),
+        (("--input", tmp_path / "in", "--out", tmp_path / "file.tif" / "maps"), ("--out", "is a file, not a folder")),
     ]
     for args, words in cases:
         code, stdout, err = cli("classify", "predict", "--run", run, "--no-progress", *args)

@@ -104,6 +104,24 @@ def test_two_scenes_with_one_output_name_are_refused(trained, tmp_path):
     assert code == 2 and f"{listing}:2: missing.tif" in err and not (tmp_path / "o").exists(), err
 
 
+def test_a_batch_that_cannot_write_its_outputs_is_refused_before_it_maps(trained, tmp_path):
+    """--to-catalog with --catalog-immutable (a reader's promise), --out under a file: one line each,
+    before the run loads; nothing is written and the catalog is unchanged."""
+    home, run, cli = trained
+    write_scenes(tmp_path / "in", n=2, size=64)
+    (tmp_path / "file").write_bytes(b"x")
+    catalog = home / "data" / "catalog.sqlite"
+    before = catalog.stat().st_mtime_ns
+    for args, words in (
+            (("--out", tmp_path / "o", "--to-catalog", "--catalog-immutable"),
+             ("--catalog-immutable", "--to-catalog writes the catalog")),
+            (("--out", tmp_path / "file" / "maps"), ("--out", "is a file, not a folder"))):
+        code, _, err = cli("segment", "predict", "--run", run, "--input", tmp_path / "in", "--no-progress", *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), err
+    assert not (tmp_path / "o").exists() and catalog.stat().st_mtime_ns == before
+
+
 def _items(tmp_path: Path, n: int) -> list[Path]:
     """``n`` STAC items over COGs, each in a folder of its own, with ids of their own."""
     paths = []
