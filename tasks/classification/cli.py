@@ -238,7 +238,7 @@ def _run_scene(args: argparse.Namespace) -> int:
                              "scenes (.txt) or a STAC collection, and --out a folder")
     refuse_overwrite({"--out": args.out, "--probabilities": args.probabilities}, {"--input": args.input})
     device = str(resolve_device(args.device, "--device"))   # before the run is looked up or loaded
-    run = load_run(run_from_args(args, "classify predict"), device)
+    run = load_run(args.run, device)
     if args.precision:
         run.cfg.predict.precision = args.precision
     res = predict_scene(run, args.input, args.out, prob_path=args.probabilities, stride=args.stride, batch_size=bs,

@@ -135,18 +135,6 @@ def is_folder_input(path: str | Path) -> bool:
     return Path(path).is_dir() and not safe.is_safe(Path(path))
 
 
-def folder_inputs(src: str | Path, out: str | Path, what: str) -> list[Path]:
-    """The scenes of a folder given to ``--input`` (:func:`inputs_in`), with ``--out`` a new
-    folder for their ``what`` (never the input folder, never a file); none is a one-line error."""
-    src, out = Path(src), Path(out)
-    if out.resolve() == src.resolve() or out.is_file():
-        raise WorkbenchError(f"--out {out}: give a new folder for the {what} (not the input folder, not a file)")
-    scenes = inputs_in(src)
-    if not scenes:
-        raise WorkbenchError(f"{src}: no scene to predict (GeoTIFF/VRT/JP2, .SAFE folder or STAC item)")
-    return scenes
-
-
 def _local_assets(item: Path) -> set[Path]:
     import json
 
