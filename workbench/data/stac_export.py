@@ -337,17 +337,12 @@ def read_headers(tiles: Sequence[Tile], progress: bool = False) -> dict[int, dic
     from the TIFF tags where they give it plainly (:func:`workbench.data.tiff_grid.read_grid`),
     else from GDAL's header (the catalog keeps lon/lat bounds only). A missing or unreadable file
     is one line naming it."""
-    import rasterio
-    from rasterio.crs import CRS
-
-    from workbench.data.geotiff import read_info
-    from workbench.data.tiff_grid import read_grid
+    from workbench.data.tiff_grid import GdalHeaders, read_grid
     from workbench.progress import progress as progress_bar
 
     out = {}
     wkt2: dict[str, str] = {}
-    # GDAL lists a tile's whole folder on every open (sidecar files) unless told to look them up one by one
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
+    with GdalHeaders() as gdal:
         for t in progress_bar(tiles, desc="reading headers", unit="tile", enabled=progress):
             grid = read_grid(t.path) if t.crs else None
             if grid is not None:
@@ -356,12 +351,14 @@ def read_headers(tiles: Sequence[Tile], progress: bool = False) -> dict[int, dic
                 if not Path(t.path).is_file():
                     raise WorkbenchError(f"{t.path}: no such file (catalog tile {t.id}); nothing exported -- "
                                          "remove the row (workbench data remove) or restore the file")
-                info = read_info(t.path)
+                info = gdal.read_info(t.path)
                 h = dict(crs=info.crs, transform=info.transform[:6], bounds=info.bounds, width=info.width,
                          height=info.height)
             crs = t.crs or h["crs"]
             if crs and not _CODE.match(crs):
                 if crs not in wkt2:
+                    from rasterio.crs import CRS
+
                     wkt2[crs] = CRS.from_user_input(crs).to_wkt(version="WKT2_2019")
                 h["wkt2"] = wkt2[crs]
             out[t.id] = h

@@ -59,6 +59,35 @@ class Grid:
         return min(xs), min(ys), max(xs), max(ys)
 
 
+class GdalHeaders:
+    """``with GdalHeaders() as gdal: gdal.read_info(path)``: :func:`workbench.data.geotiff.read_info`
+    for many files in one GDAL environment, entered at the first read (none may be needed), in
+    which GDAL looks a tile's sidecar files (``.aux.xml``, ``.ovr``, ...) up one by one instead of
+    listing its whole folder on every open: the same answer, at half the cost in a folder of
+    thousands of tiles."""
+
+    def __init__(self) -> None:
+        self._env = None
+
+    def __enter__(self) -> GdalHeaders:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._env is not None:
+            self._env.__exit__(*exc)
+            self._env = None
+
+    def read_info(self, path: str | Path):
+        from workbench.data import geotiff
+
+        if self._env is None:
+            import rasterio
+
+            self._env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE")
+            self._env.__enter__()
+        return geotiff.read_info(path)
+
+
 def read_grid(path: str | Path) -> Grid | None:
     """The grid of the GeoTIFF at ``path`` when its tags give it plainly (see the module docs), else None."""
     path = os.fspath(path)
