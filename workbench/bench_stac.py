@@ -228,11 +228,12 @@ def synthetic_catalog(folder: Path, n: int) -> Path:
         path, mpath = chips / f"chip_{i:07d}.tif", chips / f"chip_{i:07d}_mask.tif"
         os.link(img, path)
         os.link(mask, mpath)
-        rows.append(Tile(path=str(path), mask_path=str(mpath), source="earthengine", split=("train", "val", "test")[i % 3],
-                         crs="EPSG:32633", width=32, height=32, gsd=10.0, bands=list(BANDS), lon=(w + e) / 2,
-                         lat=(s + nn) / 2, west=w, south=s, east=e, north=nn, date=f"2023-{1 + i % 12:02d}-15",
-                         cloud_cover=round(float(rng.uniform(0, 0.3)), 4), water_fraction=0.4, label="coast",
-                         scene_id=f"S2_{i % 97:03d}", extra={"chip": i, "export": "bench"}))
+        rows.append(Tile(path=str(path), mask_path=str(mpath), source="earthengine",
+                         split=("train", "val", "test")[i % 3], crs="EPSG:32633", width=32, height=32, gsd=10.0,
+                         bands=list(BANDS), lon=(w + e) / 2, lat=(s + nn) / 2, west=w, south=s, east=e, north=nn,
+                         date=f"2023-{1 + i % 12:02d}-15", cloud_cover=round(float(rng.uniform(0, 0.3)), 4),
+                         water_fraction=0.4, label="coast", scene_id=f"S2_{i % 97:03d}",
+                         extra={"chip": i, "export": "bench"}))
     path = folder / "catalog.sqlite"
     with Catalog(path) as cat:
         cat.add_tiles(rows)

@@ -52,9 +52,9 @@ from GDAL's header read as before.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
-import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,39 +64,6 @@ from typing import Any
 
 from workbench.data.catalog import Catalog, Tile
 from workbench.errors import WorkbenchError
-
-PREFIX = "workbench:"
-# the catalog columns carried as workbench:<name> properties, as the catalog holds them
-FIELDS = ("source", "split", "label", "pred_label", "pred_score", "model_id", "water_fraction", "caption",
-          "scene_id", "extra", "created_at", "cloud_cover", "lon", "lat")
-UNKNOWN_START = datetime(1970, 1, 1, tzinfo=UTC)
-CATALOG_FILE, COLLECTION_FILE = "catalog.json", "collection.json"
-_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*:\d+$")
-
-
-@dataclass
-class Export:
-    """What ``export_stac`` wrote: the root catalog and collection files, the item count, the extent."""
-
-    path: Path
-    collection: Path
-    items: int
-    bbox: list[float] | None
-    interval: list[str | None]
-    masks: int
-
-
-def item_id(tile: Tile, root: Path) -> str:
-    """A stable id: the file name (slugged) and 10 hex digits of the path as the catalog keys it
-    (relative to the catalog's folder when under it, so a moved data folder keeps its ids)."""
-    p = Path(tile.path)
-    try:
-        key = str(p.relative_to(root))
-    except ValueError:
-        key = str(p)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem).strip("_") or "tile"
-    return f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-
 
 PREFIX = "workbench:"
 # the catalog columns carried as workbench:<name> properties, as the catalog holds them
