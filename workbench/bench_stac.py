@@ -7,6 +7,8 @@ is its own path, opened on its own), then:
 * ``export``: ``export_stac`` against :func:`pystac_export`, the export as it was written before
   (a ``pystac.Item`` per tile, GDAL's header of every tile, pystac's ``save``). The two write the
   same files byte for byte (the test suite checks it on every kind of row);
+* ``export-parquet`` (with pyarrow installed): ``export_parquet`` of the same tiles, against
+  ``export_stac``'s time (the same items, one file instead of a file each);
 * ``import``: ``import_collection`` of that export into an empty catalog, against
   :func:`pystac_read`, the old import's costs without its checks: pystac's own reader
   (``Catalog.from_file`` and ``get_items``, each item migrated) and GDAL's header of every image
@@ -249,6 +251,14 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
+def _has_pyarrow() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def bench_stac(quick: bool = False, n: int | None = None) -> BenchResult:
     from workbench.data.sources.stac_collection import import_collection
     from workbench.data.stac_export import export_stac
@@ -261,7 +271,9 @@ def bench_stac(quick: bool = False, n: int | None = None) -> BenchResult:
         catalog = synthetic_catalog(tmp, n)
         built = time.perf_counter() - t
         import pystac  # noqa: F401 -- imports made before the clocks start, for both sides
+        import tqdm.auto  # noqa: F401
 
+        import workbench.data.bands  # noqa: F401
         import workbench.data.sources.folder  # noqa: F401
         with Catalog(catalog, read_only=True) as cat:
             ours, done = _timed(lambda: export_stac(cat, tmp / "ours"))
@@ -272,6 +284,15 @@ def bench_stac(quick: bool = False, n: int | None = None) -> BenchResult:
         rows.append(dict(case="export (export_stac vs pystac Items + save)", items=n, seconds=ours,
                          items_s=n / ours, baseline_items_s=n / base if base else None,
                          ratio=base / ours if base else None, goal=">= 1,000 items/s"))
+        if _has_pyarrow():
+            from workbench.data.geoparquet_export import export_parquet
+
+            stac_seconds = ours
+            with Catalog(catalog, read_only=True) as cat:
+                ours, done = _timed(lambda: export_parquet(cat, tmp / "ours.parquet"))
+            assert done.items == n
+            rows.append(dict(case="export-parquet (vs export_stac)", items=n, seconds=ours, items_s=n / ours,
+                             baseline_items_s=n / stac_seconds, ratio=stac_seconds / ours))
         with Catalog(tmp / "imported.sqlite") as cat:
             ours, result = _timed(lambda: import_collection(cat, tmp / "ours"))
             assert len(result.added) == n

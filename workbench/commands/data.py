@@ -81,6 +81,7 @@ IMPORT_EXAMPLES = """examples:
   workbench data import ~/exports/delta --resplit        redo the splits of tiles imported from there
   workbench data import exports/stac/catalog.json        the items of a STAC catalog / collection /
                                                          item collection (or an export's folder), one tile each
+  workbench data import exports/tiles.parquet            the rows of a stac-geoparquet file, one tile each
 
 Layouts found automatically: X.tif + X_mask.tif; images/X.tif + masks/X.tif; the Earth Engine
 Drive export (Original_Image_{i}.tif + Masked_Image_{i}.tif, water set to 0: a 0/1 mask is derived
@@ -138,7 +139,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  epilog=IMPORT_EXAMPLES)
     v.add_argument("dir", metavar="PATH",
                    help="a folder of GeoTIFFs, or one scene: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC "
-                        "item JSON, or any path GDAL opens")
+                        "item JSON, or any path GDAL opens; or a STAC catalog / collection / item collection JSON, "
+                        "or a stac-geoparquet .parquet file, one tile per item")
     v.add_argument("--mask", metavar="MASK.tif", help="a scene's water mask (on the scene's grid)")
     v.add_argument("--mask-classes", type=int, default=2, metavar="N",
                    help="masks hold classes 0..N-1 besides their nodata (default 2: 0 land, 1 water); any other "

@@ -210,3 +210,82 @@ def polygon_wkb(bbox: Sequence[float]) -> bytes:
 
 def _time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ---- reading back: a row as the STAC item it was --------------------------------------------------
+
+TOP_LEVEL = ("type", "stac_version", "stac_extensions", "id", "geometry", "bbox", "links", "assets", "collection")
+
+
+def read_items(path: Path) -> list[dict]:
+    """The rows of a stac-geoparquet file as STAC item dicts (:func:`row_item`); a file that is not
+    Parquet, or not GeoParquet with an ``id`` column, is one line naming it."""
+    pa = require_pyarrow()
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise WorkbenchError(f"{path}: not a readable Parquet file ({reason})") from None
+    if b"geo" not in (table.schema.metadata or {}) or "id" not in table.column_names:
+        raise WorkbenchError(f"{path}: not a stac-geoparquet file (no GeoParquet \"geo\" metadata or no id column)")
+    return [row_item(row) for row in table.to_pylist()]
+
+
+def row_item(row: dict) -> dict:
+    """One stac-geoparquet row (``pyarrow`` ``to_pylist``) as the STAC item JSON it stands for:
+    the property columns back under ``properties`` (null ones left out, as JSON leaves out what
+    an item does not have, but for ``datetime`` and the ``workbench:*`` fields, which an export
+    writes null: a null ``workbench:split`` is a tile without a split, not one to give a split),
+    timestamps as RFC 3339 text, WKB as GeoJSON, the bbox struct as a list, ``workbench:extra``
+    parsed from its JSON text."""
+    props = {k: _json(v) for k, v in row.items()
+             if k not in TOP_LEVEL and (v is not None or k == "datetime" or k.startswith(PREFIX))}
+    extra = props.get(f"{PREFIX}extra")
+    if isinstance(extra, str):
+        try:
+            props[f"{PREFIX}extra"] = json.loads(extra)
+        except ValueError:
+            pass                                     # left as text: the import says it is not an object
+    box = row.get("bbox")
+    d = {"type": row.get("type") or "Feature", "stac_version": row.get("stac_version"),
+         "stac_extensions": row.get("stac_extensions") or [], "id": row.get("id"),
+         "geometry": _geojson(row.get("geometry"))}
+    if isinstance(box, dict):
+        keys = ("xmin", "ymin", "zmin", "xmax", "ymax", "zmax") if box.get("zmin") is not None else \
+            ("xmin", "ymin", "xmax", "ymax")
+        d["bbox"] = [box.get(k) for k in keys]
+    elif box is not None:
+        d["bbox"] = list(box)
+    d["properties"] = props
+    d["links"] = [_json(link) for link in row.get("links") or []]
+    d["assets"] = {k: _json(v) for k, v in (row.get("assets") or {}).items() if v is not None}
+    if row.get("collection") is not None:
+        d["collection"] = row["collection"]
+    return d
+
+
+def _json(value: Any) -> Any:
+    """An Arrow value as JSON: structs without their null fields, timestamps as text, WKB as GeoJSON."""
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, bytes):
+        return _geojson(value)
+    return value
+
+
+def _geojson(wkb: bytes | None) -> dict | None:
+    if wkb is None:
+        return None
+    import shapely
+
+    try:
+        return shapely.geometry.mapping(shapely.from_wkb(wkb))
+    except shapely.errors.ShapelyError:
+        return None                                  # pystac then says the item has no valid geometry

@@ -141,6 +141,11 @@ def test_without_pyarrow_the_verb_says_how_to_install_it(home):
     assert done.returncode == 2, done.stderr
     assert "satellite-workbench[parquet]" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (home / "x.parquet").exists()
+    (home / "in.parquet").write_bytes(b"PAR1")
+    code = code.replace("'export-parquet', ", "'import', ").replace(str(home / "x.parquet"), str(home / "in.parquet"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2 and "satellite-workbench[parquet]" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_every_kind_of_row_has_its_columns(tmp_path):
@@ -170,3 +175,82 @@ def test_every_kind_of_row_has_its_columns(tmp_path):
             assert row["geometry"] is None and row["bbox"] is None
         bands = row["assets"]["image"]["eo:bands"]
         assert [{k: v for k, v in b.items() if v is not None} for b in bands] == item["assets"]["image"]["eo:bands"]
+
+
+# ---- data import FILE.parquet ------------------------------------------------------------------------
+
+def _rows(catalog: Path) -> dict[str, dict]:
+    """Every row by path, ids aside and the parent as its path: what a round trip must keep."""
+    with Catalog(catalog, read_only=True) as cat:
+        tiles = cat.query()
+    path_of = {t.id: t.path for t in tiles}
+    out = {}
+    for t in tiles:
+        d = t.to_json()
+        d.pop("id")
+        d["parent_id"] = path_of.get(d["parent_id"])
+        out[t.path] = d
+    return out
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_export_then_import_gives_the_same_rows(home, cli, relative):
+    catalog = make_catalog(home)
+    args = ["--relative-assets"] if relative else []
+    code, _, err = cli("data", "export-parquet", home / "out" / "all.parquet", "--catalog", catalog, "--no-progress",
+                       *args)
+    assert code == 0, err
+    code, out, err = cli("data", "import", home / "out" / "all.parquet", "--catalog", home / "copy.sqlite",
+                         "--no-progress")
+    assert code == 0, err
+    assert "STAC geoparquet of 4 item(s)" in out and "added 4 tile(s)" in out
+    assert _rows(home / "copy.sqlite") == _rows(catalog)
+    code, out, err = cli("data", "import", home / "out" / "all.parquet", "--catalog", home / "copy.sqlite",
+                         "--no-progress")
+    assert code == 0 and "4 already in the catalog" in out, err
+
+
+def test_another_tools_geoparquet_maps_from_the_standard_fields(tmp_path):
+    """A file laid out as the stac-geoparquet library writes it (float32 bbox struct, a timestamp,
+    an asset ``visual`` with role data), with no workbench column."""
+    import shapely
+
+    from tests.support.rasters import write_pair
+    from workbench.data.geoparquet_export import parquet_metadata
+    from workbench.data.sources.stac_collection import import_collection
+
+    (tmp_path / "data").mkdir()
+    image, mask = write_pair(tmp_path / "data", "scene", size=16, seed=3)
+    box = [14.99, 41.99, 15.01, 42.01]
+    asset = pa.struct([("href", pa.string()), ("type", pa.string()), ("roles", pa.list_(pa.string()))])
+    table = pa.table({
+        "type": ["Feature"], "stac_version": ["1.1.0"], "stac_extensions": [[]], "id": ["S2A_scene"],
+        "geometry": [shapely.to_wkb(shapely.box(*box), flavor="iso")],
+        "bbox": pa.array([dict(zip(("xmin", "ymin", "xmax", "ymax"), box))],
+                         pa.struct([(k, pa.float32()) for k in ("xmin", "ymin", "xmax", "ymax")])),
+        "links": pa.array([[]], pa.list_(pa.struct([("rel", pa.string()), ("href", pa.string())]))),
+        "assets": pa.array([{"visual": {"href": "data/scene.tif", "type": "image/tiff; application=geotiff",
+                                        "roles": ["data"]},
+                             "water": {"href": "data/scene_mask.tif", "type": "image/tiff; application=geotiff",
+                                       "roles": ["labels"]}}],
+                           pa.struct([("visual", asset), ("water", asset)])),
+        "collection": ["other"],
+        "datetime": pa.array([datetime(2022, 7, 1, 10, 30, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+        "eo:cloud_cover": [12.5], "proj:code": ["EPSG:32633"], "gsd": [10.0]})
+    pq.write_table(table.replace_schema_metadata(parquet_metadata(box, {})), tmp_path / "other.parquet")
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        result = import_collection(cat, tmp_path / "other.parquet")
+    (tile,) = result.added
+    assert result.kind == "geoparquet" and tile.path == str(image) and tile.mask_path == str(mask)
+    assert tile.west == pytest.approx(14.99) and tile.north == pytest.approx(42.01)
+    assert tile.date == "2022-07-01" and tile.cloud_cover == pytest.approx(0.125) and tile.crs == "EPSG:32633"
+    assert tile.bands == ["red", "green", "blue"] and tile.source == "folder" and tile.label is not None
+    assert tile.extra["stac_item"] == "S2A_scene"
+
+
+def test_a_parquet_file_that_is_not_stac_geoparquet_is_refused(home, cli):
+    pq.write_table(pa.table({"a": [1, 2]}), home / "plain.parquet")
+    (home / "broken.parquet").write_bytes(b"PAR1 not really")
+    for name, needle in (("plain.parquet", "not a stac-geoparquet file"), ("broken.parquet", "not a readable Parquet")):
+        code, _, err = cli("data", "import", home / name, "--catalog", home / "c.sqlite", "--no-progress")
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err

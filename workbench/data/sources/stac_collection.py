@@ -1,6 +1,11 @@
 """A STAC Collection, Catalog or ItemCollection of tiles into the catalog: one row per item.
 
     result = import_collection(catalog, "exports/delta-stac/collection.json")
+    result = import_collection(catalog, "exports/delta.parquet")        # a stac-geoparquet file
+
+A stac-geoparquet file (``.parquet``, e.g. one ``data export-parquet`` wrote) is read with
+pyarrow, each row turned back into the item it stands for
+(:func:`workbench.data.geoparquet_export.row_item`), then checked and mapped as below.
 
 The reverse of :mod:`workbench.data.stac_export`, and the way in for tiles another tool
 catalogued. An item is one tile: its ``image`` asset (or its only raster asset with role
@@ -21,8 +26,8 @@ Where each column comes from:
   and label come from the mask, the split from the ground (``--split auto``) as for a folder;
   ``extra`` records the collection file and the item's id.
 
-Hrefs are resolved relative to the item's own file (for an ItemCollection, to the file that
-holds it). Everything is checked before the catalog is touched, and all rows go in at once:
+Hrefs are resolved relative to the item's own file (for an ItemCollection or a GeoParquet
+file, to the file that holds it). Everything is checked before the catalog is touched, and all rows go in at once:
 an item without an image asset, an asset whose file is missing (or not local), a mask off its
 image's grid, a field of the wrong type or an item pystac cannot read is one line naming the
 item, and nothing is written.
@@ -45,6 +50,7 @@ from workbench.data.stac_export import EO_SCHEMA, FIELDS, PREFIX, PROJ_SCHEMA, S
 from workbench.errors import WorkbenchError
 
 KINDS = {"Collection": "collection", "Catalog": "catalog", "FeatureCollection": "item collection"}
+PARQUET = (".parquet", ".geoparquet")
 _TEXT = ("source", "split", "label", "pred_label", "model_id", "caption", "scene_id", "created_at")
 _NUMBER = ("pred_score", "water_fraction", "cloud_cover", "lon", "lat")
 
@@ -76,8 +82,11 @@ class _Entry:
 
 def stac_kind(path: str | Path) -> str | None:
     """"collection", "catalog" or "item collection" when ``path`` is a local JSON file of that
-    STAC type (what ``data import`` sends here), else None (an item, a raster, a folder ...)."""
+    STAC type, "geoparquet" for a ``.parquet`` file (what ``data import`` sends here), else None
+    (an item, a raster, a folder ...)."""
     p = Path(path)
+    if p.suffix.lower() in PARQUET and p.is_file():
+        return "geoparquet"
     if p.suffix.lower() != ".json" or not p.is_file():
         return None
     try:
@@ -151,7 +160,12 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
 
 def _read_items(path: Path) -> list[tuple[Any, Path]]:
     """Every item with the folder its relative hrefs start from: the links of the catalog and its
-    children followed one by one, so a bad item is named with what pystac says is wrong with it."""
+    children followed one by one, so a bad item is named with what pystac says is wrong with it;
+    a stac-geoparquet file's rows (hrefs relative to the file's folder)."""
+    if path.suffix.lower() in PARQUET and path.is_file():
+        from workbench.data.geoparquet_export import read_items
+
+        return [(_item(d, None, f"{path} row {i}"), path.parent) for i, d in enumerate(read_items(path))]
     d = _json(path, path)
     if isinstance(d, dict) and d.get("type") == "FeatureCollection":
         features = d.get("features")
