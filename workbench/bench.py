@@ -27,6 +27,7 @@ from workbench.tasks_registry import TASK_BENCHMARKS
 
 # The platform's own benchmarks, then each task's (listed in the task registry).
 BENCHMARKS: list[str] = ["workbench.bench_data:bench_data", "workbench.bench_catalog:bench_catalog",
+                         "workbench.bench_stac:bench_stac",
                          "workbench.bench_inference:bench_precision", "workbench.bench_checkpoint:bench_checkpoint",
                          *TASK_BENCHMARKS]
 

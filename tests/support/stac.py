@@ -69,3 +69,30 @@ def exported_catalog(root: Path) -> tuple[Path, Path]:
     with Catalog(catalog, read_only=True) as cat:
         export_stac(cat, root / "export")
     return catalog, root / "export"
+
+
+def varied_catalog(root: Path) -> Path:
+    """The fixture catalog plus the rows the fast paths treat apart: no CRS at all, a CRS in the file
+    but not in the row, a date with a time, a grid an .aux.xml overrides, bands without common names."""
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    catalog = make_catalog(root)
+    tiles = root / "data" / "tiles"
+    plain = geotiff.write(tiles / "plain.tif", np.ones((2, 8, 8), "uint16"), (2, 0, 0, 0, -2, 0), None)
+    unnamed, _ = write_pair(tiles, "unnamed", size=16, seed=9, origin=(400_000.0, 4_500_000.0))
+    pam, _ = write_pair(tiles, "pam", size=16, seed=10)
+    Path(f"{pam}.aux.xml").write_text("<PAMDataset><GeoTransform>600000, 20, 0, 4700000, 0, -20</GeoTransform>"
+                                      "</PAMDataset>")
+    odd = geotiff.write(tiles / "odd bands.tif", np.ones((2, 8, 8), "uint16"), from_origin(300_000, 4_600_000, 5, 5),
+                        "EPSG:32633", band_names=["alpha", "B8A"])
+    with Catalog(catalog) as cat:
+        cat.add_tiles([
+            Tile(path=str(plain), source="folder", width=8, height=8, bands=["b1", "b2"], split="train"),
+            Tile(path=str(unnamed), source="folder", split="val", date="2022-03-04T10:20:30", bands=[],
+                 west=1.0, south=2.0, east=1.5, north=2.5, lon=1.25, lat=2.25, created_at="2026-12-01T00:00:00+02:00"),
+            Tile(path=str(pam), source="earthengine", crs="EPSG:32633", width=16, height=16, date="2020-01-01",
+                 bands=["red", "green", "blue"], cloud_cover=0.123456789, gsd=20.0),
+            Tile(path=str(odd), source="folder", crs="EPSG:32633", bands=["alpha", "B8A"], date="2019-12-31"),
+        ])
+    return catalog

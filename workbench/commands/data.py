@@ -17,7 +17,8 @@ from typing import Any
 from workbench.commands import add_catalog_immutable, add_command, add_input_options, add_verb, catalog_from_args
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
-__all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_export_stac", "run_import",
+__all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_export_parquet", "run_export_stac",
+           "run_import",
            "run_list", "run_remove", "run_resplit", "run_stats"]
 
 EXAMPLES = """examples:
@@ -32,6 +33,7 @@ EXAMPLES = """examples:
   workbench data import ~/exports/delta --resplit --block-size 0.05
   workbench data export-stac exports/stac --split test   a STAC Collection of the test tiles
   workbench data import exports/stac/catalog.json        a STAC catalog's items as tiles
+  workbench data export-parquet exports/tiles.parquet    the same items as one stac-geoparquet file
 """
 
 EXPORT_STAC_EXAMPLES = """examples:
@@ -46,6 +48,19 @@ and every catalog field as workbench:* properties, so `workbench data import DIR
 rows back. Links between the JSON files are relative (the folder can be moved whole); the
 tiles are never copied: asset hrefs are absolute paths (--relative-assets: relative to each
 item). DIR must be new or empty: it is written under a temporary name, then renamed.
+
+""" + QUERY_HELP
+
+EXPORT_PARQUET_EXAMPLES = """examples:
+  workbench data export-parquet exports/tiles.parquet             every tile
+  workbench data export-parquet exports/coast.parquet --label coast --split test
+
+Writes one stac-geoparquet file (GeoParquet 1.1.0): a row per tile, the very items export-stac
+writes (same ids), properties as top-level columns (datetime as a timestamp, workbench:extra as
+JSON text), geometry as WKB in lon/lat, a bbox struct column, assets as a struct; the collection
+in the file's metadata. For DuckDB, GeoPandas, stac-geoparquet. FILE must not exist: it is
+written under a temporary name, checked, then renamed. Needs pyarrow:
+pip install 'satellite-workbench[parquet]'.
 
 """ + QUERY_HELP
 
@@ -66,6 +81,7 @@ IMPORT_EXAMPLES = """examples:
   workbench data import ~/exports/delta --resplit        redo the splits of tiles imported from there
   workbench data import exports/stac/catalog.json        the items of a STAC catalog / collection /
                                                          item collection (or an export's folder), one tile each
+  workbench data import exports/tiles.parquet            the rows of a stac-geoparquet file, one tile each
 
 Layouts found automatically: X.tif + X_mask.tif; images/X.tif + masks/X.tif; the Earth Engine
 Drive export (Original_Image_{i}.tif + Masked_Image_{i}.tif, water set to 0: a 0/1 mask is derived
@@ -123,7 +139,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                  epilog=IMPORT_EXAMPLES)
     v.add_argument("dir", metavar="PATH",
                    help="a folder of GeoTIFFs, or one scene: a GeoTIFF/COG/VRT, a Sentinel-2 .SAFE folder, a STAC "
-                        "item JSON, or any path GDAL opens")
+                        "item JSON, or any path GDAL opens; or a STAC catalog / collection / item collection JSON, "
+                        "or a stac-geoparquet .parquet file, one tile per item")
     v.add_argument("--mask", metavar="MASK.tif", help="a scene's water mask (on the scene's grid)")
     v.add_argument("--mask-classes", type=int, default=2, metavar="N",
                    help="masks hold classes 0..N-1 besides their nodata (default 2: 0 land, 1 water); any other "
@@ -164,6 +181,22 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     add_query_args(v)
     add_catalog_immutable(v)
     v.set_defaults(func=run_export_stac)
+
+    v = add_verb(verbs, "export-parquet", common, help="write the tiles as one stac-geoparquet file (pyarrow)",
+                 description="Write the catalog tiles the filters select as one stac-geoparquet file: a row per "
+                             "STAC item, the items export-stac writes (the files stay where they are).",
+                 epilog=EXPORT_PARQUET_EXAMPLES)
+    v.add_argument("out", metavar="FILE", help="a new .parquet file")
+    v.add_argument("--id", dest="collection_id", metavar="ID", help="the collection's id (default: FILE's stem)")
+    v.add_argument("--description", metavar="TEXT", help="the collection's description")
+    v.add_argument("--license", default="other", metavar="SPDX",
+                   help="the data's license, an SPDX id such as CC-BY-4.0 (default: other)")
+    v.add_argument("--relative-assets", action="store_true",
+                   help="asset hrefs relative to FILE's folder instead of absolute paths")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_query_args(v)
+    add_catalog_immutable(v)
+    v.set_defaults(func=run_export_parquet)
 
     v = add_verb(verbs, "remove", common, help="remove catalog rows (undo an import); files stay",
                  description="Remove the catalog rows the filters select, in one transaction. Never deletes a file.",
@@ -371,6 +404,26 @@ def run_export_stac(args: argparse.Namespace) -> int:
           f"({done.masks} with a mask) from {cat.path}")
     print(f"  extent: bbox [{box}], {done.interval[0]} .. {done.interval[1]}")
     print(f"  assets: {'relative to each item' if args.relative_assets else 'absolute paths'}; "
+          "the tiles were not copied")
+    return 0
+
+
+def run_export_parquet(args: argparse.Namespace) -> int:
+    """``data export-parquet FILE``: the selected tiles as one stac-geoparquet file
+    (``workbench.data.geoparquet_export``)."""
+    from workbench.data.geoparquet_export import export_parquet, require_pyarrow
+
+    require_pyarrow()                              # before the catalog is opened: one line, exit 2
+    query = query_from_args(args)
+    with _catalog(args, read_only=True) as cat:
+        done = export_parquet(cat, args.out, collection_id_=args.collection_id, description=args.description,
+                              license=args.license, relative_assets=args.relative_assets,
+                              progress=not args.no_progress, **query)
+    box = ", ".join(f"{v:.4f}" for v in done.bbox)
+    print(f"{done.path}: stac-geoparquet, collection {done.collection} of {done.items} row(s) "
+          f"({done.masks} with a mask) from {cat.path}")
+    print(f"  extent: bbox [{box}], {done.interval[0]} .. {done.interval[1]}")
+    print(f"  assets: {'relative to the file' if args.relative_assets else 'absolute paths'}; "
           "the tiles were not copied")
     return 0
 

@@ -8,7 +8,8 @@ Why STAC: it is how the field exchanges georeferenced rasters, so a catalog buil
 be read by tools that know nothing of the workbench, and one written back by
 :mod:`workbench.data.sources.stac_collection` comes back row for row.
 
-What an Item holds (pystac writes it; STAC 1.1, projection v2 and eo v1.1 extensions):
+What an Item holds (STAC 1.1, projection v2 and eo v1.1 extensions; the JSON pystac writes for
+the same objects, byte for byte -- see "Speed" below):
 
 - ``id``: the tile's file name, slugged, and a hash of its path in the catalog (stable across
   exports, unique in a catalog because paths are); ``geometry``/``bbox`` the lon/lat bounds
@@ -17,7 +18,8 @@ What an Item holds (pystac writes it; STAC 1.1, projection v2 and eo v1.1 extens
   ``start_datetime`` 1970-01-01 / ``end_datetime`` its row's ``created_at`` ("some time before
   it was catalogued"), as the spec asks of an unknown instant;
 - ``proj:code`` (or ``proj:wkt2`` for a CRS with no authority code), ``proj:shape``,
-  ``proj:transform`` and ``proj:bbox`` in the tile's own CRS, read from the file's header;
+  ``proj:transform`` and ``proj:bbox`` in the tile's own CRS, read from the file's header
+  (the catalog keeps lon/lat bounds only, which do not give a UTM grid back);
 - ``gsd``; ``eo:cloud_cover`` in percent;
 - assets ``image`` (roles ``data``, with ``eo:bands``: the catalog's band names and their common
   names) and ``mask`` (roles ``labels``) when the tile has one; a link ``derived_from`` to the
@@ -37,11 +39,20 @@ are the user's and are never copied or moved: asset hrefs are absolute paths by 
 ``relative_assets``, relative to each item file (an export inside the data folder, moved
 with it). The export is written in a temporary folder beside ``out`` and renamed onto it: an
 existing non-empty folder is refused, never merged into.
+
+Speed: an export is a few thousand items a second. The JSON is written here from plain dicts,
+not through a ``pystac.Item`` per tile: pystac looks links up by scanning lists, which grows
+with the square of the collection (a million tiles would take hours), and the dicts are the
+ones pystac writes for the same items (checked file for file against pystac itself in the
+tests; ``workbench.bench_stac`` keeps that pystac export as its baseline). Each tile's grid
+comes from its TIFF tags (:mod:`workbench.data.tiff_grid`) where they give it plainly, else
+from GDAL's header read as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -60,6 +71,10 @@ FIELDS = ("source", "split", "label", "pred_label", "pred_score", "model_id", "w
           "scene_id", "extra", "created_at", "cloud_cover", "lon", "lat")
 UNKNOWN_START = datetime(1970, 1, 1, tzinfo=UTC)
 CATALOG_FILE, COLLECTION_FILE = "catalog.json", "collection.json"
+STAC_VERSION = "1.1.0"
+EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+PROJ_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+GEOTIFF, GEOJSON, JSON = "image/tiff; application=geotiff", "application/geo+json", "application/json"
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*:\d+$")
 
 
@@ -87,6 +102,14 @@ def item_id(tile: Tile, root: Path) -> str:
     return f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
+def collection_id(out: Path, given: str | None) -> str:
+    """``--id`` checked (it names a folder), or one made from the export folder's name."""
+    if given is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", given):
+        raise WorkbenchError(f"--id {given!r}: a collection id is letters, digits, '.', '_' and '-' "
+                             "(it names a folder of the export)")
+    return given or re.sub(r"[^A-Za-z0-9._-]+", "-", out.name).strip("-.") or "workbench"
+
+
 def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None = None,
                 description: str | None = None, license: str = "other", relative_assets: bool = False,
                 progress: bool = False, **filters: Any) -> Export:
@@ -94,57 +117,50 @@ def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None 
     root Catalog in the new folder ``out`` (see the module docstring). Refused with one line:
     ``out`` exists and is not an empty folder, a bad ``collection_id``, no tile matches, a tile's
     file is missing or unreadable; nothing is written then."""
-    import pystac
-
     out = Path(out).absolute()
     _check_out(out)
-    if collection_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", collection_id):
-        raise WorkbenchError(f"--id {collection_id!r}: a collection id is letters, digits, '.', '_' and '-' "
-                             "(it names a folder of the export)")
-    cid = collection_id or re.sub(r"[^A-Za-z0-9._-]+", "-", out.name).strip("-.") or "workbench"
+    cid = _collection_id(out, collection_id)
     tiles = catalog.query(**filters)
     if not tiles:
         raise WorkbenchError(f"{catalog.path}: no tile matches the filters; nothing to export")
-    headers = _headers(tiles, progress)
+    headers = read_headers(tiles, progress)
     ids = {t.id: item_id(t, catalog.root) for t in tiles}
-    parents = _parent_ids(catalog, tiles, ids)
+    parents = parent_ids(catalog, tiles, ids)
     item_dir = out.parent.resolve() / out.name / cid / "items"       # where the items live once renamed
     href = (lambda p: os.path.relpath(p, item_dir)) if relative_assets else (lambda p: p)
-    items = [tile_item(t, ids[t.id], parents.get(t.id), headers[t.id], href=href) for t in tiles]
-    extent = _extent(items)
-    coll = pystac.Collection(
-        id=cid, description=description or f"Tiles exported from the workbench catalog {catalog.path}",
-        extent=extent, license=license, title=cid,
-        summaries=pystac.Summaries({f"{PREFIX}source": sorted({t.source for t in tiles}),
-                                    f"{PREFIX}split": sorted({t.split for t in tiles if t.split})}))
-    coll.add_items(items)
-    by_id = {item.id: item for item in items}
-    for item in items:                        # derived_from once every item has its place
-        parent = item.properties.get(f"{PREFIX}parent")
-        if parent in by_id:
-            item.add_link(pystac.Link("derived_from", by_id[parent], media_type=pystac.MediaType.GEOJSON))
-    root = pystac.Catalog(id=cid, title=cid, description=f"Workbench tiles: the collection {cid}")
-    root.add_child(coll)
-    _save(root, out)
-    spatial = extent.spatial.bboxes[0] if extent.spatial.bboxes else None
-    interval = [None if d is None else _iso(d) for d in extent.temporal.intervals[0]]
+    exported = set(ids.values())
+    items = [item_dict(t, ids[t.id], parents.get(t.id), headers[t.id], href, cid,
+                       derived_from=parents.get(t.id) in exported) for t in tiles]
+    bbox, interval = _extent(items)
+    bbox = bbox or [-180.0, -90.0, 180.0, 90.0]          # no tile is placed: the whole Earth, as pystac's default
+    coll = collection_dict(cid, [d["id"] for d in items], bbox, interval, license=license,
+                           description=description or f"Tiles exported from the workbench catalog {catalog.path}",
+                           summaries={f"{PREFIX}source": sorted({t.source for t in tiles}),
+                                      f"{PREFIX}split": sorted({t.split for t in tiles if t.split})})
+    _save(out, cid, catalog_dict(cid), coll, items, progress)
     return Export(path=out / CATALOG_FILE, collection=out / cid / COLLECTION_FILE, items=len(items),
-                  bbox=list(spatial) if spatial else None, interval=interval,
-                  masks=sum(1 for t in tiles if t.mask_path))
+                  bbox=bbox, interval=interval, masks=sum(1 for t in tiles if t.mask_path))
 
 
-def _save(root, out: Path) -> None:
-    """pystac writes the whole catalog in a temporary folder beside ``out``, renamed onto it at the
-    end (onto a missing or empty folder: never a merge); a failure leaves nothing behind."""
-    import pystac
+_collection_id = collection_id        # the keyword of export_stac hides the function's name there
+
+
+def _save(out: Path, cid: str, root: dict, coll: dict, items: Sequence[dict], progress: bool) -> None:
+    """The catalog, collection and items written in a temporary folder beside ``out``, renamed onto
+    it at the end (onto a missing or empty folder: never a merge); a failure leaves nothing behind.
+    The text is ``json.dumps(indent=2)``, what pystac writes when orjson is not installed."""
+    from workbench.progress import progress as progress_bar
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
-        layout = pystac.layout.TemplateLayoutStrategy(item_template="items")     # <cid>/items/<id>.json
-        root.normalize_hrefs(str(tmp / CATALOG_FILE), strategy=layout)
-        root.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        folder = tmp / cid / "items"
+        folder.mkdir(parents=True)
+        _write(tmp / CATALOG_FILE, root)
+        _write(tmp / cid / COLLECTION_FILE, coll)
+        for d in progress_bar(items, desc="writing items", unit="item", enabled=progress):
+            _write(folder / f"{d['id']}.json", d)
         os.rename(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -154,55 +170,89 @@ def _save(root, out: Path) -> None:
         raise
 
 
-def tile_item(tile: Tile, iid: str, parent: str | None, header: dict, href: Callable[[str], str]):
-    """One catalog row as a ``pystac.Item`` (see the module docstring); ``header`` is the file's
-    CRS, transform and size, ``href`` turns a file's absolute path into its asset href."""
-    import pystac
-    from pystac.extensions.eo import Band, EOExtension
-    from pystac.extensions.projection import ProjectionExtension
+def _write(path: Path, d: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(d, indent=2))
 
+
+def _link(rel: str, href: str, media: str, title: str | None = None) -> dict:
+    d = {"rel": rel, "href": href, "type": media}
+    if title is not None:
+        d["title"] = title
+    return d
+
+
+def catalog_dict(cid: str) -> dict:
+    """The root Catalog: one child, the collection."""
+    return {"type": "Catalog", "id": cid, "stac_version": STAC_VERSION,
+            "description": f"Workbench tiles: the collection {cid}",
+            "links": [_link("root", f"./{CATALOG_FILE}", JSON, cid),
+                      _link("child", f"./{cid}/{COLLECTION_FILE}", JSON, cid)], "title": cid}
+
+
+def collection_dict(cid: str, item_ids: Sequence[str], bbox: list[float], interval: list[str | None], *,
+                    license: str, description: str, summaries: dict) -> dict:
+    """The Collection: a link per item, the extent of them all, the sources and splits it holds."""
+    links = [_link("root", f"../{CATALOG_FILE}", JSON, cid)]
+    links += [{"rel": "item", "href": f"./items/{i}.json", "type": GEOJSON} for i in item_ids]
+    links.append(_link("parent", f"../{CATALOG_FILE}", JSON, cid))
+    return {"type": "Collection", "id": cid, "stac_version": STAC_VERSION, "description": description,
+            "links": links, "title": cid,
+            "extent": {"spatial": {"bbox": [bbox]},
+                       "temporal": {"interval": [interval]}},
+            "license": license, "summaries": summaries}
+
+
+def item_dict(tile: Tile, iid: str, parent: str | None, header: dict, href: Callable[[str], str], cid: str,
+              derived_from: bool = False) -> dict:
+    """One catalog row as the STAC item JSON (see the module docstring) of an item in
+    ``<cid>/items/``; ``header`` is the file's grid (:func:`read_headers`), ``href`` turns a file's
+    absolute path into its asset href, ``derived_from``: the parent's item is in the same folder."""
     from workbench.data import bands as band_names
 
-    bounds = (tile.west, tile.south, tile.east, tile.north)
+    bounds = [tile.west, tile.south, tile.east, tile.north]
     placed = all(v is not None for v in bounds)
-    geometry = _polygon(*bounds) if placed else None
     when, props = _when(tile)
-    props.update({f"{PREFIX}{name}": getattr(tile, name) for name in FIELDS})
+    for name in FIELDS:
+        props[f"{PREFIX}{name}"] = getattr(tile, name)
     props[f"{PREFIX}parent"] = parent
     if tile.gsd is not None:
         props["gsd"] = tile.gsd
     if tile.cloud_cover is not None:
         props["eo:cloud_cover"] = round(tile.cloud_cover * 100.0, 9)   # percent, without float noise
-    item = pystac.Item(id=iid, geometry=geometry, bbox=list(bounds) if placed else None, datetime=when,
-                       properties=props)
-    image = pystac.Asset(href(tile.path), title="image", media_type=pystac.MediaType.GEOTIFF, roles=["data"])
-    item.add_asset("image", image)
-    eo = EOExtension.ext(item.assets["image"], add_if_missing=True)
-    eo.bands = [Band.create(name=b, common_name=band_names.common_name(band_names.canonical(b) or b))
-                for b in tile.bands]
-    EOExtension.ext(item, add_if_missing=True)          # eo:cloud_cover is an item field of the extension
-    if tile.mask_path:
-        item.add_asset("mask", pystac.Asset(href(tile.mask_path), title="mask", roles=["labels"],
-                                            media_type=pystac.MediaType.GEOTIFF))
-    proj = ProjectionExtension.ext(item, add_if_missing=True)
     crs = tile.crs or header.get("crs")
-    if crs and _CODE.match(crs):
-        proj.code = crs.upper()
-    elif crs:
-        proj.code = None
-        proj.wkt2 = header.get("wkt2")
+    props["proj:code"] = crs.upper() if crs and _CODE.match(crs) else None
+    if crs and not _CODE.match(crs):
+        if header.get("wkt2") is not None:
+            props["proj:wkt2"] = header["wkt2"]
         props[f"{PREFIX}crs"] = crs          # the catalog's own spelling, which WKT does not keep
-    else:
-        proj.code = None
-    proj.shape = [tile.height if tile.height is not None else header["height"],
-                  tile.width if tile.width is not None else header["width"]]
-    proj.transform = list(header["transform"])
+    props["proj:shape"] = [tile.height if tile.height is not None else header["height"],
+                           tile.width if tile.width is not None else header["width"]]
+    props["proj:transform"] = list(header["transform"])
     if crs:
-        proj.bbox = list(header["bounds"])
-    return item
+        props["proj:bbox"] = list(header["bounds"])
+    props["datetime"] = when
+    links = [_link("root", f"../../{CATALOG_FILE}", JSON, cid), _link("collection", f"../{COLLECTION_FILE}", JSON, cid)]
+    if derived_from:
+        links.append({"rel": "derived_from", "href": f"./{parent}.json", "type": GEOJSON})
+    links.append(_link("parent", f"../{COLLECTION_FILE}", JSON, cid))
+    eo_bands = []
+    for b in tile.bands:
+        common = band_names.common_name(band_names.canonical(b) or b)
+        eo_bands.append({"name": b, "common_name": common} if common is not None else {"name": b})
+    assets = {"image": {"href": href(tile.path), "type": GEOTIFF, "title": "image", "eo:bands": eo_bands,
+                        "roles": ["data"]}}
+    if tile.mask_path:
+        assets["mask"] = {"href": href(tile.mask_path), "type": GEOTIFF, "title": "mask", "roles": ["labels"]}
+    d = {"type": "Feature", "stac_version": STAC_VERSION, "stac_extensions": [EO_SCHEMA, PROJ_SCHEMA], "id": iid,
+         "geometry": _polygon(*bounds) if placed else None}
+    if placed:
+        d["bbox"] = bounds
+    d.update(properties=props, links=links, assets=assets, collection=cid)
+    return d
 
 
-def _when(tile: Tile) -> tuple[datetime | None, dict]:
+def _when(tile: Tile) -> tuple[str | None, dict]:
     """The item's ``datetime`` (the tile's date at 00:00 UTC), or null with a start/end range."""
     if tile.date:
         try:
@@ -210,7 +260,7 @@ def _when(tile: Tile) -> tuple[datetime | None, dict]:
         except ValueError:
             raise WorkbenchError(f"{tile.path}: catalog date {tile.date!r} is not YYYY-MM-DD") from None
         props = {} if day.isoformat() == tile.date else {f"{PREFIX}date": tile.date}
-        return datetime(day.year, day.month, day.day, tzinfo=UTC), props
+        return f"{day.isoformat()}T00:00:00Z", props
     end = datetime.fromisoformat(tile.created_at) if tile.created_at else datetime.now(UTC)
     if end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
@@ -225,48 +275,64 @@ def _polygon(w: float, s: float, e: float, n: float) -> dict:
     return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
-def _extent(items: Sequence):
-    """The collection's extent: the union of the items' bboxes and of their times."""
-    import pystac
-
-    boxes = [i.bbox for i in items if i.bbox]
+def _extent(items: Sequence[dict]) -> tuple[list[float] | None, list[str | None]]:
+    """The collection's extent: the union of the items' bboxes (None: no item is placed) and of
+    their times, as RFC 3339 text (every time here is UTC, so text order is time order only
+    after parsing: compare datetimes)."""
+    boxes = [d["bbox"] for d in items if "bbox" in d]
     bbox = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
-            if boxes else [-180.0, -90.0, 180.0, 90.0])
+            if boxes else None)
+    parse = _parser()
     starts, ends = [], []
-    for i in items:
-        if i.datetime is not None:
-            starts.append(i.datetime)
-            ends.append(i.datetime)
+    for d in items:
+        p = d["properties"]
+        if p["datetime"] is not None:
+            starts.append(p["datetime"])
+            ends.append(p["datetime"])
         else:
-            starts.append(datetime.fromisoformat(i.properties["start_datetime"].replace("Z", "+00:00")))
-            ends.append(datetime.fromisoformat(i.properties["end_datetime"].replace("Z", "+00:00")))
-    return pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[min(starts), max(ends)]]))
+            starts.append(p["start_datetime"])
+            ends.append(p["end_datetime"])
+    return bbox, [_iso(min(map(parse, set(starts)))), _iso(max(map(parse, set(ends))))]
 
 
-def _headers(tiles: Sequence[Tile], progress: bool) -> dict[int, dict]:
-    """CRS, transform, size and native bounds of every tile, from its file's header (the catalog
-    keeps lon/lat bounds only); a missing or unreadable file is one line naming it."""
-    from rasterio.crs import CRS
+def _parser() -> Callable[[str], datetime]:
+    return lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))
 
-    from workbench.data.geotiff import read_info
+
+def read_headers(tiles: Sequence[Tile], progress: bool = False) -> dict[int, dict]:
+    """Grid (transform, size, native bounds) of every tile and, where the row has none, its CRS:
+    from the TIFF tags where they give it plainly (:func:`workbench.data.tiff_grid.read_grid`),
+    else from GDAL's header (the catalog keeps lon/lat bounds only). A missing or unreadable file
+    is one line naming it."""
+    from workbench.data.tiff_grid import GdalHeaders, read_grid
     from workbench.progress import progress as progress_bar
 
     out = {}
-    for t in progress_bar(tiles, desc="reading headers", unit="tile", enabled=progress):
-        if not Path(t.path).is_file():
-            raise WorkbenchError(f"{t.path}: no such file (catalog tile {t.id}); nothing exported -- "
-                                 "remove the row (workbench data remove) or restore the file")
-        info = read_info(t.path)
-        crs = t.crs or info.crs
-        wkt2 = None
-        if crs and not _CODE.match(crs):
-            wkt2 = CRS.from_user_input(crs).to_wkt(version="WKT2_2019")
-        out[t.id] = dict(crs=info.crs, wkt2=wkt2, transform=info.transform[:6], bounds=info.bounds,
-                         width=info.width, height=info.height)
+    wkt2: dict[str, str] = {}
+    with GdalHeaders() as gdal:
+        for t in progress_bar(tiles, desc="reading headers", unit="tile", enabled=progress):
+            grid = read_grid(t.path) if t.crs else None
+            if grid is not None:
+                h = dict(crs=None, transform=grid.transform, bounds=grid.bounds, width=grid.width, height=grid.height)
+            else:
+                if not Path(t.path).is_file():
+                    raise WorkbenchError(f"{t.path}: no such file (catalog tile {t.id}); nothing exported -- "
+                                         "remove the row (workbench data remove) or restore the file")
+                info = gdal.read_info(t.path)
+                h = dict(crs=info.crs, transform=info.transform[:6], bounds=info.bounds, width=info.width,
+                         height=info.height)
+            crs = t.crs or h["crs"]
+            if crs and not _CODE.match(crs):
+                if crs not in wkt2:
+                    from rasterio.crs import CRS
+
+                    wkt2[crs] = CRS.from_user_input(crs).to_wkt(version="WKT2_2019")
+                h["wkt2"] = wkt2[crs]
+            out[t.id] = h
     return out
 
 
-def _parent_ids(catalog: Catalog, tiles: Sequence[Tile], ids: dict[int, str]) -> dict[int, str]:
+def parent_ids(catalog: Catalog, tiles: Sequence[Tile], ids: dict[int, str]) -> dict[int, str]:
     """Each tile's parent as an item id (the parent's own, exported or not)."""
     missing = sorted({t.parent_id for t in tiles if t.parent_id is not None and t.parent_id not in ids})
     extra = {p.id: item_id(p, catalog.root) for p in catalog.query(ids=missing)} if missing else {}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pystac
 import pytest
 
-from tests.support.stac import exported_catalog, make_catalog
+from tests.support.stac import exported_catalog, make_catalog, varied_catalog
 from workbench.data import geotiff
 from workbench.data.catalog import Catalog
 from workbench.data.stac_export import CATALOG_FILE, COLLECTION_FILE, FIELDS, PREFIX, export_stac, item_id
@@ -225,3 +225,35 @@ def test_a_missing_tile_or_no_match_writes_nothing(home, cli):
     assert "no tile matches" in err
     assert not (home / "out").exists() and not list(home.glob(".out*"))   # no temporary folder left
     assert catalog.read_bytes() == before
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_files_are_the_ones_pystac_writes(tmp_path, relative):
+    from workbench.bench_stac import pystac_export
+
+    catalog = varied_catalog(tmp_path / "src")
+    with Catalog(catalog, read_only=True) as cat:
+        done = export_stac(cat, tmp_path / "ours", collection_id="same", relative_assets=relative)
+        pystac_export(cat, tmp_path / "pystac", collection_id_="same", relative_assets=relative)
+    ours = sorted(p.relative_to(tmp_path / "ours") for p in (tmp_path / "ours").rglob("*") if p.is_file())
+    theirs = sorted(p.relative_to(tmp_path / "pystac") for p in (tmp_path / "pystac").rglob("*") if p.is_file())
+    assert ours == theirs and len(ours) == 2 + 8 == 2 + done.items
+    for name in ours:
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "pystac" / name).read_bytes(), name
+
+
+def test_a_grid_gdal_reads_otherwise_than_the_tags_is_gdals(tmp_path):
+    catalog = varied_catalog(tmp_path / "src")
+    with Catalog(catalog, read_only=True) as cat:
+        export_stac(cat, tmp_path / "out")
+    items = {d["assets"]["image"]["href"]: d for d in _item_files(tmp_path / "out", "out").values()}
+    tiles = tmp_path / "src" / "data" / "tiles"
+    pam = items[str(tiles / "pam.tif")]["properties"]
+    assert pam["proj:transform"] == [20.0, 0.0, 600000.0, 0.0, -20.0, 4700000.0]     # the .aux.xml's, as GDAL says
+    assert pam["proj:bbox"] == [600000.0, 4699680.0, 600320.0, 4700000.0]
+    unnamed = items[str(tiles / "unnamed.tif")]["properties"]                       # CRS from the file's header
+    assert unnamed["proj:code"] == "EPSG:32633" and unnamed["proj:shape"] == [16, 16]
+    assert unnamed[f"{PREFIX}date"] == "2022-03-04T10:20:30" and unnamed["datetime"] == "2022-03-04T00:00:00Z"
+    plain = items[str(tiles / "plain.tif")]
+    assert plain["geometry"] is None and "bbox" not in plain and plain["properties"]["proj:code"] is None
+    assert "proj:bbox" not in plain["properties"]

@@ -1,6 +1,11 @@
 """A STAC Collection, Catalog or ItemCollection of tiles into the catalog: one row per item.
 
     result = import_collection(catalog, "exports/delta-stac/collection.json")
+    result = import_collection(catalog, "exports/delta.parquet")        # a stac-geoparquet file
+
+A stac-geoparquet file (``.parquet``, e.g. one ``data export-parquet`` wrote) is read with
+pyarrow, each row turned back into the item it stands for
+(:func:`workbench.data.geoparquet_export.row_item`), then checked and mapped as below.
 
 The reverse of :mod:`workbench.data.stac_export`, and the way in for tiles another tool
 catalogued. An item is one tile: its ``image`` asset (or its only raster asset with role
@@ -21,8 +26,8 @@ Where each column comes from:
   and label come from the mask, the split from the ground (``--split auto``) as for a folder;
   ``extra`` records the collection file and the item's id.
 
-Hrefs are resolved relative to the item's own file (for an ItemCollection, to the file that
-holds it). Everything is checked before the catalog is touched, and all rows go in at once:
+Hrefs are resolved relative to the item's own file (for an ItemCollection or a GeoParquet
+file, to the file that holds it). Everything is checked before the catalog is touched, and all rows go in at once:
 an item without an image asset, an asset whose file is missing (or not local), a mask off its
 image's grid, a field of the wrong type or an item pystac cannot read is one line naming the
 item, and nothing is written.
@@ -41,10 +46,11 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from workbench.data.catalog import Catalog, Tile
-from workbench.data.stac_export import FIELDS, PREFIX
+from workbench.data.stac_export import EO_SCHEMA, FIELDS, PREFIX, PROJ_SCHEMA, STAC_VERSION
 from workbench.errors import WorkbenchError
 
 KINDS = {"Collection": "collection", "Catalog": "catalog", "FeatureCollection": "item collection"}
+PARQUET = (".parquet", ".geoparquet")
 _TEXT = ("source", "split", "label", "pred_label", "model_id", "caption", "scene_id", "created_at")
 _NUMBER = ("pred_score", "water_fraction", "cloud_cover", "lon", "lat")
 
@@ -76,8 +82,11 @@ class _Entry:
 
 def stac_kind(path: str | Path) -> str | None:
     """"collection", "catalog" or "item collection" when ``path`` is a local JSON file of that
-    STAC type (what ``data import`` sends here), else None (an item, a raster, a folder ...)."""
+    STAC type, "geoparquet" for a ``.parquet`` file (what ``data import`` sends here), else None
+    (an item, a raster, a folder ...)."""
     p = Path(path)
+    if p.suffix.lower() in PARQUET and p.is_file():
+        return "geoparquet"
     if p.suffix.lower() != ".json" or not p.is_file():
         return None
     try:
@@ -103,6 +112,7 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
     other than ``auto`` replace the items' own; ``auto`` keeps a workbench item's split and gives
     other items their ground block's."""
     from workbench.data.sources.folder import _check_options
+    from workbench.data.tiff_grid import GdalHeaders
     from workbench.progress import progress as progress_bar
 
     _check_options(source, split, block_deg)
@@ -113,19 +123,20 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
     seen: dict[str, str] = {}
     images: dict[str, str] = {}
     entries: list[_Entry] = []
-    for item, base in progress_bar(items, desc="checking", unit="item", enabled=progress):
-        entry = _entry(item, base, path, source)
-        if entry.item_id in seen:
-            raise WorkbenchError(f"{entry.where}: item id {entry.item_id} appears twice in {path} "
-                                 f"(also {seen[entry.item_id]}); nothing imported")
-        seen[entry.item_id] = entry.where
-        if entry.tile.path in images:
-            raise WorkbenchError(f"{entry.where}: its image {entry.tile.path} is also the image of "
-                                 f"{images[entry.tile.path]}; a tile is one row, nothing imported")
-        images[entry.tile.path] = entry.where
-        entries.append(entry)
+    with GdalHeaders() as gdal:
+        for item, base in progress_bar(items, desc="checking", unit="item", enabled=progress):
+            entry = _entry(item, base, path, source, gdal)
+            if entry.item_id in seen:
+                raise WorkbenchError(f"{entry.where}: item id {entry.item_id} appears twice in {path} "
+                                     f"(also {seen[entry.item_id]}); nothing imported")
+            seen[entry.item_id] = entry.where
+            if entry.tile.path in images:
+                raise WorkbenchError(f"{entry.where}: its image {entry.tile.path} is also the image of "
+                                     f"{images[entry.tile.path]}; a tile is one row, nothing imported")
+            images[entry.tile.path] = entry.where
+            entries.append(entry)
     known = {str(Path(p).resolve()) for p in catalog.existing_paths([e.tile.path for e in entries])}
-    todo = [e for e in entries if str(Path(e.tile.path).resolve()) not in known]
+    todo = [e for e in entries if e.tile.path not in known]       # tile paths are resolved already
     result.already = len(entries) - len(todo)
     if not todo:
         return result
@@ -149,7 +160,12 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
 
 def _read_items(path: Path) -> list[tuple[Any, Path]]:
     """Every item with the folder its relative hrefs start from: the links of the catalog and its
-    children followed one by one, so a bad item is named with what pystac says is wrong with it."""
+    children followed one by one, so a bad item is named with what pystac says is wrong with it;
+    a stac-geoparquet file's rows (hrefs relative to the file's folder)."""
+    if path.suffix.lower() in PARQUET and path.is_file():
+        from workbench.data.geoparquet_export import read_items
+
+        return [(_item(d, None, f"{path} row {i}"), path.parent) for i, d in enumerate(read_items(path))]
     d = _json(path, path)
     if isinstance(d, dict) and d.get("type") == "FeatureCollection":
         features = d.get("features")
@@ -205,7 +221,18 @@ def _item(d: Any, href: str | None, where: str):
     if not isinstance(d, dict) or d.get("type") != "Feature":
         kind = d.get("type") if isinstance(d, dict) else type(d).__name__
         raise WorkbenchError(f"{where}: not a STAC item (its type is {kind!r}, an item's is \"Feature\")")
-    return _parsed(lambda: pystac.Item.from_dict(d, href=href, migrate=True, preserve_dict=False), where, "item")
+    migrate = _needs_migration(d)
+    return _parsed(lambda: pystac.Item.from_dict(d, href=href, migrate=migrate, preserve_dict=False), where, "item")
+
+
+def _needs_migration(d: dict) -> bool:
+    """pystac's migration (a deep copy, then each extension brought to its latest version) is two
+    thirds of reading an item; an item of this STAC version whose extensions are the ones an
+    export writes has nothing to migrate. (One without properties goes through it: pystac's
+    migration is what names the missing field.)"""
+    extensions = d.get("stac_extensions")
+    return not (d.get("stac_version") == STAC_VERSION and isinstance(d.get("properties"), dict)
+                and isinstance(extensions, list) and all(e in (EO_SCHEMA, PROJ_SCHEMA) for e in extensions))
 
 
 def _parsed(make, where: str, what: str):
@@ -223,7 +250,7 @@ def _parsed(make, where: str, what: str):
         raise WorkbenchError(f"{where}: not a valid STAC {what} ({reason or type(exc).__name__})") from None
 
 
-def _entry(item, base: Path, collection: Path, source: str | None) -> _Entry:
+def _entry(item, base: Path, collection: Path, source: str | None, gdal) -> _Entry:
     """One item checked and turned into a tile (nothing written)."""
     from workbench.data.catalog import SOURCES
     from workbench.data.sources.folder import label_of, water_fraction
@@ -232,9 +259,9 @@ def _entry(item, base: Path, collection: Path, source: str | None) -> _Entry:
     where = f"{href} (item {item.id})" if href else f"{collection} item {item.id}"
     props = item.properties or {}
     ours = f"{PREFIX}source" in props
-    tile, info, image_key = _files(item, base, where)
+    tile, header, image_key = _files(item, base, where, gdal)
     tile.source = source or "folder"
-    _standard_fields(tile, item, info, image_key, ours, where)
+    _standard_fields(tile, item, header, image_key, ours, where)
     parent = None
     if ours:
         _workbench_fields(tile, props, where)
@@ -254,36 +281,60 @@ def _entry(item, base: Path, collection: Path, source: str | None) -> _Entry:
                   has_split=ours and f"{PREFIX}split" in props)
 
 
-def _files(item, base: Path, where: str):
-    """The tile of the item's image (and mask, checked on its grid), the image's header, its asset key."""
+class _Header:
+    """The image's GDAL header, read when a field the item leaves out needs it (``.info``)."""
+
+    def __init__(self, path: Path, gdal) -> None:
+        self.path, self._gdal, self._info = path, gdal, None
+
+    @property
+    def info(self):
+        if self._info is None:
+            self._info = self._gdal.read_info(self.path)
+        return self._info
+
+
+def _files(item, base: Path, where: str, gdal):
+    """The tile of the item's image (and mask, checked on its grid), the image's header, its asset key.
+
+    Both files' grids come from their TIFF tags (:mod:`workbench.data.tiff_grid`); GDAL opens a
+    file only where they do not give it plainly, or where the two grids differ (GDAL then says
+    whether they do, and how). An image whose tags do not parse is opened by GDAL here, so a file
+    that is not a raster is refused as before, even when the item says all the header would."""
     from workbench.data import geotiff
+    from workbench.data.tiff_grid import read_grid
 
     image_key, mask_key = _asset_keys(item, where)
     image = _local_file(item.assets[image_key], image_key, base, where)
     mask = _local_file(item.assets[mask_key], mask_key, base, where) if mask_key else None
-    info = geotiff.read_info(image)
+    header = _Header(image, gdal)
+    grid = read_grid(image)
+    if grid is None:
+        header.info                                  # noqa: B018 -- GDAL reads it now, or says why not
     if mask is not None:
-        why = geotiff.same_grid(info, geotiff.read_info(mask))
-        if why:
-            raise WorkbenchError(f"{where}: its mask {mask} is not on its image's grid ({why})")
-    return Tile(path=str(image), mask_path=str(mask) if mask else None, source="folder"), info, image_key
+        mask_grid = read_grid(mask) if grid is not None else None
+        if mask_grid is None or mask_grid != grid:
+            why = geotiff.same_grid(header.info, gdal.read_info(mask))
+            if why:
+                raise WorkbenchError(f"{where}: its mask {mask} is not on its image's grid ({why})")
+    return Tile(path=str(image), mask_path=str(mask) if mask else None, source="folder"), header, image_key
 
 
-def _standard_fields(tile: Tile, item, info, image_key: str, ours: bool, where: str) -> None:
+def _standard_fields(tile: Tile, item, header: _Header, image_key: str, ours: bool, where: str) -> None:
     """Place, CRS, shape, gsd, bands, date and cloud cover from STAC's own fields, else the header."""
     props = item.properties or {}
-    _place(tile, item, info, where)
-    tile.crs = _crs(props, where) or info.crs
+    _place(tile, item, header, where)
+    tile.crs = _crs(props, where) or header.info.crs
     shape = props.get("proj:shape")
     if shape is not None:
         if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v) and v > 0 for v in shape)):
             raise WorkbenchError(f"{where}: proj:shape {shape!r} is not [rows, columns]")
         tile.height, tile.width = int(shape[0]), int(shape[1])
     else:
-        tile.height, tile.width = info.height, info.width
+        tile.height, tile.width = header.info.height, header.info.width
     gsd = _number(props.get("gsd"), where, "gsd")
-    tile.gsd = gsd if gsd is not None else (info.gsd_metres() if info.crs else None)
-    tile.bands = _band_names(item.assets[image_key], props, where) or list(info.band_names)
+    tile.gsd = gsd if gsd is not None else (header.info.gsd_metres() if header.info.crs else None)
+    tile.bands = _band_names(item.assets[image_key], props, where) or list(header.info.band_names)
     tile.date = _date(item, ours, where)
     cloud = _number(props.get("eo:cloud_cover"), where, "eo:cloud_cover")
     if cloud is not None and not 0 <= cloud <= 100:
@@ -332,15 +383,15 @@ def _local_file(asset, key: str, base: Path, where: str) -> Path:
     return p
 
 
-def _place(tile: Tile, item, info, where: str) -> None:
+def _place(tile: Tile, item, header: _Header, where: str) -> None:
     """Lon/lat bounds from the item's bbox (else the file's header), the centre between them."""
     bbox = item.bbox
     if bbox is not None:
         if not (isinstance(bbox, list) and len(bbox) in (4, 6) and all(_is_number(v) for v in bbox)):
             raise WorkbenchError(f"{where}: bbox {bbox!r} is not [west, south, east, north]")
         w, s, e, n = (bbox[0], bbox[1], bbox[3], bbox[4]) if len(bbox) == 6 else bbox
-    elif info.crs:
-        w, s, e, n = info.lonlat_bounds()
+    elif header.info.crs:
+        w, s, e, n = header.info.lonlat_bounds()
     else:
         return
     w, s, e, n = (float(v) for v in (w, s, e, n))

@@ -272,3 +272,62 @@ def test_a_tile_without_a_crs_round_trips_with_a_null_geometry(tmp_path):
     with Catalog(tmp_path / "b.sqlite") as cat:
         import_collection(cat, tmp_path / "out")       # the export's folder
     assert _rows(tmp_path / "b.sqlite") == _rows(tmp_path / "a.sqlite")
+
+
+def _cli_refuses(cli, home: Path, export: Path, target: Path, *needles: str) -> None:
+    if not target.exists():
+        with Catalog(target) as cat:
+            write_pair(home, "kept", size=16)
+            cat.add_tiles([Tile(path=str(home / "kept.tif"), source="folder", split="train")])
+    before = catalog_bytes(target)
+    code, out, err = cli("data", "import", export / CATALOG_FILE, "--catalog", target, "--no-progress")
+    assert code == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    assert catalog_bytes(target) == before
+
+
+def test_a_mask_off_its_grid_or_an_image_that_is_no_raster_is_refused(home, cli):
+    """The item says everything a row needs, so only the files' tags are read: a mask moved off its
+    image's grid, or an image that is no raster any more, is still refused as GDAL sees it."""
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    from workbench.data import geotiff
+
+    catalog = make_catalog(home / "src")
+    with Catalog(catalog, read_only=True) as cat:
+        export_stac(cat, home / "export")
+    tiles = home / "src" / "data" / "tiles"
+    mask = tiles / "utm_a_mask.tif"
+    kept = mask.read_bytes()
+    geotiff.write(mask, np.zeros((16, 16), "uint8"), from_origin(500_010.0, 4_650_000.0, 10.0, 10.0), "EPSG:32633")
+    _cli_refuses(cli, home, home / "export", home / "c.sqlite", "utm_a_mask.tif is not on its image's grid",
+                 "different geotransforms")
+    geotiff.write(mask, np.zeros((16, 16), "uint8"), from_origin(500_000.0, 4_650_000.0, 10.0, 10.0), "EPSG:32634")
+    _cli_refuses(cli, home, home / "export", home / "c.sqlite", "not on its image's grid", "CRS EPSG:32633 vs")
+    mask.write_bytes(kept)
+    (tiles / "lonlat_b.tif").write_bytes(b"not a raster at all")
+    _cli_refuses(cli, home, home / "export", home / "c.sqlite", "lonlat_b.tif: not a readable GeoTIFF")
+
+
+def test_an_older_stac_item_is_migrated_and_reads_the_same(exported, tmp_path):
+    """Items of STAC 1.0 with the projection extension v1.1 (``proj:epsg``) go through pystac's
+    migration; they give the rows an export of this version gives."""
+    catalog, out = exported
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    for path in (copy / "export" / "items").glob("*.json"):
+        d = json.loads(path.read_text())
+        d["stac_version"] = "1.0.0"
+        d["stac_extensions"] = ["https://stac-extensions.github.io/eo/v1.0.0/schema.json",
+                                "https://stac-extensions.github.io/projection/v1.1.0/schema.json"]
+        code = d["properties"].pop("proj:code")
+        if code:
+            d["properties"]["proj:epsg"] = int(code.split(":")[1])
+        path.write_text(json.dumps(d))
+    with Catalog(tmp_path / "new.sqlite") as cat:
+        result = import_collection(cat, copy)
+    assert len(result.added) == 4
+    assert _rows(tmp_path / "new.sqlite") == _rows(catalog)
