@@ -415,7 +415,7 @@ def run_export_parquet(args: argparse.Namespace) -> int:
 
     require_pyarrow()                              # before the catalog is opened: one line, exit 2
     query = query_from_args(args)
-    with _catalog(args, read_only=True) as cat:
+    with catalog_from_args(args, read_only=True) as cat:
         done = export_parquet(cat, args.out, collection_id_=args.collection_id, description=args.description,
                               license=args.license, relative_assets=args.relative_assets,
                               progress=not args.no_progress, **query)

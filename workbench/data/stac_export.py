@@ -64,6 +64,7 @@ from typing import Any
 
 from workbench.data.catalog import Catalog, Tile
 from workbench.errors import WorkbenchError
+from workbench.files import check_can_create, temporary_name
 
 PREFIX = "workbench:"
 # the catalog columns carried as workbench:<name> properties, as the catalog holds them
@@ -151,7 +152,7 @@ def _save(out: Path, cid: str, root: dict, coll: dict, items: Sequence[dict], pr
     The text is ``json.dumps(indent=2)``, what pystac writes when orjson is not installed."""
     from workbench.progress import progress as progress_bar
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(out)
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -340,6 +341,7 @@ def parent_ids(catalog: Catalog, tiles: Sequence[Tile], ids: dict[int, str]) -> 
 
 
 def _check_out(out: Path) -> None:
+    check_can_create(out.parent, "export")       # under a file, or in a folder that cannot be written
     if out.exists() and not out.is_dir():
         raise WorkbenchError(f"{out}: exists and is not a folder; give a new folder for the export")
     if out.is_dir() and any(out.iterdir()):

@@ -207,6 +207,8 @@ def test_a_non_empty_folder_is_refused_and_left_alone(home, cli):
     assert [p.name for p in target.iterdir()] == ["notes.txt"] and (target / "notes.txt").read_text() == "mine"
     (home / "a-file").write_text("x")
     assert "not a folder" in _refused(cli, "data", "export-stac", home / "a-file", "--catalog", catalog)
+    assert "is a file, not a folder" in _refused(cli, "data", "export-stac", home / "a-file" / "out", "--catalog",
+                                                  catalog)      # before any tile is read
     empty = home / "empty"
     empty.mkdir()                                      # an empty folder is a new one
     code, _, err = cli("data", "export-stac", empty, "--catalog", catalog, "--no-progress")

@@ -65,3 +65,15 @@ def test_a_deeply_nested_scene_list_is_one_line(tmp_path):
         with pytest.raises(WorkbenchError, match=says) as exc:
             scenes_of(path)
         assert path.name in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_catalog_linking_to_a_deeply_nested_file_imports_nothing(home, cli):
+    (home / "cat").mkdir()
+    root = home / "cat" / "catalog.json"
+    root.write_text('{"type": "Catalog", "stac_version": "1.1.0", "id": "c", "description": "d", "links": '
+                    '[{"rel": "child", "href": "./deep/collection.json", "type": "application/json"}]}')
+    (home / "cat" / "deep").mkdir()
+    (home / "cat" / "deep" / "collection.json").write_text('{"type": "Collection", "links": ' + "[" * DEPTH
+                                                           + "]" * DEPTH + "}")
+    refused(*cli("data", "import", root, "--no-progress")[::2], "collection.json")
+    assert not (home / "data" / "catalog.sqlite").exists() or "0 tile" in cli("data", "list")[1]

@@ -202,6 +202,8 @@ def _json(path: Path, top: Path) -> Any:
         raise WorkbenchError(f"{path}: a folder, not a STAC JSON file") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise WorkbenchError(f"{path}: not JSON ({exc})") from None
+    except RecursionError:
+        raise WorkbenchError(f"{path}: nested too deeply to be a STAC file") from None
 
 
 def _catalog(d: Any, href: Path):
