@@ -65,6 +65,22 @@ def output_name(scene: Scene, suffix: str) -> str:
     return f"{scene.name}{suffix}"
 
 
+def map_tile(entry: dict, model_id: str, extra: Mapping[str, Any], **fields: Any) -> Any:
+    """The catalog row (source ``predicted``) of one finished output: its place, CRS, size, GSD
+    and bands read from the file, the run, the scene's id and date from the entry's summary,
+    ``extra`` beside the input's path, and any other ``fields`` the task has."""
+    from workbench.data import geotiff
+    from workbench.data.catalog import Tile
+
+    info = geotiff.read_info(entry["out"])
+    west, south, east, north = info.lonlat_bounds()
+    s = entry["summary"]
+    return Tile(path=entry["out"], source="predicted", model_id=model_id, scene_id=s.get("scene_id"),
+                date=s.get("date"), west=west, south=south, east=east, north=north, lon=(west + east) / 2,
+                lat=(south + north) / 2, crs=info.crs, width=info.width, height=info.height, gsd=info.gsd_metres(),
+                bands=list(info.band_names), extra={"input": entry["scene"], **extra}, **fields)
+
+
 def rank_device(name: str | None, ranks: distributed.Ranks) -> str:
     """``--device`` (default cuda when present); with several processes on a node, each its own GPU."""
     from workbench.devices import resolve_device

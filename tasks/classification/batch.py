@@ -119,18 +119,10 @@ def _row(run, e: dict) -> list:
 
 def _catalog_rows(run, entries: list[dict]) -> list:
     """One ``predicted`` row per class map (see the module docstring: no ``pred_label``)."""
-    from workbench.data import geotiff
-    from workbench.data.catalog import Tile
-
-    tiles = []
+    rows = []
     for e in entries:
-        info = geotiff.read_info(e["out"])
-        west, south, east, north = info.lonlat_bounds()
         s = e["summary"]
-        tiles.append(Tile(path=e["out"], source="predicted", model_id=run.name, scene_id=s.get("scene_id"),
-                          date=s.get("date"), west=west, south=south, east=east, north=north,
-                          lon=(west + east) / 2, lat=(south + north) / 2, crs=info.crs, width=info.width,
-                          height=info.height, gsd=info.gsd_metres(), bands=list(info.band_names),
-                          extra={"input": e["scene"], "classes": s.get("classes"), "windows": s.get("counts"),
-                                 "no_class": s.get("no_class"), "size": s.get("size"), "stride": s.get("stride")}))
-    return tiles
+        rows.append(scene_batch.map_tile(e, run.name, {"classes": s.get("classes"), "windows": s.get("counts"),
+                                                       "no_class": s.get("no_class"), "size": s.get("size"),
+                                                       "stride": s.get("stride")}))
+    return rows

@@ -107,19 +107,6 @@ def _row(e: dict) -> list:
 
 def _catalog_rows(run, entries: list[dict]) -> list:
     """One ``predicted`` row per mask: its bounds, size and GSD, the run, the scene's id and date."""
-    from workbench.data import geotiff
-    from workbench.data.catalog import Tile
-
-    tiles = []
-    for e in entries:
-        info = geotiff.read_info(e["out"])
-        west, south, east, north = info.lonlat_bounds()
-        s = e["summary"]
-        tiles.append(Tile(path=e["out"], source="predicted", model_id=run.name, scene_id=s.get("scene_id"),
-                          date=s.get("date"), west=west, south=south, east=east, north=north,
-                          lon=(west + east) / 2, lat=(south + north) / 2, crs=info.crs, width=info.width,
-                          height=info.height, gsd=info.gsd_metres(), bands=list(info.band_names),
-                          water_fraction=s.get("water_fraction"),
-                          extra={"input": e["scene"], "class_pixels": s.get("class_pixels"),
-                                 "km2": s.get("areas_km2")}))
-    return tiles
+    return [scene_batch.map_tile(e, run.name, {"class_pixels": e["summary"].get("class_pixels"),
+                                               "km2": e["summary"].get("areas_km2")},
+                                 water_fraction=e["summary"].get("water_fraction")) for e in entries]

@@ -171,15 +171,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                              "one item per tile, assets image and mask (the files stay where they are).",
                  epilog=EXPORT_STAC_EXAMPLES)
     v.add_argument("out", metavar="DIR", help="a new (or empty) folder for catalog.json and the collection")
-    v.add_argument("--id", dest="collection_id", metavar="ID", help="the collection's id (default: DIR's name)")
-    v.add_argument("--description", metavar="TEXT", help="the collection's description")
-    v.add_argument("--license", default="other", metavar="SPDX",
-                   help="the data's license, an SPDX id such as CC-BY-4.0 (default: other)")
-    v.add_argument("--relative-assets", action="store_true",
-                   help="asset hrefs relative to each item file instead of absolute paths")
-    v.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_query_args(v)
-    add_catalog_immutable(v)
+    _add_export_options(v, "DIR's name", "each item file")
     v.set_defaults(func=run_export_stac)
 
     v = add_verb(verbs, "export-parquet", common, help="write the tiles as one stac-geoparquet file (pyarrow)",
@@ -187,15 +179,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                              "STAC item, the items export-stac writes (the files stay where they are).",
                  epilog=EXPORT_PARQUET_EXAMPLES)
     v.add_argument("out", metavar="FILE", help="a new .parquet file")
-    v.add_argument("--id", dest="collection_id", metavar="ID", help="the collection's id (default: FILE's stem)")
-    v.add_argument("--description", metavar="TEXT", help="the collection's description")
-    v.add_argument("--license", default="other", metavar="SPDX",
-                   help="the data's license, an SPDX id such as CC-BY-4.0 (default: other)")
-    v.add_argument("--relative-assets", action="store_true",
-                   help="asset hrefs relative to FILE's folder instead of absolute paths")
-    v.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_query_args(v)
-    add_catalog_immutable(v)
+    _add_export_options(v, "FILE's stem", "FILE's folder")
     v.set_defaults(func=run_export_parquet)
 
     v = add_verb(verbs, "remove", common, help="remove catalog rows (undo an import); files stay",
@@ -226,6 +210,19 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 # ---- helpers --------------------------------------------------------------------------------------
+
+def _add_export_options(v: argparse.ArgumentParser, default_id: str, relative_to: str) -> None:
+    """The options export-stac and export-parquet share: the collection's fields, hrefs, filters."""
+    v.add_argument("--id", dest="collection_id", metavar="ID", help=f"the collection's id (default: {default_id})")
+    v.add_argument("--description", metavar="TEXT", help="the collection's description")
+    v.add_argument("--license", default="other", metavar="SPDX",
+                   help="the data's license, an SPDX id such as CC-BY-4.0 (default: other)")
+    v.add_argument("--relative-assets", action="store_true",
+                   help=f"asset hrefs relative to {relative_to} instead of absolute paths")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_query_args(v)
+    add_catalog_immutable(v)
+
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:
     """A plain aligned text table (numbers right-aligned by column index in ``right``)."""

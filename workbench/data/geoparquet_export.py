@@ -37,7 +37,6 @@ file is refused (as ``export-stac`` refuses a non-empty folder). Needs pyarrow
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,13 +48,8 @@ from workbench.data.catalog import Catalog
 from workbench.data.stac_export import (
     FIELDS,
     PREFIX,
-    _extent,
-    collection_dict,
     collection_id,
-    item_dict,
-    item_id,
-    parent_ids,
-    read_headers,
+    export_items,
 )
 from workbench.errors import WorkbenchError
 
@@ -106,21 +100,9 @@ def export_parquet(catalog: Catalog, out: str | Path, *, collection_id_: str | N
         raise WorkbenchError(f"{out}: exists; a GeoParquet export is written to a new file, never over one")
     check_can_create(out, "GeoParquet file", folder=False)
     cid = collection_id(out.with_suffix("") if out.suffix else out, collection_id_)
-    tiles = catalog.query(**filters)
-    if not tiles:
-        raise WorkbenchError(f"{catalog.path}: no tile matches the filters; nothing to export")
-    headers = read_headers(tiles, progress)
-    ids = {t.id: item_id(t, catalog.root) for t in tiles}
-    parents = parent_ids(catalog, tiles, ids)
-    folder = out.parent.resolve()
-    href = (lambda p: os.path.relpath(p, folder)) if relative_assets else (lambda p: p)
-    items = [item_dict(t, ids[t.id], parents.get(t.id), headers[t.id], href, cid) for t in tiles]
-    bbox, interval = _extent(items)
-    bbox = bbox or [-180.0, -90.0, 180.0, 90.0]
-    coll = collection_dict(cid, [], bbox, interval, license=license,
-                           description=description or f"Tiles exported from the workbench catalog {catalog.path}",
-                           summaries={f"{PREFIX}source": sorted({t.source for t in tiles}),
-                                      f"{PREFIX}split": sorted({t.split for t in tiles if t.split})})
+    tiles, items, coll = export_items(catalog, cid, filters, out.parent.resolve() if relative_assets else None,
+                                      progress, description=description, license=license, linked=False)
+    bbox, interval = coll["extent"]["spatial"]["bbox"][0], coll["extent"]["temporal"]["interval"][0]
     coll["links"] = []                                # no JSON files beside the Parquet one
     table = items_table(items)
     table = table.replace_schema_metadata(parquet_metadata(bbox, {cid: coll}))

@@ -121,29 +121,41 @@ def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None 
     out = Path(out).absolute()
     _check_out(out)
     cid = _collection_id(out, collection_id)
-    tiles = catalog.query(**filters)
-    if not tiles:
-        raise WorkbenchError(f"{catalog.path}: no tile matches the filters; nothing to export")
-    headers = read_headers(tiles, progress)
-    ids = {t.id: item_id(t, catalog.root) for t in tiles}
-    parents = parent_ids(catalog, tiles, ids)
     item_dir = out.parent.resolve() / out.name / cid / "items"       # where the items live once renamed
-    href = (lambda p: os.path.relpath(p, item_dir)) if relative_assets else (lambda p: p)
-    exported = set(ids.values())
-    items = [item_dict(t, ids[t.id], parents.get(t.id), headers[t.id], href, cid,
-                       derived_from=parents.get(t.id) in exported) for t in tiles]
-    bbox, interval = _extent(items)
-    bbox = bbox or [-180.0, -90.0, 180.0, 90.0]          # no tile is placed: the whole Earth, as pystac's default
-    coll = collection_dict(cid, [d["id"] for d in items], bbox, interval, license=license,
-                           description=description or f"Tiles exported from the workbench catalog {catalog.path}",
-                           summaries={f"{PREFIX}source": sorted({t.source for t in tiles}),
-                                      f"{PREFIX}split": sorted({t.split for t in tiles if t.split})})
+    tiles, items, coll = export_items(catalog, cid, filters, item_dir if relative_assets else None, progress,
+                                      description=description, license=license, linked=True)
+    bbox, interval = coll["extent"]["spatial"]["bbox"][0], coll["extent"]["temporal"]["interval"][0]
     _save(out, cid, catalog_dict(cid), coll, items, progress)
     return Export(path=out / CATALOG_FILE, collection=out / cid / COLLECTION_FILE, items=len(items),
                   bbox=bbox, interval=interval, masks=sum(1 for t in tiles if t.mask_path))
 
 
 _collection_id = collection_id        # the keyword of export_stac hides the function's name there
+
+
+def export_items(catalog: Catalog, cid: str, filters: dict, relative_to: Path | None, progress: bool, *,
+                 description: str | None, license: str, linked: bool) -> tuple[list[Tile], list[dict], dict]:
+    """What every export writes: the tiles ``filters`` select, their item dicts (asset hrefs
+    relative to ``relative_to``, else absolute) and the collection dict over them; ``linked``: the
+    items are files beside the collection (a link to each, ``derived_from`` between them). No
+    tile matching is a one-line error."""
+    tiles = catalog.query(**filters)
+    if not tiles:
+        raise WorkbenchError(f"{catalog.path}: no tile matches the filters; nothing to export")
+    headers = read_headers(tiles, progress)
+    ids = {t.id: item_id(t, catalog.root) for t in tiles}
+    parents = parent_ids(catalog, tiles, ids)
+    href = (lambda p: os.path.relpath(p, relative_to)) if relative_to is not None else (lambda p: p)
+    exported = set(ids.values()) if linked else set()
+    items = [item_dict(t, ids[t.id], parents.get(t.id), headers[t.id], href, cid,
+                       derived_from=parents.get(t.id) in exported) for t in tiles]
+    bbox, interval = _extent(items)
+    bbox = bbox or [-180.0, -90.0, 180.0, 90.0]          # no tile is placed: the whole Earth, as pystac's default
+    coll = collection_dict(cid, [d["id"] for d in items] if linked else [], bbox, interval, license=license,
+                           description=description or f"Tiles exported from the workbench catalog {catalog.path}",
+                           summaries={f"{PREFIX}source": sorted({t.source for t in tiles}),
+                                      f"{PREFIX}split": sorted({t.split for t in tiles if t.split})})
+    return tiles, items, coll
 
 
 def _save(out: Path, cid: str, root: dict, coll: dict, items: Sequence[dict], progress: bool) -> None:
