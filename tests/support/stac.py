@@ -96,3 +96,17 @@ def varied_catalog(root: Path) -> Path:
             Tile(path=str(odd), source="folder", crs="EPSG:32633", bands=["alpha", "B8A"], date="2019-12-31"),
         ])
     return catalog
+
+
+def round_trip_rows(catalog: Path) -> dict[str, dict]:
+    """Every row by path, ids aside and the parent as its path: what a round trip must keep."""
+    with Catalog(catalog, read_only=True) as cat:
+        tiles = cat.query()
+    path_of = {t.id: t.path for t in tiles}
+    out = {}
+    for t in tiles:
+        d = t.to_json()
+        d.pop("id")
+        d["parent_id"] = path_of.get(d["parent_id"])
+        out[t.path] = d
+    return out

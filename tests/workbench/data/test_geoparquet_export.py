@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stac import make_catalog
+from tests.support.stac import make_catalog, round_trip_rows
 from workbench.data.catalog import Catalog
 from workbench.data.stac_export import PREFIX, item_id
 
@@ -179,20 +179,6 @@ def test_every_kind_of_row_has_its_columns(tmp_path):
 
 # ---- data import FILE.parquet ------------------------------------------------------------------------
 
-def _rows(catalog: Path) -> dict[str, dict]:
-    """Every row by path, ids aside and the parent as its path: what a round trip must keep."""
-    with Catalog(catalog, read_only=True) as cat:
-        tiles = cat.query()
-    path_of = {t.id: t.path for t in tiles}
-    out = {}
-    for t in tiles:
-        d = t.to_json()
-        d.pop("id")
-        d["parent_id"] = path_of.get(d["parent_id"])
-        out[t.path] = d
-    return out
-
-
 @pytest.mark.parametrize("relative", [False, True])
 def test_export_then_import_gives_the_same_rows(home, cli, relative):
     catalog = make_catalog(home)
@@ -204,7 +190,7 @@ def test_export_then_import_gives_the_same_rows(home, cli, relative):
                          "--no-progress")
     assert code == 0, err
     assert "STAC geoparquet of 4 item(s)" in out and "added 4 tile(s)" in out
-    assert _rows(home / "copy.sqlite") == _rows(catalog)
+    assert round_trip_rows(home / "copy.sqlite") == round_trip_rows(catalog)
     code, out, err = cli("data", "import", home / "out" / "all.parquet", "--catalog", home / "copy.sqlite",
                          "--no-progress")
     assert code == 0 and "4 already in the catalog" in out, err

@@ -12,7 +12,7 @@ import pystac
 import pytest
 
 from tests.support.rasters import write_pair
-from tests.support.stac import catalog_bytes, exported_catalog, make_catalog
+from tests.support.stac import catalog_bytes, exported_catalog, make_catalog, round_trip_rows
 from workbench.data.catalog import Catalog, Tile
 from workbench.data.sources.folder import water_fraction
 from workbench.data.sources.stac_collection import import_collection, stac_kind
@@ -24,20 +24,6 @@ from workbench.errors import WorkbenchError
 def exported(tmp_path_factory) -> tuple[Path, Path]:
     """(catalog, its export folder)."""
     return exported_catalog(tmp_path_factory.mktemp("stac-import"))
-
-
-def _rows(catalog: Path) -> dict[str, dict]:
-    """Every row by path, ids aside and the parent as its path: what a round trip must keep."""
-    with Catalog(catalog, read_only=True) as cat:
-        tiles = cat.query()
-    path_of = {t.id: t.path for t in tiles}
-    out = {}
-    for t in tiles:
-        d = t.to_json()
-        d.pop("id")
-        d["parent_id"] = path_of.get(d["parent_id"])
-        out[t.path] = d
-    return out
 
 
 def test_stac_kind_tells_collections_from_items(exported, tmp_path):
@@ -56,7 +42,7 @@ def test_export_then_import_gives_the_same_rows(exported, tmp_path, entry):
     with Catalog(tmp_path / "new.sqlite") as cat:
         result = import_collection(cat, out / entry)
     assert result.found == 4 and len(result.added) == 4 and result.already == 0 and result.unlinked == 0
-    assert _rows(tmp_path / "new.sqlite") == _rows(catalog)
+    assert round_trip_rows(tmp_path / "new.sqlite") == round_trip_rows(catalog)
     before = catalog_bytes(tmp_path / "new.sqlite")
     with Catalog(tmp_path / "new.sqlite") as cat:      # again: every image is catalogued, nothing added
         again = import_collection(cat, out / entry)
@@ -71,7 +57,7 @@ def test_cli_round_trip_and_a_parent_outside_the_import(home, cli):
                          "--no-progress")
     assert code == 0, err
     assert "STAC catalog of 4 item(s)" in out and "added 4 tile(s)" in out
-    assert _rows(home / "copy.sqlite") == _rows(catalog)
+    assert round_trip_rows(home / "copy.sqlite") == round_trip_rows(catalog)
     code, out, err = cli("data", "import", home / "all", "--catalog", home / "copy.sqlite", "--no-progress")
     assert code == 0 and "4 already in the catalog" in out, err     # the export's folder means its catalog.json
     code, _, err = cli("data", "export-stac", home / "gen", "--catalog", catalog, "--source", "generated",
@@ -271,7 +257,7 @@ def test_a_tile_without_a_crs_round_trips_with_a_null_geometry(tmp_path):
     assert item.geometry is None and item.bbox is None and item.properties["proj:code"] is None
     with Catalog(tmp_path / "b.sqlite") as cat:
         import_collection(cat, tmp_path / "out")       # the export's folder
-    assert _rows(tmp_path / "b.sqlite") == _rows(tmp_path / "a.sqlite")
+    assert round_trip_rows(tmp_path / "b.sqlite") == round_trip_rows(tmp_path / "a.sqlite")
 
 
 def _cli_refuses(cli, home: Path, export: Path, target: Path, *needles: str) -> None:
@@ -330,4 +316,4 @@ def test_an_older_stac_item_is_migrated_and_reads_the_same(exported, tmp_path):
     with Catalog(tmp_path / "new.sqlite") as cat:
         result = import_collection(cat, copy)
     assert len(result.added) == 4
-    assert _rows(tmp_path / "new.sqlite") == _rows(catalog)
+    assert round_trip_rows(tmp_path / "new.sqlite") == round_trip_rows(catalog)
