@@ -78,6 +78,7 @@ class _Entry:
     tile: Tile
     parent: str | None
     has_split: bool
+    measure_water: bool = False     # another tool's item with a mask: its water fraction is read from it
 
 
 def stac_kind(path: str | Path) -> str | None:
@@ -140,6 +141,7 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
     result.already = len(entries) - len(todo)
     if not todo:
         return result
+    _measure_water(todo)
     _give_splits(todo, split, block_deg, result)
     with catalog.transaction():               # the rows and their parent links commit as one
         ids = catalog.add_tiles([e.tile for e in todo])
@@ -255,7 +257,6 @@ def _parsed(make, where: str, what: str):
 def _entry(item, base: Path, collection: Path, source: str | None, gdal) -> _Entry:
     """One item checked and turned into a tile (nothing written)."""
     from workbench.data.catalog import SOURCES
-    from workbench.data.sources.folder import label_of, water_fraction
 
     href = item.get_self_href()
     where = f"{href} (item {item.id})" if href else f"{collection} item {item.id}"
@@ -272,15 +273,23 @@ def _entry(item, base: Path, collection: Path, source: str | None, gdal) -> _Ent
         if parent is not None and not isinstance(parent, str):
             raise WorkbenchError(f"{where}: {PREFIX}parent {parent!r} is not an item id")
     else:
-        if tile.mask_path is not None:
-            tile.water_fraction = water_fraction(tile.mask_path)
-            tile.label = label_of(tile.water_fraction) if tile.water_fraction is not None else None
         tile.extra = {"imported_from": str(collection.resolve()), "stac_item": item.id}
     if tile.source not in SOURCES:
         raise WorkbenchError(f"{where}: {PREFIX}source {tile.source!r} is not a catalog source "
                              f"({', '.join(SOURCES)})")
     return _Entry(item_id=item.id, where=where, tile=tile, parent=parent,
-                  has_split=ours and f"{PREFIX}split" in props)
+                  has_split=ours and f"{PREFIX}split" in props, measure_water=not ours and tile.mask_path is not None)
+
+
+def _measure_water(entries: list[_Entry]) -> None:
+    """The water fraction and label of each foreign item's mask (a read of the whole mask: done
+    only for the items that will be added, not for those a re-import skips)."""
+    from workbench.data.sources.folder import label_of, water_fraction
+
+    for e in entries:
+        if e.measure_water:
+            e.tile.water_fraction = water_fraction(e.tile.mask_path)
+            e.tile.label = label_of(e.tile.water_fraction) if e.tile.water_fraction is not None else None
 
 
 class _Header:
