@@ -44,9 +44,11 @@ from workbench.data.stac_export import (
     _check_out,
     _iso,
     _polygon,
-    collection_id,
     item_id,
     parent_ids,
+)
+from workbench.data.stac_export import (
+    collection_id as make_collection_id,
 )
 from workbench.errors import WorkbenchError
 
@@ -57,7 +59,7 @@ PYSTAC_MAX = 5_000
 
 # ---- the baselines: the export and import as pystac does them ---------------------------------------
 
-def pystac_export(catalog: Catalog, out: str | Path, *, collection_id_: str | None = None,
+def pystac_export(catalog: Catalog, out: str | Path, *, collection_id: str | None = None,
                   description: str | None = None, license: str = "other", relative_assets: bool = False,
                   **filters: Any) -> Path:
     """The export as it was before ``export_stac`` wrote its own JSON: a ``pystac.Item`` per tile,
@@ -67,7 +69,7 @@ def pystac_export(catalog: Catalog, out: str | Path, *, collection_id_: str | No
 
     out = Path(out).absolute()
     _check_out(out)
-    cid = collection_id(out, collection_id_)
+    cid = make_collection_id(out, collection_id)
     tiles = catalog.query(**filters)
     headers = _gdal_headers(tiles)
     ids = {t.id: item_id(t, catalog.root) for t in tiles}

@@ -413,7 +413,7 @@ def run_export_parquet(args: argparse.Namespace) -> int:
     require_pyarrow()                              # before the catalog is opened: one line, exit 2
     query = query_from_args(args)
     with catalog_from_args(args, read_only=True) as cat:
-        done = export_parquet(cat, args.out, collection_id_=args.collection_id, description=args.description,
+        done = export_parquet(cat, args.out, collection_id=args.collection_id, description=args.description,
                               license=args.license, relative_assets=args.relative_assets,
                               progress=not args.no_progress, **query)
     box = ", ".join(f"{v:.4f}" for v in done.bbox)

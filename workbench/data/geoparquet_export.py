@@ -48,8 +48,10 @@ from workbench.data.catalog import Catalog
 from workbench.data.stac_export import (
     FIELDS,
     PREFIX,
-    collection_id,
     export_items,
+)
+from workbench.data.stac_export import (
+    collection_id as make_collection_id,
 )
 from workbench.errors import WorkbenchError
 
@@ -83,7 +85,7 @@ def require_pyarrow():
     return pyarrow
 
 
-def export_parquet(catalog: Catalog, out: str | Path, *, collection_id_: str | None = None,
+def export_parquet(catalog: Catalog, out: str | Path, *, collection_id: str | None = None,
                    description: str | None = None, license: str = "other", relative_assets: bool = False,
                    progress: bool = False, **filters: Any) -> ParquetExport:
     """Write the tiles ``filters`` select (``Catalog.query`` keywords) as the stac-geoparquet file
@@ -99,7 +101,7 @@ def export_parquet(catalog: Catalog, out: str | Path, *, collection_id_: str | N
     if out.exists() or out.is_symlink():
         raise WorkbenchError(f"{out}: exists; a GeoParquet export is written to a new file, never over one")
     check_can_create(out, "GeoParquet file", folder=False)
-    cid = collection_id(out.with_suffix("") if out.suffix else out, collection_id_)
+    cid = make_collection_id(out.with_suffix("") if out.suffix else out, collection_id)
     tiles, items, coll = export_items(catalog, cid, filters, out.parent.resolve() if relative_assets else None,
                                       progress, description=description, license=license, linked=False)
     bbox, interval = coll["extent"]["spatial"]["bbox"][0], coll["extent"]["temporal"]["interval"][0]

@@ -236,7 +236,7 @@ def test_the_files_are_the_ones_pystac_writes(tmp_path, relative):
     catalog = varied_catalog(tmp_path / "src")
     with Catalog(catalog, read_only=True) as cat:
         done = export_stac(cat, tmp_path / "ours", collection_id="same", relative_assets=relative)
-        pystac_export(cat, tmp_path / "pystac", collection_id_="same", relative_assets=relative)
+        pystac_export(cat, tmp_path / "pystac", collection_id="same", relative_assets=relative)
     ours = sorted(p.relative_to(tmp_path / "ours") for p in (tmp_path / "ours").rglob("*") if p.is_file())
     theirs = sorted(p.relative_to(tmp_path / "pystac") for p in (tmp_path / "pystac").rglob("*") if p.is_file())
     assert ours == theirs and len(ours) == 2 + 8 == 2 + done.items
