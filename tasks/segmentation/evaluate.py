@@ -21,7 +21,7 @@ import torch
 from workbench.errors import WorkbenchError
 
 from .config import SegmentationConfig
-from .data import base_query, batch_valid, context_of, eval_dataset, open_catalog
+from .data import base_query, batch_valid, context_of, eval_dataset, open_catalog, query_split
 
 
 def _batches(ds, batch_size: int):
@@ -105,7 +105,7 @@ def evaluate_run(run_ref: str | Path, split: str | None = "test", query: dict | 
             q[key] = value
     q.setdefault("split", split or cfg.data.test_split)
     with open_catalog(cfg, catalog, catalog_immutable) as cat:
-        tiles = [t for t in cat.query(**q) if t.mask_path]
+        tiles = query_split(cat, {k: v for k, v in q.items() if k != "split"}, q["split"], required=False)
         sources = context_of(cat, tiles, cfg)  # the tiles, or their block mosaics (data.context: block)
     if not tiles:
         shown = ", ".join(f"{k}={v!r}" for k, v in q.items())
