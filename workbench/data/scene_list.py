@@ -114,8 +114,9 @@ def _stac_type(path: Path) -> str | None:
     if not isinstance(doc, dict):
         return None
     kind = doc.get("type")
-    if kind == "FeatureCollection":
-        return kind if any(isinstance(f, dict) and "stac_version" in f for f in doc.get("features") or []) \
+    if kind == "FeatureCollection":         # an empty one is an empty search: no scene, said so
+        features = doc.get("features")
+        return kind if features == [] or any(isinstance(f, dict) and "stac_version" in f for f in features or []) \
             or "stac_version" in doc else None
     return kind if kind in ("Catalog", "Collection") and "stac_version" in doc else None
 

@@ -111,3 +111,12 @@ def test_an_item_collection_names_its_items_inside_the_one_file(tmp_path):
     hashed = tmp_path / "item#1.json"             # a '#' in a file's own name is not an item reference
     hashed.write_text(json.dumps(features[0]))
     assert describe(hashed).scene_id == "scene-0"
+
+
+def test_an_empty_item_collection_is_no_scene(tmp_path):
+    """An empty search result saved to a file: one line saying there is nothing to predict."""
+    search = tmp_path / "search.json"
+    search.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    assert is_many(search)
+    with pytest.raises(WorkbenchError, match="search.json: no scene to predict"):
+        scenes_of(search)
