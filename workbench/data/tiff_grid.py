@@ -105,9 +105,12 @@ class _Reader:
 
     def __init__(self, f) -> None:
         self.f = f
+        self.size = os.fstat(f.fileno()).st_size
         self.head = f.read(HEAD)
 
     def at(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.size:   # a count or offset the file cannot hold:
+            raise ValueError("truncated")                   # never a read (an allocation) of that size
         if offset + n <= len(self.head):
             return self.head[offset:offset + n]
         self.f.seek(offset)

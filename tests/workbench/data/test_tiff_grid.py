@@ -85,3 +85,19 @@ def test_gdal_headers_reads_as_read_info_does(tmp_path):
         assert gdal.read_info(image) == geotiff.read_info(image)
         with pytest.raises(Exception, match="no such file"):
             gdal.read_info(tmp_path / "missing.tif")
+
+
+def test_counts_and_offsets_the_file_cannot_hold_are_none_without_a_huge_read(tmp_path):
+    """Hostile headers: a BigTIFF whose IFD claims 2**46 entries (a petabyte), a tag whose data lie past the end
+    of the file, an IFD offset past the end. None (GDAL then says what is wrong), no MemoryError."""
+    import struct
+
+    huge_ifd = tmp_path / "huge_ifd.tif"
+    huge_ifd.write_bytes(b"II" + struct.pack("<HHHQ", 43, 8, 0, 16) + struct.pack("<Q", 2 ** 46))
+    far_tag = tmp_path / "far_tag.tif"       # one ModelPixelScale entry: 2**40 doubles at offset 2**62
+    far_tag.write_bytes(b"II" + struct.pack("<HI", 42, 8) + struct.pack("<H", 1)
+                        + struct.pack("<HHII", 33550, 12, 2 ** 30, 2 ** 31) + b"\0" * 4)
+    far_ifd = tmp_path / "far_ifd.tif"
+    far_ifd.write_bytes(b"MM" + struct.pack(">HI", 42, 2 ** 32 - 1))
+    for path in (huge_ifd, far_tag, far_ifd):
+        assert read_grid(path) is None, path
