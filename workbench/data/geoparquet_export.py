@@ -102,20 +102,31 @@ def export_parquet(catalog: Catalog, out: str | Path, *, collection_id: str | No
         raise WorkbenchError(f"{out}: exists; a GeoParquet export is written to a new file, never over one")
     check_can_create(out, "GeoParquet file", folder=False)
     cid = make_collection_id(out.with_suffix("") if out.suffix else out, collection_id)
-    tiles, items, coll = export_items(catalog, cid, filters, out.parent.resolve() if relative_assets else None,
-                                      progress, description=description, license=license, linked=False)
-    bbox, interval = coll["extent"]["spatial"]["bbox"][0], coll["extent"]["temporal"]["interval"][0]
-    coll["links"] = []                                # no JSON files beside the Parquet one
-    table = items_table(items)
-    table = table.replace_schema_metadata(parquet_metadata(bbox, {cid: coll}))
+    relative_to = out.parent.resolve() if relative_assets else None
     with replacing(out, keep_suffix=True) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        writer: list = []            # the ParquetWriter, opened with the first chunk's schema
+
+        def write(items: list[dict]) -> None:
+            table = items_table(items)
+            if not writer:
+                writer.append(pq.ParquetWriter(tmp, table.schema, compression="zstd", store_schema=False))
+            writer[0].write_table(table)
+
+        try:
+            coll, n, masks = export_items(catalog, cid, filters, relative_to, progress, write,
+                                          description=description, license=license, linked=False)
+            coll["links"] = []                            # no JSON files beside the Parquet one
+            bbox, interval = coll["extent"]["spatial"]["bbox"][0], coll["extent"]["temporal"]["interval"][0]
+            writer[0].add_key_value_metadata(parquet_metadata(bbox, {cid: coll}))   # known once all are written
+        finally:
+            for w in writer:
+                w.close()
         written = pq.read_metadata(tmp)
-        if written.num_rows != len(items) or b"geo" not in (written.metadata or {}):
+        if written.num_rows != n or b"geo" not in (written.metadata or {}) or \
+                not pq.read_schema(tmp).remove_metadata().equals(schema()):
             raise WorkbenchError(f"{out}: the written file does not read back ({written.num_rows} rows of "
-                                 f"{len(items)}); nothing was written")
-    return ParquetExport(path=out, collection=cid, items=len(items), masks=sum(1 for t in tiles if t.mask_path),
-                         bbox=bbox, interval=interval)
+                                 f"{n}); nothing was written")
+    return ParquetExport(path=out, collection=cid, items=n, masks=masks, bbox=bbox, interval=interval)
 
 
 def schema():

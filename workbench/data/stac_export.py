@@ -47,16 +47,22 @@ ones pystac writes for the same items (checked file for file against pystac itse
 tests; ``workbench.bench_stac`` keeps that pystac export as its baseline). Each tile's grid
 comes from its TIFF tags (:mod:`workbench.data.tiff_grid`) where they give it plainly, else
 from GDAL's header read as before.
+
+Memory: tiles are read, made into items and written ``EXPORT_CHUNK`` at a time (the export
+and ``geoparquet_export``'s alike), so a ten-million-tile catalog exports in bounded memory;
+what is held for all of them is the collection's item ids (its links) and the exported ids.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -122,58 +128,118 @@ def export_stac(catalog: Catalog, out: str | Path, *, collection_id: str | None 
     _check_out(out)
     cid = _collection_id(out, collection_id)
     item_dir = out.parent.resolve() / out.name / cid / "items"       # where the items live once renamed
-    tiles, items, coll = export_items(catalog, cid, filters, item_dir if relative_assets else None, progress,
+    with _staged(out) as tmp:
+        folder = tmp / cid / "items"
+        folder.mkdir(parents=True)
+
+        def write(items: list[dict]) -> None:
+            for d in items:
+                _write(folder / f"{d['id']}.json", d)
+
+        coll, n, masks = export_items(catalog, cid, filters, item_dir if relative_assets else None, progress, write,
                                       description=description, license=license, linked=True)
+        _write(tmp / CATALOG_FILE, catalog_dict(cid))
+        _write(tmp / cid / COLLECTION_FILE, coll)
     bbox, interval = coll["extent"]["spatial"]["bbox"][0], coll["extent"]["temporal"]["interval"][0]
-    _save(out, cid, catalog_dict(cid), coll, items, progress)
-    return Export(path=out / CATALOG_FILE, collection=out / cid / COLLECTION_FILE, items=len(items),
-                  bbox=bbox, interval=interval, masks=sum(1 for t in tiles if t.mask_path))
+    return Export(path=out / CATALOG_FILE, collection=out / cid / COLLECTION_FILE, items=n, bbox=bbox,
+                  interval=interval, masks=masks)
 
 
 _collection_id = collection_id        # the keyword of export_stac hides the function's name there
 
 
-def export_items(catalog: Catalog, cid: str, filters: dict, relative_to: Path | None, progress: bool, *,
-                 description: str | None, license: str, linked: bool) -> tuple[list[Tile], list[dict], dict]:
-    """What every export writes: the tiles ``filters`` select, their item dicts (asset hrefs
-    relative to ``relative_to``, else absolute) and the collection dict over them; ``linked``: the
-    items are files beside the collection (a link to each, ``derived_from`` between them). No
-    tile matching is a one-line error."""
-    tiles = catalog.query(**filters)
-    if not tiles:
-        raise WorkbenchError(f"{catalog.path}: no tile matches the filters; nothing to export")
-    headers = read_headers(tiles, progress)
-    ids = {t.id: item_id(t, catalog.root) for t in tiles}
-    parents = parent_ids(catalog, tiles, ids)
-    href = (lambda p: os.path.relpath(p, relative_to)) if relative_to is not None else (lambda p: p)
-    exported = set(ids.values()) if linked else set()
-    items = [item_dict(t, ids[t.id], parents.get(t.id), headers[t.id], href, cid,
-                       derived_from=parents.get(t.id) in exported) for t in tiles]
-    bbox, interval = _extent(items)
-    bbox = bbox or [-180.0, -90.0, 180.0, 90.0]          # no tile is placed: the whole Earth, as pystac's default
-    coll = collection_dict(cid, [d["id"] for d in items] if linked else [], bbox, interval, license=license,
-                           description=description or f"Tiles exported from the workbench catalog {catalog.path}",
-                           summaries={f"{PREFIX}source": sorted({t.source for t in tiles}),
-                                      f"{PREFIX}split": sorted({t.split for t in tiles if t.split})})
-    return tiles, items, coll
+def export_items(catalog: Catalog, cid: str, filters: dict, relative_to: Path | None, progress: bool,
+                 write: Callable[[list[dict]], None], *, description: str | None, license: str,
+                 linked: bool) -> tuple[dict, int, int]:
+    """What every export does: the tiles ``filters`` select become item dicts (asset hrefs relative
+    to ``relative_to``, else absolute) handed to ``write`` ``EXPORT_CHUNK`` at a time, so memory
+    stays bounded at ten million tiles; returns the collection dict over them all, the item and
+    the mask count. ``linked``: the items are files beside the collection (a link to each,
+    ``derived_from`` between them). No tile matching is a one-line error, before any ``write``."""
+    import numpy as np
 
-
-def _save(out: Path, cid: str, root: dict, coll: dict, items: Sequence[dict], progress: bool) -> None:
-    """The catalog, collection and items written in a temporary folder beside ``out``, renamed onto
-    it at the end (onto a missing or empty folder: never a merge); a failure leaves nothing behind.
-    The text is ``json.dumps(indent=2)``, what pystac writes when orjson is not installed."""
     from workbench.progress import progress as progress_bar
 
+    total = catalog.count(**filters)
+    if not total:
+        raise WorkbenchError(f"{catalog.path}: no tile matches the filters; nothing to export")
+    exported = np.sort(catalog.table(columns=["id"], **filters)["id"]) if linked else np.empty(0, np.int64)
+    href = (lambda p: os.path.relpath(p, relative_to)) if relative_to is not None else (lambda p: p)
+    seen = _Seen()
+    with progress_bar(total=total, desc="exporting", unit="item", enabled=progress) as bar:
+        for tiles in _chunks(catalog.iter_query(batch_size=EXPORT_CHUNK, **filters), EXPORT_CHUNK):
+            headers = read_headers(tiles)
+            ids = {t.id: item_id(t, catalog.root) for t in tiles}
+            parents = parent_ids(catalog, tiles, ids)
+            items = [item_dict(t, ids[t.id], parents.get(t.id), headers[t.id], href, cid,
+                               derived_from=t.parent_id is not None and _holds(exported, t.parent_id))
+                     for t in tiles]
+            write(items)
+            seen.add(tiles, items, linked)
+            bar.update(len(tiles))
+    coll = collection_dict(cid, seen.ids, seen.bbox or [-180.0, -90.0, 180.0, 90.0], seen.interval(),
+                           license=license,          # no tile placed: the whole Earth, as pystac's default
+                           description=description or f"Tiles exported from the workbench catalog {catalog.path}",
+                           summaries={f"{PREFIX}source": sorted(seen.sources), f"{PREFIX}split": sorted(seen.splits)})
+    return coll, seen.items, seen.masks
+
+
+EXPORT_CHUNK = 10_000        # tiles read, made into items and written at a time
+
+
+class _Seen:
+    """What the collection says of all its items, gathered chunk by chunk: their ids (when linked),
+    the union of their boxes and times, their sources and splits, the counts."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.bbox: list[float] | None = None
+        self.start: datetime | None = None
+        self.end: datetime | None = None
+        self.sources: set[str] = set()
+        self.splits: set[str] = set()
+        self.items = self.masks = 0
+
+    def add(self, tiles: Sequence[Tile], items: list[dict], linked: bool) -> None:
+        bbox, (start, end) = _extent(items)
+        if bbox is not None:
+            self.bbox = bbox if self.bbox is None else [min(self.bbox[0], bbox[0]), min(self.bbox[1], bbox[1]),
+                                                        max(self.bbox[2], bbox[2]), max(self.bbox[3], bbox[3])]
+        parse = _parser()
+        start, end = parse(start), parse(end)
+        self.start = start if self.start is None else min(self.start, start)
+        self.end = end if self.end is None else max(self.end, end)
+        if linked:
+            self.ids.extend(d["id"] for d in items)
+        self.sources.update(t.source for t in tiles)
+        self.splits.update(t.split for t in tiles if t.split)
+        self.items += len(items)
+        self.masks += sum(1 for t in tiles if t.mask_path)
+
+    def interval(self) -> list[str | None]:
+        return [_iso(self.start), _iso(self.end)]
+
+
+def _chunks(rows: Iterator[Tile], n: int) -> Iterator[list[Tile]]:
+    while chunk := list(itertools.islice(rows, n)):
+        yield chunk
+
+
+def _holds(sorted_ids: Any, tile_id: int) -> bool:
+    i = int(sorted_ids.searchsorted(tile_id))
+    return i < len(sorted_ids) and int(sorted_ids[i]) == tile_id
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out``, renamed onto it when the block ends (onto a missing or
+    empty folder: never a merge); a failure leaves nothing behind."""
     tmp = temporary_name(out)
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
-        folder = tmp / cid / "items"
-        folder.mkdir(parents=True)
-        _write(tmp / CATALOG_FILE, root)
-        _write(tmp / cid / COLLECTION_FILE, coll)
-        for d in progress_bar(items, desc="writing items", unit="item", enabled=progress):
-            _write(folder / f"{d['id']}.json", d)
+        tmp.mkdir()
+        yield tmp
         os.rename(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -148,10 +148,12 @@ def test_without_pyarrow_the_verb_says_how_to_install_it(home):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_every_kind_of_row_has_its_columns(tmp_path):
+def test_every_kind_of_row_has_its_columns(tmp_path, monkeypatch):
     """No CRS (null geometry and bbox), a CRS without a code (proj:wkt2, workbench:crs), a date
-    with a time (workbench:date), bands without common names: every property has its column."""
+    with a time (workbench:date), bands without common names: every property has its column.
+    Written three rows at a time (three row groups), the file holds the same table and metadata."""
     from tests.support.stac import varied_catalog
+    from workbench.data import stac_export
     from workbench.data.geoparquet_export import export_parquet
     from workbench.data.stac_export import export_stac
 
@@ -159,6 +161,11 @@ def test_every_kind_of_row_has_its_columns(tmp_path):
     with Catalog(catalog, read_only=True) as cat:
         done = export_parquet(cat, tmp_path / "all.parquet")
         export_stac(cat, tmp_path / "stac")
+        monkeypatch.setattr(stac_export, "EXPORT_CHUNK", 3)
+        export_parquet(cat, tmp_path / "chunked.parquet", collection_id="all")
+    chunked = pq.ParquetFile(tmp_path / "chunked.parquet")
+    assert chunked.num_row_groups == 3 and chunked.read().equals(pq.read_table(done.path))
+    assert chunked.schema_arrow.metadata == pq.read_schema(done.path).metadata
     rows = {r["id"]: r for r in pq.read_table(done.path).to_pylist()}
     items = _stac_items(tmp_path / "stac")
     assert done.items == len(rows) == len(items) == 8 and set(rows) == set(items)

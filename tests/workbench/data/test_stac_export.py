@@ -229,10 +229,15 @@ def test_a_missing_tile_or_no_match_writes_nothing(home, cli):
     assert catalog.read_bytes() == before
 
 
-@pytest.mark.parametrize("relative", [False, True])
-def test_the_files_are_the_ones_pystac_writes(tmp_path, relative):
+@pytest.mark.parametrize("relative,chunk", [(False, None), (True, None), (False, 1), (True, 3)])
+def test_the_files_are_the_ones_pystac_writes(tmp_path, monkeypatch, relative, chunk):
+    """Byte for byte, also when the export goes a tile or three at a time (a parent in another
+    chunk: its derived_from link and workbench:parent all the same)."""
     from workbench.bench_stac import pystac_export
+    from workbench.data import stac_export
 
+    if chunk:
+        monkeypatch.setattr(stac_export, "EXPORT_CHUNK", chunk)
     catalog = varied_catalog(tmp_path / "src")
     with Catalog(catalog, read_only=True) as cat:
         done = export_stac(cat, tmp_path / "ours", collection_id="same", relative_assets=relative)
