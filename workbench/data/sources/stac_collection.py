@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -119,13 +119,11 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
     _check_options(source, split, block_deg)
     path = collection_file(path) or Path(path)
     kind = stac_kind(path) or "collection"
-    items = _read_items(path)
-    result = StacImport(path=path, kind=kind, found=len(items))
     seen: dict[str, str] = {}
     images: dict[str, str] = {}
     entries: list[_Entry] = []
-    with GdalHeaders() as gdal:
-        for item, base in progress_bar(items, desc="checking", unit="item", enabled=progress):
+    with GdalHeaders() as gdal:       # each item made into its entry as it is read: no pystac Item kept
+        for item, base in progress_bar(_read_items(path), desc="checking", unit="item", enabled=progress):
             entry = _entry(item, base, path, source, gdal)
             if entry.item_id in seen:
                 raise WorkbenchError(f"{entry.where}: item id {entry.item_id} appears twice in {path} "
@@ -136,6 +134,7 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
                                      f"{images[entry.tile.path]}; a tile is one row, nothing imported")
             images[entry.tile.path] = entry.where
             entries.append(entry)
+    result = StacImport(path=path, kind=kind, found=len(entries))
     known = {str(Path(p).resolve()) for p in catalog.existing_paths([e.tile.path for e in entries])}
     todo = [e for e in entries if e.tile.path not in known]       # tile paths are resolved already
     result.already = len(entries) - len(todo)
@@ -160,38 +159,43 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def _read_items(path: Path) -> list[tuple[Any, Path]]:
-    """Every item with the folder its relative hrefs start from: the links of the catalog and its
+def _read_items(path: Path) -> Iterator[tuple[Any, Path]]:
+    """Every item with the folder its relative hrefs start from, one at a time (an import of a
+    million items holds their entries, not their pystac Items): the links of the catalog and its
     children followed one by one, so a bad item is named with what pystac says is wrong with it;
     a stac-geoparquet file's rows (hrefs relative to the file's folder)."""
     if path.suffix.lower() in PARQUET and path.is_file():
         from workbench.data.geoparquet_export import read_items
 
-        return [(_item(d, None, f"{path} row {i}"), path.parent) for i, d in enumerate(read_items(path))]
+        rows = read_items(path)
+        rows.reverse()
+        for i in range(len(rows)):          # each row's dict let go once its item is made
+            yield _item(rows.pop(), None, f"{path} row {i}"), path.parent
+        return
     d = _json(path, path)
     if isinstance(d, dict) and d.get("type") == "FeatureCollection":
         features = d.get("features")
         if not isinstance(features, list):
             raise WorkbenchError(f"{path}: an item collection without a \"features\" list")
-        return [(_item(f, None, f"{path} feature {i}"), path.parent) for i, f in enumerate(features)]
-    out: list[tuple[Any, Path]] = []
-    _walk(_catalog(d, path.absolute()), path, out, set())
-    return out
+        for i, f in enumerate(features):
+            yield _item(f, None, f"{path} feature {i}"), path.parent
+        return
+    yield from _walk(_catalog(d, path.absolute()), path, set())
 
 
-def _walk(cat, top: Path, out: list, seen: set[str]) -> None:
+def _walk(cat, top: Path, seen: set[str]) -> Iterator[tuple[Any, Path]]:
     """The items of ``cat`` and of every catalog below it (each file once)."""
     for link in cat.get_links("item"):
         href = link.get_absolute_href()
         if href in seen:
             continue
         seen.add(href)
-        out.append((_item(_json(Path(href), top), href, href), Path(href).parent))
+        yield _item(_json(Path(href), top), href, href), Path(href).parent
     for link in cat.get_links("child"):
         href = link.get_absolute_href()
         if href not in seen:
             seen.add(href)
-            _walk(_catalog(_json(Path(href), top), Path(href)), top, out, seen)
+            yield from _walk(_catalog(_json(Path(href), top), Path(href)), top, seen)
 
 
 def _json(path: Path, top: Path) -> Any:
