@@ -1,5 +1,5 @@
-"""What the many-scene batch tests of every task share: launching ranks, and a folder's files
-compared across runs (bytes, inode, mtime: a file "kept" was not written again)."""
+"""What the many-scene batch tests of every task share: the scenes, launching ranks, and a
+folder's files compared across runs (bytes, inode, mtime: a file "kept" was not written again)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import socket
 import sys
 from pathlib import Path
 
+from tests.support import sentinel2 as s2
 from tests.support.runner import ROOT
+
+N_SCENES = 4
+
+
+def write_scenes(folder: Path, n: int = N_SCENES, size: int = 128) -> list[Path]:
+    """``n`` Sentinel-2-like DN scenes of ``size`` px, each its own ground (seeds 10, 11, ...)."""
+    return [s2.write_dn_geotiff(folder / f"scene{i}.tif", s2.ground(size, seed=10 + i)) for i in range(n)]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:

@@ -14,11 +14,9 @@ import numpy as np
 import pytest
 
 from tests.support import sentinel2 as s2
-from tests.support.batch import child_env, free_port, snapshot, torchrun
+from tests.support.batch import N_SCENES, child_env, free_port, snapshot, torchrun, write_scenes
 from tests.support.classification import trained_classifier
 from workbench.data import geotiff
-
-N_SCENES = 4
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +24,6 @@ def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("clsmany")
     run, cli = trained_classifier(home)
     return home, run, cli
-
-
-def write_scenes(folder: Path, n: int = N_SCENES, size: int = 128) -> list[Path]:
-    return [s2.write_dn_geotiff(folder / f"scene{i}.tif", s2.ground(size, seed=10 + i)) for i in range(n)]
 
 
 def same_map(a: Path, b: Path) -> None:

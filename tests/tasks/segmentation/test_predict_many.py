@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 
 from tests.support import sentinel2 as s2
-from tests.support.batch import accelerate_launch, child_env, free_port, snapshot, torchrun
+from tests.support.batch import N_SCENES, accelerate_launch, child_env, free_port, snapshot, torchrun, write_scenes
 from tests.support.segmentation import trained_on_scene
 from workbench.data import geotiff
-
-N_SCENES = 4
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +26,6 @@ def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("manyhome")
     run, cli = trained_on_scene(home)
     return home, run, cli
-
-
-def write_scenes(folder: Path, n: int = N_SCENES, size: int = 128) -> list[Path]:
-    return [s2.write_dn_geotiff(folder / f"scene{i}.tif", s2.ground(size, seed=10 + i)) for i in range(n)]
 
 
 def predicted_rows(home: Path, out: Path) -> list[tuple]:
