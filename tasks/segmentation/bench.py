@@ -10,7 +10,9 @@ On a crop of the Blue Marble mosaic (``data/bluemarble/mosaic.tif``, built with
     window at a time (:func:`predict_scene_naive`'s engine: batch 1, contiguous, a
     read per window) over the SAME windows, the tile-window recipe's (64 px, stride 16,
     averaged), on the 384 px centre of the crop; the two outputs must agree within
-    1e-5 (asserted). Random weights.
+    1e-5 (asserted). Random weights, in fp32 on both sides (on a CPU with native bf16 the
+    engine would otherwise run in bf16 against the fp32 baseline: the arithmetic, not the
+    engine; ``workbench.bench_inference`` measures bf16 against fp32).
 (b) the default settings (window 256, overlap 32, batch 16, gaussian) against the
     tile-window recipe (window = the training tile, 64 px, stride 16, batch 1, plain
     averaging: predicting a scene one training-sized window at a time) on the whole crop (a small sub-crop would
@@ -79,13 +81,15 @@ def _crop(src: Path, dst: Path, size: int, centre: tuple[float, float] | None = 
 
 def _random_run(stats) -> Any:
     from tasks.segmentation.models import build_model
+    from workbench.data.contract import legacy_contract
 
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", in_channels=3, classes=1).eval()
     return SimpleNamespace(path=Path("random-weights"), name="random resnet18 Unet", model=model, stats=stats,
                            threshold=0.5, bands=None, classes=1, crs=None, in_channels=3, weights="random",
+                           contract=legacy_contract(stats),                    # raw RGB, as a run before inputs.json
                            predict_defaults=lambda: {"window": 256, "overlap": 32, "batch_size": 16,
-                                                     "blend": "gaussian"})
+                                                     "blend": "gaussian", "precision": "fp32"})
 
 
 def _newest_run() -> Any | None:
