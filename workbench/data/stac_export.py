@@ -201,14 +201,19 @@ class _Seen:
         self.items = self.masks = 0
 
     def add(self, tiles: Sequence[Tile], items: list[dict], linked: bool) -> None:
-        bbox, (start, end) = _extent(items)
-        if bbox is not None:
-            self.bbox = bbox if self.bbox is None else [min(self.bbox[0], bbox[0]), min(self.bbox[1], bbox[1]),
-                                                        max(self.bbox[2], bbox[2]), max(self.bbox[3], bbox[3])]
-        parse = _parser()
-        start, end = parse(start), parse(end)
-        self.start = start if self.start is None else min(self.start, start)
-        self.end = end if self.end is None else max(self.end, end)
+        """The union of the items' boxes (None while none is placed) and of their times, compared
+        as datetimes (RFC 3339 text orders as time only once parsed)."""
+        for d in items:
+            if "bbox" in d:
+                b, o = d["bbox"], self.bbox
+                self.bbox = list(b) if o is None else [min(o[0], b[0]), min(o[1], b[1]), max(o[2], b[2]),
+                                                       max(o[3], b[3])]
+            p = d["properties"]
+            start, end = (p["datetime"], p["datetime"]) if p["datetime"] is not None else \
+                (p["start_datetime"], p["end_datetime"])
+            start, end = _parse_time(start), _parse_time(end)
+            self.start = start if self.start is None else min(self.start, start)
+            self.end = end if self.end is None else max(self.end, end)
         if linked:
             self.ids.extend(d["id"] for d in items)
         self.sources.update(t.source for t in tiles)
@@ -354,28 +359,8 @@ def _polygon(w: float, s: float, e: float, n: float) -> dict:
     return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
-def _extent(items: Sequence[dict]) -> tuple[list[float] | None, list[str | None]]:
-    """The collection's extent: the union of the items' bboxes (None: no item is placed) and of
-    their times, as RFC 3339 text (every time here is UTC, so text order is time order only
-    after parsing: compare datetimes)."""
-    boxes = [d["bbox"] for d in items if "bbox" in d]
-    bbox = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
-            if boxes else None)
-    parse = _parser()
-    starts, ends = [], []
-    for d in items:
-        p = d["properties"]
-        if p["datetime"] is not None:
-            starts.append(p["datetime"])
-            ends.append(p["datetime"])
-        else:
-            starts.append(p["start_datetime"])
-            ends.append(p["end_datetime"])
-    return bbox, [_iso(min(map(parse, set(starts)))), _iso(max(map(parse, set(ends))))]
-
-
-def _parser() -> Callable[[str], datetime]:
-    return lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def read_headers(tiles: Sequence[Tile], progress: bool = False) -> dict[int, dict]:
