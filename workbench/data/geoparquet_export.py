@@ -49,6 +49,7 @@ from workbench.data.stac_export import (
     FIELDS,
     PREFIX,
     export_items,
+    parse_time,
 )
 from workbench.data.stac_export import (
     collection_id as make_collection_id,
@@ -171,7 +172,7 @@ def items_table(items: Sequence[dict]):
         "collection": [d["collection"] for d in items],
     }
     for name in TIMES:
-        columns[name] = [_time(p.get(name)) for p in props]
+        columns[name] = [None if p.get(name) is None else parse_time(p[name]) for p in props]
     extra = f"{PREFIX}extra"
     for field in sch:
         if field.name not in columns:
@@ -201,10 +202,6 @@ def polygon_wkb(bbox: Sequence[float]) -> bytes:
     as little-endian ISO WKB: the byte order flag, type 3 (Polygon), one ring of five points."""
     w, s, e, n = bbox
     return struct.pack("<BIII10d", 1, 3, 1, 5, w, s, e, s, e, n, w, n, w, s)
-
-
-def _time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # ---- reading back: a row as the STAC item it was --------------------------------------------------

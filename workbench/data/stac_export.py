@@ -211,7 +211,7 @@ class _Seen:
             p = d["properties"]
             start, end = (p["datetime"], p["datetime"]) if p["datetime"] is not None else \
                 (p["start_datetime"], p["end_datetime"])
-            start, end = _parse_time(start), _parse_time(end)
+            start, end = parse_time(start), parse_time(end)
             self.start = start if self.start is None else min(self.start, start)
             self.end = end if self.end is None else max(self.end, end)
         if linked:
@@ -359,7 +359,8 @@ def _polygon(w: float, s: float, e: float, n: float) -> dict:
     return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
-def _parse_time(text: str) -> datetime:
+def parse_time(text: str) -> datetime:
+    """An item's RFC 3339 time (``...Z``) as an aware datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
