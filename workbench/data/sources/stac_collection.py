@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -135,8 +136,8 @@ def import_collection(catalog: Catalog, path: str | Path, *, source: str | None 
             images[entry.tile.path] = entry.where
             entries.append(entry)
     result = StacImport(path=path, kind=kind, found=len(entries))
-    known = {str(Path(p).resolve()) for p in catalog.existing_paths([e.tile.path for e in entries])}
-    todo = [e for e in entries if e.tile.path not in known]       # tile paths are resolved already
+    known = catalog.existing_paths([e.tile.path for e in entries])   # resolved, as the tiles' paths are
+    todo = [e for e in entries if e.tile.path not in known]
     result.already = len(entries) - len(todo)
     if not todo:
         return result
@@ -300,13 +301,11 @@ class _Header:
     """The image's GDAL header, read when a field the item leaves out needs it (``.info``)."""
 
     def __init__(self, path: Path, gdal) -> None:
-        self.path, self._gdal, self._info = path, gdal, None
+        self.path, self._gdal = path, gdal
 
-    @property
+    @cached_property
     def info(self):
-        if self._info is None:
-            self._info = self._gdal.read_info(self.path)
-        return self._info
+        return self._gdal.read_info(self.path)
 
 
 def _files(item, base: Path, where: str, gdal):
