@@ -65,6 +65,18 @@ def output_name(scene: Scene, suffix: str) -> str:
     return f"{scene.name}{suffix}"
 
 
+def common_identity(run: Any, args: Any) -> dict:
+    """What every task's outputs depend on besides its own options: the run (its folder and its
+    checkpoint's bytes) and how the scenes are read (``--bands``, ``--scale``, ``--offset``,
+    ``--scl-nodata``)."""
+    from workbench.manifest import file_sha256
+    from workbench.train.checkpoint import resolve_checkpoint
+
+    return {"run": str(Path(run.path).resolve()), "checkpoint_sha256": file_sha256(resolve_checkpoint(run.path)),
+            "bands": list(args.bands) if args.bands else None, "scale": args.scale, "offset": args.offset,
+            "scl_nodata": None if args.scl_nodata is None else list(args.scl_nodata)}
+
+
 def map_tile(entry: dict, model_id: str, extra: Mapping[str, Any], **fields: Any) -> Any:
     """The catalog row (source ``predicted``) of one finished output: its place, CRS, size, GSD
     and bands read from the file, the run, the scene's id and date from the entry's summary,

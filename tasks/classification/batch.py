@@ -47,16 +47,12 @@ SUMMARY_KEYS = ("input", "width", "height", "crs", "classes", "counts", "no_clas
 def identity(run: Any, args: argparse.Namespace) -> dict:
     """What decides a batch's class maps, besides the scene list (the engine adds it)."""
     from workbench.inference import device_of, resolve_precision
-    from workbench.manifest import file_sha256
-    from workbench.train.checkpoint import resolve_checkpoint
 
     size = int(run.cfg.data.size)
     precision = getattr(getattr(run.cfg, "predict", None), "precision", "auto")
-    return {"run": str(Path(run.path).resolve()), "checkpoint_sha256": file_sha256(resolve_checkpoint(run.path)),
-            "classes": list(run.classes), "size": size, "stride": size if args.stride is None else int(args.stride),
-            "precision": resolve_precision(precision, device_of(run.model)),
-            "bands": list(args.bands) if args.bands else None, "scale": args.scale, "offset": args.offset,
-            "scl_nodata": None if args.scl_nodata is None else list(args.scl_nodata)}
+    return {**scene_batch.common_identity(run, args), "classes": list(run.classes), "size": size,
+            "stride": size if args.stride is None else int(args.stride),
+            "precision": resolve_precision(precision, device_of(run.model))}
 
 
 def run_batch(args: argparse.Namespace, batch_size: int) -> int:

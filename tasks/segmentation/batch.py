@@ -39,19 +39,13 @@ def mask_name(scene: Scene) -> str:
 
 
 def identity(run: Any, args: argparse.Namespace) -> dict:
-    """What decides a batch's masks, besides the scene list (the engine adds it): the run and its
-    checkpoint's bytes, every option that changes a mask (batch size and progress do not)."""
-    from workbench.manifest import file_sha256
-    from workbench.train.checkpoint import resolve_checkpoint
-
+    """What decides a batch's masks, besides the scene list (the engine adds it): the run, how the
+    scenes are read, every option that changes a mask (batch size and progress do not)."""
     from .predict import _settings, precision_of
 
     window, overlap, _, blend, tta = _settings(run, args.window, args.overlap, args.batch_size, args.blend, args.tta)
-    return {"run": str(Path(run.path).resolve()), "checkpoint_sha256": file_sha256(resolve_checkpoint(run.path)),
-            "threshold": run.threshold, "window": window, "overlap": overlap, "blend": blend, "tta": tta,
-            "precision": precision_of(run), "bands": list(args.bands) if args.bands else None, "scale": args.scale,
-            "offset": args.offset, "scl_nodata": None if args.scl_nodata is None else list(args.scl_nodata),
-            "out_crs": args.out_crs}
+    return {**scene_batch.common_identity(run, args), "threshold": run.threshold, "window": window,
+            "overlap": overlap, "blend": blend, "tta": tta, "precision": precision_of(run), "out_crs": args.out_crs}
 
 
 def run_batch(args: argparse.Namespace) -> int:
