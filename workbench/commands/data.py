@@ -18,8 +18,7 @@ from workbench.commands import add_catalog_immutable, add_command, add_input_opt
 from workbench.data.query_args import QUERY_HELP, add_query_args, query_from_args
 
 __all__ = ["register", "add_query_args", "query_from_args", "run_bluemarble", "run_export_parquet", "run_export_stac",
-           "run_import",
-           "run_list", "run_remove", "run_resplit", "run_stats"]
+           "run_import", "run_list", "run_remove", "run_resplit", "run_stats"]
 
 EXAMPLES = """examples:
   workbench data bluemarble                       offline default: Blue Marble tiles + GSHHS water masks
